@@ -1,0 +1,59 @@
+"""The ``p2pstack`` command line.
+
+Each subcommand lives in its own module with a ``register(subparsers)`` function that
+adds its parser and sets ``handler`` (``handler(args) -> exit code``). This module owns
+what is shared: global flags, logging set-up (once, here), and the exit-code contract
+(DESIGN.md section 9): 0 success, 1 failure, 2 usage error, one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from stack.cli import ident
+from stack.cli._common import configure_logging
+from stack.errors import StackError, UsageError
+from stack.files import resolve_data_dir
+
+__all__ = ["main", "build_parser"]
+
+COMMANDS = [ident]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p2pstack",
+        description="Peer-to-peer networking: identities, NAT discovery, DHT, TOFU trust.")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="where keys and state live (default: $P2PSTACK_HOME, "
+                             "else ~/.local/share/p2pstack)")
+    parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log debug events")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 itself on a usage error
+    args.data_dir = resolve_data_dir(args.data_dir)
+    configure_logging(json_lines=args.log_json, verbose=args.verbose)
+    try:
+        code = args.handler(args)
+    except UsageError as exc:
+        print(f"p2pstack: error: {exc}", file=sys.stderr)
+        code = 2
+    except StackError as exc:
+        print(f"p2pstack: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    return code
+
+
+def _entry() -> None:  # pragma: no cover - console-script shim
+    sys.exit(main())

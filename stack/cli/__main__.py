@@ -1,0 +1,3 @@
+from stack.cli import _entry
+
+_entry()

@@ -1,0 +1,37 @@
+"""Helpers every subcommand shares: logging set-up and output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+__all__ = ["configure_logging", "print_json", "add_json_flag"]
+
+
+def configure_logging(*, json_lines: bool, verbose: bool) -> None:
+    """Configure structlog once for the process: events go to stderr, output to stdout."""
+    level = logging.DEBUG if verbose else logging.INFO
+    renderer: Any = (structlog.processors.JSONRenderer() if json_lines
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def add_json_flag(parser: Any) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, sort_keys=True), flush=True)
