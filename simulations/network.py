@@ -1,0 +1,342 @@
+"""The simulated datagram network (DESIGN.md sections 2, 3, 6, 7).
+
+API
+---
+``SimNetwork(rng, *, latency=0.010, jitter=0.002, loss=0.0)``
+    The "internet". All randomness (jitter, loss, random NAT ports) comes from ``rng``,
+    and delivery is scheduled with ``loop.call_at`` on the running (virtual) loop, so
+    the same seed and the same program reproduce a run exactly. ``latency`` is one-way
+    seconds, ``jitter`` the half-width of a uniform spread around it (a delay never goes
+    below 0, so jitter can reorder), ``loss`` the drop probability per datagram.
+    ``net.latency`` / ``net.jitter`` / ``net.loss`` may be changed mid-run.
+``net.add_host(ip, *, extra_ips=()) -> SimHost``
+    A public host. ``extra_ips`` gives it more addresses (an RFC 5780 STUN server needs
+    two); binding ``0.0.0.0`` on such a host listens on all and sends from ``ip``.
+``net.add_nat(public_ip, *, mapping=..., filtering=..., hairpin=False,
+port_preserving=True, mapping_timeout=120.0) -> Nat``
+    A NAT box (``simulations.nat``); ``nat.add_host(private_ip)`` puts a host behind it.
+``net.add_nat_kind(public_ip, kind) -> Nat | PublicSite``
+    By lab kind name (``simulations.nat.NAT_KINDS``); ``"none"`` gives a ``PublicSite``
+    whose ``add_host(_)`` returns a public host at ``public_ip``.
+``net.set_link(ip_a, ip_b, *, latency=None, jitter=None, loss=None)``
+    Override the path between two *public* addresses, both directions (``None`` =
+    follow the network default). Traffic inside one NAT uses the private addresses.
+``net.host_at(ip) -> SimHost``
+    The host owning a public address, or the unique host with that private address.
+``net.stats`` (``NetStats``)
+    ``sent``, ``delivered``, ``dropped_loss``, ``dropped_nat`` (filtered, no mapping,
+    hairpin off), ``dropped_crashed``, ``dropped_unroutable`` (no such address),
+    ``dropped_no_port`` (nothing bound there).
+
+``SimHost`` implements ``stack.net.DatagramNetwork``:
+``await host.bind((ip_or_"0.0.0.0", port), receiver) -> SimEndpoint`` (port 0 =
+ephemeral, from 49152 up; a taken port or a foreign ip raises ``SimulationError``, a
+``LocalError``). Receivers get batches (``list[Datagram]``) like ``UdpNetwork``: every
+datagram that reaches an endpoint in one loop iteration is handed over in one call, one
+iteration later, at the same virtual time. ``host.crash()`` makes the host drop
+everything in and out (its endpoints stay bound); ``host.restart()`` undoes it.
+
+Routing (trio FakeNet's ``route_packet`` idea): ``SimNetwork._send`` decides where a
+datagram goes; NAT boxes only translate (``Nat.outbound`` on the way out, ``Nat._arrive``
+on the way in, *at arrival time*, so a mapping can expire while a datagram is in flight).
+Hosts behind the same NAT reach each other directly by private address.
+
+The per-datagram path allocates nothing beyond asyncio's timer handle and its argument
+tuple, and logs nothing: it must carry millions of datagrams among 10,000 hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from simulations.errors import SimulationError
+from simulations.nat import NAT_KINDS, Nat, PublicSite
+from stack.net import Address, Datagram, EndpointStats, Receiver
+
+__all__ = ["SimNetwork", "SimHost", "SimEndpoint", "NetStats"]
+
+_ANY = "0.0.0.0"
+_EPHEMERAL_FIRST = 49152
+
+
+@dataclass(slots=True)
+class NetStats:
+    """Network-wide datagram counters."""
+
+    sent: int = 0
+    delivered: int = 0
+    dropped_loss: int = 0
+    dropped_nat: int = 0
+    dropped_crashed: int = 0
+    dropped_unroutable: int = 0
+    dropped_no_port: int = 0
+
+
+class SimEndpoint:
+    """A bound simulated UDP port (``stack.net.DatagramEndpoint``)."""
+
+    __slots__ = ("_host", "_net", "_key", "_src", "_receiver", "_inbox", "_closed",
+                 "_loop", "local_address", "stats")
+
+    def __init__(self, host: SimHost, key: Address, src: Address, receiver: Receiver,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._host = host
+        self._net = host.network
+        self._key = key
+        self._src = src  # the source address our datagrams carry
+        self._receiver = receiver
+        self._inbox: list[Datagram] = []
+        self._closed = False
+        self._loop = loop
+        self.local_address: Address = key
+        self.stats = EndpointStats()
+
+    def send(self, data: bytes, addr: Address) -> None:
+        """Send one datagram; conditions on the way are counted, never raised."""
+        if self._closed:
+            return
+        self.stats.sent += 1
+        self._net._send(self._host, self._src, data, addr)
+
+    def _deliver(self, data: bytes, src: Address) -> None:
+        inbox = self._inbox
+        inbox.append((data, src))
+        if len(inbox) == 1:
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        batch = self._inbox
+        self._inbox = []
+        if self._closed:
+            return
+        self.stats.received += len(batch)
+        self._receiver(batch)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._host._endpoints.pop(self._key, None)
+
+
+class SimHost:
+    """A machine on the simulated network; ``nat`` is the box it sits behind, if any."""
+
+    def __init__(self, network: SimNetwork, ips: list[str], nat: Nat | None = None) -> None:
+        self.network = network
+        self.ips = ips
+        self.ip = ips[0]
+        self.nat = nat
+        self.crashed = False
+        self._endpoints: dict[Address, SimEndpoint] = {}
+        self._next_port = _EPHEMERAL_FIRST
+
+    def __repr__(self) -> str:
+        where = f" behind {self.nat.public_ip}" if self.nat is not None else ""
+        return f"<SimHost {self.ip}{where}{' crashed' if self.crashed else ''}>"
+
+    async def bind(self, addr: Address, receiver: Receiver) -> SimEndpoint:
+        """Bind ``(ip, port)``; ip is one of ours or ``0.0.0.0``, port 0 = ephemeral."""
+        ip, port = addr[0] or _ANY, int(addr[1])
+        if ip != _ANY and ip not in self.ips:
+            raise SimulationError(f"cannot bind {ip}:{port}: not an address of {self!r}")
+        if not 0 <= port <= 65535:
+            raise SimulationError(f"cannot bind {ip}:{port}: port out of range")
+        if ip == _ANY and len(self.ips) == 1:
+            ip = self.ip  # one address: a wildcard bind is that address
+        if port == 0:
+            port = self._ephemeral_port(ip)
+        elif self._taken(ip, port):
+            raise SimulationError(f"cannot bind {ip}:{port} on {self!r}: address in use")
+        loop = self.network._attach_loop()
+        key = (ip, port)
+        src = (self.ip, port) if ip == _ANY else key
+        endpoint = SimEndpoint(self, key, src, receiver, loop)
+        self._endpoints[key] = endpoint
+        return endpoint
+
+    def _taken(self, ip: str, port: int) -> bool:
+        if ip == _ANY:
+            return any(key[1] == port for key in self._endpoints)
+        return (ip, port) in self._endpoints or (_ANY, port) in self._endpoints
+
+    def _ephemeral_port(self, ip: str) -> int:
+        for _ in range(65536 - _EPHEMERAL_FIRST):
+            port = self._next_port
+            self._next_port = port + 1 if port < 65535 else _EPHEMERAL_FIRST
+            if not self._taken(ip, port):
+                return port
+        raise SimulationError(f"no free ephemeral port on {self!r}")
+
+    def crash(self) -> None:
+        """Drop every datagram to or from this host until ``restart()``."""
+        self.crashed = True
+
+    def restart(self) -> None:
+        self.crashed = False
+
+    def _arrive(self, src: Address, dst: Address, data: bytes) -> None:
+        """A datagram reaches this host (scheduled by the network, or by our NAT)."""
+        net = self.network
+        if self.crashed:
+            net.stats.dropped_crashed += 1
+            return
+        endpoints = self._endpoints
+        endpoint = endpoints.get(dst)
+        if endpoint is None:
+            endpoint = endpoints.get((_ANY, dst[1]))
+            if endpoint is None:
+                net.stats.dropped_no_port += 1
+                return
+        net.stats.delivered += 1
+        endpoint._deliver(data, src)
+
+
+class SimNetwork:
+    """The simulated internet (see the module docstring)."""
+
+    def __init__(self, rng: random.Random, *, latency: float = 0.010, jitter: float = 0.002,
+                 loss: float = 0.0) -> None:
+        self.rng = rng
+        self.latency = latency
+        self.jitter = jitter
+        self.loss = loss
+        self.stats = NetStats()
+        # public ip -> what answers there: a SimHost or a Nat
+        self._public: dict[str, SimHost | Nat] = {}
+        self._private: dict[str, list[SimHost]] = {}
+        self._links: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._register_with_running_loop()
+
+    def _register_with_running_loop(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if getattr(loop, "network", False) is None:  # a VirtualEventLoop without a network
+            loop.network = self  # type: ignore[attr-defined]
+
+    def _attach_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None and not self._loop.is_closed():
+                raise SimulationError("a SimNetwork runs on one event loop at a time")
+            self._loop = loop
+        return loop
+
+    # -- building the topology ---------------------------------------------------------
+
+    def _claim(self, ip: str) -> None:
+        if ip in self._public:
+            raise SimulationError(f"address {ip} is already on the network")
+
+    def add_host(self, ip: str, *, extra_ips: Iterable[str] = ()) -> SimHost:
+        """A public host at ``ip`` (and ``extra_ips``)."""
+        ips = [ip, *extra_ips]
+        if len(set(ips)) != len(ips):
+            raise SimulationError(f"duplicate addresses in {ips}")
+        for address in ips:
+            self._claim(address)
+        host = SimHost(self, ips)
+        for address in ips:
+            self._public[address] = host
+        return host
+
+    def add_nat(self, public_ip: str, *, mapping: str = "endpoint-independent",
+                filtering: str = "address-and-port-dependent", hairpin: bool = False,
+                port_preserving: bool = True, mapping_timeout: float = 120.0) -> Nat:
+        """A NAT box at ``public_ip``; put hosts behind it with ``nat.add_host``."""
+        self._claim(public_ip)
+        nat = Nat(self, public_ip, mapping=mapping, filtering=filtering, hairpin=hairpin,
+                  port_preserving=port_preserving, mapping_timeout=mapping_timeout)
+        self._public[public_ip] = nat
+        return nat
+
+    def add_nat_kind(self, public_ip: str, kind: str) -> Nat | PublicSite:
+        """A site of the lab's NAT kind: ``none`` or a NAT box (see ``NAT_KINDS``)."""
+        if kind not in NAT_KINDS:
+            raise SimulationError(f"unknown NAT kind {kind!r}; known: {', '.join(NAT_KINDS)}")
+        params = NAT_KINDS[kind]
+        if params is None:
+            return PublicSite(self, public_ip)
+        mapping, filtering, port_preserving = params
+        return self.add_nat(public_ip, mapping=mapping, filtering=filtering,
+                            port_preserving=port_preserving)
+
+    def _add_private_host(self, nat: Nat, ip: str) -> SimHost:
+        """Called by ``Nat.add_host``."""
+        host = SimHost(self, [ip], nat)
+        self._private.setdefault(ip, []).append(host)
+        return host
+
+    def set_link(self, ip_a: str, ip_b: str, *, latency: float | None = None,
+                 jitter: float | None = None, loss: float | None = None) -> None:
+        """Override latency/jitter/loss between two addresses (both directions)."""
+        key = (ip_a, ip_b) if ip_a < ip_b else (ip_b, ip_a)
+        self._links[key] = (latency, jitter, loss)
+
+    def host_at(self, ip: str) -> SimHost:
+        """The host at a public address, or the only host with that private address."""
+        node = self._public.get(ip)
+        if isinstance(node, SimHost):
+            return node
+        hosts = self._private.get(ip, [])
+        if len(hosts) == 1:
+            return hosts[0]
+        if hosts:
+            raise SimulationError(f"{len(hosts)} hosts have private address {ip}; name one")
+        raise SimulationError(f"no host has address {ip}")
+
+    # -- the datagram path ---------------------------------------------------------------
+
+    def _send(self, host: SimHost, src: Address, data: bytes, dst: Address) -> None:
+        """Route one datagram from ``host`` (source ``src``) towards ``dst``."""
+        stats = self.stats
+        stats.sent += 1
+        if host.crashed:
+            stats.dropped_crashed += 1
+            return
+        dst_ip = dst[0]
+        nat = host.nat
+        if nat is not None:
+            lan = nat._hosts.get(dst_ip)
+            if lan is not None:  # same private network: no translation
+                self._schedule(src[0], dst_ip, lan, src, dst, data)
+                return
+            src = nat.outbound(src, dst, self._loop.time())  # type: ignore[union-attr]
+            if dst_ip == nat.public_ip and not nat.hairpin:
+                nat.stats.dropped_hairpin += 1
+                stats.dropped_nat += 1
+                return
+        target = self._public.get(dst_ip)
+        if target is None:
+            stats.dropped_unroutable += 1
+            return
+        self._schedule(src[0], dst_ip, target, src, dst, data)
+
+    def _schedule(self, a: str, b: str, target: SimHost | Nat, src: Address, dst: Address,
+                  data: bytes) -> None:
+        latency, jitter, loss = self.latency, self.jitter, self.loss
+        if self._links:
+            link = self._links.get((a, b) if a < b else (b, a))
+            if link is not None:
+                if link[0] is not None:
+                    latency = link[0]
+                if link[1] is not None:
+                    jitter = link[1]
+                if link[2] is not None:
+                    loss = link[2]
+        rng = self.rng
+        if loss and rng.random() < loss:
+            self.stats.dropped_loss += 1
+            return
+        if jitter:
+            latency += jitter * (2.0 * rng.random() - 1.0)
+            if latency < 0.0:
+                latency = 0.0
+        loop = self._loop
+        loop.call_at(loop.time() + latency, target._arrive, src, dst, data)  # type: ignore[union-attr]

@@ -1,0 +1,193 @@
+"""Virtual time: an asyncio event loop whose clock jumps (DESIGN.md sections 2 and 7).
+
+API
+---
+``run_virtual(main, *, start=1_700_000_000.0, max_time=None, network=None)``
+    Run the coroutine ``main`` on a fresh ``VirtualEventLoop`` and return its result
+    (or raise its exception). Remaining tasks are cancelled and the loop closed after.
+    ``start`` is the Unix time that virtual time 0 stands for; ``max_time`` bounds the
+    simulated seconds the run may last (``TimeLimitError`` past it); ``network`` is the
+    ``SimNetwork`` that ``loop.create_datagram_endpoint`` binds on (a ``SimNetwork``
+    created inside a running virtual loop registers itself when none is set).
+``VirtualEventLoop``
+    ``loop.time()`` is virtual seconds since the start of the run (starts at 0.0).
+    When nothing is ready the loop does not block: it moves virtual time straight to the
+    next scheduled callback, so ``asyncio.sleep``, ``call_later``, ``wait_for`` and
+    ``asyncio.timeout`` cost no wall time. Tasks, Events, Queues, Futures work unchanged.
+    If nothing is ready, nothing is scheduled and no executor job is running, every
+    task waits on something that can never happen: ``DeadlockError`` (naming the
+    waiting tasks) instead of hanging. ``loop.clock`` is its ``VirtualClock``.
+    ``loop.create_datagram_endpoint(factory, local_addr=(ip, port))`` returns a
+    transport on the simulated network (see ``simulations.aio``), so unchanged asyncio
+    code such as the ``kademlia`` package runs on it.
+``VirtualClock``
+    A ``stack.clock.Clock``: ``now() = start + loop.time()``.
+``current_clock()``
+    The running virtual loop's clock (``SimulationError`` outside one).
+
+Virtual time only advances between loop iterations; a callback that burns CPU does not
+move it. Real file descriptors other than the loop's self-pipe are not supported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from simulations.errors import DeadlockError, SimulationError, TimeLimitError
+
+__all__ = ["VirtualEventLoop", "VirtualClock", "run_virtual", "current_clock"]
+
+T = TypeVar("T")
+
+# asyncio caps one select() timeout at this (base_events.MAXIMUM_SELECT_TIMEOUT); a
+# capped timeout is a plain jump, any other positive one aims at the next timer.
+_MAX_SELECT = 24 * 3600
+
+
+class VirtualClock:
+    """``stack.clock.Clock`` reading a virtual loop: Unix seconds ``start + loop.time()``."""
+
+    def __init__(self, loop: VirtualEventLoop, start: float) -> None:
+        self._loop = loop
+        self.start = float(start)
+
+    def now(self) -> float:
+        return self.start + self._loop.time()
+
+
+class _VirtualSelector(selectors.BaseSelector):
+    """Wraps a real selector (for the self-pipe); an idle wait becomes a time jump."""
+
+    def __init__(self) -> None:
+        self._real = selectors.DefaultSelector()
+        self.loop: VirtualEventLoop | None = None
+
+    def register(self, fileobj, events, data=None):  # type: ignore[no-untyped-def]
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj):  # type: ignore[no-untyped-def]
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj, events, data=None):  # type: ignore[no-untyped-def]
+        return self._real.modify(fileobj, events, data)
+
+    def get_map(self):  # type: ignore[no-untyped-def]
+        return self._real.get_map()
+
+    def close(self) -> None:
+        self._real.close()
+
+    def select(self, timeout: float | None = None):  # type: ignore[no-untyped-def]
+        loop = self.loop
+        assert loop is not None
+        events = self._real.select(0)
+        if events or timeout == 0:
+            return events
+        if timeout is None:
+            if loop._executor_jobs:
+                # A thread will wake us through the self-pipe; wait for it for real.
+                return self._real.select(None)
+            raise DeadlockError(loop._deadlock_message())
+        loop._advance(timeout)
+        return events
+
+
+class VirtualEventLoop(asyncio.SelectorEventLoop):
+    """A selector event loop on virtual time (see the module docstring)."""
+
+    def __init__(self, *, start: float = 1_700_000_000.0,
+                 max_time: float | None = None, network: Any = None) -> None:
+        selector = _VirtualSelector()
+        self._vtime = 0.0
+        self._max_time = max_time
+        self._executor_jobs = 0
+        super().__init__(selector)
+        selector.loop = self
+        # Our time is exact, so only float rounding needs slack when due timers are
+        # collected (asyncio compares against time() + _clock_resolution).
+        self._clock_resolution = 1e-9
+        self.clock = VirtualClock(self, start)
+        self.network = network
+
+    def time(self) -> float:
+        return self._vtime
+
+    def _advance(self, timeout: float) -> None:
+        if timeout < _MAX_SELECT and self._scheduled:
+            # Land exactly on the timer asyncio is waiting for (no rounding drift).
+            target = max(self._vtime, self._scheduled[0]._when)
+        else:
+            target = self._vtime + timeout
+        if self._max_time is not None and target > self._max_time:
+            raise TimeLimitError(
+                f"virtual time would reach {target:.3f} s, past max_time={self._max_time} s")
+        self._vtime = target
+
+    def _deadlock_message(self) -> str:
+        waiting = [t for t in asyncio.all_tasks(self) if not t.done()]
+        names = ", ".join(sorted(repr(t.get_coro()) for t in waiting)[:5])
+        return (f"deadlock at virtual time {self._vtime:.6f} s: nothing ready or scheduled "
+                f"but {len(waiting)} task(s) wait: {names}")
+
+    def run_in_executor(self, executor, func, *args):  # type: ignore[no-untyped-def]
+        future = super().run_in_executor(executor, func, *args)
+        self._executor_jobs += 1
+
+        def done(_: asyncio.Future) -> None:
+            self._executor_jobs -= 1
+
+        future.add_done_callback(done)
+        return future
+
+    async def create_datagram_endpoint(self, protocol_factory, local_addr=None,  # type: ignore[override]
+                                       remote_addr=None, **kwargs):  # type: ignore[no-untyped-def]
+        """Bind on the simulated network; see ``simulations.aio.create_datagram_endpoint``."""
+        from simulations.aio import create_datagram_endpoint
+
+        return await create_datagram_endpoint(self, protocol_factory, local_addr, remote_addr,
+                                              **kwargs)
+
+
+def current_clock() -> VirtualClock:
+    """The clock of the running virtual loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise SimulationError("current_clock() needs a running virtual event loop") from None
+    if not isinstance(loop, VirtualEventLoop):
+        raise SimulationError("current_clock(): the running loop is not a VirtualEventLoop")
+    return loop.clock
+
+
+def run_virtual(main: Coroutine[Any, Any, T], *, start: float = 1_700_000_000.0,
+                max_time: float | None = None, network: Any = None) -> T:
+    """Run ``main`` on a fresh virtual-time loop and return its result."""
+    loop = VirtualEventLoop(start=start, max_time=max_time, network=network)
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_all_tasks(loop: VirtualEventLoop) -> None:
+    """Cancel what is left and let it unwind (as asyncio.run does)."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler({
+                "message": "unhandled exception in a task left at the end of run_virtual",
+                "exception": task.exception(), "task": task})
