@@ -81,6 +81,16 @@ def test_p2pstack_nat_reports_the_kind(lab: Lab, site: Site, tmp_path: Path) -> 
         assert report["hairpin"] is (site.hairpin or not site.nat)
 
 
+def test_kind_names_and_behaviour_match_the_simulator() -> None:
+    """Issue 3 section 2: the simulated NAT boxes share the lab's kind names and meaning."""
+    from simulations.nat import NAT_KINDS as SIM_KINDS
+
+    assert set(SIM_KINDS) == set(NAT_KINDS)
+    for kind, sim in SIM_KINDS.items():
+        if sim is not None:
+            assert sim[:2] == EXPECTED[kind][:2], kind
+
+
 def test_unknown_kind_is_refused(lab: Lab) -> None:
     with pytest.raises(ValueError, match="unknown NAT kind"):
         lab.add_site("cone-ish")
