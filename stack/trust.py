@@ -166,7 +166,7 @@ class AmbiguousPeerError(LocalError):
 
 
 class TrustStoreLockedError(LocalError):
-    """Another process held the trust store lock for longer than LOCK_TIMEOUT."""
+    """Another process held the trust store lock for longer than the lock timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,12 +335,13 @@ class TrustStore:
 
     ``policy`` is ``"auto"`` (TOFU: a new peer is trusted on first use) or ``"manual"``
     (a new peer is recorded ``pending`` until approved). ``clock`` supplies the
-    first/last-seen times. Each call reads the file afresh, so several stores (or
+    first/last-seen times. ``lock_timeout`` (seconds) bounds the wait for another
+    process's update (then TrustStoreLockedError). Each call reads the file afresh, so several stores (or
     processes) on one data directory see each other's changes.
     """
 
     def __init__(self, data_dir: Path, *, policy: str = "auto",
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, lock_timeout: float = LOCK_TIMEOUT) -> None:
         try:
             self.policy = Policy(policy)
         except ValueError:
@@ -350,7 +351,7 @@ class TrustStore:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.corrupt_backups: list[Path] = []
         self._lock = filelock.FileLock(self.data_dir / (TRUST_FILE_NAME + ".lock"),
-                                       timeout=LOCK_TIMEOUT, mode=0o600,
+                                       timeout=lock_timeout, mode=0o600,
                                        poll_interval=_LOCK_POLL)
 
     # ----------------------------------------------------------------- reading
@@ -634,7 +635,7 @@ class TrustStore:
         except filelock.Timeout:
             raise TrustStoreLockedError(
                 f"{self._lock.lock_file}: trust store locked by another process for"
-                f" more than {LOCK_TIMEOUT:g} s") from None
+                f" more than {self._lock.timeout:g} s") from None
 
 
 # ------------------------------------------------------------------- helpers
