@@ -13,7 +13,8 @@ API
     ``loop.time()`` is virtual seconds since the start of the run (starts at 0.0).
     When nothing is ready the loop does not block: it moves virtual time straight to the
     next scheduled callback, so ``asyncio.sleep``, ``call_later``, ``wait_for`` and
-    ``asyncio.timeout`` cost no wall time. Tasks, Events, Queues, Futures work unchanged.
+    ``asyncio.timeout`` cost no wall time. Timers due at the same instant run in the
+    order they were scheduled (asyncio alone leaves ties unordered). Tasks, Events, Queues, Futures work unchanged.
     If nothing is ready, nothing is scheduled and no executor job is running, every
     task waits on something that can never happen: ``DeadlockError`` (naming the
     waiting tasks) instead of hanging. ``loop.clock`` is its ``VirtualClock``.
@@ -32,6 +33,8 @@ move it. Real file descriptors other than the loop's self-pipe are not supported
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import selectors
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -45,6 +48,24 @@ T = TypeVar("T")
 # asyncio caps one select() timeout at this (base_events.MAXIMUM_SELECT_TIMEOUT); a
 # capped timeout is a plain jump, any other positive one aims at the next timer.
 _MAX_SELECT = 24 * 3600
+
+
+class _Timer(asyncio.TimerHandle):
+    """A timer ordered by (when, scheduling order): ties run first-scheduled first.
+
+    asyncio orders its timer heap by ``when`` alone, and a heap is not stable, so two
+    datagrams sent back to back over a jitter-free link could overtake each other.
+    """
+
+    __slots__ = ("_seq",)
+
+    def __init__(self, when, callback, args, loop, context, seq):  # type: ignore[no-untyped-def]
+        super().__init__(when, callback, args, loop, context)
+        self._seq = seq
+
+    def __lt__(self, other):  # type: ignore[no-untyped-def]
+        when, other_when = self._when, other._when
+        return when < other_when or (when == other_when and self._seq < other._seq)
 
 
 class VirtualClock:
@@ -104,6 +125,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         self._vtime = 0.0
         self._max_time = max_time
         self._executor_jobs = 0
+        self._timer_seq = itertools.count()
         super().__init__(selector)
         selector.loop = self
         # Our time is exact, so only float rounding needs slack when due timers are
@@ -114,6 +136,21 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._vtime
+
+    def call_at(self, when, callback, *args, context=None):  # type: ignore[no-untyped-def]
+        """asyncio's ``call_at`` with a first-in-first-out order for equal times."""
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_at")
+        timer = _Timer(when, callback, args, self, context, next(self._timer_seq))
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        heapq.heappush(self._scheduled, timer)
+        timer._scheduled = True
+        return timer
 
     def _advance(self, timeout: float) -> None:
         if timeout < _MAX_SELECT and self._scheduled:

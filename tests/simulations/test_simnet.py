@@ -1,0 +1,299 @@
+"""The simulated network: delivery, batching, determinism, latency/jitter/loss, crashes."""
+
+import asyncio
+import random
+import statistics
+
+import pytest
+
+from simulations.errors import SimulationError
+from simulations.network import SimNetwork
+from simulations.vtime import run_virtual
+
+A, B, C = "203.0.113.1", "203.0.113.2", "203.0.113.3"
+
+
+class Inbox:
+    """A receiver that records (virtual time, data, source) and wakes waiters."""
+
+    def __init__(self):
+        self.items = []
+        self.batches = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, batch):
+        loop = asyncio.get_running_loop()
+        self.batches.append(len(batch))
+        for data, addr in batch:
+            self.items.append((loop.time(), data, addr))
+        self._changed.set()
+
+    async def wait_for(self, count, timeout=60.0):
+        async def until():
+            while len(self.items) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        await asyncio.wait_for(until(), timeout)
+        return self.items
+
+
+def test_a_datagram_arrives_after_the_latency_with_its_source():
+    async def main():
+        net = SimNetwork(random.Random(1), latency=0.025, jitter=0.0)
+        a, b = net.add_host(A), net.add_host(B)
+        inbox = Inbox()
+        ea = await a.bind(("0.0.0.0", 1000), lambda batch: None)
+        eb = await b.bind((B, 2000), inbox)
+        assert ea.local_address == (A, 1000)
+        ea.send(b"hello", (B, 2000))
+        items = await inbox.wait_for(1)
+        return items, net.stats, ea.stats, eb.stats
+
+    items, stats, sa, sb = run_virtual(main())
+    assert items == [(0.025, b"hello", (A, 1000))]
+    assert (stats.sent, stats.delivered) == (1, 1)
+    assert (sa.sent, sb.received) == (1, 1)
+
+
+def test_same_instant_arrivals_come_in_one_batch():
+    async def main():
+        net = SimNetwork(random.Random(1), jitter=0.0)
+        a, b = net.add_host(A), net.add_host(B)
+        inbox = Inbox()
+        ea = await a.bind((A, 0), lambda batch: None)
+        await b.bind((B, 9), inbox)
+        for i in range(20):
+            ea.send(b"%d" % i, (B, 9))
+        await inbox.wait_for(20)
+        return inbox
+
+    inbox = run_virtual(main())
+    assert inbox.batches == [20]
+    assert [d for _, d, _ in inbox.items] == [b"%d" % i for i in range(20)]
+
+
+def trace_of(seed, jitter=0.004, loss=0.2):
+    """Many hosts exchange datagrams; return the full delivery trace."""
+    async def main():
+        rng = random.Random(seed)
+        net = SimNetwork(rng, latency=0.01, jitter=jitter, loss=loss)
+        trace = []
+        endpoints = []
+        for i in range(20):
+            host = net.add_host(f"198.51.100.{i + 1}")
+
+            def receiver(batch, i=i):
+                t = asyncio.get_running_loop().time()
+                trace.extend((t, i, data, addr) for data, addr in batch)
+
+            endpoints.append(await host.bind(("0.0.0.0", 7000), receiver))
+        pick = random.Random(seed + 1000)  # the workload, separate from the network rng
+        for step in range(500):
+            src = endpoints[pick.randrange(20)]
+            dst = endpoints[pick.randrange(20)]
+            src.send(b"m%d" % step, dst.local_address)
+            if step % 50 == 0:
+                await asyncio.sleep(0.003)
+        await asyncio.sleep(1)
+        return trace
+
+    return run_virtual(main())
+
+
+def test_same_seed_reproduces_the_delivery_trace_exactly():
+    first, second = trace_of(7), trace_of(7)
+    assert first == second
+    assert 300 < len(first) < 500  # loss took its share
+
+
+def test_a_different_seed_gives_a_different_trace():
+    assert trace_of(7) != trace_of(8)
+
+
+def test_latency_and_jitter_statistics():
+    async def main():
+        net = SimNetwork(random.Random(3), latency=0.050, jitter=0.010)
+        a, b = net.add_host(A), net.add_host(B)
+        inbox = Inbox()
+        ea = await a.bind((A, 1), lambda batch: None)
+        await b.bind((B, 2), inbox)
+        loop = asyncio.get_running_loop()
+        sent_at = {}
+        for i in range(2000):
+            sent_at[b"%d" % i] = loop.time()
+            ea.send(b"%d" % i, (B, 2))
+            await asyncio.sleep(0.001)
+        await inbox.wait_for(2000)
+        return [t - sent_at[d] for t, d, _ in inbox.items]
+
+    delays = run_virtual(main())
+    assert min(delays) >= 0.040 - 1e-9 and max(delays) <= 0.060 + 1e-9
+    assert statistics.mean(delays) == pytest.approx(0.050, abs=0.001)
+    # uniform on +-10 ms: standard deviation 10/sqrt(3) ms
+    assert statistics.pstdev(delays) == pytest.approx(0.010 / 3 ** 0.5, rel=0.1)
+
+
+def test_loss_rate_and_changing_it_mid_run():
+    async def main():
+        net = SimNetwork(random.Random(4), loss=0.3)
+        a, b = net.add_host(A), net.add_host(B)
+        inbox = Inbox()
+        ea = await a.bind((A, 1), lambda batch: None)
+        await b.bind((B, 2), inbox)
+        for _ in range(5000):
+            ea.send(b"x", (B, 2))
+        await asyncio.sleep(1)
+        first = len(inbox.items)
+        net.loss = 0.0
+        for _ in range(1000):
+            ea.send(b"y", (B, 2))
+        await asyncio.sleep(1)
+        return first, len(inbox.items) - first, net.stats
+
+    first, second, stats = run_virtual(main())
+    assert first / 5000 == pytest.approx(0.7, abs=0.03)
+    assert second == 1000
+    assert stats.dropped_loss == 5000 - first
+    assert stats.sent == 6000 and stats.delivered == first + second
+
+
+def test_per_link_overrides_apply_both_ways_and_fall_back_to_defaults():
+    async def main():
+        net = SimNetwork(random.Random(5), latency=0.010, jitter=0.0)
+        a, b, c = net.add_host(A), net.add_host(B), net.add_host(C)
+        net.set_link(B, A, latency=0.200)
+        net.set_link(A, C, loss=1.0)
+        inboxes = [Inbox(), Inbox(), Inbox()]
+        ea = await a.bind((A, 1), inboxes[0])
+        eb = await b.bind((B, 1), inboxes[1])
+        ec = await c.bind((C, 1), inboxes[2])
+        ea.send(b"a->b", (B, 1))
+        eb.send(b"b->a", (A, 1))
+        ea.send(b"a->c", (C, 1))
+        eb.send(b"b->c", (C, 1))
+        await asyncio.sleep(1)
+        return [box.items for box in inboxes], net.stats
+
+    (at_a, at_b, at_c), stats = run_virtual(main())
+    assert at_a == [(0.2, b"b->a", (B, 1))]
+    assert at_b == [(0.2, b"a->b", (A, 1))]
+    assert at_c == [(0.01, b"b->c", (B, 1))]
+    assert stats.dropped_loss == 1
+
+
+def test_crashed_hosts_drop_everything_until_restarted():
+    async def main():
+        net = SimNetwork(random.Random(6), jitter=0.0)
+        a, b = net.add_host(A), net.add_host(B)
+        at_a, at_b = Inbox(), Inbox()
+        ea = await a.bind((A, 1), at_a)
+        eb = await b.bind((B, 1), at_b)
+        b.crash()
+        ea.send(b"to crashed", (B, 1))
+        eb.send(b"from crashed", (A, 1))
+        await asyncio.sleep(1)
+        assert net.stats.dropped_crashed == 2
+        ea.send(b"in flight", (B, 1))
+        await asyncio.sleep(0.005)
+        b.restart()  # restarted before the datagram lands: it is delivered
+        await at_b.wait_for(1)
+        a.crash()
+        eb.send(b"lands on a crashed host", (A, 1))
+        await asyncio.sleep(1)
+        a.restart()
+        eb.send(b"back", (A, 1))
+        await at_a.wait_for(1)
+        return at_a.items, at_b.items, net.stats
+
+    at_a, at_b, stats = run_virtual(main())
+    assert [d for _, d, _ in at_b] == [b"in flight"]
+    assert [d for _, d, _ in at_a] == [b"back"]
+    assert stats.dropped_crashed == 3
+
+
+def test_unroutable_and_closed_ports_are_counted():
+    async def main():
+        net = SimNetwork(random.Random(7))
+        a, b = net.add_host(A), net.add_host(B)
+        ea = await a.bind((A, 1), lambda batch: None)
+        eb = await b.bind((B, 1), lambda batch: None)
+        ea.send(b"nobody", ("192.0.2.99", 1))
+        ea.send(b"no port", (B, 2))
+        eb.close()
+        eb.close()  # idempotent
+        ea.send(b"closed", (B, 1))
+        eb.send(b"after close", (A, 1))  # a closed endpoint sends nothing
+        await asyncio.sleep(1)
+        return net.stats
+
+    stats = run_virtual(main())
+    assert stats.sent == 3
+    assert stats.dropped_unroutable == 1 and stats.dropped_no_port == 2
+    assert stats.delivered == 0
+
+
+def test_bind_errors_and_ephemeral_ports():
+    async def main():
+        net = SimNetwork(random.Random(8))
+        a = net.add_host(A)
+        first = await a.bind(("0.0.0.0", 0), lambda batch: None)
+        second = await a.bind((A, 0), lambda batch: None)
+        assert first.local_address == (A, 49152) and second.local_address == (A, 49153)
+        await a.bind((A, 5000), lambda batch: None)
+        with pytest.raises(SimulationError, match="address in use"):
+            await a.bind(("0.0.0.0", 5000), lambda batch: None)
+        with pytest.raises(SimulationError, match="not an address"):
+            await a.bind((B, 1), lambda batch: None)
+        with pytest.raises(SimulationError, match="out of range"):
+            await a.bind((A, 70000), lambda batch: None)
+        first.close()
+        again = await a.bind((A, 49152), lambda batch: None)  # a closed port is free
+        assert again.local_address == (A, 49152)
+
+    run_virtual(main())
+
+
+def test_topology_errors():
+    net = SimNetwork(random.Random(9))
+    net.add_host(A)
+    with pytest.raises(SimulationError, match="already on the network"):
+        net.add_host(A)
+    with pytest.raises(SimulationError, match="already on the network"):
+        net.add_nat(A)
+    with pytest.raises(SimulationError, match="duplicate"):
+        net.add_host(B, extra_ips=[B])
+    with pytest.raises(SimulationError, match="no host has address"):
+        net.host_at("192.0.2.1")
+
+
+def test_a_multi_address_host_serves_on_each_address_and_port():
+    """The shape an RFC 5780 STUN server needs: two addresses, two ports each."""
+    async def main():
+        net = SimNetwork(random.Random(10), jitter=0.0)
+        server = net.add_host(A, extra_ips=[B])
+        assert net.host_at(B) is server
+        client = net.add_host(C)
+        got = Inbox()
+        endpoints = {}
+        for ip in (A, B):
+            for port in (3478, 3479):
+                endpoints[ip, port] = await server.bind((ip, port), got)
+        with pytest.raises(SimulationError, match="address in use"):
+            await server.bind(("0.0.0.0", 3478), got)
+        wildcard = await server.bind(("0.0.0.0", 4000), got)
+        assert wildcard.local_address == ("0.0.0.0", 4000)
+        reply = Inbox()
+        ec = await client.bind((C, 1), reply)
+        for addr in [*endpoints, (A, 4000), (B, 4000)]:
+            ec.send(b"to %s:%d" % (addr[0].encode(), addr[1]), addr)
+        await got.wait_for(6)
+        # the server answers from its other address: the source the client sees changes
+        endpoints[B, 3479].send(b"from B", (C, 1))
+        wildcard.send(b"from wildcard", (C, 1))  # leaves from the primary address
+        await reply.wait_for(2)
+        return got.items, reply.items
+
+    got, reply = run_virtual(main())
+    assert len(got) == 6 and {a for _, _, a in got} == {(C, 1)}
+    assert sorted((d, a) for _, d, a in reply) == [(b"from B", (B, 3479)),
+                                                   (b"from wildcard", (A, 4000))]
