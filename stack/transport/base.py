@@ -1,0 +1,138 @@
+"""What QUIC and TLS connections share: stream table, accept queue, limits, shutdown.
+
+A transport subclasses ``BaseConnection`` and implements the ``_StreamSink`` methods
+plus ``_new_stream_id()`` and ``_terminate()``; it calls ``_remote_stream(id)`` when the
+peer opens a stream and ``_closed_by(error)`` when the connection is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from stack.identity import PeerId
+from stack.net import Address
+from stack.transport.errors import ConnectionClosed, StreamReset, TransportClosed
+from stack.transport.options import TransportOptions
+from stack.transport.streams import Stream
+
+__all__ = ["BaseConnection"]
+
+
+class BaseConnection:
+    transport = "?"
+
+    def __init__(self, *, peer_id: PeerId, remote_address: Address, is_client: bool,
+                 options: TransportOptions) -> None:
+        self.peer_id = peer_id
+        self.remote_address = remote_address
+        self.is_client = is_client
+        self.options = options
+        self.streams: dict[int, Stream] = {}
+        self._accept: asyncio.Queue[Stream | None] = asyncio.Queue()
+        self._closing = False
+        self._closed = asyncio.get_running_loop().create_future()
+        self._on_close: list[Callable[[BaseConnection], None]] = []
+        self.close_reason: str | None = None
+        self._progress = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.peer_id} {self.remote_address}>"
+
+    # --- subclass hooks -----------------------------------------------------------------
+    def _new_stream_id(self) -> int:
+        raise NotImplementedError
+
+    def _terminate(self, reason: str) -> None:
+        """Close the underlying session now (no grace)."""
+        raise NotImplementedError
+
+    # --- shared machinery ---------------------------------------------------------------
+    def add_close_callback(self, callback: Callable[[BaseConnection], None]) -> None:
+        self._on_close.append(callback)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.done()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    def _remote_stream(self, stream_id: int) -> Stream | None:
+        """A stream the peer opened; None (after resetting it) if over the limit or closing."""
+        stream = Stream(self, stream_id)
+        self.streams[stream_id] = stream
+        open_count = sum(1 for s in self.streams.values() if not s.finished)
+        if self._closing or open_count > self.options.limits.max_streams_per_connection:
+            stream.reset()
+            return None
+        self._accept.put_nowait(stream)
+        return stream
+
+    def _forget_finished(self) -> None:
+        done = [sid for sid, s in self.streams.items() if s.finished and not s.buffered]
+        for sid in done:
+            del self.streams[sid]
+
+    async def open_stream(self) -> Stream:
+        if self._closed.done():
+            raise ConnectionClosed(self.close_reason or "connection closed")
+        if self._closing:
+            raise TransportClosed("connection is shutting down")
+        self._forget_finished()
+        stream = Stream(self, self._new_stream_id())
+        self.streams[stream.stream_id] = stream
+        return stream
+
+    async def accept_stream(self) -> Stream:
+        """The next stream the peer opened; ``ConnectionClosed`` once the connection ends."""
+        stream = await self._accept.get()
+        if stream is None:
+            self._accept.put_nowait(None)  # wake every other waiter too
+            raise ConnectionClosed(self.close_reason or "connection closed")
+        return stream
+
+    def _closed_by(self, reason: str) -> None:
+        """The session is gone: fail every stream, wake acceptors, run callbacks once."""
+        if self._closed.done():
+            return
+        self.close_reason = reason
+        for stream in self.streams.values():
+            stream._fail(ConnectionClosed(reason))
+        self._accept.put_nowait(None)
+        self._closed.set_result(None)
+        for callback in self._on_close:
+            callback(self)
+
+    def _progressed(self) -> None:
+        """Transports call this after any stream state change (data, FIN, reset)."""
+        self._progress.set()
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Graceful shutdown: refuse new streams, let open ones finish (up to ``grace`` s)."""
+        if self._closed.done():
+            return
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while not self._closed.done() and any(not s.finished for s in self.streams.values()):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), remaining)
+            except TimeoutError:
+                break
+        self.abort("closed")
+
+    def abort(self, reason: str = "aborted") -> None:
+        """Close now; open streams fail with ``ConnectionClosed``."""
+        if self._closed.done():
+            return
+        self._terminate(reason)
+        self._closed_by(reason)
+
+    def _reset_all(self) -> None:
+        for stream in self.streams.values():
+            stream._fail(StreamReset("connection reset"))

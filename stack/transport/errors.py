@@ -1,0 +1,81 @@
+"""Errors of the transports (DESIGN.md section 9): local misuse vs remote misbehaviour.
+
+Every failure a peer can cause is a ``TransportError`` (a ``RemoteError``) with a named
+subclass, so callers and tests tell "wrong identity" from "timed out" without parsing text.
+"""
+
+from __future__ import annotations
+
+from stack.errors import LocalError, RemoteError
+
+__all__ = [
+    "TransportError",
+    "InvalidCertificate",
+    "PeerIdMismatch",
+    "HandshakeFailed",
+    "HandshakeTimeout",
+    "TrustRefused",
+    "ConnectionClosed",
+    "StreamReset",
+    "FrameTooLarge",
+    "LimitExceeded",
+    "ProtocolViolation",
+    "TransportClosed",
+]
+
+
+class TransportError(RemoteError):
+    """Root of what a peer or the path can do to a connection."""
+
+
+class InvalidCertificate(TransportError):
+    """The peer's certificate does not carry a valid libp2p SignedKey binding."""
+
+
+class PeerIdMismatch(TransportError):
+    """The peer authenticated as someone other than the peer id we dialed."""
+
+    def __init__(self, expected: object, actual: object) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"dialed {expected} but the peer proved to be {actual}")
+
+
+class HandshakeFailed(TransportError):
+    """The TLS/QUIC handshake did not complete (alert, reset, refused)."""
+
+
+class HandshakeTimeout(HandshakeFailed):
+    """No complete handshake within the configured time."""
+
+
+class TrustRefused(TransportError):
+    """The trust store refused the peer (certificate changed, blocked, or pending)."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        self.outcome = outcome
+        super().__init__(message)
+
+
+class ConnectionClosed(TransportError):
+    """The connection is gone (closed by either side, idle timeout, or failure)."""
+
+
+class StreamReset(TransportError):
+    """The peer (or we) reset the stream; its data is lost."""
+
+
+class FrameTooLarge(TransportError):
+    """A length-prefixed message or mux frame exceeds the allowed size."""
+
+
+class ProtocolViolation(TransportError):
+    """The peer sent bytes that break our framing or protocol rules."""
+
+
+class LimitExceeded(LocalError):
+    """A local limit (connections, streams per peer) refuses the operation."""
+
+
+class TransportClosed(LocalError):
+    """The transport (or node) was shut down; no new connections or streams."""

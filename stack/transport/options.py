@@ -1,0 +1,66 @@
+"""Transport settings and the connection registry that enforces the limits."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from stack.identity import PeerId
+from stack.transport.errors import LimitExceeded
+
+__all__ = ["ALPN", "TransportOptions", "ConnectionLimits", "Registry"]
+
+ALPN = "p2pstack/1"
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Caps that protect a node from one peer, or many (all counts, not bytes)."""
+
+    max_connections: int = 256
+    max_connections_per_peer: int = 8
+    max_streams_per_connection: int = 64   # concurrently open streams the peer may open
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """Settings shared by QUIC and TLS. Times in seconds, sizes in bytes."""
+
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 60.0          # a connection with no traffic this long is closed
+    keep_alive: float | None = 15.0     # ping an idle connection this often (None: never)
+    stream_high_water: int = 1 << 20    # write() waits while this much is queued unsent/unacked
+    max_stream_buffer: int = 16 << 20   # unread bytes a stream may hold before it is reset
+    limits: ConnectionLimits = ConnectionLimits()
+
+
+class Registry:
+    """Open connections by peer; ``admit`` raises ``LimitExceeded`` past the limits."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self._per_peer: Counter[PeerId] = Counter()
+        self._total = 0
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    def count(self, peer_id: PeerId) -> int:
+        return self._per_peer[peer_id]
+
+    def admit(self, peer_id: PeerId) -> None:
+        if self._total >= self.limits.max_connections:
+            raise LimitExceeded(f"connection limit ({self.limits.max_connections}) reached")
+        if self._per_peer[peer_id] >= self.limits.max_connections_per_peer:
+            raise LimitExceeded(f"per-peer connection limit "
+                                f"({self.limits.max_connections_per_peer}) reached for {peer_id}")
+        self._per_peer[peer_id] += 1
+        self._total += 1
+
+    def release(self, peer_id: PeerId) -> None:
+        if self._per_peer[peer_id] > 0:
+            self._per_peer[peer_id] -= 1
+            self._total -= 1
+            if not self._per_peer[peer_id]:
+                del self._per_peer[peer_id]

@@ -1,0 +1,377 @@
+"""QUIC on the node's shared UDP port: one driver over aioquic's sans-I/O ``QuicConnection``.
+
+``QuicTransport`` is a ``Receiver`` for the ``PortDemux`` QUIC share of each batch. It
+routes datagrams to connections by destination connection id, feeds the whole batch,
+then processes events, flushes ``datagrams_to_send`` once per touched connection and
+arms one timer (the earliest of all connections' loss/idle/keep-alive timers).
+
+Authentication (libp2p TLS spec): both sides present their identity-bound certificate
+(``certs.py``). aioquic verifies the CertificateVerify signature (possession of the
+certificate key) but not the chain; we turn its chain check off and run
+``verify_certificate`` on the peer certificate when the handshake completes, before the
+connection is handed to anyone. aioquic 1.7.2 only requests a client certificate when
+its private ``_request_client_certificate`` flag is set, so the server sets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+
+from aioquic.quic import events
+from cryptography.hazmat.primitives.serialization import Encoding
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicProtocolVersion
+
+from stack.clock import Clock
+from stack.identity import PeerId
+from stack.net import Address, Datagram
+from stack.transport.base import BaseConnection
+from stack.transport.certs import CertifiedKey, verify_certificate
+from stack.transport.errors import (ConnectionClosed, HandshakeFailed, HandshakeTimeout,
+                                    InvalidCertificate, LimitExceeded, PeerIdMismatch,
+                                    StreamReset, TransportClosed, TransportError)
+from stack.transport.options import ALPN, Registry, TransportOptions
+from stack.transport.streams import Stream
+
+__all__ = ["QuicTransport", "QuicConn"]
+
+CID_LENGTH = 8
+MIN_INITIAL_SIZE = 1200             # RFC 9000 section 14.1: smaller Initials are dropped
+ERR_AUTH = 0x100 + 42               # CRYPTO_ERROR range is reserved; use an app code instead
+_VERSIONS = {v.value for v in QuicProtocolVersion if v.value}
+
+
+class _ServerQuicConnection(QuicConnection):
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        # aioquic only sends a CertificateRequest when this (private) flag is set; the
+        # libp2p spec requires servers to demand client authentication.
+        self.tls._request_client_certificate = True
+
+
+class QuicConn(BaseConnection):
+    """One authenticated QUIC connection; streams are QUIC bidirectional streams."""
+
+    transport = "quic"
+
+    def __init__(self, driver: QuicTransport, quic: QuicConnection, addr: Address,
+                 is_client: bool, expected: PeerId | None) -> None:
+        # peer_id stays None until the handshake authenticates the peer
+        super().__init__(peer_id=expected,  # type: ignore[arg-type]
+                         remote_address=addr,
+                         is_client=is_client, options=driver.options)
+        self._driver = driver
+        self.quic = quic
+        self.expected = expected
+        self.established = asyncio.get_running_loop().create_future()
+        self.cids: set[bytes] = set()
+        self.last_activity = 0.0
+        self._next_stream_id = 0 if is_client else 1  # RFC 9000 2.1: bidi, by initiator
+
+    # --- _StreamSink -------------------------------------------------------------------
+    def _new_stream_id(self) -> int:
+        # aioquic's get_next_available_stream_id() only moves once data is sent, so
+        # streams opened back to back would share an id; number them ourselves.
+        stream_id = self._next_stream_id
+        self._next_stream_id += 4
+        return stream_id
+
+    def _stream_send(self, stream: Stream, data: bytes, fin: bool) -> None:
+        self.quic.send_stream_data(stream.stream_id, data, fin)
+        if fin:
+            self._progressed()
+        self._driver._schedule_flush(self)
+
+    def _stream_reset(self, stream: Stream) -> None:
+        try:
+            self.quic.reset_stream(stream.stream_id, 0)
+            self.quic.stop_stream(stream.stream_id, 0)
+        except Exception:  # already finished on the aioquic side: nothing left to reset
+            pass
+        self._progressed()
+        self._driver._schedule_flush(self)
+
+    def _stream_consumed(self, stream: Stream, count: int) -> None:
+        pass  # aioquic extends flow-control credit on receipt; max_stream_buffer bounds us
+
+    def _stream_blocked(self, stream: Stream) -> bool:
+        # Bytes queued in aioquic's sender and not yet acknowledged. aioquic has no public
+        # accessor; the sender's buffer is exactly that quantity.
+        qs = self.quic._streams.get(stream.stream_id)
+        return qs is not None and len(qs.sender._buffer) > self.options.stream_high_water
+
+    def _terminate(self, reason: str) -> None:
+        self.quic.close(error_code=0, reason_phrase=reason)
+        self._driver._flush(self)
+        self._driver._forget(self)
+
+
+class QuicTransport:
+    """The QUIC driver of one UDP endpoint. ``__call__`` is its ``Receiver``."""
+
+    def __init__(self, *, send: Callable[[bytes, Address], None], certified: CertifiedKey,
+                 clock: Clock, options: TransportOptions, registry: Registry,
+                 on_connection: Callable[[QuicConn], None]) -> None:
+        self._send = send
+        self._certified = certified
+        self._clock = clock
+        self.options = options
+        self._registry = registry
+        self._on_connection = on_connection
+        self._by_cid: dict[bytes, QuicConn] = {}
+        self._conns: set[QuicConn] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_pending: set[QuicConn] = set()
+        self._flush_handle: asyncio.Handle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+        self.dropped = 0
+        self.handshake_failures = 0
+
+    # --- configuration ------------------------------------------------------------------
+    def _configuration(self, is_client: bool) -> QuicConfiguration:
+        return QuicConfiguration(
+            is_client=is_client, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE,
+            certificate=self._certified.certificate, private_key=self._certified.private_key,
+            idle_timeout=self.options.idle_timeout, connection_id_length=CID_LENGTH,
+            max_data=16 << 20, max_stream_data=4 << 20)
+
+    @property
+    def connections(self) -> set[QuicConn]:
+        return set(c for c in self._conns if c.established.done()
+                   and not c.established.exception())
+
+    # --- dialing ------------------------------------------------------------------------
+    async def dial(self, addr: Address, expected: PeerId | None = None) -> QuicConn:
+        """Connect and authenticate. ``expected`` enforces the peer id (``PeerIdMismatch``)."""
+        if self._closed:
+            raise TransportClosed("QUIC transport is closed")
+        quic = QuicConnection(configuration=self._configuration(True))
+        conn = QuicConn(self, quic, addr, True, expected)
+        self._conns.add(conn)
+        now = self._clock.now()
+        quic.connect(addr, now=now)
+        self._register_cids(conn)
+        conn.last_activity = now
+        self._flush(conn)
+        self._rearm()
+        try:
+            await asyncio.wait_for(asyncio.shield(conn.established), self.options.handshake_timeout)
+        except TimeoutError:
+            conn.abort("handshake timeout")
+            raise HandshakeTimeout(f"no QUIC handshake with {addr[0]}:{addr[1]} "
+                                   f"within {self.options.handshake_timeout}s") from None
+        return conn
+
+    # --- receiving ----------------------------------------------------------------------
+    def __call__(self, batch: list[Datagram]) -> None:
+        now = self._clock.now()
+        touched: dict[QuicConn, None] = {}
+        for data, addr in batch:
+            conn = self._route(data, addr)
+            if conn is None:
+                self.dropped += 1
+                continue
+            conn.quic.receive_datagram(data, addr, now)
+            conn.last_activity = now
+            touched[conn] = None
+        for conn in touched:
+            self._process(conn)
+        self._rearm()
+
+    def _route(self, data: bytes, addr: Address) -> QuicConn | None:
+        if data[0] & 0x80:  # long header: version, then length-prefixed DCID
+            if len(data) < 7:
+                return None
+            dcid = data[6:6 + data[5]]
+            conn = self._by_cid.get(dcid)
+            if conn is not None or self._closed:
+                return conn
+            return self._accept(data, addr, dcid)
+        return self._by_cid.get(data[1:1 + CID_LENGTH])
+
+    def _accept(self, data: bytes, addr: Address, dcid: bytes) -> QuicConn | None:
+        """A new server connection for an Initial packet of a version we speak."""
+        version = int.from_bytes(data[1:5], "big")
+        packet_type = (data[0] & 0x30) >> 4  # Initial: 0 in QUIC v1, 1 in v2 (RFC 9369)
+        initial_type = 0 if version == QuicProtocolVersion.VERSION_1 else 1
+        if (len(data) < MIN_INITIAL_SIZE or version not in _VERSIONS
+                or packet_type != initial_type or len(dcid) < 8):
+            return None
+        if self._registry.total >= self._registry.limits.max_connections:
+            return None
+        quic = _ServerQuicConnection(configuration=self._configuration(False),
+                                     original_destination_connection_id=dcid)
+        conn = QuicConn(self, quic, addr, False, None)
+        self._conns.add(conn)
+        conn.cids.add(dcid)
+        self._by_cid[dcid] = conn
+        self._register_cids(conn)
+        return conn
+
+    def _register_cids(self, conn: QuicConn) -> None:
+        for cid in conn.quic._host_cids:  # the ids we issued; events announce later ones
+            conn.cids.add(cid.cid)
+            self._by_cid[cid.cid] = conn
+
+    def _process(self, conn: QuicConn) -> None:
+        quic = conn.quic
+        while (event := quic.next_event()) is not None:
+            if isinstance(event, events.StreamDataReceived):
+                self._on_stream_data(conn, event)
+            elif isinstance(event, events.HandshakeCompleted):
+                self._on_handshake(conn)
+            elif isinstance(event, events.StreamReset):
+                stream = conn.streams.get(event.stream_id)
+                if stream is not None:
+                    stream._fail(StreamReset(f"peer reset stream {event.stream_id}"))
+                    conn._progressed()
+            elif isinstance(event, events.ConnectionIdIssued):
+                conn.cids.add(event.connection_id)
+                self._by_cid[event.connection_id] = conn
+            elif isinstance(event, events.ConnectionIdRetired):
+                conn.cids.discard(event.connection_id)
+                self._by_cid.pop(event.connection_id, None)
+            elif isinstance(event, events.ConnectionTerminated):
+                self._on_terminated(conn, event)
+                return
+        self._flush(conn)
+        for stream in conn.streams.values():
+            if stream._sink is conn and not conn._stream_blocked(stream):
+                stream._wake_writer()
+
+    def _on_stream_data(self, conn: QuicConn, event: events.StreamDataReceived) -> None:
+        if not conn.established.done() or conn.established.exception():
+            return
+        stream = conn.streams.get(event.stream_id)
+        if stream is None:
+            peer_opened = bool(event.stream_id & 1) == conn.is_client
+            if not peer_opened or event.stream_id & 2:  # ours (forgotten) or unidirectional
+                return
+            stream = conn._remote_stream(event.stream_id)
+            if stream is None:
+                return
+        stream._feed(event.data)
+        if event.end_stream:
+            stream._feed_eof()
+        if stream.buffered > self.options.max_stream_buffer:
+            stream.reset()
+        conn._progressed()
+
+    def _on_handshake(self, conn: QuicConn) -> None:
+        try:
+            cert = conn.quic.tls._peer_certificate  # aioquic keeps it only privately
+            if cert is None:
+                raise InvalidCertificate("peer presented no certificate")
+            peer_id = verify_certificate(cert.public_bytes(Encoding.DER), self._clock.now())
+            if conn.expected is not None and peer_id != conn.expected:
+                raise PeerIdMismatch(conn.expected, peer_id)
+            self._registry.admit(peer_id)
+        except (TransportError, LimitExceeded) as exc:
+            self.handshake_failures += 1
+            conn.quic.close(error_code=ERR_AUTH, reason_phrase=type(exc).__name__)
+            self._flush(conn)
+            self._forget(conn)
+            conn.established.set_exception(exc)
+            conn._closed_by(str(exc))
+            return
+        conn.peer_id = peer_id
+        conn.add_close_callback(lambda c: self._registry.release(c.peer_id))
+        conn.established.set_result(None)
+        if not conn.is_client:
+            self._on_connection(conn)
+
+    def _on_terminated(self, conn: QuicConn, event: events.ConnectionTerminated) -> None:
+        reason = event.reason_phrase or f"QUIC error {event.error_code:#x}"
+        self._forget(conn)
+        if not conn.established.done():
+            self.handshake_failures += 1
+            conn.established.set_exception(HandshakeFailed(f"QUIC handshake failed: {reason}"))
+        conn._closed_by(f"connection terminated: {reason}")
+
+    def _forget(self, conn: QuicConn) -> None:
+        for cid in conn.cids:
+            if self._by_cid.get(cid) is conn:
+                del self._by_cid[cid]
+        self._conns.discard(conn)
+        self._flush_pending.discard(conn)
+
+    # --- sending and timers -------------------------------------------------------------
+    def _schedule_flush(self, conn: QuicConn) -> None:
+        """Coalesce the writes of one loop iteration into one flush."""
+        self._flush_pending.add(conn)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush_scheduled)
+
+    def _flush_scheduled(self) -> None:
+        self._flush_handle = None
+        pending, self._flush_pending = self._flush_pending, set()
+        for conn in pending:
+            self._flush(conn)
+        self._rearm()
+
+    def _flush(self, conn: QuicConn) -> None:
+        send = self._send
+        for data, addr in conn.quic.datagrams_to_send(now=self._clock.now()):
+            send(data, addr)
+
+    def _next_deadline(self, conn: QuicConn) -> float | None:
+        deadline = conn.quic.get_timer()
+        keep_alive = self.options.keep_alive
+        if keep_alive is not None and conn.established.done() and not conn.closed:
+            ka = conn.last_activity + keep_alive
+            deadline = ka if deadline is None else min(deadline, ka)
+        return deadline
+
+    def _rearm(self) -> None:
+        deadlines = [d for c in self._conns if (d := self._next_deadline(c)) is not None]
+        when = min(deadlines) if deadlines else None
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = self._loop.call_later(max(0.0, when - self._clock.now()),
+                                                self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self._clock.now()
+        for conn in list(self._conns):
+            timer = conn.quic.get_timer()
+            if timer is not None and timer <= now:
+                conn.quic.handle_timer(now)
+            keep_alive = self.options.keep_alive
+            if (keep_alive is not None and conn.established.done() and not conn.closed
+                    and conn.last_activity + keep_alive <= now):
+                conn.quic.send_ping(0)
+                conn.last_activity = now
+            self._process(conn)
+        self._rearm()
+
+    # --- shutdown -----------------------------------------------------------------------
+    async def close(self, grace: float = 1.0) -> None:
+        """Refuse new connections and close the open ones gracefully."""
+        self._closed = True
+        conns = list(self._conns)
+        await asyncio.gather(*(c.close(grace) for c in conns), return_exceptions=True)
+        for conn in list(self._conns):
+            conn.abort("transport closed")
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+            for conn in self._flush_pending:
+                self._flush(conn)
+            self._flush_pending.clear()
+
+

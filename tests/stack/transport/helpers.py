@@ -1,0 +1,46 @@
+"""Test helpers: QUIC transports on real 127.0.0.1 UDP endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from stack.clock import SystemClock
+from stack.identity import Identity
+from stack.net import UdpEndpoint, UdpNetwork
+from stack.port import PortDemux
+from stack.transport.certs import CertifiedKey, make_certificate
+from stack.transport.options import Registry, TransportOptions
+from stack.transport.quic import QuicConn, QuicTransport
+
+
+@dataclass
+class QuicPeer:
+    identity: Identity
+    endpoint: UdpEndpoint
+    transport: QuicTransport
+    incoming: asyncio.Queue[QuicConn] = field(default_factory=asyncio.Queue)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.endpoint.local_address
+
+    async def aclose(self) -> None:
+        await self.transport.close(grace=0.1)
+        self.endpoint.close()
+
+
+async def quic_peer(identity: Identity | None = None, options: TransportOptions | None = None,
+                    certified: CertifiedKey | None = None) -> QuicPeer:
+    identity = identity or Identity.generate()
+    options = options or TransportOptions()
+    demux = PortDemux()
+    endpoint = await UdpNetwork().bind(("127.0.0.1", 0), demux)
+    incoming: asyncio.Queue[QuicConn] = asyncio.Queue()
+    transport = QuicTransport(
+        send=endpoint.send, certified=certified or make_certificate(identity, time.time()),
+        clock=SystemClock(), options=options, registry=Registry(options.limits),
+        on_connection=incoming.put_nowait)
+    demux.register_quic(transport)
+    return QuicPeer(identity, endpoint, transport, incoming)
