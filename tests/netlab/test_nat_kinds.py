@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from netlab.lab import NAT_KINDS, STUN_PROBE, Lab, LabError, Site, run_prefix, sweep
+from netlab.lab import (NAT_KINDS, STUN_PROBE, Lab, LabError, Site, run_prefix, sweep,
+                        sweep_stale)
 
 EIM = EIF = "endpoint-independent"
 ADF = "address-dependent"
@@ -64,8 +65,6 @@ def test_lab_router_behaves_as_its_kind(lab: Lab, site: Site) -> None:
 
 
 def test_p2pstack_nat_reports_the_kind(lab: Lab, site: Site, tmp_path: Path) -> None:
-    if not (REPO / "stack" / "cli" / "nat.py").exists():
-        pytest.skip("stack/cli/nat.py (`p2pstack nat`, issue 3 section 4) is not in the tree")
     env = dict(os.environ, P2PSTACK_HOME=str(tmp_path))
     result = lab.run(site.host_ns, [sys.executable, "-m", "stack.cli", "nat",
                                     "--stun", stun_server(lab), "--json"],
@@ -119,3 +118,21 @@ def test_sweep_kills_processes_and_deletes_namespaces(lab: Lab) -> None:
             sleeper.kill()
             sleeper.wait()
         sleeper.stdout.close()
+
+
+def test_stale_sweep_spares_live_runs(lab: Lab) -> None:
+    """Namespaces of a run whose process is gone are swept; a live run's are left alone."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale, live = f"{run_prefix(dead.pid)}x", f"{run_prefix(1)}{os.getpid()}-x"
+    for ns in (stale, live):
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        swept = sweep_stale()
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        # (A concurrent run's own stale sweep may have taken ``stale`` first.)
+        assert stale not in listed
+        assert live not in swept and live in listed
+    finally:
+        sweep(stale)
+        sweep(live)
