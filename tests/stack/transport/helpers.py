@@ -13,6 +13,7 @@ from stack.port import PortDemux
 from stack.transport.certs import CertifiedKey, make_certificate
 from stack.transport.options import Registry, TransportOptions
 from stack.transport.quic import QuicConn, QuicTransport
+from stack.transport.tls import TlsTransport
 
 
 @dataclass
@@ -44,3 +45,27 @@ async def quic_peer(identity: Identity | None = None, options: TransportOptions 
         on_connection=incoming.put_nowait)
     demux.register_quic(transport)
     return QuicPeer(identity, endpoint, transport, incoming)
+
+
+@dataclass
+class TlsPeer:
+    identity: Identity
+    address: tuple[str, int]
+    transport: TlsTransport
+    incoming: asyncio.Queue
+
+    async def aclose(self) -> None:
+        await self.transport.close(grace=0.1)
+
+
+async def tls_peer(identity: Identity | None = None, options: TransportOptions | None = None,
+                   certified: CertifiedKey | None = None) -> TlsPeer:
+    from stack.transport.tls import TlsTransport
+    identity = identity or Identity.generate()
+    options = options or TransportOptions()
+    incoming: asyncio.Queue = asyncio.Queue()
+    transport = TlsTransport(
+        certified=certified or make_certificate(identity, time.time()), clock=SystemClock(),
+        options=options, registry=Registry(options.limits), on_connection=incoming.put_nowait)
+    address = await transport.listen(("127.0.0.1", 0))
+    return TlsPeer(identity, address, transport, incoming)

@@ -1,0 +1,78 @@
+"""Stream multiplexing over one TLS byte stream (used by the TLS-over-TCP transport).
+
+QUIC has streams of its own; TLS over TCP gets them from this small yamux-like framing.
+Every frame has a 9-byte header::
+
+    type u8 | stream id u32 | length u32      (big-endian)
+
+    type        | length field means                 | payload
+    ------------+------------------------------------+--------------------------------
+    DATA   0    | payload size (<= MAX_FRAME)        | stream bytes
+    FIN    1    | 0                                  | -  (sender's direction ends)
+    RESET  2    | 0                                  | -  (stream abandoned both ways)
+    WINDOW 3    | credit increment in bytes          | -
+    PING   4    | opaque value, echoed in PONG       | -
+    PONG   5    | the PING's value                   | -
+    GOAWAY 6    | 0                                  | -  (no new streams, please)
+
+Stream ids: the dialer uses odd ids, the listener even ids (never 0). A DATA/FIN frame on
+an unknown id of the peer's parity opens the stream. Flow control: each direction of
+each stream starts with ``INITIAL_WINDOW`` bytes of credit; the receiver returns credit
+with WINDOW frames as the application reads. Sending beyond the credit, an oversized
+frame or an unknown type is a ``ProtocolViolation`` and closes the connection.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from stack.transport.errors import FrameTooLarge, ProtocolViolation
+
+__all__ = ["DATA", "FIN", "RESET", "WINDOW", "PING", "PONG", "GOAWAY", "MAX_FRAME",
+           "INITIAL_WINDOW", "encode", "FrameReader"]
+
+DATA, FIN, RESET, WINDOW, PING, PONG, GOAWAY = range(7)
+MAX_FRAME = 256 * 1024
+INITIAL_WINDOW = 4 << 20
+_HEADER = struct.Struct(">BII")
+HEADER_SIZE = _HEADER.size
+
+Frame = tuple[int, int, int, bytes]  # (type, stream id, length field, payload)
+
+
+def encode(frame_type: int, stream_id: int, value: int = 0, payload: bytes = b"") -> bytes:
+    """One frame; for DATA ``value`` is ignored and the payload length is used."""
+    if frame_type == DATA:
+        return _HEADER.pack(DATA, stream_id, len(payload)) + payload
+    return _HEADER.pack(frame_type, stream_id, value)
+
+
+class FrameReader:
+    """Incremental frame parser: ``feed(bytes)`` returns the complete frames so far."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        buf = self._buf
+        buf += data
+        frames: list[Frame] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= HEADER_SIZE:
+            frame_type, stream_id, length = _HEADER.unpack_from(buf, pos)
+            if frame_type > GOAWAY:
+                raise ProtocolViolation(f"unknown mux frame type {frame_type}")
+            if frame_type != DATA:
+                frames.append((frame_type, stream_id, length, b""))
+                pos += HEADER_SIZE
+                continue
+            if length > MAX_FRAME:
+                raise FrameTooLarge(f"mux frame of {length} bytes exceeds {MAX_FRAME}")
+            if end - pos - HEADER_SIZE < length:
+                break
+            start = pos + HEADER_SIZE
+            frames.append((DATA, stream_id, length, bytes(buf[start:start + length])))
+            pos = start + length
+        del buf[:pos]
+        return frames
