@@ -297,14 +297,22 @@ class TrustDecision:
 
 @dataclass
 class _State:
-    """The whole file, parsed. Mutated only inside ``TrustStore._update``."""
+    """The whole file, parsed. Mutated only inside ``TrustStore._update``.
+
+    ``lines`` memoises each record's serialised line, keyed by the record object (they
+    are frozen), so a write re-encodes only the records that changed.
+    """
 
     peers: dict[str, TrustEntry]
     pins: dict[str, AddressPin]
+    lines: dict[str, tuple[object, str]]
 
     @classmethod
     def empty(cls) -> _State:
-        return cls({}, {})
+        return cls({}, {}, {})
+
+    def copy(self) -> _State:
+        return _State(dict(self.peers), dict(self.pins), self.lines)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> _State:
@@ -321,13 +329,29 @@ class _State:
         if not isinstance(pins, dict):
             raise ValueError('"addresses" must be an object')
         return cls({k: TrustEntry.from_json(k, v) for k, v in obj["peers"].items()},
-                   {a: AddressPin.from_json(a, v) for a, v in pins.items()})
+                   {a: AddressPin.from_json(a, v) for a, v in pins.items()}, {})
 
     def to_bytes(self) -> bytes:
-        obj = {"version": FORMAT_VERSION,
-               "peers": {k: e.to_json() for k, e in self.peers.items()},
-               "addresses": {a: p.to_json() for a, p in self.pins.items()}}
-        return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+        """Indented JSON with one record per line: readable, diffable, and cheap to
+        rewrite (C encoder per record; unchanged records reuse their memoised line)."""
+        memo: dict[str, tuple[object, str]] = {}
+
+        def section(tag: str, records: dict[str, Any]) -> str:
+            out = []
+            for key, record in records.items():
+                cached = self.lines.get(tag + key)
+                if cached is None or cached[0] is not record:
+                    cached = (record, f"    {json.dumps(key)}: "
+                                      f"{json.dumps(record.to_json(), sort_keys=True)}")
+                memo[tag + key] = cached
+                out.append(cached[1])
+            return "{\n" + ",\n".join(out) + "\n  }" if out else "{}"
+
+        text = (f'{{\n  "version": {FORMAT_VERSION},\n'
+                f'  "peers": {section("p", self.peers)},\n'
+                f'  "addresses": {section("a", self.pins)}\n}}\n')
+        self.lines = memo
+        return text.encode()
 
 
 class TrustStore:
@@ -350,6 +374,7 @@ class TrustStore:
         self.path = self.data_dir / TRUST_FILE_NAME
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.corrupt_backups: list[Path] = []
+        self._cached: tuple[bytes | None, _State] = (None, _State.empty())
         self._lock = filelock.FileLock(self.data_dir / (TRUST_FILE_NAME + ".lock"),
                                        timeout=lock_timeout, mode=0o600,
                                        poll_interval=_LOCK_POLL)
@@ -464,12 +489,13 @@ class TrustStore:
                 entry = _new_entry(pid, now, Status.TRUSTED, Source.MANUAL, None)
             elif entry.status is not Status.TRUSTED:
                 entry = _replace_entry(entry, status=Status.TRUSTED, source=Source.MANUAL)
-            state.peers[str(pid)] = entry
             moved = []
             for addr, pin in list(state.pins.items()):
                 if pin.changed_to == pid:
                     state.pins[addr] = AddressPin(addr, pid, now, now)
                     moved.append(addr)
+                    entry = _replace_entry(entry, addresses=_seen(entry.addresses, addr))
+            state.peers[str(pid)] = entry
             log.info("trust.approved", peer_id=str(pid), fingerprint=entry.fingerprint,
                      repinned=moved)
             return entry
@@ -587,21 +613,32 @@ class TrustStore:
         except FileNotFoundError:
             return _State.empty()
         try:
-            return _State.from_bytes(data)
+            return self._parse(data)
         except ValueError:
             with self._locked():       # only one process may move the file aside
-                return self._load_locked()
+                return self._load_locked()[0]
 
-    def _load_locked(self) -> _State:
+    def _load_locked(self) -> tuple[_State, bytes | None]:
+        """The state, and the file's bytes (None if there is no file, or it was corrupt
+        and has just been moved aside)."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return _State.empty()
+            return _State.empty(), None
         try:
-            return _State.from_bytes(data)
+            return self._parse(data), data
         except ValueError as exc:
             self._move_aside(str(exc))
-            return _State.empty()
+            return _State.empty(), None
+
+    def _parse(self, data: bytes) -> _State:
+        """Parse the file, reusing the last parse when the bytes are identical (exact,
+        so never stale: another process's write changes the bytes)."""
+        cached = self._cached          # one read: other threads may replace it
+        if data != cached[0]:
+            cached = (data, _State.from_bytes(data))
+            self._cached = cached
+        return cached[1].copy()
 
     def _move_aside(self, problem: str) -> None:
         stamp = datetime.fromtimestamp(self.clock.now(), UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -625,12 +662,14 @@ class TrustStore:
         """Lock, re-read, apply, write if anything changed, unlock."""
         try:
             with self._locked():
-                state = self._load_locked()
-                before = state.to_bytes()
+                state, on_disk = self._load_locked()
                 result = apply(state, float(int(self.clock.now())))
+                if on_disk is None and not state.peers and not state.pins:
+                    return result      # nothing to store: create no file
                 after = state.to_bytes()
-                if after != before:
+                if after != on_disk:
                     atomic_write(self.path, after, mode=0o600)
+                    self._cached = (after, state.copy())
                 return result
         except filelock.Timeout:
             raise TrustStoreLockedError(
@@ -660,11 +699,13 @@ def _new_entry(peer_id: PeerId, now: float, status: Status, source: Source,
 
 
 def _touch(entry: TrustEntry, now: float, address: str | None) -> TrustEntry:
-    addresses = entry.addresses
-    if address is not None:
-        addresses = tuple(a for a in addresses if a != address) + (address,)
-        addresses = addresses[-MAX_ADDRESSES:]
+    addresses = entry.addresses if address is None else _seen(entry.addresses, address)
     return _replace_entry(entry, last_seen=now, addresses=addresses)
+
+
+def _seen(addresses: tuple[str, ...], address: str) -> tuple[str, ...]:
+    """``addresses`` with ``address`` moved (or added) to the end, at most MAX_ADDRESSES."""
+    return (tuple(a for a in addresses if a != address) + (address,))[-MAX_ADDRESSES:]
 
 
 def _replace_entry(entry: TrustEntry, **changes: Any) -> TrustEntry:

@@ -415,3 +415,33 @@ def test_lock_held_elsewhere_gives_named_error(tmp_path, clock):
         with pytest.raises(TrustStoreLockedError, match="locked by another process"):
             store.check_peer(A)
     assert store.check_peer(A).outcome is Outcome.NEW
+
+
+def test_approve_records_the_repinned_address(auto):
+    auto.check_address(ADDR, A)
+    auto.check_address(ADDR, B)
+    assert auto.approve(B).addresses == (ADDR,)
+
+
+def test_unchanged_state_is_not_rewritten(auto):
+    auto.check_peer(A)
+    inode = os.stat(auto.path).st_ino
+    assert auto.check_peer(A).outcome is Outcome.VERIFIED     # same second: no change
+    auto.approve(A)                                           # already trusted
+    assert os.stat(auto.path).st_ino == inode
+
+
+def test_threads_sharing_one_store_lose_no_entry(tmp_path):
+    import threading
+    store = TrustStore(tmp_path)
+
+    def work(first):
+        for i in range(first, first + 10):
+            store.check_peer(peer(i))
+
+    threads = [threading.Thread(target=work, args=(10 + 10 * n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(TrustStore(tmp_path).entries()) == 40
