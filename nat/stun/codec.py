@@ -29,11 +29,17 @@ aioice ignores them (section 9), so they are neither checked nor reported.
 Encoding pads with zero bytes (RFC 5769 vectors pad with spaces; padding content is
 free). UNKNOWN-ATTRIBUTES (0x000A) is missing from aioice's table, so ``encode`` appends
 it itself.
+
+``encode_binding_success`` is the server's hot path: for IPv4 it packs the address
+attributes with ``struct`` instead of aioice's ``ipaddress``-based packer (which cost
+~70% of a request), producing the same bytes as ``encode`` (a property test checks that);
+anything else goes through ``encode``.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +60,7 @@ __all__ = [
     "ATTR_UNKNOWN_ATTRIBUTES",
     "decode",
     "encode",
+    "encode_binding_success",
     "binding_request",
     "new_transaction_id",
 ]
@@ -176,6 +183,70 @@ def encode(message: Message, *, fingerprint: bool = False,
         crc = _aioice.message_fingerprint(data)
         data = _append(data, ATTR_FINGERPRINT, struct.pack("!I", crc))
     return data
+
+
+_SUCCESS_TYPE = int(Method.BINDING) | int(Class.RESPONSE)
+_ATTR_XOR_MAPPED = 0x0020
+_ATTR_MAPPED = 0x0001
+_ATTR_RESPONSE_ORIGIN = 0x802B
+_ATTR_OTHER_ADDRESS = 0x802C
+_ATTR_SOFTWARE = 0x8022
+
+
+def encode_binding_success(transaction_id: bytes, mapped: tuple[str, int], *,
+                           response_origin: tuple[str, int] | None = None,
+                           other_address: tuple[str, int] | None = None,
+                           software: str | None = None, fingerprint: bool = False) -> bytes:
+    """A Binding success response: XOR-MAPPED-ADDRESS, MAPPED-ADDRESS, then (if given)
+    RESPONSE-ORIGIN, OTHER-ADDRESS, SOFTWARE, FINGERPRINT -- byte for byte what ``encode``
+    gives for the same attributes in that order."""
+    attributes: dict[str, Any] = {"XOR-MAPPED-ADDRESS": mapped, "MAPPED-ADDRESS": mapped}
+    if response_origin is not None:
+        attributes["RESPONSE-ORIGIN"] = response_origin
+    if other_address is not None:
+        attributes["OTHER-ADDRESS"] = other_address
+    if software:
+        attributes["SOFTWARE"] = software
+    try:
+        parts = [_pack_ipv4(_ATTR_XOR_MAPPED, mapped, transaction_id),
+                 _pack_ipv4(_ATTR_MAPPED, mapped)]
+        if response_origin is not None:
+            parts.append(_pack_ipv4(_ATTR_RESPONSE_ORIGIN, response_origin))
+        if other_address is not None:
+            parts.append(_pack_ipv4(_ATTR_OTHER_ADDRESS, other_address))
+    except _NotIPv4:
+        message = Message(Method.BINDING, Class.RESPONSE, transaction_id, attributes)
+        return encode(message, fingerprint=fingerprint)
+    if software:
+        value = software.encode("utf8")
+        parts.append(struct.pack("!HH", _ATTR_SOFTWARE, len(value)) + value
+                     + bytes(-len(value) & 3))
+    body = b"".join(parts)
+    data = struct.pack("!HHI", _SUCCESS_TYPE, len(body), 0x2112A442) + transaction_id + body
+    if fingerprint:
+        data = _append(data, ATTR_FINGERPRINT,
+                       struct.pack("!I", _aioice.message_fingerprint(data)))
+    return data
+
+
+class _NotIPv4(Exception):
+    pass
+
+
+def _pack_ipv4(attr_type: int, addr: tuple[str, int], transaction_id: bytes | None = None,
+               ) -> bytes:
+    """One IPv4 (XOR-)address attribute (RFC 8489 sections 14.1, 14.2), or ``_NotIPv4``."""
+    ip, port = addr
+    if ip.count(".") != 3:
+        raise _NotIPv4
+    try:
+        packed = socket.inet_aton(ip)  # strict enough once the three dots are there
+    except OSError:
+        raise _NotIPv4 from None
+    if transaction_id is not None:
+        port ^= 0x2112
+        packed = (int.from_bytes(packed, "big") ^ 0x2112A442).to_bytes(4, "big")
+    return struct.pack("!HHBBH", attr_type, 8, 0, 1, port) + packed
 
 
 def _append(data: bytes, attr_type: int, value: bytes) -> bytes:

@@ -45,6 +45,7 @@ from nat.stun.codec import (
     StunDecodeError,
     decode,
     encode,
+    encode_binding_success,
 )
 
 __all__ = ["ServerConfig", "StunServer", "ATTR_CHANGE_REQUEST"]
@@ -143,18 +144,17 @@ class StunServer:
                 or (change & CHANGE_PORT and cfg.alternate_port is None)):
             self._error(decoded, addr, local, (ATTR_CHANGE_REQUEST,))
             return
-        attributes: dict[str, Any] = {"XOR-MAPPED-ADDRESS": addr, "MAPPED-ADDRESS": addr}
         via = local
+        origin = other = None
         if cfg.rfc5780:
             via = (self._other_ip(local[0]) if change & CHANGE_IP else local[0],
                    self._other_port(local[1]) if change & CHANGE_PORT else local[1])
-            attributes["RESPONSE-ORIGIN"] = via
-            attributes["OTHER-ADDRESS"] = (self._other_ip(local[0]),
-                                           self._other_port(local[1]))
-        if cfg.software:
-            attributes["SOFTWARE"] = cfg.software
-        response = Message(Method.BINDING, Class.RESPONSE, message.transaction_id, attributes)
-        self._out.append((encode(response, fingerprint=decoded.fingerprint), addr, via))
+            origin = via
+            other = (self._other_ip(local[0]), self._other_port(local[1]))
+        data = encode_binding_success(message.transaction_id, addr, response_origin=origin,
+                                      other_address=other, software=cfg.software,
+                                      fingerprint=decoded.fingerprint)
+        self._out.append((data, addr, via))
         self.answered += 1
 
     def _error(self, decoded: Decoded, addr: Address, local: Address,

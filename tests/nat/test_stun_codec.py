@@ -20,6 +20,7 @@ from nat.stun.codec import (
     binding_request,
     decode,
     encode,
+    encode_binding_success,
     new_transaction_id,
 )
 from stack.errors import RemoteError
@@ -291,3 +292,29 @@ def test_fuzz_well_framed_random_attributes(attrs: list[tuple[int, bytes]], mtyp
     body = b"".join(struct.pack("!HH", t, len(v)) + v + bytes(-len(v) & 3) for t, v in attrs)
     data = struct.pack("!HH", mtype, len(body)) + bytes.fromhex("2112a442") + TXID + body
     decode_or_named_error(data)
+
+
+# -- the server's fast encoder equals the aioice encoding -----------------------------------
+
+addresses = st.one_of(
+    st.tuples(st.ip_addresses(v=4).map(str), st.integers(0, 65535)),
+    st.tuples(st.ip_addresses(v=6).map(str), st.integers(0, 65535)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=12, max_size=12), addresses,
+       st.none() | addresses, st.none() | addresses,
+       st.none() | st.text(max_size=20), st.booleans())
+def test_fast_success_encoder_matches_aioice(txid, mapped, origin, other, software,  # type: ignore[no-untyped-def]
+                                             fingerprint) -> None:
+    attributes = {"XOR-MAPPED-ADDRESS": mapped, "MAPPED-ADDRESS": mapped}
+    if origin is not None:
+        attributes["RESPONSE-ORIGIN"] = origin
+    if other is not None:
+        attributes["OTHER-ADDRESS"] = other
+    if software:
+        attributes["SOFTWARE"] = software
+    expected = encode(Message(Method.BINDING, Class.RESPONSE, txid, attributes),
+                      fingerprint=fingerprint)
+    assert encode_binding_success(txid, mapped, response_origin=origin, other_address=other,
+                                  software=software, fingerprint=fingerprint) == expected
