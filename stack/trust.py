@@ -69,8 +69,17 @@ the peer id (base58 text), extended; timestamps are ISO-8601 UTC as in seed 001
       }
     }
 
-Files in the seeds' original address-keyed form are not imported: their fingerprints
-hash a TLS certificate, ours the identity key, so they could never verify.
+The file is written with one record per line (the layout above is spread out for
+reading). Files in the seeds' original address-keyed form are not imported: their
+fingerprints hash a TLS certificate, ours the identity key, so they could never verify;
+such a file is treated as corrupt (below).
+
+PEER arguments (``approve`` / ``untrust`` / ``block``): a ``PeerId``, its full text, or
+an address string (anything with ``:`` or ``/``): a pinned address, else the one peer
+seen there. ``approve`` and ``block`` accept a peer id not yet in the store (the id
+carries its key, so it can be pinned before first contact); ``untrust`` of something
+not in the store, and an address naming nothing, raise ``UnknownPeerError``; text that
+is neither raises ``InvalidPeerId`` (a ``UsageError``).
 
 Crash and concurrency safety
 ----------------------------
@@ -86,6 +95,10 @@ to ``trusted_peers.json.corrupt-<UTC time>`` (under the lock), an error event
 CONTINUES WITH AN EMPTY STORE. Consequence, stated on purpose: under the auto policy
 peers are pinned afresh on their next contact, exactly the seeds' recovery ("remove the
 old entry and reconnect"); the old pins stay in the moved-aside file for inspection.
+
+Every method does blocking file I/O (a mutation costs an fsync'd write, ~1-15 ms here);
+asyncio callers on a hot path can wrap it in ``asyncio.to_thread``. A store caches its
+last parse keyed by the file's exact bytes, so unchanged files are not re-parsed.
 """
 
 from __future__ import annotations
@@ -360,8 +373,8 @@ class TrustStore:
     ``policy`` is ``"auto"`` (TOFU: a new peer is trusted on first use) or ``"manual"``
     (a new peer is recorded ``pending`` until approved). ``clock`` supplies the
     first/last-seen times. ``lock_timeout`` (seconds) bounds the wait for another
-    process's update (then TrustStoreLockedError). Each call reads the file afresh, so several stores (or
-    processes) on one data directory see each other's changes.
+    process's update (then TrustStoreLockedError). Each call reads the file afresh, so
+    several stores (or processes) on one data directory see each other's changes.
     """
 
     def __init__(self, data_dir: Path, *, policy: str = "auto",
@@ -391,7 +404,7 @@ class TrustStore:
     def entries(self) -> list[TrustEntry]:
         """Every peer, oldest first."""
         return sorted(self._read().peers.values(),
-                      key=lambda e: (e.first_seen, str(e.peer_id)))
+                      key=lambda e: (e.first_seen, e.peer_id.multihash))
 
     def address_pins(self) -> list[AddressPin]:
         """Every address-dial pin, sorted by address."""
@@ -487,8 +500,10 @@ class TrustStore:
             entry = state.peers.get(str(pid))
             if entry is None:
                 entry = _new_entry(pid, now, Status.TRUSTED, Source.MANUAL, None)
-            elif entry.status is not Status.TRUSTED:
-                entry = _replace_entry(entry, status=Status.TRUSTED, source=Source.MANUAL)
+            elif entry.status is not Status.TRUSTED or entry.fingerprint != pid.fingerprint:
+                # re-trusting also accepts the key again if the stored one was edited
+                entry = _replace_entry(entry, status=Status.TRUSTED, source=Source.MANUAL,
+                                       fingerprint=pid.fingerprint)
             moved = []
             for addr, pin in list(state.pins.items()):
                 if pin.changed_to == pid:

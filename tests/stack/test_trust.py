@@ -140,6 +140,9 @@ def test_hand_edited_fingerprint_is_changed(auto):
     assert decision.received_fingerprint == A.fingerprint
     changed, = events(logs, "cert.changed")
     assert changed["expected"] == "00" * 32 and changed["received"] == A.fingerprint
+    assert auto.check_peer(A).outcome is Outcome.CHANGED       # refused until re-trusted
+    assert auto.approve(A).fingerprint == A.fingerprint
+    assert auto.check_peer(A).outcome is Outcome.VERIFIED
 
 
 # ----------------------------------------------------------------- address TOFU
