@@ -150,6 +150,15 @@ class Stream:
     async def write_message(self, payload: bytes) -> None:
         await self.write(_LEN.pack(len(payload)) + payload)
 
+    async def next_message(self, max_size: int = DEFAULT_MAX_MESSAGE) -> bytes | None:
+        """Like ``read_message``, but None when the peer ended the stream cleanly first."""
+        while not self._buffer and not self._eof and self._error is None:
+            self._data_ready.clear()
+            await self._data_ready.wait()
+        if not self._buffer and self._eof and self._error is None:
+            return None
+        return await self.read_message(max_size)
+
     async def read_message(self, max_size: int = DEFAULT_MAX_MESSAGE) -> bytes:
         """One length-prefixed message; ``FrameTooLarge`` (and a reset) above ``max_size``."""
         (length,) = _LEN.unpack(await self.readexactly(4))

@@ -1,0 +1,56 @@
+"""``NodeConfig``: everything a ``Node`` is built from, in one documented dataclass.
+
+It sits below the transports in the layer order, so it holds plain values; ``Node``
+turns them into ``TransportOptions`` and friends. Times are seconds, sizes bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stack.identity import Identity
+from stack.net import Address
+
+__all__ = ["NodeConfig", "DEFAULT_PORT"]
+
+DEFAULT_PORT = 39001  # the seeds' port
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """How to run one node.
+
+    data_dir         keys (``identity.key``) and ``trusted_peers.json`` live here
+    listen           UDP (QUIC, STUN, DHT) and TCP (TLS) listen address; port 0 picks one
+                     free port number for both
+    identity         use this identity instead of the data directory's key (tests, sims)
+    quic / tls       which transports to run (the simulator runs QUIC only)
+    stun_server      answer STUN binding requests on the shared UDP port
+    trust_policy     "auto" (TOFU) or "manual" (new peers wait for ``trust approve``)
+    dial_back        after accepting a connection, dial the peer's advertised address
+                     back and tell it the outcome (seed 000)
+    dial_back_timeout  seconds the dial-back may take
+    advertise        listen multiaddrs to announce; None derives them from ``listen``
+    display_name     sent in the identity exchange (seed 004)
+    handshake_timeout, idle_timeout, keep_alive (None: off)   connection timers
+    max_connections, max_connections_per_peer, max_streams_per_connection   limits
+    """
+
+    data_dir: Path
+    listen: Address = ("0.0.0.0", DEFAULT_PORT)
+    identity: Identity | None = None
+    quic: bool = True
+    tls: bool = True
+    stun_server: bool = True
+    trust_policy: str = "auto"
+    dial_back: bool = True
+    dial_back_timeout: float = 5.0
+    advertise: tuple[str, ...] | None = None
+    display_name: str = ""
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    keep_alive: float | None = 15.0
+    max_connections: int = 256
+    max_connections_per_peer: int = 8
+    max_streams_per_connection: int = 64

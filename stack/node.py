@@ -1,0 +1,569 @@
+"""The Node: identity, trust store, one UDP port (STUN + QUIC), TLS over TCP, protocols.
+
+``Node`` is the composer (DESIGN.md section 1): it builds the layers from a
+``NodeConfig`` and wires them; none of them knows about the others.
+
+Lifecycle: ``await node.start()`` binds the UDP port (QUIC, STUN server) and the TCP
+port of the same number (TLS); ``await node.stop()`` closes connections gracefully.
+The network and clock are injected, so the same Node runs on the simulator (QUIC only:
+``NodeConfig(tls=False)``).
+
+Trust (DESIGN.md section 5, seeds 000/001): dialing a peer id enforces it
+(``PeerIdMismatch``) and asks ``TrustStore.check_peer``; dialing an address asks
+``check_address`` (TOFU pin, "changed" refused); accepting asks ``check_peer``. A refusal
+closes the connection and raises ``TrustRefused`` (dial) or drops it (accept).
+
+Protocols on streams: the first length-prefixed message names the protocol.
+
+==========================  =================================================================
+``/p2pstack/identify/1``    dialer -> its identity-exchange envelope (seed 004, with its
+                            listen addresses); listener -> its own envelope; then, once the
+                            listener has dialed back, a msgpack map ``{"ok": bool,
+                            "address": str|None, "error": str|None}`` and FIN
+``/p2pstack/ping/1``        messages echoed one by one until FIN (RTT)
+``/p2pstack/echo/1``        one message, echoed, FIN
+==========================  =================================================================
+
+Bidirectional trust (seed 000): after the identify exchange of an accepted connection,
+the listener dials the dialer back at the *observed* IP with the advertised port of the
+same transport (never a host the peer names: that would make us a reflector), then
+proves the connection with one ping. Success: ``record_dialback(ok=True)`` (peer
+reachable); failure: logged as the seed does, non-fatal. The dialer learns the outcome
+from the identify stream (``DialbackResult`` event, ``node.reachability``).
+
+Events are frozen dataclasses delivered to every ``subscribe()`` queue and logged by
+name (``connection.opened``, ``trust.checked``, ``dialback.result`` ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import structlog
+
+from stack.clock import Clock, SystemClock
+from stack.config import NodeConfig
+from stack.errors import LocalError, StackError, UsageError
+from stack.identity import Identity, PeerId
+from stack.net import Address, DatagramEndpoint, DatagramNetwork, UdpNetwork, format_address
+from stack.port import PortDemux
+from stack.records import Result, make_identity_exchange, verify_identity_exchange
+from stack.transport.certs import CertifiedKey, make_certificate
+from stack.transport.errors import ProtocolViolation, TransportError, TrustRefused
+from stack.transport.multiaddr import PeerAddress, parse_address
+from stack.transport.options import ConnectionLimits, Registry, TransportOptions
+from stack.transport.quic import QuicTransport
+from stack.transport.streams import Connection, Stream
+from stack.transport.tls import TlsTransport
+from stack.trust import TrustDecision, TrustStore
+
+__all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustChecked",
+           "IdentityReceived", "DialbackResult", "PROTO_IDENTIFY", "PROTO_PING", "PROTO_ECHO"]
+
+log = structlog.get_logger("p2pstack.node")
+
+PROTO_IDENTIFY = b"/p2pstack/identify/1"
+PROTO_PING = b"/p2pstack/ping/1"
+PROTO_ECHO = b"/p2pstack/echo/1"
+MAX_PROTOCOL_NAME = 64
+MAX_IDENTIFY = 4096
+MAX_ECHO = 64 * 1024
+
+
+# ------------------------------------------------------------------------------ events
+
+@dataclass(frozen=True)
+class ConnectionOpened:
+    peer_id: PeerId
+    transport: str
+    address: str           # remote HOST:PORT
+    inbound: bool
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    peer_id: PeerId
+    transport: str
+    address: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TrustChecked:
+    """The trust store's decision on a connection (outcome: new/verified/changed/...)."""
+    peer_id: PeerId
+    outcome: str
+    allowed: bool
+    address: str
+    inbound: bool
+
+
+@dataclass(frozen=True)
+class IdentityReceived:
+    """A verified identity exchange (seed 004); ``addrs`` are claimed, not yet verified."""
+    peer_id: PeerId
+    addrs: tuple[str, ...]
+    display_name: str
+
+
+@dataclass(frozen=True)
+class DialbackResult:
+    """Seed 000's reverse connection. ``role="listener"``: we dialed ``peer_id`` back;
+    ``role="dialer"``: ``peer_id`` dialed us back and told us the outcome."""
+    peer_id: PeerId
+    ok: bool
+    address: str | None
+    error: str | None
+    role: str
+
+
+NodeEvent = ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived | DialbackResult
+
+
+def _addr_text(addr: Address) -> str:
+    return format_address(addr)
+
+
+class Node:
+    """One p2pstack node. See the module docstring."""
+
+    def __init__(self, config: NodeConfig, *, network: DatagramNetwork | None = None,
+                 clock: Clock | None = None) -> None:
+        self.config = config
+        self._network: DatagramNetwork = network if network is not None else UdpNetwork()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        if config.identity is not None:
+            self.identity = config.identity
+        else:
+            self.identity, _ = Identity.load_or_create(config.data_dir)
+        self.trust = TrustStore(config.data_dir, policy=config.trust_policy, clock=self.clock)
+        self.options = TransportOptions(
+            handshake_timeout=config.handshake_timeout, idle_timeout=config.idle_timeout,
+            keep_alive=config.keep_alive,
+            limits=ConnectionLimits(config.max_connections, config.max_connections_per_peer,
+                                    config.max_streams_per_connection))
+        self.registry = Registry(self.options.limits)
+        self.reachability: dict[PeerId, DialbackResult] = {}
+        self.demux = PortDemux()
+        self.endpoint: DatagramEndpoint | None = None
+        self.quic: QuicTransport | None = None
+        self.tls: TlsTransport | None = None
+        self.stun: Any = None
+        self.tls_address: Address | None = None
+        self._subscribers: list[asyncio.Queue[NodeEvent]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._connections: set[Connection] = set()
+        self._started = False
+
+    @property
+    def peer_id(self) -> PeerId:
+        return self.identity.peer_id
+
+    @property
+    def udp_address(self) -> Address:
+        if self.endpoint is None:
+            raise LocalError("node is not started")
+        return self.endpoint.local_address
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            raise LocalError("node already started")
+        certified = make_certificate(self.identity, self.clock.now())  # one for QUIC and TLS
+        host, port = self.config.listen
+        attempts = 8 if port == 0 and self.config.tls else 1
+        for attempt in range(attempts):
+            # UDP first; TLS takes the same port number on TCP. With port 0 the number
+            # the kernel picked for UDP may be taken on TCP: try another one.
+            self.endpoint = await self._network.bind((host, port), self.demux)
+            if not self.config.tls:
+                break
+            try:
+                await self._start_tls((host, self.endpoint.local_address[1]), certified)
+                break
+            except LocalError:
+                self.endpoint.close()
+                self.endpoint = None
+                if attempt == attempts - 1:
+                    raise
+        assert self.endpoint is not None
+        if self.config.quic:
+            self.quic = QuicTransport(send=self.endpoint.send, certified=certified,
+                                      clock=self.clock, options=self.options,
+                                      registry=self.registry, on_connection=self._accepted)
+            self.demux.register_quic(self.quic)
+        if self.config.stun_server:
+            self._start_stun()
+        self._started = True
+        log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
+
+    async def _start_tls(self, addr: Address, certified: CertifiedKey) -> None:
+        tls = TlsTransport(certified=certified, clock=self.clock, options=self.options,
+                           registry=self.registry, on_connection=self._accepted)
+        self.tls_address = await tls.listen(addr)
+        self.tls = tls
+
+    def _start_stun(self) -> None:
+        # nat/ sits beside stack.transport; only the Node (the composer) may join them.
+        from nat.stun.server import ServerConfig, StunServer
+        from nat.stun.service import StunService
+        assert self.endpoint is not None
+        local = self.endpoint.local_address
+        self.stun = StunService(StunServer(ServerConfig(primary=local)), self.clock)
+        self.stun.add_endpoint(self.endpoint)
+        self.demux.register_stun(self.stun.receiver(local))
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Close every connection (streams get ``grace`` seconds), then the ports."""
+        if not self._started:
+            return
+        self._started = False
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        closers = []
+        if self.quic is not None:
+            closers.append(self.quic.close(grace))
+        if self.tls is not None:
+            closers.append(self.tls.close(grace))
+        await asyncio.gather(*closers, return_exceptions=True)
+        if self.endpoint is not None:
+            self.endpoint.close()
+        log.info("node.stopped", peer_id=str(self.peer_id))
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---------------------------------------------------------------- addresses
+
+    def _hosts(self, host: str) -> list[str]:
+        if host != "0.0.0.0":
+            return [host]
+        hosts = ["127.0.0.1"]
+        with contextlib.suppress(OSError):
+            for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+                ip = str(info[4][0])
+                if ip not in hosts and not ip.startswith("127."):
+                    hosts.append(ip)
+        return hosts
+
+    def addrs(self) -> list[str]:
+        """Our full listen multiaddrs (QUIC first), with ``/p2p/<our id>``."""
+        if self.config.advertise is not None:
+            return list(self.config.advertise)
+        out: list[str] = []
+        if self.endpoint is None:
+            return out
+        host, port = self.endpoint.local_address
+        for h in self._hosts(host):
+            if self.quic is not None:
+                out.append(PeerAddress(h, port, "quic", self.peer_id).multiaddr())
+            if self.tls_address is not None:
+                out.append(PeerAddress(h, self.tls_address[1], "tls", self.peer_id).multiaddr())
+        return out
+
+    # ------------------------------------------------------------------- events
+
+    def subscribe(self) -> asyncio.Queue[NodeEvent]:
+        """A queue receiving every later event."""
+        queue: asyncio.Queue[NodeEvent] = asyncio.Queue()
+        self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[NodeEvent]) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscribers.remove(queue)
+
+    def _emit(self, event: NodeEvent, name: str, level: str = "info") -> None:
+        fields = {k: (str(v) if isinstance(v, PeerId) else v)
+                  for k, v in event.__dict__.items()}
+        getattr(log, level)(name, **fields)
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -------------------------------------------------------------- connections
+
+    def _transport(self, name: str) -> QuicTransport | TlsTransport:
+        transport = {"quic": self.quic, "tls": self.tls}.get(name)
+        if transport is None:
+            raise UsageError(f"transport {name!r} is not enabled on this node")
+        return transport
+
+    def _trust_event(self, decision: TrustDecision, address: str, inbound: bool) -> None:
+        self._emit(TrustChecked(decision.peer_id, str(decision.outcome), decision.allowed,
+                                address, inbound), "trust.checked",
+                   "info" if decision.allowed else "warning")
+
+    def _accepted(self, conn: Connection) -> None:
+        """A transport authenticated an inbound connection: trust check, then serve."""
+        address = _addr_text(conn.remote_address)
+        try:
+            decision = self.trust.check_peer(conn.peer_id, address=address)
+        except StackError as exc:  # e.g. the trust store is locked by another process
+            log.error("trust.error", peer_id=str(conn.peer_id), error=str(exc))
+            conn.abort("trust store unavailable")
+            return
+        self._trust_event(decision, address, inbound=True)
+        if not decision.allowed:
+            conn.abort(f"trust refused: {decision.outcome}")
+            return
+        self._serve(conn, inbound=True)
+
+    def _serve(self, conn: Connection, inbound: bool) -> None:
+        self._connections.add(conn)
+        address = _addr_text(conn.remote_address)
+        self._emit(ConnectionOpened(conn.peer_id, conn.transport, address, inbound),
+                   "connection.opened")
+
+        def closed(c: Any) -> None:
+            self._connections.discard(conn)
+            self._emit(ConnectionClosed(conn.peer_id, conn.transport, address,
+                                        c.close_reason or "closed"), "connection.closed")
+
+        conn.add_close_callback(closed)  # type: ignore[attr-defined]
+        self._spawn(self._accept_streams(conn))
+
+    async def connect(self, target: str | PeerId | PeerAddress, *,
+                      transport: str | None = None, identify: bool = True) -> Connection:
+        """Dial ``target`` (multiaddr, ``HOST:PORT``, peer id) and authenticate it.
+
+        A peer id (given, or in the multiaddr) is enforced; a bare address is TOFU-checked.
+        With ``identify`` the identity exchange runs (and the listener dials us back).
+        Raises ``TransportError`` subclasses (``PeerIdMismatch``, ``TrustRefused``,
+        ``HandshakeFailed`` ...) or ``UsageError`` for a target it cannot dial.
+        """
+        if not self._started:
+            raise LocalError("node is not started")
+        if isinstance(target, PeerId):
+            target = PeerAddress(peer_id=target)
+        elif isinstance(target, str):
+            target = parse_address(target)
+        if target.relay is not None:
+            raise UsageError("relayed (p2p-circuit) addresses are dialed by the relay client")
+        name = transport or target.transport or "quic"
+        if target.host is None:
+            return await self._connect_known(target, name, identify)
+        conn = await self._transport(name).dial(target.address, target.peer_id)
+        address = _addr_text(target.address)
+        if target.peer_id is not None:
+            decision = self.trust.check_peer(conn.peer_id, address=address)
+        else:
+            decision = self.trust.check_address(address, conn.peer_id)
+        self._trust_event(decision, address, inbound=False)
+        if not decision.allowed:
+            conn.abort(f"trust refused: {decision.outcome}")
+            raise TrustRefused(str(decision.outcome), _refusal_message(decision, address))
+        self._serve(conn, inbound=False)
+        if identify:
+            await self._identify(conn)
+        return conn
+
+    async def _connect_known(self, target: PeerAddress, name: str,
+                             identify: bool) -> Connection:
+        assert target.peer_id is not None
+        entry = self.trust.get(target.peer_id)
+        addresses = list(reversed(entry.addresses)) if entry is not None else []
+        if not addresses:
+            raise LocalError(f"no known address for {target.peer_id}; "
+                             "dial a multiaddr or HOST:PORT first")
+        last: Exception | None = None
+        for text in addresses:
+            try:
+                host, port = parse_address(text).address
+                return await self.connect(PeerAddress(host, port, name, target.peer_id),
+                                          identify=identify)
+            except TransportError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    # ----------------------------------------------------------------- protocols
+
+    async def _open(self, conn: Connection, protocol: bytes) -> Stream:
+        stream = await conn.open_stream()
+        await stream.write_message(protocol)
+        return stream
+
+    async def _identify(self, conn: Connection) -> None:
+        stream = await self._open(conn, PROTO_IDENTIFY)
+        await stream.write_message(make_identity_exchange(
+            self.identity, self.clock.now(), display_name=self.config.display_name,
+            addrs=self.addrs()))
+        reply = await asyncio.wait_for(stream.read_message(MAX_IDENTIFY),
+                                       self.options.handshake_timeout)
+        self._check_identity(conn, reply)
+        self._spawn(self._await_dialback_result(conn, stream))
+
+    def _check_identity(self, conn: Connection, data: bytes) -> tuple[str, ...]:
+        result, msg = verify_identity_exchange(data, self.clock.now())
+        if result is not Result.VALID or msg is None or msg.peer_id != conn.peer_id:
+            conn.abort("bad identity exchange")
+            raise ProtocolViolation(f"identity exchange from {conn.peer_id} rejected: "
+                                    f"{result if msg is None else 'peer id mismatch'}")
+        self._emit(IdentityReceived(msg.peer_id, msg.addrs, msg.display_name),
+                   "identity.received")
+        return msg.addrs
+
+    async def _await_dialback_result(self, conn: Connection, stream: Stream) -> None:
+        with contextlib.suppress(TransportError, ValueError, asyncio.TimeoutError):
+            raw = await asyncio.wait_for(
+                stream.next_message(MAX_IDENTIFY),
+                self.config.dial_back_timeout + self.options.handshake_timeout + 5)
+            if raw is None:
+                return
+            obj = msgpack.unpackb(raw)
+            if not isinstance(obj, dict) or not isinstance(obj.get("ok"), bool):
+                return
+            address = obj.get("address")
+            error = obj.get("error")
+            result = DialbackResult(conn.peer_id, obj["ok"],
+                                    address if isinstance(address, str) else None,
+                                    error if isinstance(error, str) else None, "dialer")
+            self.reachability[conn.peer_id] = result
+            self._emit(result, "dialback.result")
+
+    async def _accept_streams(self, conn: Connection) -> None:
+        with contextlib.suppress(TransportError):
+            while True:
+                stream = await conn.accept_stream()
+                self._spawn(self._handle_stream(conn, stream))
+
+    async def _handle_stream(self, conn: Connection, stream: Stream) -> None:
+        try:
+            protocol = await asyncio.wait_for(stream.read_message(MAX_PROTOCOL_NAME),
+                                              self.options.handshake_timeout)
+            if protocol == PROTO_PING:
+                while (msg := await stream.next_message(MAX_PROTOCOL_NAME)) is not None:
+                    await stream.write_message(msg)
+                await stream.close()
+            elif protocol == PROTO_ECHO:
+                await stream.write_message(await stream.read_message(MAX_ECHO))
+                await stream.close()
+            elif protocol == PROTO_IDENTIFY:
+                await self._serve_identify(conn, stream)
+            else:
+                stream.reset()
+        except (TransportError, asyncio.TimeoutError) as exc:
+            log.debug("stream.failed", peer_id=str(conn.peer_id), error=str(exc))
+            stream.reset()
+
+    async def _serve_identify(self, conn: Connection, stream: Stream) -> None:
+        addrs = self._check_identity(conn, await stream.read_message(MAX_IDENTIFY))
+        await stream.write_message(make_identity_exchange(
+            self.identity, self.clock.now(), display_name=self.config.display_name,
+            addrs=self.addrs()))
+        if not self.config.dial_back or conn.is_client:
+            await stream.close()
+            return
+        result = await self._dial_back(conn, addrs)
+        await stream.write_message(msgpack.packb(
+            {"ok": result.ok, "address": result.address, "error": result.error}))
+        await stream.close()
+
+    async def _dial_back(self, conn: Connection, addrs: tuple[str, ...]) -> DialbackResult:
+        """Seed 000's reverse connection, to the observed IP only (see module docstring)."""
+        observed_ip = conn.remote_address[0]
+        port = None
+        for text in addrs:
+            with contextlib.suppress(UsageError):
+                parsed = parse_address(text)
+                if parsed.transport == conn.transport and parsed.port and parsed.relay is None:
+                    port = parsed.port
+                    break
+        if port is None:
+            result = DialbackResult(conn.peer_id, False, None,
+                                    f"no {conn.transport} listen address advertised", "listener")
+        else:
+            target = PeerAddress(observed_ip, port, conn.transport, conn.peer_id)
+            address = _addr_text(target.address)
+            try:
+                back = await asyncio.wait_for(
+                    self._transport(conn.transport).dial(target.address, conn.peer_id),
+                    self.config.dial_back_timeout)
+                try:
+                    await asyncio.wait_for(self._ping_once(back), self.config.dial_back_timeout)
+                finally:
+                    back.abort("dial-back done")
+                result = DialbackResult(conn.peer_id, True, address, None, "listener")
+            except (TransportError, asyncio.TimeoutError, OSError) as exc:
+                error = str(exc) or type(exc).__name__
+                result = DialbackResult(conn.peer_id, False, address, error, "listener")
+        with contextlib.suppress(StackError):
+            # record_dialback logs the seed's "Mutual trust established" / "Reverse
+            # connection failed ... Continuing anyway" lines.
+            self.trust.record_dialback(conn.peer_id, result.ok, result.address or observed_ip,
+                                       error=result.error)
+        self._emit(result, "dialback.result", "info" if result.ok else "warning")
+        return result
+
+    async def _ping_once(self, conn: Connection) -> float:
+        stream = await self._open(conn, PROTO_PING)
+        payload = os.urandom(32)
+        start = time.perf_counter()
+        await stream.write_message(payload)
+        reply = await stream.read_message(MAX_PROTOCOL_NAME)
+        rtt = time.perf_counter() - start
+        await stream.close()
+        if reply != payload:
+            raise ProtocolViolation("ping reply does not match")
+        return rtt
+
+    async def ping(self, target: str | PeerId | PeerAddress | Connection, *,
+                   transport: str | None = None) -> tuple[Connection, float]:
+        """One ping round trip; returns the connection and the RTT in seconds."""
+        conn = target if _is_connection(target) else await self.connect(
+            target, transport=transport)  # type: ignore[arg-type]
+        return conn, await asyncio.wait_for(self._ping_once(conn), self.options.handshake_timeout)  # type: ignore[arg-type]
+
+    async def echo(self, target: str | PeerId | PeerAddress | Connection, message: bytes, *,
+                   transport: str | None = None) -> tuple[Connection, bytes, float]:
+        """Send ``message`` on the echo protocol; returns (connection, reply, RTT seconds)."""
+        conn = target if _is_connection(target) else await self.connect(
+            target, transport=transport)  # type: ignore[arg-type]
+        stream = await self._open(conn, PROTO_ECHO)  # type: ignore[arg-type]
+        start = time.perf_counter()
+        await stream.write_message(message)
+        reply = await asyncio.wait_for(stream.read_message(MAX_ECHO),
+                                       self.options.handshake_timeout)
+        rtt = time.perf_counter() - start
+        await stream.close()
+        return conn, reply, rtt  # type: ignore[return-value]
+
+    @property
+    def connections(self) -> list[Connection]:
+        return list(self._connections)
+
+
+def _is_connection(obj: object) -> bool:
+    return hasattr(obj, "open_stream") and hasattr(obj, "peer_id")
+
+
+def _refusal_message(decision: TrustDecision, address: str) -> str:
+    if str(decision.outcome) == "changed":
+        return (f"WARNING: Certificate changed for peer {address}! "
+                f"Expected: {decision.expected_fingerprint} "
+                f"Received: {decision.received_fingerprint}. "
+                "This could indicate a security issue! Refused; re-trust with "
+                "'p2pstack trust approve' if the change is expected.")
+    if str(decision.outcome) == "pending":
+        return (f"peer {decision.peer_id} at {address} is pending approval "
+                "('p2pstack trust approve')")
+    return f"peer {decision.peer_id} at {address} is {decision.outcome}"
