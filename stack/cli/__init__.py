@@ -12,14 +12,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from stack.cli import announce, ident, nat, trust
+from stack.cli import announce, ident, nat, node, trust
 from stack.cli._common import configure_logging
 from stack.errors import StackError, UsageError
 from stack.files import resolve_data_dir
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = [ident, trust, nat, announce]
+COMMANDS = [ident, trust, nat, announce, node]
 
 
 def build_parser() -> argparse.ArgumentParser:
