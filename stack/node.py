@@ -315,8 +315,11 @@ class Node:
     def _accepted(self, conn: Connection) -> None:
         """A transport authenticated an inbound connection: trust check, then serve."""
         address = _addr_text(conn.remote_address)
+        # A QUIC peer sends from its shared UDP port, a dialable address worth keeping;
+        # a TLS peer from an ephemeral TCP port, which is not.
+        seen_at = address if conn.transport == "quic" else None
         try:
-            decision = self.trust.check_peer(conn.peer_id, address=address)
+            decision = self.trust.check_peer(conn.peer_id, address=seen_at)
         except StackError as exc:  # e.g. the trust store is locked by another process
             log.error("trust.error", peer_id=str(conn.peer_id), error=str(exc))
             conn.abort("trust store unavailable")
@@ -381,6 +384,8 @@ class Node:
         assert target.peer_id is not None
         entry = self.trust.get(target.peer_id)
         addresses = list(reversed(entry.addresses)) if entry is not None else []
+        if entry is not None and entry.reachable and entry.dialback_address:
+            addresses.insert(0, entry.dialback_address)  # proven by our dial-back
         if not addresses:
             raise LocalError(f"no known address for {target.peer_id}; "
                              "dial a multiaddr or HOST:PORT first")

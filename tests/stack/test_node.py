@@ -1,0 +1,217 @@
+"""Node pair tests on 127.0.0.1 (both transports) and on the simulator (QUIC): trust
+outcomes, dial-back both ways, refusals, garbage, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+from pathlib import Path
+
+import pytest
+
+from stack.config import NodeConfig
+from stack.identity import Identity
+from stack.node import (ConnectionClosed, ConnectionOpened, DialbackResult, IdentityReceived,
+                        Node, TrustChecked)
+from stack.transport.errors import PeerIdMismatch, TransportError, TrustRefused
+
+T = 5.0
+
+
+async def wait_event(queue: asyncio.Queue, kind: type, timeout: float = T, **match):
+    """The next event of ``kind`` whose fields equal ``match``."""
+    async def find():
+        while True:
+            event = await queue.get()
+            if isinstance(event, kind) and all(getattr(event, k) == v for k, v in match.items()):
+                return event
+    return await asyncio.wait_for(find(), timeout)
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path):
+    """A factory of started nodes on 127.0.0.1 (own data dirs), all stopped afterwards."""
+    created: list[Node] = []
+
+    async def make(**overrides) -> Node:
+        overrides.setdefault("listen", ("127.0.0.1", 0))
+        overrides.setdefault("dial_back_timeout", 2.0)
+        node = Node(NodeConfig(data_dir=tmp_path / f"n{len(created)}", **overrides))
+        await node.start()
+        created.append(node)
+        return node
+
+    yield make
+    for node in reversed(created):
+        await node.stop(grace=0.1)
+
+
+def addr(node: Node) -> str:
+    return f"127.0.0.1:{node.udp_address[1]}"
+
+
+@pytest.mark.parametrize("transport", ["quic", "tls"])
+async def test_pair_echo_and_ping(nodes, transport: str) -> None:
+    a, b = await nodes(), await nodes()
+    events = a.subscribe()
+    conn, reply, rtt = await b.echo(addr(a), b"hello", transport=transport)
+    assert reply == b"hello" and rtt > 0
+    assert conn.peer_id == a.peer_id and conn.transport == transport
+    opened = await wait_event(events, ConnectionOpened, peer_id=b.peer_id, transport=transport)
+    assert opened.inbound
+    _, rtt = await b.ping(conn)
+    assert rtt > 0
+
+
+async def test_multiaddrs_and_peer_id_enforcement(nodes) -> None:
+    a, b, c = await nodes(), await nodes(), await nodes()
+    quic_addr, tls_addr = a.addrs()
+    assert quic_addr.endswith(f"/quic-v1/p2p/{a.peer_id}") and "/tcp/" in tls_addr
+    for multiaddr in a.addrs():
+        conn = await b.connect(multiaddr)
+        assert conn.peer_id == a.peer_id
+    wrong = quic_addr.replace(str(a.peer_id), str(c.peer_id))
+    with pytest.raises(PeerIdMismatch):
+        await b.connect(wrong)
+    # a peer id alone dials the addresses the trust store learnt
+    assert (await b.connect(a.peer_id)).peer_id == a.peer_id
+
+
+async def test_tofu_new_then_verified(nodes) -> None:
+    a, b = await nodes(), await nodes()
+    events = b.subscribe()
+    await b.connect(addr(a))
+    first = await wait_event(events, TrustChecked, inbound=False)
+    assert (first.outcome, first.allowed) == ("new", True)
+    await b.connect(addr(a))
+    second = await wait_event(events, TrustChecked, inbound=False)
+    assert (second.outcome, second.allowed) == ("verified", True)
+
+
+async def test_tofu_changed_key_is_refused_with_the_seed_warning(nodes) -> None:
+    a, b = await nodes(), await nodes()
+    await b.connect(addr(a))
+    port = a.udp_address[1]
+    await a.stop(grace=0.1)
+    impostor = await nodes(listen=("127.0.0.1", port))  # a different key at the same address
+    with pytest.raises(TrustRefused) as info:
+        await b.connect(f"127.0.0.1:{port}")
+    assert info.value.outcome == "changed"
+    assert "Certificate changed" in str(info.value)
+    # the user re-trusts: the next dial is accepted
+    b.trust.approve(impostor.peer_id)
+    assert (await b.connect(f"127.0.0.1:{port}")).peer_id == impostor.peer_id
+
+
+async def test_manual_policy_pending_until_approved(nodes) -> None:
+    a = await nodes()
+    b = await nodes(trust_policy="manual")
+    with pytest.raises(TrustRefused) as info:
+        await b.connect(addr(a))
+    assert info.value.outcome == "pending"
+    b.trust.approve(a.peer_id)
+    assert (await b.connect(addr(a))).peer_id == a.peer_id
+
+
+async def test_inbound_refused_under_manual_policy(nodes) -> None:
+    a = await nodes(trust_policy="manual")
+    b = await nodes()
+    events = a.subscribe()
+    with pytest.raises((TransportError, TimeoutError)):
+        await asyncio.wait_for(b.echo(addr(a), b"x"), T)
+    refused = await wait_event(events, TrustChecked, peer_id=b.peer_id)
+    assert (refused.outcome, refused.allowed) == ("pending", False)
+
+
+@pytest.mark.parametrize("transport", ["quic", "tls"])
+async def test_dial_back_success_reaches_both_sides(nodes, transport: str) -> None:
+    a, b = await nodes(), await nodes()
+    a_events, b_events = a.subscribe(), b.subscribe()
+    await b.connect(addr(a), transport=transport)
+    ident = await wait_event(a_events, IdentityReceived, peer_id=b.peer_id)
+    assert any(f"/p2p/{b.peer_id}" in x for x in ident.addrs)
+    mine = await wait_event(a_events, DialbackResult, peer_id=b.peer_id, role="listener")
+    assert mine.ok and mine.address == addr(b)
+    told = await wait_event(b_events, DialbackResult, peer_id=a.peer_id, role="dialer")
+    assert told.ok and b.reachability[a.peer_id].ok
+    entry = a.trust.get(b.peer_id)
+    assert entry is not None and entry.reachable is True
+
+
+async def test_dial_back_failure_is_logged_and_non_fatal(nodes) -> None:
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there any more
+    a = await nodes(dial_back_timeout=0.5)
+    b = await nodes(advertise=(f"/ip4/127.0.0.1/udp/{dead_port}/quic-v1",))
+    a_events, b_events = a.subscribe(), b.subscribe()
+    conn = await b.connect(addr(a))
+    mine = await wait_event(a_events, DialbackResult, peer_id=b.peer_id, role="listener")
+    assert not mine.ok and mine.error
+    told = await wait_event(b_events, DialbackResult, peer_id=a.peer_id, role="dialer")
+    assert not told.ok
+    assert a.trust.get(b.peer_id).reachable is False
+    _, reply, _ = await b.echo(conn, b"still fine")  # the original connection lives on
+    assert reply == b"still fine"
+
+
+async def test_garbage_does_not_stop_the_node(nodes) -> None:
+    a, b = await nodes(), await nodes()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for first in (0x00, 0x07, 0x30, 0x45, 0x99, 0xC3, 0xFF):
+            udp.sendto(bytes([first]) + os.urandom(1250), a.udp_address)
+    finally:
+        udp.close()
+    _, junk = await asyncio.open_connection("127.0.0.1", a.udp_address[1])
+    junk.write(os.urandom(3000))
+    try:
+        for transport in ("quic", "tls"):
+            _, reply, _ = await b.echo(addr(a), b"ok", transport=transport)
+            assert reply == b"ok"
+    finally:
+        junk.close()
+
+
+async def test_stop_closes_connections_and_peer_sees_it(nodes) -> None:
+    a, b = await nodes(), await nodes()
+    events = b.subscribe()
+    await b.connect(addr(a), transport="tls")
+    await a.stop(grace=0.2)
+    await wait_event(events, ConnectionClosed, peer_id=a.peer_id, transport="tls")
+
+
+def test_quic_pair_on_the_simulator(tmp_path: Path) -> None:
+    """The same Node on the simulated network and virtual clock (QUIC; TLS needs TCP,
+    which the simulator does not model)."""
+    from simulations.network import SimNetwork
+    from simulations.vtime import current_clock, run_virtual
+
+    rng = random.Random(4)
+
+    async def main():
+        net = SimNetwork(rng, latency=0.02)
+        clock = current_clock()
+        made = []
+        for i, ip in enumerate(("198.51.100.1", "198.51.100.2")):
+            config = NodeConfig(data_dir=tmp_path / f"sim{i}", listen=(ip, 39001), tls=False,
+                                identity=Identity.from_rng(rng), dial_back_timeout=3.0)
+            node = Node(config, network=net.add_host(ip), clock=clock)
+            await node.start()
+            made.append(node)
+        a, b = made
+        events = b.subscribe()
+        start = clock.now()
+        conn, reply, _ = await b.echo("198.51.100.1:39001", b"sim")
+        told = await wait_event(events, DialbackResult, peer_id=a.peer_id, timeout=30)
+        elapsed = clock.now() - start
+        for node in made:
+            await node.stop(grace=0.1)
+        return conn.peer_id == a.peer_id, reply, told.ok, elapsed
+
+    same, reply, reachable, elapsed = run_virtual(main())
+    assert same and reply == b"sim" and reachable
+    assert 0.04 <= elapsed < 2.0  # a few 40 ms round trips of virtual time
