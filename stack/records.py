@@ -102,7 +102,7 @@ DOMAINS: dict[bytes, bytes] = {
 }
 
 MAX_ANNOUNCEMENT_SIZE = 1000
-# Each relay hop adds ~170 bytes (envelope + relay payload); room for one hop beyond the
+# Each relay hop adds 178 bytes (envelope + relay payload); room for one hop beyond the
 # verifier's default limit of 3, so a 4-hop chain reads as relay_chain_too_long.
 MAX_RELAYED_SIZE = 2048
 MAX_IDENTITY_EXCHANGE_SIZE = 1000
@@ -191,19 +191,15 @@ def _unpack(data: bytes, what: str) -> tuple:
     return obj
 
 
-def _bad(what: str) -> MalformedRecord:
-    return MalformedRecord(what)
-
-
-def _uint(value: object, what: str, maximum: int = MAX_SEQ) -> int:
-    if type(value) is not int or not 0 <= value <= maximum:
-        raise _bad(f"{what}: not an unsigned integer")
+def _uint(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_SEQ:
+        raise MalformedRecord(f"{what}: not an unsigned integer")
     return value
 
 
 def _text(value: object, what: str) -> str:
     if type(value) is not str or len(value) > MAX_TEXT:
-        raise _bad(f"{what}: not a string of at most {MAX_TEXT} characters")
+        raise MalformedRecord(f"{what}: not a string of at most {MAX_TEXT} characters")
     return value
 
 
@@ -211,16 +207,16 @@ def _peer_id(value: object, what: str) -> PeerId:
     # The checks of PeerId.from_bytes, inlined: this runs on every record received.
     if type(value) is not bytes or len(value) != PEER_ID_LENGTH or not value.startswith(
             _PEER_ID_PREFIX):
-        raise _bad(f"{what}: not an Ed25519 peer id")
+        raise MalformedRecord(f"{what}: not an Ed25519 peer id")
     return PeerId(value)
 
 
 def _addrs(value: object) -> tuple[str, ...]:
     if type(value) is not tuple:
-        raise _bad("addrs: not an array")
+        raise MalformedRecord("addrs: not an array")
     for a in value:
         if type(a) is not str or not 0 < len(a) <= MAX_TEXT:
-            raise _bad("addrs: each address is a non-empty string")
+            raise MalformedRecord("addrs: each address is a non-empty string")
     return value  # type: ignore[return-value]
 
 
@@ -255,21 +251,21 @@ class Envelope(NamedTuple):
         payload (bin header + len) + signature (2 + 64).
         """
         if type(data) is not bytes:
-            raise _bad("envelope: not bytes")
+            raise MalformedRecord("envelope: not bytes")
         if len(data) > max_size:
-            raise _bad(f"envelope: {len(data)} bytes, more than {max_size}")
+            raise MalformedRecord(f"envelope: {len(data)} bytes, more than {max_size}")
         obj = _unpack(data, "envelope")
         if len(obj) != 4:
-            raise _bad("envelope: not 4 fields")
+            raise MalformedRecord("envelope: not 4 fields")
         pk, ptype, payload, sig = obj
         if (type(pk) is not bytes or len(pk) != 32 or type(sig) is not bytes or len(sig) != 64
                 or type(payload) is not bytes):
-            raise _bad("envelope: field types")
+            raise MalformedRecord("envelope: field types")
         if ptype not in DOMAINS:  # also refuses a str: DOMAINS' keys are bytes
-            raise _bad("envelope: unknown payload type")
+            raise MalformedRecord("envelope: unknown payload type")
         n = len(payload)
         if len(data) != 103 + len(ptype) + n + (2 if n < 0x100 else 3 if n < 0x10000 else 5):
-            raise _bad("envelope: not in canonical form")
+            raise MalformedRecord("envelope: not in canonical form")
         return _tuple_new(cls, obj)
 
     def signed_bytes(self) -> bytes:
@@ -320,13 +316,13 @@ class IdentityExchange:
     def decode_payload(cls, payload: bytes) -> IdentityExchange:
         obj = _unpack(payload, "identity exchange")
         if len(obj) != 6:
-            raise _bad("identity exchange: not 6 fields")
+            raise MalformedRecord("identity exchange: not 6 fields")
         pid, name, spk, dh, ts, addrs = obj
         peer = _peer_id(pid, "peer_id")
         if type(spk) is not bytes or spk != peer.public_key:
-            raise _bad("identity exchange: sign_public_key is not the peer id's key")
+            raise MalformedRecord("identity exchange: sign_public_key is not the peer id's key")
         if dh is not None and (type(dh) is not bytes or not 0 < len(dh) <= MAX_DH_KEY):
-            raise _bad("identity exchange: dh_public_key")
+            raise MalformedRecord("identity exchange: dh_public_key")
         return cls(peer, _text(name, "display_name"), spk, dh, _uint(ts, "timestamp_ms"),
                    _addrs(addrs))
 
@@ -359,26 +355,26 @@ class Announcement:
         # Inlined checks: this is the hot path of every verification.
         obj = _unpack(payload, "announcement")
         if len(obj) != 7:
-            raise _bad("announcement: not 7 fields")
+            raise MalformedRecord("announcement: not 7 fields")
         pid, name, ts, nonce, seq, previous, addrs = obj
         if type(ts) is not int or not 0 <= ts <= MAX_SEQ:
-            raise _bad("timestamp_ms: not an unsigned integer")
+            raise MalformedRecord("timestamp_ms: not an unsigned integer")
         if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
-            raise _bad("seq: not an unsigned integer")
+            raise MalformedRecord("seq: not an unsigned integer")
         if type(nonce) is not bytes or not NONCE_MIN <= len(nonce) <= NONCE_MAX:
-            raise _bad(f"nonce: not {NONCE_MIN}..{NONCE_MAX} bytes")
+            raise MalformedRecord(f"nonce: not {NONCE_MIN}..{NONCE_MAX} bytes")
         if type(name) is not str or len(name) > MAX_TEXT:
-            raise _bad(f"display_name: not a string of at most {MAX_TEXT} characters")
+            raise MalformedRecord(f"display_name: not a string of at most {MAX_TEXT} characters")
         if type(previous) is not tuple:
-            raise _bad("previous: not an array")
+            raise MalformedRecord("previous: not an array")
         if type(addrs) is not tuple:
-            raise _bad("addrs: not an array")
+            raise MalformedRecord("addrs: not an array")
         for a in addrs:
             if type(a) is not str or not 0 < len(a) <= MAX_TEXT:
-                raise _bad("addrs: each address is a non-empty string")
+                raise MalformedRecord("addrs: each address is a non-empty string")
         if type(pid) is not bytes or len(pid) != PEER_ID_LENGTH or not pid.startswith(
                 _PEER_ID_PREFIX):
-            raise _bad("peer_id: not an Ed25519 peer id")
+            raise MalformedRecord("peer_id: not an Ed25519 peer id")
         return cls(PeerId(pid), seq, ts, nonce, addrs, name,
                    tuple([_peer_id(p, "previous") for p in previous]) if previous else ())
 
@@ -400,10 +396,10 @@ class RelayedAnnouncement:
     def decode_payload(cls, payload: bytes) -> RelayedAnnouncement:
         obj = _unpack(payload, "relayed announcement")
         if len(obj) != 3:
-            raise _bad("relayed announcement: not 3 fields")
+            raise MalformedRecord("relayed announcement: not 3 fields")
         original, by, ts = obj
         if type(original) is not bytes:
-            raise _bad("original: not bytes")
+            raise MalformedRecord("original: not bytes")
         return cls(original, _peer_id(by, "relayed_by"), _uint(ts, "relay_timestamp_ms"))
 
 
@@ -463,21 +459,21 @@ def decode_announcement(data: bytes) -> tuple[Envelope, Announcement]:
     """Parse (not verify) a direct announcement envelope; ``MalformedRecord`` on defects."""
     env = Envelope.decode(data, MAX_ANNOUNCEMENT_SIZE)
     if env.payload_type != ANNOUNCEMENT_TYPE:
-        raise _bad("not an announcement")
+        raise MalformedRecord("not an announcement")
     return env, Announcement.decode_payload(env.payload)
 
 
 def decode_identity_exchange(data: bytes) -> tuple[Envelope, IdentityExchange]:
     env = Envelope.decode(data, MAX_IDENTITY_EXCHANGE_SIZE)
     if env.payload_type != IDENTITY_EXCHANGE_TYPE:
-        raise _bad("not an identity exchange")
+        raise MalformedRecord("not an identity exchange")
     return env, IdentityExchange.decode_payload(env.payload)
 
 
 def decode_relayed(data: bytes) -> tuple[Envelope, RelayedAnnouncement]:
     env = Envelope.decode(data, MAX_RELAYED_SIZE)
     if env.payload_type != RELAYED_TYPE:
-        raise _bad("not a relayed announcement")
+        raise MalformedRecord("not a relayed announcement")
     return env, RelayedAnnouncement.decode_payload(env.payload)
 
 
