@@ -23,6 +23,7 @@ from stack.config import DEFAULT_PORT, NodeConfig
 from stack.errors import RemoteError, UsageError
 from stack.net import parse_host_port
 from stack.node import Node
+from stack.transport.multiaddr import parse_address
 
 __all__ = ["register"]
 
@@ -131,11 +132,12 @@ def run_connect(args: argparse.Namespace) -> int:
 
 
 async def _connect(args: argparse.Namespace) -> int:
+    target = parse_address(args.target)  # a usage error before anything starts
     node = Node(_client_config(args))
     await node.start()
     try:
         conn, reply, rtt = await _with_timeout(
-            node.echo(args.target, args.message.encode(), transport=args.transport), args.timeout)
+            node.echo(target, args.message.encode(), transport=args.transport), args.timeout)
         reachable = await _reachable(node, conn.peer_id, min(args.timeout, 6.0))
         out = {"peer_id": str(conn.peer_id), "transport": conn.transport,
                "rtt_ms": round(rtt * 1000, 3), "reply": reply.decode("utf-8", "replace"),
@@ -159,10 +161,11 @@ def run_ping(args: argparse.Namespace) -> int:
 
 
 async def _ping(args: argparse.Namespace) -> int:
+    target = parse_address(args.target)
     node = Node(_client_config(args))
     await node.start()
     try:
-        conn, rtt = await _with_timeout(node.ping(args.target, transport=args.transport),
+        conn, rtt = await _with_timeout(node.ping(target, transport=args.transport),
                                         args.timeout)
         rtts = [rtt]
         for _ in range(args.count - 1):
