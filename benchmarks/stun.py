@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import binascii
 import os
 import selectors
 import socket
@@ -31,7 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-REQUEST = bytes.fromhex("000100002112a442") + b"benchmark-tx"  # Binding request, no attrs
+# What nat.detect sends: a Binding request with FINGERPRINT (28 bytes). Built from raw
+# bytes so the client process imports nothing of ours.
+_HEAD = bytes.fromhex("000100082112a442") + b"benchmark-tx"
+REQUEST = _HEAD + bytes.fromhex("80280004") + (
+    (binascii.crc32(_HEAD[:2] + b"\x00\x08" + _HEAD[4:]) ^ 0x5354554E).to_bytes(4, "big"))
 
 
 # -- servers (subprocesses) ---------------------------------------------------------------

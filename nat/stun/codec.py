@@ -30,7 +30,10 @@ Encoding pads with zero bytes (RFC 5769 vectors pad with spaces; padding content
 free). UNKNOWN-ATTRIBUTES (0x000A) is missing from aioice's table, so ``encode`` appends
 it itself.
 
-``encode_binding_success`` is the server's hot path: for IPv4 it packs the address
+``plain_binding_request`` recognises the commonest datagram a node gets -- a Binding
+request with no attribute but an optional FINGERPRINT -- without building a ``Message``
+(a property test checks it agrees with ``decode``). ``encode_binding_success`` is the
+server's other hot path: for IPv4 it packs the address
 attributes with ``struct`` instead of aioice's ``ipaddress``-based packer (which cost
 ~70% of a request), producing the same bytes as ``encode`` (a property test checks that);
 anything else goes through ``encode``.
@@ -61,6 +64,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_binding_success",
+    "plain_binding_request",
     "binding_request",
     "new_transaction_id",
 ]
@@ -130,6 +134,24 @@ def decode(data: bytes) -> Decoded:
     except _AIOICE_ERRORS as exc:
         raise StunDecodeError("malformed", str(exc)) from None
     return Decoded(message, unknown, fingerprint)
+
+
+_PLAIN_REQUEST_HEAD = b"\x00\x01\x00\x00" + MAGIC_COOKIE
+_FP_REQUEST_HEAD = b"\x00\x01\x00\x08" + MAGIC_COOKIE
+_FP_ATTR_HEAD = b"\x80\x28\x00\x04"
+
+
+def plain_binding_request(data: bytes) -> tuple[bytes, bool] | None:
+    """(transaction id, has FINGERPRINT) if ``data`` is a well-formed Binding request whose
+    only attribute is an optional, valid FINGERPRINT; otherwise None (use ``decode``)."""
+    size = len(data)
+    if size == HEADER_LENGTH and data[:8] == _PLAIN_REQUEST_HEAD:
+        return data[8:20], False
+    if (size == HEADER_LENGTH + 8 and data[:8] == _FP_REQUEST_HEAD
+            and data[20:24] == _FP_ATTR_HEAD
+            and int.from_bytes(data[24:28], "big") == _aioice.message_fingerprint(data[:20])):
+        return data[8:20], True
+    return None
 
 
 def _check_attributes(data: bytes) -> tuple[tuple[int, ...], bool]:

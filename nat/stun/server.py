@@ -46,6 +46,7 @@ from nat.stun.codec import (
     decode,
     encode,
     encode_binding_success,
+    plain_binding_request,
 )
 
 __all__ = ["ServerConfig", "StunServer", "ATTR_CHANGE_REQUEST"]
@@ -99,6 +100,15 @@ class StunServer:
         if not self._admit(addr[0], now):
             self.dropped["rate-limited"] += 1
             return
+        cfg = self.config
+        if not cfg.rfc5780:
+            plain = plain_binding_request(data)
+            if plain is not None:  # the common case, without building a Message
+                self._out.append((encode_binding_success(
+                    plain[0], addr, software=cfg.software, fingerprint=plain[1]),
+                    addr, local or cfg.primary))
+                self.answered += 1
+                return
         try:
             decoded = decode(data)
         except StunDecodeError as exc:

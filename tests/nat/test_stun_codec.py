@@ -22,6 +22,7 @@ from nat.stun.codec import (
     encode,
     encode_binding_success,
     new_transaction_id,
+    plain_binding_request,
 )
 from stack.errors import RemoteError
 
@@ -318,3 +319,33 @@ def test_fast_success_encoder_matches_aioice(txid, mapped, origin, other, softwa
                       fingerprint=fingerprint)
     assert encode_binding_success(txid, mapped, response_origin=origin, other_address=other,
                                   software=software, fingerprint=fingerprint) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=12, max_size=12), st.booleans(),
+       st.lists(st.tuples(st.integers(0, 27), st.integers(0, 255)), max_size=2))
+def test_plain_request_fast_path_agrees_with_decode(txid: bytes, fingerprint: bool,  # type: ignore[no-untyped-def]
+                                                    edits) -> None:
+    data = bytearray(binding_request(txid, fingerprint=fingerprint))
+    for pos, value in edits:
+        if pos < len(data):
+            data[pos] = value
+    fast = plain_binding_request(bytes(data))
+    try:
+        decoded = decode(bytes(data))
+    except StunDecodeError:
+        assert fast is None
+        return
+    plain = (decoded.message.message_method == Method.BINDING
+             and decoded.message.message_class == Class.REQUEST
+             and not decoded.unknown_required
+             and set(decoded.attributes) <= {"FINGERPRINT"})
+    if fast is not None:  # None is always safe: the server falls back to decode()
+        assert plain and fast == (decoded.transaction_id, decoded.fingerprint)
+
+
+def test_plain_request_fast_path_examples() -> None:
+    assert plain_binding_request(binding_request(TXID)) == (TXID, True)
+    assert plain_binding_request(binding_request(TXID, fingerprint=False)) == (TXID, False)
+    assert plain_binding_request(binding_request(TXID, change_port=True)) is None
+    assert plain_binding_request(binding_request(TXID)[:-1] + b"\x00") is None
