@@ -1,0 +1,709 @@
+"""The sans-I/O Kademlia core (DESIGN.md section 2; issue 5 sections 1 and 2).
+
+    core.receive(data, addr, now)   feed one datagram (DHT_BYTE first)
+    core.outgoing()                 -> [(data, addr)] to send now
+    core.next_timer()               -> when to call handle_timer (seconds, or None)
+    core.handle_timer(now)
+    core.next_event()               -> BootstrapDone | LookupDone | GetDone | PutDone |
+                                       RecordRefreshDue | None
+    core.bootstrap(addrs, now) / start_lookup(target, now) / get(key, now) /
+    core.put(record, now) / publish(record, now)  -> op id (its result is one event)
+
+Rules:
+- Identity binding: a peer enters the routing table only after signing
+  ``PROOF_DOMAIN || txid`` for a request we sent to its address; we ask for that proof
+  only when it would change the table (``RoutingTable.wants``), so crypto is spent once
+  per contact. A request from an unknown server-mode peer triggers a PING challenge to its
+  source address. A bad or missing proof is counted as ``proof_failed`` (Sybil ids without
+  keys end there). Addresses change only through a new proof.
+- Client mode (``config.server = False``): requests carry no server flag, so nobody adds us.
+- Limits: datagrams over ``MAX_DATAGRAM`` and malformed ones are counted drops; requests
+  are rate-limited per source; replies to a requester without our cookie are at most
+  ``amplification`` x its request (contacts are trimmed, a record that does not fit is
+  withheld with the truncated flag); STORE needs the cookie.
+- Timeouts are adaptive: RFC 6298 RTO from the contact's RTT estimate, or from the
+  estimate over all peers for a stranger.
+- Remote garbage never raises: every rejection increments ``stats[reason]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import heapq
+import random
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass
+
+from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInfo, PutDone,
+                              RecordRefreshDue)
+from discovery.guard import Cookies, RateLimiter
+from discovery.lookup import SUCCEEDED, Lookup
+from discovery.records import RecordInfo, RecordStore, RecordValidator, dht_key_of
+from discovery.routing import RoutingTable, RttEstimator
+from discovery.wire import (FIND_NODE, FIND_VALUE, FLAG_SERVER, FLAG_TRUNCATED,
+                            FLAG_WANT_PROOF, MAX_DATAGRAM, MAX_RECORD, PING, PROOF_DOMAIN,
+                            STORE, Reply, Request, WireContact, decode, encode_reply,
+                            encode_request)
+from stack.identity import Identity, verify_signature
+from stack.net import Address
+
+__all__ = ["DhtConfig", "DhtCore"]
+
+_INF = float("inf")
+
+
+@dataclass(frozen=True)
+class DhtConfig:
+    """Tunables. Times in seconds."""
+
+    k: int = 20                      # bucket size and replication factor
+    alpha: int = 3                   # parallel RPCs per lookup
+    quorum: int = 3                  # valid copies a GET collects before it stops
+    server: bool = True              # publicly reachable: may enter others' tables
+    stale_failures: int = 3          # consecutive failures before a contact is dropped
+    initial_rto: float = 1.0         # timeout before any RTT sample
+    min_rto: float = 0.2
+    max_rto: float = 5.0
+    store_retries: int = 1           # retransmissions of STORE and bootstrap requests
+    refresh_interval: float = 3600.0     # one random-bucket lookup per interval (jittered)
+    republish_interval: float = 4 * 3600.0  # publisher re-puts its record this often
+    record_window: float = 24 * 3600.0   # freshness window of stored records
+    max_records: int = 65536
+    rate: float = 100.0              # requests per second per source address
+    burst: float = 200.0
+    amplification: int = 3           # reply <= 3 x request for sources without our cookie
+    min_unvalidated_request: int = 400  # pad un-cookied requests so a full reply fits
+    challenge_backoff: float = 60.0  # do not re-challenge the same (peer, address) sooner
+    maintenance_interval: float = 300.0  # record expiry and republish checks
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _node_id(peer_id: bytes) -> int:
+    """Node id of a peer-id (SHA-256, as an int for XOR). Pure, so cached process-wide."""
+    return int.from_bytes(hashlib.sha256(peer_id).digest(), "big")
+
+
+@dataclass(slots=True)
+class _Rpc:
+    txid: bytes
+    kind: int
+    addr: Address
+    expected: bytes | None   # peer id we expect to answer (None: bootstrap by address)
+    node_id: int | None
+    want_proof: bool
+    sent_at: float
+    deadline: float
+    op: _Op | None
+    data: bytes
+    retries_left: int
+    retransmitted: bool = False
+
+
+class DhtCore:
+    def __init__(self, identity: Identity, validator: RecordValidator, rng: random.Random,
+                 config: DhtConfig = DhtConfig()) -> None:
+        self.identity = identity
+        self.config = config
+        self.server = config.server
+        self.peer_id: bytes = identity.peer_id.multihash
+        self.key: bytes = identity.peer_id.dht_key
+        self.table = RoutingTable(int.from_bytes(self.key, "big"), config.k,
+                                  config.stale_failures)
+        self.store = RecordStore(validator, config.record_window, config.max_records)
+        self.validator = validator
+        self.stats: Counter[str] = Counter()
+        self._rng = rng
+        self._cookies = Cookies(rng.randbytes(32))
+        self._limiter = RateLimiter(config.rate, config.burst)
+        self._their_cookies: OrderedDict[Address, bytes] = OrderedDict()
+        self._challenged: dict[tuple[int, Address], float] = {}
+        self._rtt = RttEstimator()
+        self._rpcs: dict[bytes, _Rpc] = {}
+        self._timers: list[tuple[float, bytes]] = []
+        self._out: list[tuple[bytes, Address]] = []
+        self._events: deque[Event] = deque()
+        self._next_op = 0
+        self._published: dict[bytes, tuple[bytes, RecordInfo]] = {}
+        self._next_refresh: float | None = None
+        self._next_maintenance: float | None = None
+        self._next_republish = _INF
+
+    # ---- sans-I/O surface -------------------------------------------------------------
+
+    def receive(self, data: bytes, addr: Address, now: float) -> None:
+        self._arm(now)
+        if len(data) > MAX_DATAGRAM:
+            self.stats["oversize"] += 1
+            return
+        msg = decode(data)
+        if msg is None:
+            self.stats["malformed"] += 1
+        elif isinstance(msg, Request):
+            self._on_request(msg, addr, len(data), now)
+        else:
+            rpc = self._rpcs.get(msg.txid)
+            if rpc is None or rpc.addr != addr:
+                self.stats["unexpected_reply"] += 1
+                return
+            del self._rpcs[msg.txid]
+            self._on_reply(rpc, msg, now)
+
+    def outgoing(self) -> list[tuple[bytes, Address]]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def next_timer(self) -> float | None:
+        timers = self._timers
+        while timers:
+            deadline, txid = timers[0]
+            rpc = self._rpcs.get(txid)
+            if rpc is not None and rpc.deadline == deadline:
+                break
+            heapq.heappop(timers)  # answered or re-armed: drop the stale entry
+        candidates = [t for t in (self._next_refresh, self._next_maintenance,
+                                  self._next_republish) if t is not None and t != _INF]
+        if timers:
+            candidates.append(timers[0][0])
+        return min(candidates) if candidates else None
+
+    def handle_timer(self, now: float) -> None:
+        self._arm(now)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, txid = heapq.heappop(timers)
+            rpc = self._rpcs.get(txid)
+            if rpc is None or rpc.deadline != deadline:
+                continue
+            if rpc.retries_left > 0:
+                rpc.retries_left -= 1
+                rpc.retransmitted = True
+                rpc.deadline = now + 2 * (deadline - rpc.sent_at)
+                heapq.heappush(timers, (rpc.deadline, txid))
+                self._out.append((rpc.data, rpc.addr))
+                continue
+            del self._rpcs[txid]
+            self.stats["timeout"] += 1
+            self._fail(rpc, now)
+        if self._next_refresh is not None and now >= self._next_refresh:
+            self._next_refresh = now + self._jitter(self.config.refresh_interval)
+            self._refresh(now)
+        if self._next_maintenance is not None and now >= self._next_maintenance:
+            self._next_maintenance = now + self.config.maintenance_interval
+            self.store.expire(now)
+        if now >= self._next_republish:
+            self._republish(now)
+
+    # ---- operations ----------------------------------------------------------------------
+
+    def bootstrap(self, addrs: list[Address], now: float) -> int:
+        """Join through ``addrs`` (peer ids unknown), then look up our own id."""
+        self._arm(now)
+        op = _BootstrapOp(self, self._op_id(), self.key)
+        op.begin(addrs, now)
+        return op.op_id
+
+    def start_lookup(self, target: bytes, now: float) -> int:
+        """Find the k peers closest to a 32-byte ``target``; ends with ``LookupDone``."""
+        self._arm(now)
+        op = _NodesOp(self, self._op_id(), target)
+        op.pump(now)
+        return op.op_id
+
+    def get(self, key: bytes, now: float) -> int:
+        """Fetch the record stored under ``key``; ends with ``GetDone``."""
+        self._arm(now)
+        op = _GetOp(self, self._op_id(), key, now)
+        op.pump(now)
+        return op.op_id
+
+    def put(self, record: bytes, now: float) -> int:
+        """Store a signed record on the k nodes closest to its key once; ends with ``PutDone``."""
+        return self._put(record, now)[0]
+
+    def publish(self, record: bytes, now: float) -> int:
+        """``put`` and keep re-putting it every ``republish_interval``; a
+        ``RecordRefreshDue`` asks for a fresh signature half-way through the window."""
+        op_id, info = self._put(record, now)
+        if info is not None:
+            self._published[dht_key_of(info.peer_id)] = (record, info)
+            self._next_republish = min(self._next_republish,
+                                       now + self.config.republish_interval)
+        return op_id
+
+    def _put(self, record: bytes, now: float) -> tuple[int, RecordInfo | None]:
+        self._arm(now)
+        op_id = self._op_id()
+        code, info = (self.validator.check(record, now) if len(record) <= MAX_RECORD
+                      else ("too_large", None))
+        if info is None:
+            self._events.append(PutDone(op_id, b"", 0, code))
+            return op_id, None
+        _PutOp(self, op_id, dht_key_of(info.peer_id), record).pump(now)
+        return op_id, info
+
+    def set_server(self, server: bool) -> None:
+        """Server mode once the node knows it is publicly reachable (NAT report, dial-back)."""
+        self.server = server
+
+    # ---- requests we answer ----------------------------------------------------------
+
+    def _on_request(self, req: Request, addr: Address, size: int, now: float) -> None:
+        if not self._limiter.allow(addr, now):
+            self.stats["rate_limited"] += 1
+            return
+        if req.sender == self.peer_id:
+            self.stats["self_request"] += 1
+            return
+        sender_id = _node_id(req.sender)
+        known = self.table.get(sender_id)
+        validated = (self._cookies.check(req.cookie, addr, now)
+                     or (known is not None and known.addr == addr))
+        contacts: list[WireContact] = []
+        record = b""
+        result = ""
+        if req.kind in (FIND_NODE, FIND_VALUE):
+            target = int.from_bytes(req.target, "big")
+            contacts = [WireContact(c.peer_id, c.addr)
+                        for c in self.table.closest(target, self.config.k + 1)
+                        if c.node_id != sender_id][:self.config.k]
+            if req.kind == FIND_VALUE:
+                record = self.store.get(req.target, now)
+        elif req.kind == STORE:
+            result = self.store.offer(req.target, req.record, now) if validated else "no_cookie"
+            self.stats["store_" + result] += 1
+        flags = FLAG_SERVER if self.server else 0
+        proof = self.identity.sign(PROOF_DOMAIN + req.txid) if req.want_proof else b""
+        reply = Reply(req.kind, req.txid, self.peer_id, flags, proof,
+                      self._cookies.make(addr, now), tuple(contacts), record, result)
+        data = encode_reply(reply)
+        if not validated:
+            data = self._fit(reply, data, self.config.amplification * size)
+            if data is None:
+                self.stats["amplification_drop"] += 1
+                return
+        self._out.append((data, addr))
+        if req.server:
+            self._consider(req.sender, sender_id, addr, now)
+
+    def _fit(self, reply: Reply, data: bytes, budget: int) -> bytes | None:
+        """Shrink a reply to ``budget`` bytes: trim far contacts, then withhold the record."""
+        if len(data) <= budget:
+            return data
+        contacts = list(reply.contacts)
+        record, flags = reply.record, reply.flags
+        while len(data) > budget:
+            if contacts:
+                # each contact costs ~50 bytes; drop enough of them in one step
+                drop = max(1, (len(data) - budget + 49) // 50)
+                del contacts[-drop:]
+            elif record:
+                record, flags = b"", flags | FLAG_TRUNCATED
+            else:
+                return None
+            data = encode_reply(Reply(reply.kind, reply.txid, reply.responder, flags,
+                                      reply.proof, reply.cookie, tuple(contacts), record,
+                                      reply.result))
+        return data
+
+    def _consider(self, peer_id: bytes, node_id: int, addr: Address, now: float) -> None:
+        """A server-mode peer contacted us: challenge it if it would change our table."""
+        known = self.table.get(node_id)
+        if known is not None and known.addr == addr:
+            self.table.record_success(node_id)
+            return
+        if not self.table.wants(node_id, addr):
+            self.table.add_candidate(peer_id, node_id, addr)
+            return
+        self._challenge(peer_id, node_id, addr, now)
+
+    def _challenge(self, peer_id: bytes, node_id: int, addr: Address, now: float) -> None:
+        key = (node_id, addr)
+        if self._challenged.get(key, -_INF) > now:
+            return
+        if len(self._challenged) > 4096:
+            self._challenged = {k: t for k, t in self._challenged.items() if t > now}
+        self._challenged[key] = now + self.config.challenge_backoff
+        self.stats["challenge_sent"] += 1
+        self._request(PING, addr, now, expected=peer_id, node_id=node_id, want_proof=True)
+
+    # ---- replies to our requests -----------------------------------------------------
+
+    def _on_reply(self, rpc: _Rpc, rep: Reply, now: float) -> None:
+        if rep.kind != rpc.kind:
+            self.stats["malformed"] += 1
+            self._fail(rpc, now)
+            return
+        if rpc.expected is not None and rep.responder != rpc.expected:
+            self.stats["peer_mismatch"] += 1
+            self._fail(rpc, now)
+            return
+        node_id = rpc.node_id if rpc.node_id is not None else _node_id(rep.responder)
+        if rpc.want_proof:
+            if not (rep.proof and verify_signature(rep.responder[-32:],
+                                                   PROOF_DOMAIN + rpc.txid, rep.proof)):
+                self.stats["proof_failed"] += 1
+                self._fail(rpc, now)
+                return
+            self.stats["proof_ok"] += 1
+            if rep.server:
+                self.table.add_proven(rep.responder, node_id, rpc.addr)
+        else:
+            self.table.record_success(node_id)
+        if rep.cookie:
+            self._their_cookies[rpc.addr] = rep.cookie
+            self._their_cookies.move_to_end(rpc.addr)
+            if len(self._their_cookies) > 4096:
+                self._their_cookies.popitem(last=False)
+        if not rpc.retransmitted:
+            rtt = now - rpc.sent_at
+            self._rtt.sample(rtt)
+            contact = self.table.get(node_id)
+            if contact is not None:
+                contact.rtt.sample(rtt)
+        if rep.contacts:
+            self._learn(rep.contacts, now)
+        if rpc.op is not None and not rpc.op.finished:
+            rpc.op.on_reply(rpc, rep, node_id, now)
+
+    def _learn(self, contacts: tuple[WireContact, ...], now: float) -> None:
+        """Peers named in a reply are only hints; challenge the ones a bucket has room for
+        (this is how the buckets far from our own neighbourhood fill up)."""
+        table = self.table
+        for wc in contacts:
+            node_id = _node_id(wc.peer_id)
+            if table.get(node_id) is None and table.wants(node_id, wc.addr):
+                self._challenge(wc.peer_id, node_id, wc.addr, now)
+
+    def _fail(self, rpc: _Rpc, now: float) -> None:
+        if rpc.node_id is not None:
+            replacement = self.table.record_failure(rpc.node_id)
+            if replacement is not None:
+                self._challenge(*replacement, now)
+        if rpc.op is not None and not rpc.op.finished:
+            rpc.op.on_failure(rpc, now)
+
+    # ---- sending -----------------------------------------------------------------------
+
+    def _request(self, kind: int, addr: Address, now: float, *, expected: bytes | None,
+                 node_id: int | None, op: _Op | None = None, target: bytes = b"",
+                 record: bytes = b"", want_proof: bool | None = None,
+                 retries: int = 0) -> None:
+        if want_proof is None:
+            want_proof = node_id is None or self.table.wants(node_id, addr)
+        txid = self._rng.randbytes(8)
+        while txid in self._rpcs:
+            txid = self._rng.randbytes(8)
+        cookie = self._their_cookies.get(addr, b"")
+        flags = (FLAG_SERVER if self.server else 0) | (FLAG_WANT_PROOF if want_proof else 0)
+        data = encode_request(Request(kind, txid, self.peer_id, flags, cookie, target, record),
+                              0 if cookie else self.config.min_unvalidated_request)
+        contact = self.table.get(node_id) if node_id is not None else None
+        estimator = contact.rtt if contact is not None and contact.rtt.srtt is not None \
+            else self._rtt
+        cfg = self.config
+        deadline = now + estimator.rto(cfg.initial_rto, cfg.min_rto, cfg.max_rto)
+        self._rpcs[txid] = _Rpc(txid, kind, addr, expected, node_id, want_proof, now,
+                                deadline, op, data, retries)
+        heapq.heappush(self._timers, (deadline, txid))
+        self._out.append((data, addr))
+
+    # ---- periodic work -------------------------------------------------------------------
+
+    def _arm(self, now: float) -> None:
+        if self._next_refresh is None:
+            self._next_refresh = now + self._jitter(self.config.refresh_interval)
+            self._next_maintenance = now + self.config.maintenance_interval
+
+    def _jitter(self, interval: float) -> float:
+        return interval * self._rng.uniform(0.5, 1.0)
+
+    def _refresh(self, now: float) -> None:
+        """Look up a random id in one random non-empty bucket (keeps far buckets alive)."""
+        buckets = self.table.nonempty_buckets()
+        if not buckets:
+            return
+        target = self._random_id_in_bucket(self._rng.choice(buckets))
+        _RefreshOp(self, self._op_id(), target.to_bytes(32, "big")).pump(now)
+
+    def _random_id_in_bucket(self, index: int) -> int:
+        return self.table.own_id ^ ((1 << index) | self._rng.getrandbits(index))
+
+    def _fill_buckets(self, now: float) -> None:
+        """After joining: one FIND_NODE per bucket beyond our neighbourhood that has room,
+        sent to the contact closest to a random id in it. The reply's contacts are
+        challenged by ``_learn``; far buckets fill without a full lookup each."""
+        table = self.table
+        nonempty = table.nonempty_buckets()
+        if not nonempty:
+            return
+        sizes = table.buckets_sizes()
+        for index in range(nonempty[0] + 1, len(sizes)):
+            if sizes[index] >= table.k:
+                continue
+            target = self._random_id_in_bucket(index)
+            best = table.closest(target, 1)
+            if best:
+                c = best[0]
+                self._request(FIND_NODE, c.addr, now, expected=c.peer_id, node_id=c.node_id,
+                              target=target.to_bytes(32, "big"))
+
+    def _republish(self, now: float) -> None:
+        window = self.config.record_window
+        for key, (record, info) in list(self._published.items()):
+            if now - info.timestamp > window / 2:
+                del self._published[key]
+                self._events.append(RecordRefreshDue(key))
+            else:
+                self._put(record, now)
+        self._next_republish = (now + self.config.republish_interval
+                                if self._published else _INF)
+
+    def _op_id(self) -> int:
+        self._next_op += 1
+        return self._next_op
+
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
+
+
+class _Op:
+    finished = False
+
+    def __init__(self, core: DhtCore, op_id: int) -> None:
+        self.core = core
+        self.op_id = op_id
+
+    def on_reply(self, rpc: _Rpc, rep: Reply, node_id: int, now: float) -> None:
+        raise NotImplementedError
+
+    def on_failure(self, rpc: _Rpc, now: float) -> None:
+        raise NotImplementedError
+
+
+class _LookupOp(_Op):
+    """A walk towards ``target``; subclasses choose the RPC, the stop rule and the result."""
+
+    kind = FIND_NODE
+
+    def __init__(self, core: DhtCore, op_id: int, target: bytes) -> None:
+        super().__init__(core, op_id)
+        self.target = target
+        self.lookup = Lookup(int.from_bytes(target, "big"), core.config.k, core.config.alpha)
+        for c in core.table.closest(self.lookup.target, core.config.k):
+            self.lookup.add(c.peer_id, c.node_id, c.addr)
+
+    def stop(self) -> bool:
+        return self.lookup.done
+
+    def pump(self, now: float) -> None:
+        if self.finished:
+            return
+        if not self.stop():
+            for cand in self.lookup.next():
+                self.core._request(self.kind, cand.addr, now, expected=cand.peer_id,
+                                   node_id=cand.node_id, op=self, target=self.target)
+        if self.stop():
+            self.finished = True
+            self.complete(now)
+
+    def add_contacts(self, rep: Reply) -> None:
+        own = self.core.table.own_id
+        for wc in rep.contacts:
+            node_id = _node_id(wc.peer_id)
+            if node_id != own:
+                self.lookup.add(wc.peer_id, node_id, wc.addr)
+
+    def on_reply(self, rpc: _Rpc, rep: Reply, node_id: int, now: float) -> None:
+        self.add_contacts(rep)
+        self.lookup.succeeded(node_id)
+        self.pump(now)
+
+    def on_failure(self, rpc: _Rpc, now: float) -> None:
+        if rpc.node_id is not None:
+            self.lookup.failed(rpc.node_id)
+        self.pump(now)
+
+    def complete(self, now: float) -> None:
+        raise NotImplementedError
+
+
+class _NodesOp(_LookupOp):
+    def complete(self, now: float) -> None:
+        peers = tuple(PeerInfo(c.peer_id, c.addr) for c in self.lookup.closest())
+        self.core._emit(LookupDone(self.op_id, self.target, peers))
+
+
+class _RefreshOp(_LookupOp):
+    def complete(self, now: float) -> None:
+        pass  # the walk itself refreshed the routing table
+
+
+class _BootstrapOp(_LookupOp):
+    """Ask each bootstrap address for nodes near our id, then walk towards our id."""
+
+    def begin(self, addrs: list[Address], now: float) -> None:
+        self.waiting = len(addrs)
+        self.answered = 0
+        for addr in addrs:
+            self.core._request(FIND_NODE, addr, now, expected=None, node_id=None, op=self,
+                               target=self.target, want_proof=True,
+                               retries=self.core.config.store_retries + 1)
+        if not addrs:
+            self._walk(now)
+
+    def on_reply(self, rpc: _Rpc, rep: Reply, node_id: int, now: float) -> None:
+        if rpc.node_id is not None:  # phase two: an ordinary lookup step
+            super().on_reply(rpc, rep, node_id, now)
+            return
+        self.answered += 1
+        self.lookup.add(rep.responder, node_id, rpc.addr, SUCCEEDED)
+        self.add_contacts(rep)
+        self._one_done(now)
+
+    def on_failure(self, rpc: _Rpc, now: float) -> None:
+        if rpc.node_id is not None:
+            super().on_failure(rpc, now)
+            return
+        self._one_done(now)
+
+    def _one_done(self, now: float) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self._walk(now)
+
+    def _walk(self, now: float) -> None:
+        for c in self.core.table.closest(self.lookup.target, self.core.config.k):
+            self.lookup.add(c.peer_id, c.node_id, c.addr)
+        if not self.answered and not len(self.core.table):
+            self.finished = True
+            self.core._emit(BootstrapDone(self.op_id, 0, "unreachable"))
+            return
+        self.pump(now)
+
+    def complete(self, now: float) -> None:
+        self.core._fill_buckets(now)
+        self.core._emit(BootstrapDone(self.op_id, len(self.core.table), None))
+
+
+class _GetOp(_LookupOp):
+    """FIND_VALUE walk that stops at ``quorum`` valid copies, then repairs stale holders."""
+
+    kind = FIND_VALUE
+
+    def __init__(self, core: DhtCore, op_id: int, key: bytes, now: float) -> None:
+        super().__init__(core, op_id, key)
+        self.holders: dict[int, tuple[int, Address]] = {}   # node id -> (seq, addr)
+        self.checked: dict[bytes, RecordInfo | None] = {}
+        self.retried: set[int] = set()
+        self.best: tuple[bytes, RecordInfo] | None = None
+        local = core.store.get(key, now)
+        if local:  # our own replica counts for the answer, not for the quorum
+            self._consider(local, now)
+
+    def stop(self) -> bool:
+        return len(self.holders) >= self.core.config.quorum or self.lookup.done
+
+    def _consider(self, record: bytes, now: float) -> RecordInfo | None:
+        info = self.checked.get(record, ...)
+        if info is ...:
+            code, info = self.core.validator.check(record, now)
+            if info is not None and dht_key_of(info.peer_id) != self.target:
+                code, info = "wrong_key", None
+            if info is None:
+                self.core.stats["get_rejected_" + code] += 1
+            self.checked[record] = info
+        if info is not None and (self.best is None or info.seq > self.best[1].seq):
+            self.best = (record, info)
+        return info
+
+    def on_reply(self, rpc: _Rpc, rep: Reply, node_id: int, now: float) -> None:
+        if rep.truncated and not rep.record and node_id not in self.retried:
+            self.retried.add(node_id)  # we hold its cookie now: ask again for the record
+            self.core._request(FIND_VALUE, rpc.addr, now, expected=rpc.expected,
+                               node_id=node_id, op=self, target=self.target, want_proof=False)
+            return
+        if rep.record:
+            info = self._consider(rep.record, now)
+            if info is not None:
+                self.holders[node_id] = (info.seq, rpc.addr)
+        super().on_reply(rpc, rep, node_id, now)
+
+    def complete(self, now: float) -> None:
+        repaired = 0
+        if self.best is None:
+            self.core._emit(GetDone(self.op_id, self.target, None, None, 0, 0, "not_found"))
+            return
+        record, info = self.best
+        for node_id, (seq, addr) in self.holders.items():
+            if seq < info.seq:
+                cand = self.lookup.get(node_id)
+                self.core._request(STORE, addr, now, expected=cand.peer_id if cand else None,
+                                   node_id=node_id, target=self.target, record=record,
+                                   want_proof=False)
+                repaired += 1
+        self.core.stats["repairs"] += repaired
+        self.core._emit(GetDone(self.op_id, self.target, record, info.seq,
+                                len(self.holders), repaired, None))
+
+
+class _PutOp(_LookupOp):
+    """Walk to the key, then STORE on the k closest that answered."""
+
+    def __init__(self, core: DhtCore, op_id: int, key: bytes, record: bytes) -> None:
+        super().__init__(core, op_id, key)
+        self.record = record
+        self.storing = 0
+        self.stored = 0
+        self.walked = False
+
+    def pump(self, now: float) -> None:
+        if self.walked or self.finished:
+            return
+        if not self.lookup.done:
+            for cand in self.lookup.next():
+                self.core._request(FIND_NODE, cand.addr, now, expected=cand.peer_id,
+                                   node_id=cand.node_id, op=self, target=self.target)
+        if self.lookup.done:
+            self.walked = True
+            self._store_phase(now)
+
+    def _store_phase(self, now: float) -> None:
+        targets = self.lookup.closest()
+        if not targets:
+            self._finish("no_peers")
+            return
+        self.storing = len(targets)
+        for cand in targets:
+            self.core._request(STORE, cand.addr, now, expected=cand.peer_id,
+                               node_id=cand.node_id, op=self, target=self.target,
+                               record=self.record, want_proof=False,
+                               retries=self.core.config.store_retries)
+
+    def on_reply(self, rpc: _Rpc, rep: Reply, node_id: int, now: float) -> None:
+        if rpc.kind != STORE:
+            super().on_reply(rpc, rep, node_id, now)
+            return
+        if rep.result in ("stored", "unchanged"):
+            self.stored += 1
+        else:
+            self.core.stats["put_rejected_" + rep.result] += 1
+        self._store_done()
+
+    def on_failure(self, rpc: _Rpc, now: float) -> None:
+        if rpc.kind != STORE:
+            super().on_failure(rpc, now)
+            return
+        self._store_done()
+
+    def _store_done(self) -> None:
+        self.storing -= 1
+        if self.storing == 0:
+            self._finish(None if self.stored else "rejected")
+
+    def _finish(self, error: str | None) -> None:
+        self.finished = True
+        self.core._emit(PutDone(self.op_id, self.target, self.stored, error))

@@ -1,0 +1,59 @@
+"""Abuse limits in front of the DHT core: per-source rate limits and address cookies.
+
+- ``RateLimiter``: a token bucket per source address (rate per second, burst), in a
+  bounded table (the oldest source is forgotten first), so a flood costs us O(1) memory.
+- ``Cookies``: a responder hands every requester ``HMAC(secret, ip:port:epoch)[:8]``; a
+  request that echoes it proves the requester receives at its source address (not a
+  spoofed victim). Un-cookied requests get replies at most ``amplification`` times their
+  own size (QUIC's RFC 9000 section 8 rule), so the DHT is no reflection amplifier.
+  Epochs are 5 minutes; the previous epoch's cookie stays valid.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections import OrderedDict
+
+from stack.net import Address
+
+__all__ = ["RateLimiter", "Cookies"]
+
+COOKIE_EPOCH = 300.0
+
+
+class RateLimiter:
+    def __init__(self, rate: float, burst: float, max_sources: int = 8192) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_sources = max_sources
+        self._buckets: OrderedDict[Address, list[float]] = OrderedDict()
+
+    def allow(self, source: Address, now: float) -> bool:
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            if len(self._buckets) >= self.max_sources:
+                self._buckets.popitem(last=False)
+            bucket = self._buckets[source] = [self.burst, now]
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens < 1.0:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - 1.0
+        return True
+
+
+class Cookies:
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def make(self, addr: Address, now: float, epoch_offset: int = 0) -> bytes:
+        epoch = int(now // COOKIE_EPOCH) + epoch_offset
+        msg = f"{addr[0]}:{addr[1]}:{epoch}".encode()
+        return hmac.digest(self._secret, msg, "sha256")[:8]
+
+    def check(self, cookie: bytes, addr: Address, now: float) -> bool:
+        if len(cookie) != 8:
+            return False
+        return (hmac.compare_digest(cookie, self.make(addr, now))
+                or hmac.compare_digest(cookie, self.make(addr, now, -1)))

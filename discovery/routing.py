@@ -1,0 +1,179 @@
+"""Kademlia routing table over 256-bit node ids (node id = SHA-256 of peer-id bytes).
+
+Rules:
+- Bucket ``i`` holds contacts whose XOR distance to us has bit length ``i + 1``; at most
+  ``k`` contacts each, least recently seen first.
+- Only *proven* contacts enter a bucket (the caller checked a signed challenge); their
+  address changes only through ``add_proven`` (another proof).
+- A full bucket keeps its old contacts (they have shown they stay up); newcomers wait in a
+  bounded per-bucket replacement cache of unproven candidates.
+- A contact goes stale after ``stale_failures`` consecutive failed RPCs (one lost datagram
+  is not enough). A stale contact is dropped; the newest replacement is offered to the
+  caller for a challenge, and enters only once it proves itself.
+- Each contact keeps an RTT estimate (RFC 6298 smoothing) for adaptive timeouts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stack.net import Address
+
+__all__ = ["Contact", "RttEstimator", "RoutingTable", "BITS"]
+
+BITS = 256
+
+
+@dataclass(slots=True)
+class RttEstimator:
+    """RFC 6298 section 2 smoothing; ``rto`` in seconds, clamped to [lo, hi]."""
+
+    srtt: float | None = None
+    rttvar: float = 0.0
+
+    def sample(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+
+    def rto(self, initial: float, lo: float, hi: float) -> float:
+        if self.srtt is None:
+            return initial
+        return min(hi, max(lo, self.srtt + 4 * self.rttvar))
+
+
+@dataclass(slots=True)
+class Contact:
+    """A proven peer: it signed a challenge sent to ``addr`` with the key of ``peer_id``."""
+
+    peer_id: bytes
+    node_id: int
+    addr: Address
+    failures: int = 0
+    rtt: RttEstimator = field(default_factory=RttEstimator)
+
+
+class RoutingTable:
+    def __init__(self, own_id: int, k: int = 20, stale_failures: int = 3) -> None:
+        self.own_id = own_id
+        self.k = k
+        self.stale_failures = stale_failures
+        self._buckets: list[list[Contact]] = [[] for _ in range(BITS)]
+        self._replacements: list[dict[int, tuple[bytes, Address]]] = [{} for _ in range(BITS)]
+        self._by_id: dict[int, Contact] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self):
+        return iter(self._by_id.values())
+
+    def bucket_index(self, node_id: int) -> int:
+        return (self.own_id ^ node_id).bit_length() - 1
+
+    def get(self, node_id: int) -> Contact | None:
+        return self._by_id.get(node_id)
+
+    def bucket(self, index: int) -> list[Contact]:
+        return list(self._buckets[index])
+
+    def wants(self, node_id: int, addr: Address) -> bool:
+        """Would a proof from ``node_id`` at ``addr`` change the table? (Spend crypto only then.)"""
+        if node_id == self.own_id:
+            return False
+        known = self._by_id.get(node_id)
+        if known is not None:
+            return known.addr != addr
+        return len(self._buckets[self.bucket_index(node_id)]) < self.k
+
+    def add_proven(self, peer_id: bytes, node_id: int, addr: Address) -> bool:
+        """Insert or refresh a proven contact (its address is updated). True if in the table."""
+        if node_id == self.own_id:
+            return False
+        index = self.bucket_index(node_id)
+        bucket = self._buckets[index]
+        known = self._by_id.get(node_id)
+        if known is not None:
+            known.addr = addr
+            known.failures = 0
+            bucket.remove(known)
+            bucket.append(known)
+            return True
+        if len(bucket) >= self.k:
+            self.add_candidate(peer_id, node_id, addr)
+            return False
+        self._replacements[index].pop(node_id, None)
+        contact = Contact(peer_id, node_id, addr)
+        bucket.append(contact)
+        self._by_id[node_id] = contact
+        return True
+
+    def add_candidate(self, peer_id: bytes, node_id: int, addr: Address) -> None:
+        """Remember an unproven peer for when its bucket has room (newest kept)."""
+        if node_id == self.own_id or node_id in self._by_id:
+            return
+        cache = self._replacements[self.bucket_index(node_id)]
+        cache.pop(node_id, None)
+        cache[node_id] = (peer_id, addr)
+        if len(cache) > self.k:
+            del cache[next(iter(cache))]
+
+    def record_success(self, node_id: int) -> None:
+        contact = self._by_id.get(node_id)
+        if contact is not None:
+            contact.failures = 0
+            bucket = self._buckets[self.bucket_index(node_id)]
+            bucket.remove(contact)
+            bucket.append(contact)
+
+    def record_failure(self, node_id: int) -> tuple[bytes, int, Address] | None:
+        """Count a failed RPC. When the contact goes stale it is dropped and the newest
+        replacement candidate (peer_id, node_id, addr) is returned for a challenge."""
+        contact = self._by_id.get(node_id)
+        if contact is None:
+            return None
+        contact.failures += 1
+        if contact.failures < self.stale_failures:
+            return None
+        index = self.bucket_index(node_id)
+        self._buckets[index].remove(contact)
+        del self._by_id[node_id]
+        cache = self._replacements[index]
+        if not cache:
+            return None
+        cand_id, (peer_id, addr) = cache.popitem()
+        return peer_id, cand_id, addr
+
+    def closest(self, target: int, count: int) -> list[Contact]:
+        """The ``count`` contacts closest to ``target`` by XOR distance, exactly.
+
+        Contacts in the target's bucket are closer than any other; buckets below it all
+        share the same top distance bit and are sorted together; buckets above it are
+        ordered by index.
+        """
+        def key(c: Contact) -> int:
+            return c.node_id ^ target
+
+        d = self.bucket_index(target)
+        buckets = self._buckets
+        if d < 0:  # the target is our own id
+            return sorted(self._by_id.values(), key=key)[:count]
+        out = sorted(buckets[d], key=key)
+        if len(out) < count:
+            lower = [c for i in range(d) for c in buckets[i]]
+            lower.sort(key=key)
+            out.extend(lower)
+        i = d + 1
+        while len(out) < count and i < BITS:
+            if buckets[i]:
+                out.extend(sorted(buckets[i], key=key))
+            i += 1
+        return out[:count]
+
+    def buckets_sizes(self) -> list[int]:
+        return [len(b) for b in self._buckets]
+
+    def nonempty_buckets(self) -> list[int]:
+        return [i for i, b in enumerate(self._buckets) if b]

@@ -1,0 +1,158 @@
+"""The DHT scenario of issue 5 (sections 4 and 5) on the simulated network and virtual clock.
+
+``n`` nodes join one after another through node 0, every node publishes its signed
+announcement, then ``lookups`` random resolves run (spread over a minute of simulated
+time, from random live nodes, for random published peers). Optionally the loss rate is
+raised and a fraction of the nodes crash half-way through the lookups. Finally the
+network idles and the datagrams per idle minute are counted.
+
+It runs ``discovery.driver`` over ``simulations.network.SimNetwork`` in
+``simulations.vtime.run_virtual``: the production code on virtual time. The benchmark
+(benchmarks/dht.py) reuses it for its "ours" column.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+from dataclasses import dataclass, field
+
+from discovery.announcements import AnnouncementValidator
+from discovery.core import DhtConfig
+from discovery.driver import DhtDriver, open_dht
+from discovery.errors import DiscoveryError
+from simulations.network import SimNetwork
+from simulations.vtime import current_clock, run_virtual
+from stack.identity import Identity
+from stack.records import sign_announcement
+
+
+@dataclass
+class ScenarioResult:
+    nodes: int
+    lookups: int
+    succeeded: int
+    latencies: list[float] = field(default_factory=list)  # simulated seconds
+    lookup_datagrams: int = 0
+    idle_per_minute: float = 0.0
+    idle_max_minute: int = 0
+    join_datagrams: int = 0
+    publish_replicas_min: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float:
+        return self.succeeded / self.lookups if self.lookups else 1.0
+
+    @property
+    def datagrams_per_lookup(self) -> float:
+        return self.lookup_datagrams / self.lookups if self.lookups else 0.0
+
+    def latency(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def median_latency(self) -> float:
+        return statistics.median(self.latencies) if self.latencies else float("nan")
+
+
+def host_ip(i: int) -> str:
+    return f"10.{i // 62500}.{(i // 250) % 250}.{i % 250 + 1}"
+
+
+async def _scenario(n: int, seed: int, lookups: int, loss: float, crash_fraction: float,
+                    idle_minutes: int, join_spacing: float,
+                    config: DhtConfig) -> ScenarioResult:
+    rng = random.Random(seed)
+    net = SimNetwork(random.Random(seed + 1), latency=0.025, jitter=0.010)
+    clock = current_clock()
+    validator = AnnouncementValidator()
+    identities = [Identity.from_rng(rng) for _ in range(n)]
+    drivers: list[DhtDriver] = []
+    hosts = []
+    for i, ident in enumerate(identities):
+        host = net.add_host(host_ip(i))
+        hosts.append(host)
+        drivers.append(await open_dht(host, (host_ip(i), 4001), ident, validator, clock,
+                                      random.Random(rng.random()), config))
+    result = ScenarioResult(n, lookups, 0)
+    seed_addr = (host_ip(0), 4001)
+
+    async def join(i: int) -> None:
+        await asyncio.sleep(i * join_spacing)
+        try:
+            await drivers[i].bootstrap([seed_addr], timeout=120)
+        except DiscoveryError as exc:
+            result.failures.append(f"join {i}: {exc}")
+
+    await asyncio.gather(*(join(i) for i in range(1, n)))
+    await asyncio.sleep(5)
+    result.join_datagrams = net.stats.sent
+
+    async def publish(i: int) -> int:
+        await asyncio.sleep(rng.uniform(0, 30))
+        record = sign_announcement(identities[i], 1, [f"/ip4/{host_ip(i)}/udp/4001/quic-v1"],
+                                   clock.now(), nonce=rng.randbytes(16))
+        try:
+            return await drivers[i].publish(record, timeout=120)
+        except DiscoveryError as exc:
+            result.failures.append(f"publish {i}: {exc}")
+            return 0
+
+    replicas = await asyncio.gather(*(publish(i) for i in range(n)))
+    result.publish_replicas_min = min(replicas)
+    await asyncio.sleep(5)
+
+    net.loss = loss
+    crashed: set[int] = set()
+    sent_before = net.stats.sent
+    plan = [(rng.uniform(0, 60), rng.randrange(n), rng.randrange(n)) for _ in range(lookups)]
+    crash_at = 30.0
+
+    async def crash() -> None:
+        await asyncio.sleep(crash_at)
+        for i in rng.sample(range(1, n), int(crash_fraction * n)):
+            crashed.add(i)
+            hosts[i].crash()
+
+    async def lookup(at: float, src: int, dst: int) -> None:
+        await asyncio.sleep(at)
+        while src in crashed:
+            src = (src + 1) % n
+        start = clock.now()
+        try:
+            record = await drivers[src].resolve(identities[dst].peer_id, timeout=60)
+        except DiscoveryError as exc:
+            result.failures.append(f"lookup {src}->{dst}: {exc}")
+            return
+        if record:
+            result.succeeded += 1
+            result.latencies.append(clock.now() - start)
+
+    await asyncio.gather(crash(), *(lookup(*p) for p in plan))
+    result.lookup_datagrams = net.stats.sent - sent_before
+    net.loss = 0.0
+
+    per_minute = []
+    for _ in range(idle_minutes):
+        before = net.stats.sent
+        await asyncio.sleep(60)
+        per_minute.append(net.stats.sent - before)
+    if per_minute:
+        result.idle_per_minute = sum(per_minute) / len(per_minute)
+        result.idle_max_minute = max(per_minute)
+    for d in drivers:
+        d.close()
+        d.endpoint.close()
+    return result
+
+
+def run_scenario(n: int, seed: int = 1, *, lookups: int = 500, loss: float = 0.0,
+                 crash_fraction: float = 0.0, idle_minutes: int = 0,
+                 join_spacing: float = 0.5, config: DhtConfig = DhtConfig()) -> ScenarioResult:
+    return run_virtual(_scenario(n, seed, lookups, loss, crash_fraction, idle_minutes,
+                                 join_spacing, config))
