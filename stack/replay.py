@@ -82,6 +82,7 @@ STATE_FILE_NAME = "replay_state.msgpack"
 SEQUENCE_FILE_NAME = "sequence"
 _STATE_VERSION = 1
 _LOCK_TIMEOUT = 30.0  # seconds; another p2pstack process holding the lock longer is stuck
+_VALID = Result.VALID  # an Enum attribute lookup costs ~0.1 us on 3.11: not in the hot path
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,10 @@ class Verifier:
         self._peers: OrderedDict[bytes, tuple[int, float, float]] = OrderedDict()
         self._latest = float("-inf")  # the latest ``now`` of an accepted record
         # config values the hot path needs, in the units it uses
-        self._max_age_ms = (self.config.validity_window + self.config.clock_drift) * 1000.0
-        self._drift_ms = self.config.clock_drift * 1000.0
+        cfg = self.config
+        self._max_age_ms = (cfg.validity_window + cfg.clock_drift) * 1000.0
+        self._drift_ms = cfg.clock_drift * 1000.0
+        self._burst = float(cfg.rate_limit_burst)
 
     # -- verification ----------------------------------------------------------------
 
@@ -186,13 +189,12 @@ class Verifier:
             return Outcome(Result.RELAY_CHAIN_TOO_LONG)
         chain = tuple([r.relayed_by for _, r in reversed(relays)]) if relays else ()
         result = self._check(relays, env, ann, now, require_known, is_known)
-        return Outcome(result, ann if result is Result.VALID else None, ann.peer_id, chain)
+        return Outcome(result, ann if result is _VALID else None, ann.peer_id, chain)
 
     def _check(self, relays: list[tuple[Envelope, RelayedAnnouncement]], env: Envelope,
                ann: Announcement, now: float, require_known: bool,
                is_known: Callable[[PeerId], bool] | None) -> Result:
         """Steps 3-11 of the module docstring, then the commit. ``valid`` or the failure."""
-        cfg = self.config
         peer = ann.peer_id
         pid = peer.multihash
         for renv, r in relays:
@@ -212,11 +214,11 @@ class Verifier:
         peers = self._peers
         known = peers.get(pid)
         if known is None:
-            tokens = float(cfg.rate_limit_burst)
+            tokens = self._burst
         else:
             # a clock stepping backwards earns nothing rather than a negative refill
-            tokens = min(float(cfg.rate_limit_burst),
-                         known[1] + max(0.0, now - known[2]) / cfg.rate_limit_interval)
+            tokens = min(self._burst, known[1]
+                         + max(0.0, now - known[2]) / self.config.rate_limit_interval)
             if tokens < 1.0:
                 return Result.RATE_LIMITED
         nonces = self._nonces
@@ -232,6 +234,7 @@ class Verifier:
         if not env.verify():
             return Result.INVALID_SIGNATURE
         # Authentic and fresh: only now does the record change our state.
+        cfg = self.config
         nonces[nonce_key] = now + cfg.nonce_ttl
         if expiry is not None:  # an expired entry, re-used: it is the newest now
             nonces.move_to_end(nonce_key)
@@ -244,7 +247,7 @@ class Verifier:
             peers.popitem(last=False)
         if now > self._latest:
             self._latest = now
-        return Result.VALID
+        return _VALID
 
     def _unwrap(self, data: bytes
                 ) -> tuple[list[tuple[Envelope, RelayedAnnouncement]], Envelope, Announcement]:
