@@ -3,7 +3,7 @@
 Two ways in:
 
 * On a node's shared port: the node binds its endpoint with a ``stack.port.PortDemux`` as
-  receiver, then::
+  receiver, then ``service = attach(demux, ep, clock, on_response=...)``, which is::
 
       service = StunService(StunServer(ServerConfig(primary=ep.local_address)), clock)
       service.add_endpoint(ep)
@@ -25,11 +25,12 @@ from collections.abc import Callable
 
 from stack.clock import Clock
 from stack.net import Address, Datagram, DatagramEndpoint, DatagramNetwork, Receiver
+from stack.port import PortDemux
 
 from nat.stun.codec import Decoded, StunDecodeError, decode
 from nat.stun.server import ServerConfig, StunServer
 
-__all__ = ["StunService", "serve"]
+__all__ = ["StunService", "attach", "serve"]
 
 ResponseHandler = Callable[[Decoded, Address], None]
 
@@ -92,6 +93,21 @@ class StunService:
                 self.server.dropped["no-endpoint"] += 1
                 continue
             endpoint.send(data, dest)
+
+
+def attach(demux: PortDemux, endpoint: DatagramEndpoint, clock: Clock, *,
+           config: ServerConfig | None = None,
+           on_response: ResponseHandler | None = None) -> StunService:
+    """Answer STUN on a node's port: ``endpoint`` was bound with ``demux`` as receiver.
+
+    ``config`` defaults to a plain server at the endpoint's address (default rate limit).
+    """
+    local = endpoint.local_address
+    server = StunServer(config or ServerConfig(primary=local))
+    service = StunService(server, clock, on_response)
+    service.add_endpoint(endpoint, local)
+    demux.register_stun(service.receiver(local))
+    return service
 
 
 async def serve(network: DatagramNetwork, config: ServerConfig, clock: Clock) -> StunService:

@@ -7,6 +7,8 @@ import json
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nat.detect import DetectionDone, NatDetector, NatReport, detect_on
 from nat.errors import NatUsageError
@@ -121,6 +123,22 @@ def test_garbage_and_strays_are_counted() -> None:
     run_timers(d)
     d.receive(b"late", S1, 9.0)
     assert d.dropped["after-done"] == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.binary(max_size=60), st.booleans()), max_size=8))
+def test_fuzz_detector_never_raises(items: list[tuple[bytes, bool]]) -> None:
+    """Random datagrams, some framed as responses to the live transaction."""
+    d = NatDetector([S1], LOCAL, config=FAST, rng=random.Random(8))
+    d.start(0.0)
+    [(request, _)] = d.outgoing()
+    for body, framed in items:
+        if framed:  # a success response header with our transaction id, random attributes
+            payload = body[:len(body) & ~3]
+            body = b"\x01\x01" + len(payload).to_bytes(2, "big") + request[4:20] + payload
+        d.receive(body, S1, 0.01)
+    run_timers(d)
+    assert d.report is not None
 
 
 def test_report_json_has_exactly_the_six_keys() -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from nat.stun.codec import Class, Message, Method, binding_request, decode, encode
 from nat.stun.server import ServerConfig, StunServer
-from nat.stun.service import StunService, serve
+from nat.stun.service import StunService, attach, serve
 from nat.stun.transaction import BindingSuccess, StunClient
 from stack.clock import ManualClock, SystemClock
 from stack.errors import LocalError
@@ -158,11 +158,7 @@ async def test_node_port_answers_stun_and_routes_responses_to_its_client() -> No
     async def node(on_response=None):  # type: ignore[no-untyped-def]
         demux = PortDemux()
         ep = await net.bind(("127.0.0.1", 0), demux)
-        service = StunService(StunServer(ServerConfig(primary=ep.local_address)), clock,
-                              on_response)
-        service.add_endpoint(ep)
-        demux.register_stun(service.receiver(ep.local_address))
-        return ep, service
+        return ep, attach(demux, ep, clock, on_response=on_response)
 
     client = StunClient()
     ep_a, svc_a = await node(lambda d, src: (client.receive_decoded(d, src, clock.now()),
