@@ -81,8 +81,9 @@ async def _announce_and_wait(port: int) -> None:
 
 # -- client ---------------------------------------------------------------------------------
 
-def blast(port: int, seconds: float, sockets: int, window: int, max_requests: int) -> float:
-    """Responses per second from the server at 127.0.0.1:port."""
+def blast(port: int, seconds: float, sockets: int, window: int,
+          max_requests: int) -> tuple[float, float]:
+    """(responses per second, fraction of requests unanswered) for 127.0.0.1:port."""
     dest = ("127.0.0.1", port)
     sel = selectors.DefaultSelector()
     socks = []
@@ -129,7 +130,7 @@ def blast(port: int, seconds: float, sockets: int, window: int, max_requests: in
                         counted += 1
                     outstanding[s] = max(0, outstanding[s] - 1)  # type: ignore[index]
                     last_reply[s] = now  # type: ignore[index]
-        return counted / (time.perf_counter() - counted_from)
+        return counted / (time.perf_counter() - counted_from), 1 - received / max(sent, 1)
     finally:
         for s in socks:
             sel.unregister(s)
@@ -137,7 +138,7 @@ def blast(port: int, seconds: float, sockets: int, window: int, max_requests: in
         sel.close()
 
 
-def run_round(kind: str, args: argparse.Namespace) -> float:
+def run_round(kind: str, args: argparse.Namespace) -> tuple[float, float]:
     proc = subprocess.Popen([sys.executable, __file__, "--serve", kind],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             cwd=ROOT)
@@ -170,16 +171,20 @@ def main() -> int:
         asyncio.run(serve_stun() if args.serve == "stun" else serve_echo())
         return 0
     rates: dict[str, list[float]] = {"echo": [], "stun": []}
+    lost: dict[str, list[float]] = {"echo": [], "stun": []}
     for _ in range(args.rounds):
         for kind in ("echo", "stun"):  # alternate: both see the same machine noise
-            rates[kind].append(run_round(kind, args))
+            rate, unanswered = run_round(kind, args)
+            rates[kind].append(rate)
+            lost[kind].append(unanswered)
     echo, stun = statistics.median(rates["echo"]), statistics.median(rates["stun"])
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print(f"client: {args.sockets} sockets x window {args.window}, {args.seconds}s x "
           f"{args.rounds} rounds, alternating")
     for kind in ("echo", "stun"):
         print(f"  {kind:5s} " + "  ".join(f"{r:9.0f}" for r in rates[kind])
-              + f"   median {statistics.median(rates[kind]):9.0f} /s")
+              + f"   median {statistics.median(rates[kind]):9.0f} /s"
+              + f"   unanswered {100 * statistics.median(lost[kind]):.1f}%")
     print(f"STUN port (UdpNetwork+PortDemux+StunServer) / asyncio DatagramProtocol echo: "
           f"{stun / echo:.2f}x (target >= 2x)")
     return 0

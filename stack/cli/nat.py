@@ -20,6 +20,8 @@ import asyncio
 import socket
 import sys
 
+import structlog
+
 from stack.cli._common import add_json_flag, print_json
 from stack.clock import SystemClock
 from stack.errors import RemoteError, UsageError
@@ -29,6 +31,8 @@ from nat.detect import NatReport, detect_on
 from nat.stun.transaction import RetransmitConfig
 
 DEFAULT_STUN_PORT = 3478
+
+log = structlog.get_logger("stack.cli.nat")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     servers = [_resolve(parse_host_port(text, DEFAULT_STUN_PORT)) for text in args.stun]
     local_ip = listen[0] if listen[0] != "0.0.0.0" else _route_source_ip(servers[0])
     config = RetransmitConfig(timeout=args.timeout)
+    log.debug("nat.detect.start", servers=[f"{ip}:{port}" for ip, port in servers],
+              local_ip=local_ip, timeout=args.timeout)
     report = asyncio.run(_detect(listen, servers, local_ip, config))
+    log.debug("nat.detect.done", notes=list(report.notes), **report.to_json())
     if args.json:
         print_json(report.to_json())
     else:
