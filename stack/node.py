@@ -55,7 +55,7 @@ from stack.identity import Identity, PeerId
 from stack.net import Address, DatagramEndpoint, DatagramNetwork, UdpNetwork, format_address
 from stack.port import PortDemux
 from stack.records import Result, make_identity_exchange, verify_identity_exchange
-from stack.transport.certs import CertifiedKey, make_certificate
+from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
 from stack.transport.errors import ProtocolViolation, TransportError, TrustRefused
 from stack.transport.multiaddr import PeerAddress, parse_address
 from stack.transport.options import ConnectionLimits, Registry, TransportOptions
@@ -150,6 +150,7 @@ class Node:
             limits=ConnectionLimits(config.max_connections, config.max_connections_per_peer,
                                     config.max_streams_per_connection))
         self.registry = Registry(self.options.limits)
+        self.verifier = CertificateVerifier()  # shared: a peer's certificate serves both
         self.reachability: dict[PeerId, DialbackResult] = {}
         self.demux = PortDemux()
         self.endpoint: DatagramEndpoint | None = None
@@ -198,7 +199,8 @@ class Node:
         if self.config.quic:
             self.quic = QuicTransport(send=self.endpoint.send, certified=certified,
                                       clock=self.clock, options=self.options,
-                                      registry=self.registry, on_connection=self._accepted)
+                                      registry=self.registry, on_connection=self._accepted,
+                                      verifier=self.verifier)
             self.demux.register_quic(self.quic)
         if self.config.stun_server:
             self._start_stun()
@@ -207,7 +209,8 @@ class Node:
 
     async def _start_tls(self, addr: Address, certified: CertifiedKey) -> None:
         tls = TlsTransport(certified=certified, clock=self.clock, options=self.options,
-                           registry=self.registry, on_connection=self._accepted)
+                           registry=self.registry, on_connection=self._accepted,
+                           verifier=self.verifier)
         self.tls_address = await tls.listen(addr)
         self.tls = tls
 

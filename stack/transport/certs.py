@@ -31,7 +31,8 @@ from stack.identity import Identity, PeerId, verify_signature
 from stack.transport.errors import InvalidCertificate
 
 __all__ = ["LIBP2P_EXTENSION_OID", "SIGNATURE_PREFIX", "CertifiedKey", "make_certificate",
-           "verify_certificate", "encode_signed_key", "decode_signed_key"]
+           "verify_certificate", "CertificateVerifier", "encode_signed_key",
+           "decode_signed_key"]
 
 LIBP2P_EXTENSION_OID = ObjectIdentifier("1.3.6.1.4.1.53594.1.1")
 SIGNATURE_PREFIX = b"libp2p-tls-handshake:"
@@ -170,3 +171,33 @@ def verify_certificate(der: bytes, now: float) -> PeerId:
     if not verify_signature(public_key, SIGNATURE_PREFIX + _spki(cert), signature):
         raise InvalidCertificate("extension signature does not cover this certificate's key")
     return PeerId.from_public_key(public_key)
+
+
+class CertificateVerifier:
+    """``verify_certificate`` with a bounded memo of certificates already verified.
+
+    Peers reuse their certificate across connections, and the checks (x509 parse, two
+    signature verifications) are a deterministic function of the DER bytes, so the
+    result is kept per exact DER; only the validity window is re-checked per use. The
+    TLS handshake still proves key possession per session. ``capacity`` bounds memory
+    (oldest entries go first); failures are not kept.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = capacity
+        self._memo: dict[bytes, tuple[PeerId, float, float]] = {}
+
+    def verify(self, der: bytes, now: float) -> PeerId:
+        hit = self._memo.get(der)
+        if hit is None:
+            peer_id = verify_certificate(der, now)
+            cert = x509.load_der_x509_certificate(der)
+            hit = (peer_id, cert.not_valid_before_utc.timestamp(),
+                   cert.not_valid_after_utc.timestamp())
+            if len(self._memo) >= self.capacity:
+                del self._memo[next(iter(self._memo))]
+            self._memo[der] = hit
+        peer_id, not_before, not_after = hit
+        if not not_before <= now <= not_after:
+            raise InvalidCertificate("certificate is not valid at this time")
+        return peer_id

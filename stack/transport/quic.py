@@ -29,7 +29,7 @@ from stack.clock import Clock
 from stack.identity import PeerId
 from stack.net import Address, Datagram
 from stack.transport.base import BaseConnection
-from stack.transport.certs import CertifiedKey, verify_certificate
+from stack.transport.certs import CertificateVerifier, CertifiedKey
 from stack.transport.errors import (ConnectionClosed, HandshakeFailed, HandshakeTimeout,
                                     InvalidCertificate, LimitExceeded, PeerIdMismatch,
                                     StreamReset, TransportClosed, TransportError)
@@ -50,6 +50,14 @@ class _ServerQuicConnection(QuicConnection):
         # aioquic only sends a CertificateRequest when this (private) flag is set; the
         # libp2p spec requires servers to demand client authentication.
         self.tls._request_client_certificate = True
+
+
+def _fail(future: asyncio.Future, exc: Exception, *, awaited: bool) -> None:
+    """Fail a handshake future; one nobody awaits (server side) is marked retrieved, so
+    no "exception was never retrieved" report runs from a finalizer later."""
+    future.set_exception(exc)
+    if not awaited:
+        future.exception()
 
 
 class QuicConn(BaseConnection):
@@ -114,7 +122,9 @@ class QuicTransport:
 
     def __init__(self, *, send: Callable[[bytes, Address], None], certified: CertifiedKey,
                  clock: Clock, options: TransportOptions, registry: Registry,
-                 on_connection: Callable[[QuicConn], None]) -> None:
+                 on_connection: Callable[[QuicConn], None],
+                 verifier: CertificateVerifier | None = None) -> None:
+        self._verifier = verifier or CertificateVerifier()
         self._send = send
         self._certified = certified
         self._clock = clock
@@ -267,7 +277,7 @@ class QuicTransport:
             cert = conn.quic.tls._peer_certificate  # aioquic keeps it only privately
             if cert is None:
                 raise InvalidCertificate("peer presented no certificate")
-            peer_id = verify_certificate(cert.public_bytes(Encoding.DER), self._clock.now())
+            peer_id = self._verifier.verify(cert.public_bytes(Encoding.DER), self._clock.now())
             if conn.expected is not None and peer_id != conn.expected:
                 raise PeerIdMismatch(conn.expected, peer_id)
             self._registry.admit(peer_id)
@@ -276,7 +286,7 @@ class QuicTransport:
             conn.quic.close(error_code=ERR_AUTH, reason_phrase=type(exc).__name__)
             self._flush(conn)
             self._forget(conn)
-            conn.established.set_exception(exc)
+            _fail(conn.established, exc, awaited=conn.is_client)
             conn._closed_by(str(exc))
             return
         conn.peer_id = peer_id
@@ -290,7 +300,8 @@ class QuicTransport:
         self._forget(conn)
         if not conn.established.done():
             self.handshake_failures += 1
-            conn.established.set_exception(HandshakeFailed(f"QUIC handshake failed: {reason}"))
+            _fail(conn.established, HandshakeFailed(f"QUIC handshake failed: {reason}"),
+                  awaited=conn.is_client)
         conn._closed_by(f"connection terminated: {reason}")
 
     def _forget(self, conn: QuicConn) -> None:

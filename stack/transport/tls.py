@@ -28,7 +28,7 @@ from stack.identity import PeerId
 from stack.net import Address
 from stack.transport import mux
 from stack.transport.base import BaseConnection
-from stack.transport.certs import CertifiedKey, verify_certificate
+from stack.transport.certs import CertificateVerifier, CertifiedKey
 from stack.transport.errors import (HandshakeFailed, HandshakeTimeout, InvalidCertificate,
                                     LimitExceeded, PeerIdMismatch, ProtocolViolation,
                                     StreamReset, TransportClosed, TransportError)
@@ -233,7 +233,7 @@ class _TlsProtocol(asyncio.Protocol):
         self._cancel_timer()
         if not self.established.done():
             self.owner.handshake_failures += 1
-            self.established.set_exception(
+            self._fail_established(
                 HandshakeFailed(f"TCP connection lost during the TLS handshake: {exc or 'EOF'}"))
         if self.conn is not None:
             self.conn._closed_by("connection lost")
@@ -274,7 +274,7 @@ class _TlsProtocol(asyncio.Protocol):
             raise InvalidCertificate("peer presented no certificate")
         if not self.server and self.ssl.get_alpn_proto_negotiated() != _ALPN:
             raise HandshakeFailed("peer did not negotiate ALPN p2pstack/1")
-        peer_id = verify_certificate(cert.public_bytes(Encoding.DER), owner._clock.now())
+        peer_id = owner._verifier.verify(cert.public_bytes(Encoding.DER), owner._clock.now())
         if self.expected is not None and peer_id != self.expected:
             raise PeerIdMismatch(self.expected, peer_id)
         try:
@@ -322,10 +322,17 @@ class _TlsProtocol(asyncio.Protocol):
         self._flush()
         self.transport.close()
 
+    def _fail_established(self, exc: Exception) -> None:
+        # Only a dialer awaits the future; on the server side mark it retrieved so no
+        # "exception was never retrieved" report runs from a finalizer later.
+        self.established.set_exception(exc)
+        if self.server:
+            self.established.exception()
+
     def _fail(self, exc: TransportError) -> None:
         if not self.established.done():
             self.owner.handshake_failures += 1
-            self.established.set_exception(exc)
+            self._fail_established(exc)
         elif self.conn is not None:
             self.conn._closed_by(f"{type(exc).__name__}: {exc}")
         if self.transport is not None:
@@ -367,7 +374,9 @@ class TlsTransport:
     """Listens for and dials TLS 1.3 connections; one per node."""
 
     def __init__(self, *, certified: CertifiedKey, clock: Clock, options: TransportOptions,
-                 registry: Registry, on_connection: Callable[[TlsConn], None]) -> None:
+                 registry: Registry, on_connection: Callable[[TlsConn], None],
+                 verifier: CertificateVerifier | None = None) -> None:
+        self._verifier = verifier or CertificateVerifier()
         self._clock = clock
         self.options = options
         self._registry = registry

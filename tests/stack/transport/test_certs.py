@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from stack.identity import Identity, PeerId
-from stack.transport.certs import (LIBP2P_EXTENSION_OID, decode_signed_key, encode_signed_key,
+from stack.transport.certs import (LIBP2P_EXTENSION_OID, CertificateVerifier, decode_signed_key,
+                                   encode_signed_key,
                                    make_certificate, verify_certificate)
 from stack.transport.errors import InvalidCertificate
 
@@ -105,3 +106,20 @@ def test_copied_extension_on_another_key_is_rejected() -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
     with pytest.raises(InvalidCertificate, match="signature"):
         verify_certificate(forged.public_bytes(Encoding.DER), NOW)
+
+
+def test_verifier_memo_rechecks_validity_and_keeps_no_failures() -> None:
+    ident = Identity.generate()
+    ck = make_certificate(ident, NOW)
+    verifier = CertificateVerifier(capacity=2)
+    assert verifier.verify(ck.der, NOW) == ident.peer_id
+    assert verifier.verify(ck.der, NOW + 10) == ident.peer_id  # from the memo
+    with pytest.raises(InvalidCertificate, match="not valid at this time"):
+        verifier.verify(ck.der, NOW + 400 * 86400)
+    with pytest.raises(InvalidCertificate):
+        verifier.verify(SPEC_INVALID, NOW)
+    with pytest.raises(InvalidCertificate):  # still refused: failures are not memoised
+        verifier.verify(SPEC_INVALID, NOW)
+    for _ in range(3):  # capacity bounds the memo
+        verifier.verify(make_certificate(Identity.generate(), NOW).der, NOW)
+    assert len(verifier._memo) == 2
