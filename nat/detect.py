@@ -5,7 +5,9 @@ The core runs three phases on one local endpoint (one NAT mapping):
 1. **Binding (test I).** Servers are asked one after another until one answers; that one
    is the *primary*: its XOR-MAPPED-ADDRESS is the public address, ``nat`` is "mapped
    address != local address". Nothing answers -> ``type = "udp-blocked"``. (One at a
-   time, so no other server's address has opened the NAT's filter before phase 2.)
+   time, so no other server's address has opened the NAT's filter before phase 2. A
+   plain server listed *before* the RFC 5780 one, on the RFC 5780 server's alternate
+   IP, would still open it: list the RFC 5780 server first.)
 2. **Filtering** (only if the primary gave OTHER-ADDRESS = (ip', port')), both at once:
    change-ip(+port) answered from (ip', port') -> endpoint-independent; else
    change-port answered from (ip, port') -> address-dependent, else

@@ -25,8 +25,14 @@ from dataclasses import dataclass
 
 from stack.net import Address
 
-from nat.stun.codec import Class, Decoded, StunDecodeError, binding_request, decode
-from nat.stun.codec import new_transaction_id
+from nat.stun.codec import (
+    Class,
+    Decoded,
+    StunDecodeError,
+    binding_request,
+    decode,
+    new_transaction_id,
+)
 
 __all__ = [
     "RetransmitConfig",
