@@ -66,7 +66,7 @@ class DhtConfig:
     min_rto: float = 0.2
     max_rto: float = 5.0
     store_retries: int = 1           # retransmissions of STORE and bootstrap requests
-    refresh_interval: float = 3600.0     # one random-bucket lookup per interval (jittered)
+    refresh_interval: float = 900.0  # one liveness probe per interval (jittered 0.5-1x)
     republish_interval: float = 4 * 3600.0  # publisher re-puts its record this often
     record_window: float = 24 * 3600.0   # freshness window of stored records
     max_records: int = 65536
@@ -399,8 +399,11 @@ class DhtCore:
             txid = self._rng.randbytes(8)
         cookie = self._their_cookies.get(addr, b"")
         flags = (FLAG_SERVER if self.server else 0) | (FLAG_WANT_PROOF if want_proof else 0)
+        # Pad only what buys a big reply: a PING's answer fits 3x an unpadded PING, so a
+        # challenge (sent on behalf of a possibly spoofed request) amplifies nothing.
+        pad = 0 if cookie or kind in (PING, STORE) else self.config.min_unvalidated_request
         data = encode_request(Request(kind, txid, self.peer_id, flags, cookie, target, record),
-                              0 if cookie else self.config.min_unvalidated_request)
+                              pad)
         contact = self.table.get(node_id) if node_id is not None else None
         estimator = contact.rtt if contact is not None and contact.rtt.srtt is not None \
             else self._rtt
@@ -422,12 +425,18 @@ class DhtCore:
         return interval * self._rng.uniform(0.5, 1.0)
 
     def _refresh(self, now: float) -> None:
-        """Look up a random id in one random non-empty bucket (keeps far buckets alive)."""
+        """Liveness and freshness at two datagrams: ask the least recently seen contact of
+        a random non-empty bucket for nodes near a random id in that bucket. A dead
+        contact collects a failure (stale after several); the reply's contacts fill
+        buckets with room (``_learn``)."""
         buckets = self.table.nonempty_buckets()
         if not buckets:
             return
-        target = self._random_id_in_bucket(self._rng.choice(buckets))
-        _RefreshOp(self, self._op_id(), target.to_bytes(32, "big")).pump(now)
+        index = self._rng.choice(buckets)
+        contact = self.table.bucket(index)[0]
+        target = self._random_id_in_bucket(index)
+        self._request(FIND_NODE, contact.addr, now, expected=contact.peer_id,
+                      node_id=contact.node_id, target=target.to_bytes(32, "big"))
 
     def _random_id_in_bucket(self, index: int) -> int:
         return self.table.own_id ^ ((1 << index) | self._rng.getrandbits(index))
@@ -537,11 +546,6 @@ class _NodesOp(_LookupOp):
         self.core._emit(LookupDone(self.op_id, self.target, peers))
 
 
-class _RefreshOp(_LookupOp):
-    def complete(self, now: float) -> None:
-        pass  # the walk itself refreshed the routing table
-
-
 class _BootstrapOp(_LookupOp):
     """Ask each bootstrap address for nodes near our id, then walk towards our id."""
 
@@ -645,6 +649,8 @@ class _GetOp(_LookupOp):
                                    node_id=node_id, target=self.target, record=record,
                                    want_proof=False)
                 repaired += 1
+        if self.core.store.get(self.target, now) not in (b"", record):
+            self.core.store.offer(self.target, record, now)  # our own stale replica too
         self.core.stats["repairs"] += repaired
         self.core._emit(GetDone(self.op_id, self.target, record, info.seq,
                                 len(self.holders), repaired, None))

@@ -1,0 +1,132 @@
+"""Benchmark: p2pstack's DHT against the PyPI ``kademlia`` package 2.2.3 (issue 5 section 5).
+
+The same scenario (tests/discovery/dht_scenario.py) runs both on the same simulated network
+and virtual clock (``simulations``): N nodes join through node 0 (0.5 s apart), every
+node publishes its signed announcement (kademlia: ``set(peer-id bytes, record)``),
+then 500 random lookups (kademlia: ``get``), then 60 idle simulated minutes (90 for
+ours, so each node's hourly refresh is included). Each run is a child process, so its
+wall time and peak RSS are its own.
+
+    python benchmarks/dht.py                 # 2,000 nodes both, then 10,000 ours
+    python benchmarks/dht.py --nodes 300 --big 0
+
+Targets: lookup success 100% (kademlia ~95%); datagrams per lookup <= 0.5x kademlia's;
+less wall time than kademlia.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "discovery")]
+
+from dht_scenario import run_scenario  # noqa: E402
+
+
+class KademliaBackend:
+    """The ``kademlia`` package, unchanged, binding through the virtual loop's
+    ``create_datagram_endpoint`` onto the simulated host."""
+
+    name = "kademlia 2.2.3"
+
+    def __init__(self) -> None:
+        from kademlia.network import Server
+
+        self._server_class = Server
+        self.servers = {}
+
+    async def start(self, i, host, ip, identity, rng) -> None:
+        server = self._server_class(ksize=20, alpha=3, node_id=rng.randbytes(20))
+        await server.listen(4001, interface=ip)
+        self.servers[i] = server
+
+    async def bootstrap(self, i, addr) -> None:
+        await self.servers[i].bootstrap([addr])
+
+    async def publish(self, i, identity, record) -> int:
+        ok = await self.servers[i].set(identity.peer_id.multihash, record)
+        return 20 if ok else 0  # set() reports only success/failure
+
+    async def resolve(self, i, identity, record) -> bool:
+        return await self.servers[i].get(identity.peer_id.multihash) == record
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+
+def _child(which: str, nodes: int, lookups: int, idle: int, seed: int, queue) -> None:
+    logging.disable(logging.CRITICAL)  # kademlia logs every RPC failure
+    random.seed(seed)  # kademlia draws from the global RNG
+    backend = KademliaBackend() if which == "kademlia" else None
+    start = time.perf_counter()
+    r = run_scenario(nodes, seed, lookups=lookups, idle_minutes=idle, backend=backend)
+    wall = time.perf_counter() - start
+    queue.put({
+        "impl": which, "nodes": nodes, "lookups": r.lookups, "succeeded": r.succeeded,
+        "median_ms": 1000 * r.median_latency, "p95_ms": 1000 * r.latency(0.95),
+        "dgrams_per_lookup": r.datagrams_per_lookup, "idle_per_min": r.idle_per_minute,
+        "idle_max_min": r.idle_max_minute, "join_dgrams": r.join_datagrams,
+        "wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "failures": r.failures[:5], "failure_count": len(r.failures),
+    })
+
+
+def measure(which: str, nodes: int, lookups: int, idle: int, seed: int) -> dict:
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(which, nodes, lookups, idle, seed, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def row(r: dict) -> str:
+    return (f"| {r['impl']} | {r['nodes']} | {r['succeeded']}/{r['lookups']} "
+            f"({100 * r['succeeded'] / r['lookups']:.1f}%) | {r['median_ms']:.0f} | "
+            f"{r['p95_ms']:.0f} | {r['dgrams_per_lookup']:.1f} | {r['idle_per_min']:.0f} | "
+            f"{r['wall_s']:.0f} | {r['peak_rss_mb']:.0f} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=2000)
+    parser.add_argument("--lookups", type=int, default=500)
+    parser.add_argument("--big", type=int, default=10000, help="ours alone; 0 = skip")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    results = []
+    if not args.skip_baseline:
+        results.append(measure("kademlia", args.nodes, args.lookups, 60, args.seed))
+        print(json.dumps(results[-1]), flush=True)
+    results.append(measure("p2pstack", args.nodes, args.lookups, 90, args.seed))
+    print(json.dumps(results[-1]), flush=True)
+    if args.big:
+        results.append(measure("p2pstack", args.big, args.lookups, 90, args.seed))
+        print(json.dumps(results[-1]), flush=True)
+    print("| impl | nodes | lookup success | median ms | p95 ms | datagrams/lookup | "
+          "idle datagrams/min | wall s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(row(r))
+    if not args.skip_baseline:
+        theirs, ours = results[0], results[1]
+        print(f"datagrams/lookup ratio ours/kademlia: "
+              f"{ours['dgrams_per_lookup'] / max(theirs['dgrams_per_lookup'], 1e-9):.2f}; "
+              f"wall ratio: {ours['wall_s'] / theirs['wall_s']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Routing table rules: buckets, exact closest, replacement cache, staleness, addresses."""
+
+import random
+
+from discovery.routing import RoutingTable, RttEstimator
+
+OWN = 0
+
+
+def ids(rng, count, bits=256):
+    return [rng.getrandbits(bits) | 1 for _ in range(count)]
+
+
+def pid(node_id: int) -> bytes:
+    return node_id.to_bytes(38, "big")
+
+
+def test_bucket_index_is_the_distance_bit_length():
+    table = RoutingTable(OWN)
+    assert table.bucket_index(1) == 0
+    assert table.bucket_index(1 << 255) == 255
+    assert table.bucket_index(0b1011) == 3
+
+
+def test_closest_is_exact_against_brute_force():
+    rng = random.Random(1)
+    table = RoutingTable(rng.getrandbits(256), k=20)
+    nodes = ids(rng, 400)
+    for n in nodes:
+        table.add_proven(pid(n), n, ("10.0.0.1", 1))
+    present = [c.node_id for c in table]
+    for _ in range(50):
+        target = rng.choice([rng.getrandbits(256), rng.choice(present), table.own_id])
+        want = sorted(present, key=lambda n: n ^ target)[:20]
+        assert [c.node_id for c in table.closest(target, 20)] == want
+
+
+def test_full_bucket_keeps_old_contacts_and_caches_newcomers():
+    table = RoutingTable(OWN, k=2)
+    far = [(1 << 255) | i for i in range(1, 5)]
+    assert table.add_proven(pid(far[0]), far[0], ("1.1.1.1", 1))
+    assert table.add_proven(pid(far[1]), far[1], ("1.1.1.2", 1))
+    assert not table.wants(far[2], ("1.1.1.3", 1))         # no room: no proof wanted
+    assert not table.add_proven(pid(far[2]), far[2], ("1.1.1.3", 1))
+    assert [c.node_id for c in table.bucket(255)] == far[:2]
+
+
+def test_one_failure_is_not_stale_three_are_and_a_replacement_is_offered():
+    table = RoutingTable(OWN, k=2, stale_failures=3)
+    far = [(1 << 255) | i for i in range(1, 5)]
+    for n in far[:2]:
+        table.add_proven(pid(n), n, ("1.1.1.1", n & 0xFF))
+    table.add_candidate(pid(far[2]), far[2], ("1.1.1.3", 3))
+    assert table.record_failure(far[0]) is None
+    assert table.get(far[0]) is not None
+    table.record_success(far[0])                          # an answer resets the count
+    assert table.record_failure(far[0]) is None
+    assert table.record_failure(far[0]) is None
+    replacement = table.record_failure(far[0])
+    assert table.get(far[0]) is None
+    assert replacement == (pid(far[2]), far[2], ("1.1.1.3", 3))
+    assert table.get(far[2]) is None                      # only after its proof
+    assert table.wants(far[2], ("1.1.1.3", 3))
+
+
+def test_address_changes_only_through_add_proven():
+    table = RoutingTable(OWN)
+    n = 1 << 200
+    table.add_proven(pid(n), n, ("1.1.1.1", 1))
+    table.add_candidate(pid(n), n, ("6.6.6.6", 6))        # a hint never moves a contact
+    assert table.get(n).addr == ("1.1.1.1", 1)
+    assert table.wants(n, ("2.2.2.2", 2))                  # a new address needs a proof
+    assert not table.wants(n, ("1.1.1.1", 1))
+    table.add_proven(pid(n), n, ("2.2.2.2", 2))
+    assert table.get(n).addr == ("2.2.2.2", 2)
+    assert len(table) == 1
+
+
+def test_own_id_never_enters():
+    table = RoutingTable(5)
+    assert not table.wants(5, ("1.1.1.1", 1))
+    assert not table.add_proven(pid(5), 5, ("1.1.1.1", 1))
+    assert len(table) == 0
+
+
+def test_rtt_estimator_follows_rfc6298():
+    est = RttEstimator()
+    assert est.rto(1.0, 0.2, 5.0) == 1.0                  # no sample yet
+    est.sample(0.1)
+    assert est.srtt == 0.1 and est.rttvar == 0.05
+    assert abs(est.rto(1.0, 0.2, 5.0) - 0.3) < 1e-9
+    for _ in range(50):
+        est.sample(0.01)
+    assert est.rto(1.0, 0.2, 5.0) == 0.2                  # clamped at the floor
