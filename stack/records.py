@@ -269,10 +269,11 @@ class Envelope(NamedTuple):
         return _tuple_new(cls, obj)
 
     def signed_bytes(self) -> bytes:
-        payload = self.payload
-        return _SIGNED_PREFIX[self.payload_type] + (
-            _UVARINTS[len(payload)] if len(payload) <= MAX_RELAYED_SIZE else _uvarint(len(payload))
-        ) + payload
+        """What the signature covers (``signed_bytes(domain, type, payload)``, with the
+        framing prefix of each type precomputed)."""
+        n = len(self.payload)
+        return b"".join((_SIGNED_PREFIX[self.payload_type],
+                         _UVARINTS[n] if n <= MAX_RELAYED_SIZE else _uvarint(n), self.payload))
 
     def verify(self) -> bool:
         """True if ``signature`` is the ``public_key``'s over domain + type + payload.
@@ -280,10 +281,7 @@ class Envelope(NamedTuple):
         Calls libsodium's ``crypto_sign_open`` directly, as ``VerifyKey.verify`` does
         underneath, without building a key object per record (the hot path).
         """
-        payload = self.payload
-        n = len(payload)
-        smessage = b"".join((self.signature, _SIGNED_PREFIX[self.payload_type],
-                             _UVARINTS[n] if n <= MAX_RELAYED_SIZE else _uvarint(n), payload))
+        smessage = self.signature + self.signed_bytes()
         try:
             crypto_sign_open(smessage, self.public_key)
         except (CryptoError, ValueError, TypeError):  # bad signature; hand-built bad key
@@ -418,10 +416,11 @@ def sign_announcement(identity: Identity, seq: int, addrs: list[str] | tuple[str
     """Build and sign an announcement envelope of ``identity`` at ``now`` (Unix s).
 
     ``seq`` must be fresh (see ``stack.replay.next_sequence``). Raises ``RecordTooLarge``
-    over 1000 bytes and ``ValueError`` for a field the decoder would refuse.
+    over 1000 bytes and ``MalformedRecord`` (a ``ValueError``) for a field the decoder would
+    refuse.
     """
     nonce = os.urandom(DEFAULT_NONCE_SIZE) if nonce is None else nonce
-    ann = Announcement(identity.peer_id, seq, timestamp_ms(now), nonce, tuple(addrs),
+    ann = Announcement(identity.peer_id, _uint(seq, "seq"), timestamp_ms(now), nonce, tuple(addrs),
                        display_name, tuple(previous))
     payload = ann.encode_payload()
     Announcement.decode_payload(payload)  # our own output obeys our own decoder

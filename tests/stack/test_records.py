@@ -185,6 +185,8 @@ def test_builder_refuses_fields_the_decoder_would_refuse():
     with pytest.raises(MalformedRecord):
         sign_announcement(ALICE, -1, [], NOW)
     with pytest.raises(MalformedRecord):
+        sign_announcement(ALICE, 2**64, [], NOW)
+    with pytest.raises(MalformedRecord):
         sign_announcement(ALICE, 1, [""], NOW)
 
 
