@@ -32,8 +32,8 @@ port_preserving=True, mapping_timeout=120.0) -> Nat``
 ``await host.bind((ip_or_"0.0.0.0", port), receiver) -> SimEndpoint`` (port 0 =
 ephemeral, from 49152 up; a taken port or a foreign ip raises ``SimulationError``, a
 ``LocalError``). Receivers get batches (``list[Datagram]``) like ``UdpNetwork``: every
-datagram that reaches an endpoint in one loop iteration is handed over in one call, one
-iteration later, at the same virtual time. ``host.crash()`` makes the host drop
+datagram that reaches an endpoint at the same instant is handed over in one call. A
+receiver that raises is reported to the loop's exception handler; delivery goes on. ``host.crash()`` makes the host drop
 everything in and out (its endpoints stay bound); ``host.restart()`` undoes it.
 
 Routing (trio FakeNet's ``route_packet`` idea): ``SimNetwork._send`` decides where a
@@ -41,14 +41,17 @@ datagram goes; NAT boxes only translate (``Nat.outbound`` on the way out, ``Nat.
 on the way in, *at arrival time*, so a mapping can expire while a datagram is in flight).
 Hosts behind the same NAT reach each other directly by private address.
 
-The per-datagram path allocates nothing beyond asyncio's timer handle and its argument
-tuple, and logs nothing: it must carry millions of datagrams among 10,000 hosts.
+The per-datagram path allocates one tuple (its place in the network's own in-flight
+heap; one loop timer is armed for the heap's head) and logs nothing: it must carry
+millions of datagrams among 10,000 hosts. Datagrams due at the same instant arrive in
+the order they were sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from heapq import heappop, heappush
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -60,6 +63,7 @@ __all__ = ["SimNetwork", "SimHost", "SimEndpoint", "NetStats"]
 
 _ANY = "0.0.0.0"
 _EPHEMERAL_FIRST = 49152
+_NEVER = float("inf")
 
 
 @dataclass(slots=True)
@@ -79,10 +83,9 @@ class SimEndpoint:
     """A bound simulated UDP port (``stack.net.DatagramEndpoint``)."""
 
     __slots__ = ("_host", "_net", "_key", "_src", "_receiver", "_inbox", "_closed",
-                 "_loop", "local_address", "stats")
+                 "local_address", "stats")
 
-    def __init__(self, host: SimHost, key: Address, src: Address, receiver: Receiver,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, host: SimHost, key: Address, src: Address, receiver: Receiver) -> None:
         self._host = host
         self._net = host.network
         self._key = key
@@ -90,7 +93,6 @@ class SimEndpoint:
         self._receiver = receiver
         self._inbox: list[Datagram] = []
         self._closed = False
-        self._loop = loop
         self.local_address: Address = key
         self.stats = EndpointStats()
 
@@ -105,7 +107,7 @@ class SimEndpoint:
         inbox = self._inbox
         inbox.append((data, src))
         if len(inbox) == 1:
-            self._loop.call_soon(self._flush)
+            self._net._touched.append(self)
 
     def _flush(self) -> None:
         batch = self._inbox
@@ -151,10 +153,10 @@ class SimHost:
             port = self._ephemeral_port(ip)
         elif self._taken(ip, port):
             raise SimulationError(f"cannot bind {ip}:{port} on {self!r}: address in use")
-        loop = self.network._attach_loop()
+        self.network._attach_loop()
         key = (ip, port)
         src = (self.ip, port) if ip == _ANY else key
-        endpoint = SimEndpoint(self, key, src, receiver, loop)
+        endpoint = SimEndpoint(self, key, src, receiver)
         self._endpoints[key] = endpoint
         return endpoint
 
@@ -210,6 +212,14 @@ class SimNetwork:
         self._private: dict[str, list[SimHost]] = {}
         self._links: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        # datagrams in flight: a heap of (arrival, seq, target, src, dst, data); the seq
+        # makes equal arrival times first-sent first-delivered and keeps targets out of
+        # comparisons. One loop timer is armed for the head.
+        self._queue: list[tuple[float, int, SimHost | Nat, Address, Address, bytes]] = []
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = _NEVER
+        self._touched: list[SimEndpoint] = []  # endpoints with datagrams to hand over
         self._register_with_running_loop()
 
     def _register_with_running_loop(self) -> None:
@@ -226,6 +236,9 @@ class SimNetwork:
             if self._loop is not None and not self._loop.is_closed():
                 raise SimulationError("a SimNetwork runs on one event loop at a time")
             self._loop = loop
+            self._queue.clear()  # whatever was in flight died with the old loop
+            self._timer = None
+            self._timer_when = _NEVER
         return loop
 
     # -- building the topology ---------------------------------------------------------
@@ -338,5 +351,35 @@ class SimNetwork:
             latency += jitter * (2.0 * rng.random() - 1.0)
             if latency < 0.0:
                 latency = 0.0
-        loop = self._loop
-        loop.call_at(loop.time() + latency, target._arrive, src, dst, data)  # type: ignore[union-attr]
+        when = self._loop.time() + latency  # type: ignore[union-attr]
+        self._seq += 1
+        heappush(self._queue, (when, self._seq, target, src, dst, data))
+        if when < self._timer_when:
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._deliver_due)  # type: ignore[union-attr]
+        self._timer_when = when
+
+    def _deliver_due(self) -> None:
+        """Land every datagram due by now, then hand each endpoint its batch."""
+        due = self._timer_when  # the loop judged this due; do not re-read a real clock
+        self._timer = None
+        self._timer_when = _NEVER
+        queue = self._queue
+        while queue and queue[0][0] <= due:
+            _, _, target, src, dst, data = heappop(queue)
+            target._arrive(src, dst, data)
+        touched = self._touched
+        self._touched = []
+        for endpoint in touched:
+            try:
+                endpoint._flush()
+            except Exception as exc:  # a receiver's bug must not stall the network
+                self._loop.call_exception_handler({  # type: ignore[union-attr]
+                    "message": f"receiver of {endpoint.local_address} raised",
+                    "exception": exc})
+        if queue and queue[0][0] < self._timer_when:
+            self._arm(queue[0][0])

@@ -27,7 +27,9 @@ API
     The running virtual loop's clock (``SimulationError`` outside one).
 
 Virtual time only advances between loop iterations; a callback that burns CPU does not
-move it. Real file descriptors other than the loop's self-pipe are not supported.
+move it. Real file descriptors other than the loop's self-pipe are not supported, and
+``call_soon_threadsafe`` from a thread is noticed while an executor job runs or when the
+loop is otherwise idle.
 """
 
 from __future__ import annotations
@@ -104,16 +106,21 @@ class _VirtualSelector(selectors.BaseSelector):
     def select(self, timeout: float | None = None):  # type: ignore[no-untyped-def]
         loop = self.loop
         assert loop is not None
-        events = self._real.select(0)
-        if events or timeout == 0:
-            return events
+        if loop._executor_jobs or timeout is None:
+            # Only threads write to the self-pipe; skip the system call otherwise (it
+            # would cost as much as the rest of a loop iteration).
+            events = self._real.select(0)
+            if events:
+                return events
+        if timeout == 0:
+            return []
         if timeout is None:
             if loop._executor_jobs:
                 # A thread will wake us through the self-pipe; wait for it for real.
                 return self._real.select(None)
             raise DeadlockError(loop._deadlock_message())
         loop._advance(timeout)
-        return events
+        return []
 
 
 class VirtualEventLoop(asyncio.SelectorEventLoop):
