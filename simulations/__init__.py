@@ -1,1 +1,13 @@
-"""p2pstack simulations package."""
+"""p2pstack simulations package: the real protocol code on a simulated network.
+
+- ``simulations.vtime``: ``run_virtual`` / ``VirtualEventLoop`` (timers jump: an idle
+  hour costs no wall time), ``VirtualClock``, ``current_clock``.
+- ``simulations.network``: ``SimNetwork`` (seeded latency, jitter, loss), ``SimHost``
+  (a ``stack.net.DatagramNetwork``), ``SimEndpoint``, ``NetStats``.
+- ``simulations.nat``: RFC 4787 NAT boxes, ``NAT_KINDS`` shared with the real lab.
+- ``simulations.aio``: ``loop.create_datagram_endpoint`` on the simulated network
+  (``use_host``), so unchanged asyncio code (e.g. the ``kademlia`` package) runs on it.
+- ``simulations.errors``: ``SimulationError`` and friends.
+
+Nothing is imported here, so importing one module does not drag in the others.
+"""

@@ -73,25 +73,34 @@ def test_same_instant_arrivals_come_in_one_batch():
 
 
 def trace_of(seed, jitter=0.004, loss=0.2):
-    """Many hosts exchange datagrams; return the full delivery trace."""
+    """Hosts (some behind NATs) exchange requests and answers; return the delivery trace."""
     async def main():
         rng = random.Random(seed)
         net = SimNetwork(rng, latency=0.01, jitter=jitter, loss=loss)
         trace = []
         endpoints = []
+        public = []
         for i in range(20):
-            host = net.add_host(f"198.51.100.{i + 1}")
+            if i % 4 == 3:  # symmetric NATs: their random ports come from the rng too
+                site = net.add_nat_kind(f"198.51.100.{i + 1}", "symmetric")
+                host = site.add_host("10.0.0.2")
+            else:
+                host = net.add_host(f"198.51.100.{i + 1}")
 
             def receiver(batch, i=i):
                 t = asyncio.get_running_loop().time()
-                trace.extend((t, i, data, addr) for data, addr in batch)
+                for data, addr in batch:
+                    trace.append((t, i, data, addr))
+                    if data.startswith(b"m"):
+                        endpoints[i].send(b"r" + data, addr)
 
             endpoints.append(await host.bind(("0.0.0.0", 7000), receiver))
+            if host.nat is None:
+                public.append(endpoints[-1].local_address)
         pick = random.Random(seed + 1000)  # the workload, separate from the network rng
         for step in range(500):
             src = endpoints[pick.randrange(20)]
-            dst = endpoints[pick.randrange(20)]
-            src.send(b"m%d" % step, dst.local_address)
+            src.send(b"m%d" % step, public[pick.randrange(len(public))])
             if step % 50 == 0:
                 await asyncio.sleep(0.003)
         await asyncio.sleep(1)
@@ -103,7 +112,10 @@ def trace_of(seed, jitter=0.004, loss=0.2):
 def test_same_seed_reproduces_the_delivery_trace_exactly():
     first, second = trace_of(7), trace_of(7)
     assert first == second
-    assert 300 < len(first) < 500  # loss took its share
+    # requests and answers, loss took its share; NATed hosts got answers on mapped ports
+    assert 500 < len(first) < 800
+    assert any(i % 4 == 3 and data.startswith(b"r") for _, i, data, _ in first)
+    assert any(ip == "198.51.100.4" and port != 7000 for _, _, _, (ip, port) in first)
 
 
 def test_a_different_seed_gives_a_different_trace():
@@ -297,3 +309,67 @@ def test_a_multi_address_host_serves_on_each_address_and_port():
     assert len(got) == 6 and {a for _, _, a in got} == {(C, 1)}
     assert sorted((d, a) for _, d, a in reply) == [(b"from B", (B, 3479)),
                                                    (b"from wildcard", (A, 4000))]
+
+
+def test_a_receiver_that_raises_is_reported_and_delivery_goes_on():
+    async def main():
+        loop = asyncio.get_running_loop()
+        reported = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        net = SimNetwork(random.Random(11), jitter=0.0)
+        a, b, c = net.add_host(A), net.add_host(B), net.add_host(C)
+
+        def broken(batch):
+            raise RuntimeError("receiver bug")
+
+        ea = await a.bind((A, 1), lambda batch: None)
+        await b.bind((B, 1), broken)
+        inbox = Inbox()
+        await c.bind((C, 1), inbox)
+        ea.send(b"to broken", (B, 1))
+        ea.send(b"to c", (C, 1))  # same instant, after the broken one
+        await inbox.wait_for(1)
+        ea.send(b"later", (C, 1))
+        await inbox.wait_for(2)
+        return reported, [d for _, d, _ in inbox.items]
+
+    reported, got = run_virtual(main())
+    assert got == [b"to c", b"later"]
+    assert len(reported) == 1 and isinstance(reported[0]["exception"], RuntimeError)
+    assert "203.0.113.2" in reported[0]["message"]
+
+
+async def test_the_network_also_runs_on_a_plain_asyncio_loop():
+    """Small real-time tests may use the simulator on pytest's own loop."""
+    net = SimNetwork(random.Random(12), latency=0.002, jitter=0.001)
+    a, b = net.add_host(A), net.add_host(B)
+    inbox = Inbox()
+    ea = await a.bind((A, 1), lambda batch: None)
+    await b.bind((B, 1), inbox)
+    for i in range(10):
+        ea.send(b"%d" % i, (B, 1))
+    items = await inbox.wait_for(10, timeout=5)
+    assert sorted(d for _, d, _ in items) == sorted(b"%d" % i for i in range(10))
+
+
+def test_ten_thousand_hosts_half_behind_nats_exchange_datagrams():
+    """Scale smoke check (timing lives in benchmarks/simnet.py, not here)."""
+    async def main():
+        net = SimNetwork(random.Random(13))
+        endpoints = []
+        for i in range(10_000):
+            ip = f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}"
+            if i % 2:
+                host = net.add_nat_kind(ip, "symmetric").add_host("192.168.0.2")
+            else:
+                host = net.add_host(ip)
+            endpoints.append(await host.bind(("0.0.0.0", 4000), lambda batch: None))
+        public = [ep.local_address for ep in endpoints[::2]]
+        for i, ep in enumerate(endpoints):
+            ep.send(b"hello", public[i % len(public)])
+            ep.send(b"hello", public[(i * 7) % len(public)])
+        await asyncio.sleep(1)
+        return net.stats
+
+    stats = run_virtual(main())
+    assert stats.sent == stats.delivered == 20_000
