@@ -29,8 +29,8 @@ Announcement           ``/p2pstack/announcement/1``       ``p2pstack-announcemen
 RelayedAnnouncement    ``/p2pstack/relayed/1``            ``p2pstack-relayed-announcement``
 =====================  =================================  ====================================
 
-Payloads are msgpack arrays in the field order below (arrays, not maps: smaller, and one
-message has exactly one encoding). Peer ids are the libp2p multihash bytes (38), strings
+Payloads are msgpack arrays in the field order below (arrays, not maps: smaller, and no
+key order to agree on, so our encoder's output is deterministic). Peer ids are the libp2p multihash bytes (38), strings
 are UTF-8 ``str``, ``now``-derived times are ``uint`` milliseconds. The seed's
 ``algorithm: "Ed25519"`` is implied by the peer-id key type, and its ``signature`` /
 ``relaySignature`` are the envelope signatures; the rest map field for field:
