@@ -144,3 +144,18 @@ def test_bad_address_is_a_usage_error(nodes, tmp_path, addr):
     assert res.returncode == 2 and res.stderr.count(b"\n") == 1
     assert not (tmp_path / "a").exists()
 
+
+
+def test_corrupt_state_files_are_one_line_errors_and_kept(nodes, tmp_path):
+    signer, verifier = nodes
+    sign(signer, tmp_path / "a.ann")
+    (signer / "sequence").write_bytes(b"garbage")
+    res = cli(signer, "announce", "sign", "--out", str(tmp_path / "b.ann"))
+    assert res.returncode == 1 and res.stderr.count(b"\n") == 1 and b"sequence" in res.stderr
+    assert (signer / "sequence").read_bytes() == b"garbage"
+    verifier.mkdir()
+    (verifier / "replay_state.msgpack").write_bytes(b"garbage")
+    res = cli(verifier, "announce", "verify", str(tmp_path / "a.ann"))
+    assert res.returncode == 1 and res.stderr.count(b"\n") == 1
+    assert b"replay_state.msgpack" in res.stderr
+    assert (verifier / "replay_state.msgpack").read_bytes() == b"garbage"

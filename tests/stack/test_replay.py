@@ -400,3 +400,14 @@ def test_concurrent_verifiers_lose_no_state(tmp_path):
     assert v.nonce_count() == 10
     for i in (7, 8):
         assert v.highest_seq(Identity.from_seed(bytes([i]) * 32).peer_id) == 5
+
+
+def test_cores_read_no_clock():
+    """DESIGN.md section 2: time enters as ``now``; records and replay import no clock."""
+    import ast
+
+    for name in ("records.py", "replay.py"):
+        tree = ast.parse((ROOT / "stack" / name).read_text())
+        modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not modules & {"time", "datetime", "stack.clock", "asyncio"}, name
