@@ -18,12 +18,20 @@ Rules:
   keys end there). Addresses change only through a new proof.
 - Client mode (``config.server = False``): requests carry no server flag, so nobody adds us.
 - Limits: datagrams over ``MAX_DATAGRAM`` and malformed ones are counted drops; requests
-  are rate-limited per source; replies to a requester without our cookie are at most
+  are rate-limited per source address; replies to a requester without our cookie (even
+  one claiming a known contact's address: that may be spoofed) are at most
   ``amplification`` x its request (contacts are trimmed, a record that does not fit is
   withheld with the truncated flag); STORE needs the cookie.
 - Timeouts are adaptive: RFC 6298 RTO from the contact's RTT estimate, or from the
   estimate over all peers for a stranger.
 - Remote garbage never raises: every rejection increments ``stats[reason]``.
+
+``stats`` keys: oversize, malformed, unexpected_reply, rate_limited, self_request,
+amplification_drop (a reply that cannot fit even without contacts), peer_mismatch (the
+wrong peer answered at an address), proof_failed (a missing or bad identity proof: Sybil
+ids without keys), proof_ok, challenge_sent, timeout, store_<result> (STOREs we served,
+see ``discovery.records``), get_rejected_<code> (invalid records a GET was offered),
+put_rejected_<result> (replicas refusing our STORE), repairs (stale holders updated).
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from dataclasses import dataclass
 
 from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInfo, PutDone,
                               RecordRefreshDue)
-from discovery.guard import Cookies, RateLimiter
+from discovery.guard import COOKIE_EPOCH, Cookies, RateLimiter
 from discovery.lookup import SUCCEEDED, Lookup
 from discovery.records import RecordInfo, RecordStore, RecordValidator, dht_key_of
 from discovery.routing import RoutingTable, RttEstimator
@@ -116,7 +124,7 @@ class DhtCore:
         self._rng = rng
         self._cookies = Cookies(rng.randbytes(32))
         self._limiter = RateLimiter(config.rate, config.burst)
-        self._their_cookies: OrderedDict[Address, bytes] = OrderedDict()
+        self._their_cookies: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
         self._challenged: dict[tuple[int, Address], float] = {}
         self._rtt = RttEstimator()
         self._rpcs: dict[bytes, _Rpc] = {}
@@ -259,9 +267,7 @@ class DhtCore:
             self.stats["self_request"] += 1
             return
         sender_id = _node_id(req.sender)
-        known = self.table.get(sender_id)
-        validated = (self._cookies.check(req.cookie, addr, now)
-                     or (known is not None and known.addr == addr))
+        validated = self._cookies.check(req.cookie, addr, now)
         contacts: list[WireContact] = []
         record = b""
         result = ""
@@ -354,7 +360,7 @@ class DhtCore:
         else:
             self.table.record_success(node_id)
         if rep.cookie:
-            self._their_cookies[rpc.addr] = rep.cookie
+            self._their_cookies[rpc.addr] = (rep.cookie, now)
             self._their_cookies.move_to_end(rpc.addr)
             if len(self._their_cookies) > 4096:
                 self._their_cookies.popitem(last=False)
@@ -397,7 +403,11 @@ class DhtCore:
         txid = self._rng.randbytes(8)
         while txid in self._rpcs:
             txid = self._rng.randbytes(8)
-        cookie = self._their_cookies.get(addr, b"")
+        # A cookie minted in epoch e is accepted through epoch e + 1: one full epoch from
+        # when we got it is safe. Past that, go without (and pad) rather than be trimmed.
+        cookie, got_at = self._their_cookies.get(addr, (b"", 0.0))
+        if now - got_at >= COOKIE_EPOCH:
+            cookie = b""
         flags = (FLAG_SERVER if self.server else 0) | (FLAG_WANT_PROOF if want_proof else 0)
         # Pad only what buys a big reply: a PING's answer fits 3x an unpadded PING, so a
         # challenge (sent on behalf of a possibly spoofed request) amplifies nothing.

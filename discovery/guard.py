@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 from stack.net import Address
 
-__all__ = ["RateLimiter", "Cookies"]
+__all__ = ["RateLimiter", "Cookies", "COOKIE_EPOCH"]
 
 COOKIE_EPOCH = 300.0
 
