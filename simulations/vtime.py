@@ -159,6 +159,28 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         timer._scheduled = True
         return timer
 
+    def _skip_to(self, when: float) -> bool:
+        """Jump to ``when`` now if the loop's next step would be exactly that jump.
+
+        True when nothing is ready, no live timer is due at or before ``when``, the loop
+        is not stopping, no executor job runs and ``max_time`` allows it; the caller
+        then does at once what a timer at ``when`` would have done. Used by
+        ``SimNetwork`` to land back-to-back datagrams without a loop iteration each.
+        """
+        if self._ready or self._stopping or self._executor_jobs:
+            return False
+        scheduled = self._scheduled
+        while scheduled and scheduled[0]._cancelled:  # what _run_once does first
+            self._timer_cancelled_count -= 1
+            heapq.heappop(scheduled)._scheduled = False
+        if scheduled and scheduled[0]._when <= when:
+            return False
+        if self._max_time is not None and when > self._max_time:
+            return False  # let the loop reach the limit and raise
+        if when > self._vtime:
+            self._vtime = when
+        return True
+
     def _advance(self, timeout: float) -> None:
         if timeout < _MAX_SELECT and self._scheduled:
             # Land exactly on the timer asyncio is waiting for (no rounding drift).

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from simulations.errors import SimulationError
+from simulations.errors import SimulationError, TimeLimitError
 from simulations.network import SimNetwork
 from simulations.vtime import run_virtual
 
@@ -72,9 +72,18 @@ def test_same_instant_arrivals_come_in_one_batch():
     assert [d for _, d, _ in inbox.items] == [b"%d" % i for i in range(20)]
 
 
-def trace_of(seed, jitter=0.004, loss=0.2):
-    """Hosts (some behind NATs) exchange requests and answers; return the delivery trace."""
+def trace_of(seed, jitter=0.004, loss=0.2, ticker=False):
+    """Hosts (some behind NATs) exchange requests and answers; return the delivery trace.
+
+    ``ticker``: a task wakes every 0.1 ms, so the network cannot fast-forward from one
+    datagram to the next and every landing goes through a loop timer.
+    """
     async def main():
+        if ticker:
+            async def tick():
+                while True:
+                    await asyncio.sleep(0.0001)
+            ticking = asyncio.create_task(tick())
         rng = random.Random(seed)
         net = SimNetwork(rng, latency=0.01, jitter=jitter, loss=loss)
         trace = []
@@ -104,6 +113,8 @@ def trace_of(seed, jitter=0.004, loss=0.2):
             if step % 50 == 0:
                 await asyncio.sleep(0.003)
         await asyncio.sleep(1)
+        if ticker:
+            ticking.cancel()
         return trace
 
     return run_virtual(main())
@@ -116,6 +127,35 @@ def test_same_seed_reproduces_the_delivery_trace_exactly():
     assert 500 < len(first) < 800
     assert any(i % 4 == 3 and data.startswith(b"r") for _, i, data, _ in first)
     assert any(ip == "198.51.100.4" and port != 7000 for _, _, _, (ip, port) in first)
+
+
+def test_fast_forwarding_between_datagrams_changes_nothing():
+    """Landing datagram after datagram without loop timers gives the timer-per-datagram
+    trace. (Times to the nanosecond: asyncio runs a timer up to its clock resolution
+    early, so the ticker's timers can shift a wake-up by a rounding error.)"""
+    def rounded(trace):
+        return [(round(t, 9), *rest) for t, *rest in trace]
+
+    assert rounded(trace_of(9)) == rounded(trace_of(9, ticker=True))
+
+
+def test_endless_ping_pong_stops_at_max_time():
+    async def main():
+        net = SimNetwork(random.Random(1))
+        a, b = net.add_host(A), net.add_host(B)
+        endpoints = {}
+
+        def bounce(batch, name):
+            for data, addr in batch:
+                endpoints[name].send(data, addr)
+
+        endpoints["a"] = await a.bind((A, 1), lambda batch: bounce(batch, "a"))
+        endpoints["b"] = await b.bind((B, 1), lambda batch: bounce(batch, "b"))
+        endpoints["a"].send(b"ball", (B, 1))
+        await asyncio.Event().wait()
+
+    with pytest.raises(TimeLimitError):
+        run_virtual(main(), max_time=60)
 
 
 def test_a_different_seed_gives_a_different_trace():
