@@ -100,6 +100,10 @@ class SimEndpoint:
         """Send one datagram; conditions on the way are counted, never raised."""
         if self._closed:
             return
+        if type(data) is not bytes:  # a bytearray the caller may reuse: copy it now
+            data = bytes(data)
+        if type(addr) is not tuple:  # it becomes a dict key on the way
+            addr = (addr[0], addr[1])
         self.stats.sent += 1
         self._net._send(self._host, self._src, data, addr)
 

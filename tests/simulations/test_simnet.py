@@ -413,3 +413,19 @@ def test_ten_thousand_hosts_half_behind_nats_exchange_datagrams():
 
     stats = run_virtual(main())
     assert stats.sent == stats.delivered == 20_000
+
+
+def test_sent_buffers_are_copied_and_list_addresses_accepted():
+    async def main():
+        net = SimNetwork(random.Random(14))
+        a, b = net.add_host(A), net.add_host(B)
+        inbox = Inbox()
+        ea = await a.bind((A, 1), lambda batch: None)
+        await b.bind((B, 1), inbox)
+        buffer = bytearray(b"first")
+        ea.send(buffer, [B, 1])
+        buffer[:] = b"reused"
+        return await inbox.wait_for(1)
+
+    [(_, data, _)] = run_virtual(main())
+    assert data == b"first" and type(data) is bytes
