@@ -44,7 +44,10 @@ Hosts behind the same NAT reach each other directly by private address.
 The per-datagram path allocates one tuple (its place in the network's own in-flight
 heap; one loop timer is armed for the heap's head) and logs nothing: it must carry
 millions of datagrams among 10,000 hosts. Datagrams due at the same instant arrive in
-the order they were sent.
+the order they were sent. On a ``VirtualEventLoop``, when nothing else would run before
+the next datagram lands, the network lands it at once instead of going round the loop
+(same trace, a loop iteration saved per datagram). The network also works on an ordinary
+asyncio loop (real-time small tests), just without that shortcut.
 """
 
 from __future__ import annotations

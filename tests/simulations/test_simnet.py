@@ -429,3 +429,24 @@ def test_sent_buffers_are_copied_and_list_addresses_accepted():
 
     [(_, data, _)] = run_virtual(main())
     assert data == b"first" and type(data) is bytes
+
+
+def test_the_trace_does_not_depend_on_string_hash_randomisation():
+    """Same seed in two processes with different PYTHONHASHSEED: the same trace."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import hashlib, sys; sys.path.insert(0, sys.argv[1]); "
+            "from test_simnet import trace_of; "
+            "print(hashlib.sha256(repr(trace_of(21)).encode()).hexdigest())")
+    here = str(Path(__file__).parent)
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run([sys.executable, "-c", code, here], env=env, check=True,
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+        digests.add(out)
+    assert digests == {hashlib.sha256(repr(trace_of(21)).encode()).hexdigest()}
