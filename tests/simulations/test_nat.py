@@ -306,3 +306,21 @@ def test_nat_setup_errors():
     net.add_nat("198.51.100.2").add_host(PRIVATE)
     with pytest.raises(SimulationError, match="2 hosts have private address"):
         net.host_at(PRIVATE)
+
+
+def test_a_mapping_that_expires_in_flight_drops_the_datagram_on_arrival():
+    async def main():
+        loop = asyncio.get_running_loop()
+        net = SimNetwork(random.Random(1), latency=0.010, jitter=0.0)
+        eps, _ = await servers(net)
+        nat = net.add_nat(NAT_IP, mapping=EIM, filtering=EIF, mapping_timeout=30.0)
+        got = Recorder()
+        ep = await nat.add_host(PRIVATE).bind(("0.0.0.0", 5000), got)
+        ep.send(b"out", (S1, 1))  # mapping until 30.0
+        await asyncio.sleep(29.995 - loop.time())
+        eps[S1, 1].send(b"sent while alive, lands at 30.005", (NAT_IP, 5000))
+        await asyncio.sleep(1)
+        return got.items, nat.stats
+
+    items, stats = run_virtual(main())
+    assert items == [] and stats.dropped_no_mapping == 1
