@@ -12,6 +12,20 @@ import structlog
 __all__ = ["configure_logging", "print_json", "add_json_flag"]
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the moment of the call.
+
+    Binding the logger to the stream object of configure time breaks when that stream is
+    replaced and closed later (pytest's capture does exactly this between tests).
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(*, json_lines: bool, verbose: bool) -> None:
     """Configure structlog once for the process: events go to stderr, output to stdout."""
     level = logging.DEBUG if verbose else logging.INFO
@@ -24,7 +38,7 @@ def configure_logging(*, json_lines: bool, verbose: bool) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
 
