@@ -48,7 +48,7 @@ from stack.net import Address
 if TYPE_CHECKING:
     from simulations.network import SimHost, SimNetwork
 
-__all__ = ["Nat", "NatStats", "PublicSite", "NAT_KINDS", "MAPPINGS", "FILTERINGS",
+__all__ = ["Nat", "NatStats", "PublicSite", "NAT_KINDS", "HAIRPIN_KINDS", "MAPPINGS", "FILTERINGS",
            "EIM", "ADM", "APDM", "EIF", "ADF", "APDF"]
 
 EIM = EIF = "endpoint-independent"
@@ -64,6 +64,10 @@ NAT_KINDS: dict[str, tuple[str, str, bool] | None] = {
     "port-restricted-cone": (EIM, APDF, True),
     "symmetric": (APDM, APDF, False),
 }
+
+# The kinds whose routers hairpin, as in the real lab (tests/netlab/lab.py HAIRPIN_KINDS),
+# so both tiers give the same answer for every kind.
+HAIRPIN_KINDS = frozenset({"full-cone", "restricted-cone"})
 
 _LEVEL = {EIM: 0, ADM: 1, APDM: 2}  # how much of the destination a mapping/filter keys on
 

@@ -59,7 +59,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from simulations.errors import SimulationError
-from simulations.nat import NAT_KINDS, Nat, PublicSite
+from simulations.nat import HAIRPIN_KINDS, NAT_KINDS, Nat, PublicSite
 from stack.net import Address, Datagram, EndpointStats, Receiver
 
 __all__ = ["SimNetwork", "SimHost", "SimEndpoint", "NetStats"]
@@ -285,7 +285,7 @@ class SimNetwork:
             return PublicSite(self, public_ip)
         mapping, filtering, port_preserving = params
         return self.add_nat(public_ip, mapping=mapping, filtering=filtering,
-                            port_preserving=port_preserving)
+                            hairpin=kind in HAIRPIN_KINDS, port_preserving=port_preserving)
 
     def _add_private_host(self, nat: Nat, ip: str) -> SimHost:
         """Called by ``Nat.add_host``."""

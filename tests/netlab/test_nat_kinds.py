@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from netlab.lab import (NAT_KINDS, STUN_PROBE, Lab, LabError, Site, run_prefix, sweep,
+from netlab.lab import (HAIRPIN_KINDS, NAT_KINDS, STUN_PROBE, Lab, LabError, Site, run_prefix, sweep,
                         sweep_stale)
 
 EIM = EIF = "endpoint-independent"
@@ -82,9 +82,11 @@ def test_p2pstack_nat_reports_the_kind(lab: Lab, site: Site, tmp_path: Path) -> 
 
 def test_kind_names_and_behaviour_match_the_simulator() -> None:
     """Issue 3 section 2: the simulated NAT boxes share the lab's kind names and meaning."""
+    from simulations.nat import HAIRPIN_KINDS as SIM_HAIRPIN
     from simulations.nat import NAT_KINDS as SIM_KINDS
 
     assert set(SIM_KINDS) == set(NAT_KINDS)
+    assert SIM_HAIRPIN == HAIRPIN_KINDS
     for kind, sim in SIM_KINDS.items():
         if sim is not None:
             assert sim[:2] == EXPECTED[kind][:2], kind
