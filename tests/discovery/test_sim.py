@@ -1,7 +1,7 @@
 """Issue 5 section 4 simulations: the driver and core on SimNetwork + virtual time.
 
 The issue's scenario is 2,000 nodes; on this 2-core box that takes well over a minute of
-wall time, so the suite runs 400 nodes (no loss) and 200 nodes (2% loss, 10% crashed
+wall time (72 s measured), so the suite runs 400 nodes (no loss) and 300 nodes (2% loss, 10% crashed
 mid-run), each with 500 lookups; benchmarks/dht.py runs 2,000 and 10,000. A failure
 prints its seed and the first failed operations.
 """
@@ -26,7 +26,7 @@ def test_400_nodes_no_loss_every_lookup_succeeds_and_idle_traffic_is_bounded():
     assert r.idle_max_minute <= 400, (seed, r.idle_max_minute)
 
 
-def test_200_nodes_with_loss_and_crashes_keeps_99_percent():
+def test_300_nodes_with_loss_and_crashes_keeps_99_percent():
     seed = 6
-    r = run_scenario(200, seed, lookups=500, loss=0.02, crash_fraction=0.10)
+    r = run_scenario(300, seed, lookups=500, loss=0.02, crash_fraction=0.10)
     assert r.success_rate >= 0.99, (seed, r.failures[:5])
