@@ -56,7 +56,8 @@ from stack.net import Address, DatagramEndpoint, DatagramNetwork, UdpNetwork, fo
 from stack.port import PortDemux
 from stack.records import Result, make_identity_exchange, verify_identity_exchange
 from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
-from stack.transport.errors import ProtocolViolation, TransportError, TrustRefused
+from stack.transport.errors import (HandshakeTimeout, ProtocolViolation, TransportError,
+                                    TrustRefused)
 from stack.transport.multiaddr import PeerAddress, parse_address
 from stack.transport.options import ConnectionLimits, Registry, TransportOptions
 from stack.transport.quic import QuicTransport
@@ -369,10 +370,14 @@ class Node:
             return await self._connect_known(target, name, identify)
         conn = await self._transport(name).dial(target.address, target.peer_id)
         address = _addr_text(target.address)
-        if target.peer_id is not None:
-            decision = self.trust.check_peer(conn.peer_id, address=address)
-        else:
-            decision = self.trust.check_address(address, conn.peer_id)
+        try:
+            if target.peer_id is not None:
+                decision = self.trust.check_peer(conn.peer_id, address=address)
+            else:
+                decision = self.trust.check_address(address, conn.peer_id)
+        except StackError:
+            conn.abort("trust store unavailable")
+            raise
         self._trust_event(decision, address, inbound=False)
         if not decision.allowed:
             conn.abort(f"trust refused: {decision.outcome}")
@@ -415,8 +420,13 @@ class Node:
         await stream.write_message(make_identity_exchange(
             self.identity, self.clock.now(), display_name=self.config.display_name,
             addrs=self.addrs()))
-        reply = await asyncio.wait_for(stream.read_message(MAX_IDENTIFY),
-                                       self.options.handshake_timeout)
+        try:
+            reply = await asyncio.wait_for(stream.read_message(MAX_IDENTIFY),
+                                           self.options.handshake_timeout)
+        except TimeoutError:
+            conn.abort("no identity exchange")
+            raise HandshakeTimeout(f"{conn.peer_id} sent no identity exchange within "
+                                   f"{self.options.handshake_timeout}s") from None
         self._check_identity(conn, reply)
         self._spawn(self._await_dialback_result(conn, stream))
 

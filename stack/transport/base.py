@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from stack.identity import PeerId
 from stack.net import Address
-from stack.transport.errors import ConnectionClosed, StreamReset, TransportClosed
+from stack.transport.errors import ConnectionClosed, TransportClosed
 from stack.transport.options import TransportOptions
 from stack.transport.streams import Stream
 
@@ -132,7 +132,3 @@ class BaseConnection:
             return
         self._terminate(reason)
         self._closed_by(reason)
-
-    def _reset_all(self) -> None:
-        for stream in self.streams.values():
-            stream._fail(StreamReset("connection reset"))

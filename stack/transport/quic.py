@@ -30,7 +30,7 @@ from stack.identity import PeerId
 from stack.net import Address, Datagram
 from stack.transport.base import BaseConnection
 from stack.transport.certs import CertificateVerifier, CertifiedKey
-from stack.transport.errors import (ConnectionClosed, HandshakeFailed, HandshakeTimeout,
+from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
                                     InvalidCertificate, LimitExceeded, PeerIdMismatch,
                                     StreamReset, TransportClosed, TransportError)
 from stack.transport.options import ALPN, Registry, TransportOptions
