@@ -60,6 +60,7 @@ class BaseConnection:
 
     def _remote_stream(self, stream_id: int) -> Stream | None:
         """A stream the peer opened; None (after resetting it) if over the limit or closing."""
+        self._forget_finished()
         stream = Stream(self, stream_id)
         self.streams[stream_id] = stream
         open_count = sum(1 for s in self.streams.values() if not s.finished)

@@ -15,8 +15,9 @@ Every frame has a 9-byte header::
     PONG   5    | the PING's value                   | -
     GOAWAY 6    | 0                                  | -  (no new streams, please)
 
-Stream ids: the dialer uses odd ids, the listener even ids (never 0). A DATA/FIN frame on
-an unknown id of the peer's parity opens the stream. Flow control: each direction of
+Stream ids: the dialer uses odd ids, the listener even ids (never 0), each side in
+increasing order. A DATA/FIN frame on a new, higher id of the peer's parity opens the
+stream; frames for lower unknown ids (finished, forgotten streams) are ignored. Flow control: each direction of
 each stream starts with ``INITIAL_WINDOW`` bytes of credit; the receiver returns credit
 with WINDOW frames as the application reads. Sending beyond the credit, an oversized
 frame or an unknown type is a ``ProtocolViolation`` and closes the connection.

@@ -78,6 +78,7 @@ class QuicConn(BaseConnection):
         self.cids: set[bytes] = set()
         self.last_activity = 0.0
         self._next_stream_id = 0 if is_client else 1  # RFC 9000 2.1: bidi, by initiator
+        self.handshake_deadline: float | None = None   # server side: drop half-open ones
 
     # --- _StreamSink -------------------------------------------------------------------
     def _new_stream_id(self) -> int:
@@ -150,11 +151,6 @@ class QuicTransport:
             idle_timeout=self.options.idle_timeout, connection_id_length=CID_LENGTH,
             max_data=16 << 20, max_stream_data=4 << 20)
 
-    @property
-    def connections(self) -> set[QuicConn]:
-        return set(c for c in self._conns if c.established.done()
-                   and not c.established.exception())
-
     # --- dialing ------------------------------------------------------------------------
     async def dial(self, addr: Address, expected: PeerId | None = None) -> QuicConn:
         """Connect and authenticate. ``expected`` enforces the peer id (``PeerIdMismatch``)."""
@@ -212,11 +208,12 @@ class QuicTransport:
         if (len(data) < MIN_INITIAL_SIZE or version not in _VERSIONS
                 or packet_type != initial_type or len(dcid) < 8):
             return None
-        if self._registry.total >= self._registry.limits.max_connections:
-            return None
+        if len(self._conns) >= 2 * self._registry.limits.max_connections:
+            return None  # bounds half-open handshakes too, not only admitted connections
         quic = _ServerQuicConnection(configuration=self._configuration(False),
                                      original_destination_connection_id=dcid)
         conn = QuicConn(self, quic, addr, False, None)
+        conn.handshake_deadline = self._clock.now() + self.options.handshake_timeout
         self._conns.add(conn)
         conn.cids.add(dcid)
         self._by_cid[dcid] = conn
@@ -332,6 +329,9 @@ class QuicTransport:
 
     def _next_deadline(self, conn: QuicConn) -> float | None:
         deadline = conn.quic.get_timer()
+        if conn.handshake_deadline is not None and not conn.established.done():
+            hd = conn.handshake_deadline
+            deadline = hd if deadline is None else min(deadline, hd)
         keep_alive = self.options.keep_alive
         if keep_alive is not None and conn.established.done() and not conn.closed:
             ka = conn.last_activity + keep_alive
@@ -356,6 +356,16 @@ class QuicTransport:
         self._timer_at = None
         now = self._clock.now()
         for conn in list(self._conns):
+            if (conn.handshake_deadline is not None and not conn.established.done()
+                    and conn.handshake_deadline <= now):
+                self.handshake_failures += 1
+                conn.quic.close(error_code=0, reason_phrase="handshake timeout")
+                self._flush(conn)
+                self._forget(conn)
+                _fail(conn.established, HandshakeTimeout("half-open QUIC handshake"),
+                      awaited=conn.is_client)
+                conn._closed_by("handshake timeout")
+                continue
             timer = conn.quic.get_timer()
             if timer is not None and timer <= now:
                 conn.quic.handle_timer(now)

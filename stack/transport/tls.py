@@ -74,6 +74,7 @@ class TlsConn(BaseConnection):
         self._recv_room: dict[int, int] = {}     # receive credit we granted, not yet used
         self._consumed: dict[int, int] = {}      # read by the app, credit not yet returned
         self._reader = mux.FrameReader()
+        self._peer_max_id = 0                    # highest stream id the peer opened
 
     # --- _StreamSink -------------------------------------------------------------------
     def _new_stream_id(self) -> int:
@@ -150,6 +151,9 @@ class TlsConn(BaseConnection):
                     continue  # late WINDOW/RESET for a stream we forgot
                 if sid == 0 or (sid & 1) == (1 if self.is_client else 0):
                     continue  # our parity: a stream we already finished and forgot
+                if sid <= self._peer_max_id:
+                    continue  # the peer's ids increase: this one is finished and forgotten
+                self._peer_max_id = sid
                 self._credit[sid] = mux.INITIAL_WINDOW
                 self._recv_room[sid] = mux.INITIAL_WINDOW
                 stream = self._remote_stream(sid)

@@ -267,3 +267,29 @@ async def test_idle_timeout_closes_and_keep_alive_prevents_it() -> None:
     finally:
         for peer in (c, b, a):
             await peer.aclose()
+
+
+async def test_server_drops_half_open_handshakes() -> None:
+    """A client that stops after its Initial is closed at the server's handshake timeout."""
+    a = await quic_peer(options=TransportOptions(handshake_timeout=0.3))
+    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE)
+    quic = QuicConnection(configuration=config)
+    closed = asyncio.get_running_loop().create_future()
+
+    def receive(batch):  # read the server, never answer it
+        for data, addr in batch:
+            quic.receive_datagram(data, addr, now=asyncio.get_running_loop().time())
+        if quic._close_event is not None and not closed.done():
+            closed.set_result(quic._close_event)
+
+    endpoint = await UdpNetwork().bind(("127.0.0.1", 0), receive)
+    try:
+        quic.connect(a.address, now=asyncio.get_running_loop().time())
+        for data, addr in quic.datagrams_to_send(now=asyncio.get_running_loop().time()):
+            endpoint.send(data, addr)
+        await asyncio.wait_for(closed, T)  # (before the handshake, RFC 9000 10.2.3 strips
+        # the reason phrase, so the counters say why)
+        assert a.transport.handshake_failures == 1 and not a.transport._conns
+    finally:
+        endpoint.close()
+        await a.aclose()
