@@ -215,3 +215,24 @@ def test_quic_pair_on_the_simulator(tmp_path: Path) -> None:
     same, reply, reachable, elapsed = run_virtual(main())
     assert same and reply == b"sim" and reachable
     assert 0.04 <= elapsed < 2.0  # a few 40 ms round trips of virtual time
+
+
+async def test_stun_server_answers_on_the_shared_port(nodes) -> None:
+    """The node's UDP port answers STUN Binding requests beside QUIC (DESIGN.md 3)."""
+    from stack.net import UdpNetwork
+
+    a = await nodes()
+    answered = asyncio.get_running_loop().create_future()
+
+    def receive(batch):
+        if not answered.done():
+            answered.set_result(batch[0][0])
+
+    client = await UdpNetwork().bind(("127.0.0.1", 0), receive)
+    try:
+        txid = os.urandom(12)
+        client.send(bytes.fromhex("0001" "0000" "2112a442") + txid, a.udp_address)
+        response = await asyncio.wait_for(answered, T)
+        assert response[:2] == bytes.fromhex("0101") and response[8:20] == txid  # success
+    finally:
+        client.close()
