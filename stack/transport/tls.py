@@ -229,7 +229,12 @@ class _TlsProtocol(asyncio.Protocol):
                        else HandshakeFailed(f"TLS error: {exc}"))
 
     def eof_received(self) -> bool | None:
-        self._fail(HandshakeFailed("peer closed the TCP connection"))
+        if self.conn is not None:
+            self.conn._closed_by("peer closed the connection")
+            if self.transport is not None:
+                self.transport.abort()
+        else:
+            self._fail(HandshakeFailed("peer closed the TCP connection during the handshake"))
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
