@@ -293,3 +293,42 @@ async def test_server_drops_half_open_handshakes() -> None:
     finally:
         endpoint.close()
         await a.aclose()
+
+
+async def test_forwarding_relay_sees_only_ciphertext_and_cannot_tamper(pair) -> None:
+    """A relay on the path that forwards the handshake between two honest nodes can only
+    pass bytes along: it cannot read the session and its modifications are discarded."""
+    a, b = pair
+    secret = b"attack at dawn " * 4
+    captured: list[bytes] = []
+    tampered = 0
+    relay_ep = None
+    client_addr = None
+
+    def relay(batch):
+        nonlocal client_addr, tampered
+        for data, addr in batch:
+            captured.append(data)
+            if addr == a.address:
+                relay_ep.send(data, client_addr)
+                continue
+            client_addr = addr
+            if data[0] & 0x80 == 0 and tampered < 3:  # flip a bit in a few 1-RTT packets
+                tampered += 1
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            relay_ep.send(data, a.address)
+
+    relay_ep = await UdpNetwork().bind(("127.0.0.1", 0), relay)
+    try:
+        conn = await b.transport.dial(relay_ep.local_address, a.identity.peer_id)
+        server = await asyncio.wait_for(a.incoming.get(), T)
+        assert server.peer_id == b.identity.peer_id  # end to end, through the relay
+        stream = await conn.open_stream()
+        await stream.write_message(secret)
+        await stream.close()
+        accepted = await asyncio.wait_for(server.accept_stream(), T)
+        assert await asyncio.wait_for(accepted.read_message(), T) == secret  # intact
+        assert tampered >= 1
+        assert not any(secret[:15] in d for d in captured)
+    finally:
+        relay_ep.close()
