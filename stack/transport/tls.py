@@ -224,9 +224,11 @@ class _TlsProtocol(asyncio.Protocol):
                 self._handshake()
             if self.conn is not None:
                 self._read_plaintext()
-        except (SSL.Error, TransportError) as exc:
-            self._fail(exc if isinstance(exc, TransportError)
-                       else HandshakeFailed(f"TLS error: {exc}"))
+        except TransportError as exc:
+            self._fail(exc)
+        except SSL.Error as exc:  # alert, bad record MAC, ...
+            error = HandshakeFailed if self.conn is None else ProtocolViolation
+            self._fail(error(f"TLS error: {exc}"))
 
     def eof_received(self) -> bool | None:
         if self.conn is not None:

@@ -248,3 +248,46 @@ async def test_idle_timeout_and_keep_alive() -> None:
     finally:
         for peer in (c, b, a):
             await peer.aclose()
+
+
+async def test_forwarding_relay_cannot_read_or_tamper(pair) -> None:
+    """A TCP relay between two honest nodes: end-to-end authentication holds through it,
+    it sees only ciphertext, and a flipped bit kills the session instead of altering it."""
+    a, b = pair
+    secret = b"attack at dawn " * 4
+    captured = bytearray()
+    tamper = asyncio.Event()
+
+    async def pipe(reader, writer, flip: bool) -> None:
+        try:
+            while data := await reader.read(65536):
+                captured.extend(data)
+                if flip and tamper.is_set():
+                    data = data[:-1] + bytes([data[-1] ^ 1])
+                writer.write(data)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_reader, client_writer) -> None:
+        server_reader, server_writer = await asyncio.open_connection(*a.address)
+        await asyncio.gather(pipe(client_reader, server_writer, True),
+                             pipe(server_reader, client_writer, False))
+
+    relay = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        conn = await b.transport.dial(relay.sockets[0].getsockname()[:2], a.identity.peer_id)
+        server = await asyncio.wait_for(a.incoming.get(), T)
+        assert server.peer_id == b.identity.peer_id
+        stream = await conn.open_stream()
+        await stream.write_message(secret)
+        accepted = await asyncio.wait_for(server.accept_stream(), T)
+        assert await asyncio.wait_for(accepted.read_message(), T) == secret
+        assert secret[:15] not in captured
+        tamper.set()
+        await stream.write_message(b"altered?")
+        await asyncio.wait_for(server.wait_closed(), T)  # bad record MAC: session over
+        assert "TLS error" in (server.close_reason or "")
+    finally:
+        relay.close()
