@@ -34,7 +34,8 @@ class NodeConfig:
     advertise        listen multiaddrs to announce; None derives them from ``listen``
     display_name     sent in the identity exchange (seed 004)
     handshake_timeout, idle_timeout, keep_alive (None: off)   connection timers
-    max_connections, max_connections_per_peer, max_streams_per_connection   limits
+    max_connections, max_connections_per_peer, max_streams_per_connection,
+    max_streams_per_peer      limits (streams: concurrently open, opened by the peer)
     """
 
     data_dir: Path
@@ -54,3 +55,4 @@ class NodeConfig:
     max_connections: int = 256
     max_connections_per_peer: int = 8
     max_streams_per_connection: int = 64
+    max_streams_per_peer: int = 256

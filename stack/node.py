@@ -149,7 +149,8 @@ class Node:
             handshake_timeout=config.handshake_timeout, idle_timeout=config.idle_timeout,
             keep_alive=config.keep_alive,
             limits=ConnectionLimits(config.max_connections, config.max_connections_per_peer,
-                                    config.max_streams_per_connection))
+                                    config.max_streams_per_connection,
+                                    config.max_streams_per_peer))
         self.registry = Registry(self.options.limits)
         self.verifier = CertificateVerifier()  # shared: a peer's certificate serves both
         self.reachability: dict[PeerId, DialbackResult] = {}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from stack.identity import PeerId
 from stack.net import Address
 from stack.transport.errors import ConnectionClosed, TransportClosed
-from stack.transport.options import TransportOptions
+from stack.transport.options import Registry, TransportOptions
 from stack.transport.streams import Stream
 
 __all__ = ["BaseConnection"]
@@ -35,6 +35,8 @@ class BaseConnection:
         self._on_close: list[Callable[[BaseConnection], None]] = []
         self.close_reason: str | None = None
         self._progress = asyncio.Event()
+        self.registry: Registry | None = None   # set by the transport on admission
+        self._counted: set[int] = set()          # peer-opened streams counted per peer
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.peer_id} {self.remote_address}>"
@@ -59,16 +61,24 @@ class BaseConnection:
         await asyncio.shield(self._closed)
 
     def _remote_stream(self, stream_id: int) -> Stream | None:
-        """A stream the peer opened; None (after resetting it) if over the limit or closing."""
+        """A stream the peer opened; None (after resetting it) if over a limit or closing."""
         self._forget_finished()
         stream = Stream(self, stream_id)
         self.streams[stream_id] = stream
         open_count = sum(1 for s in self.streams.values() if not s.finished)
-        if self._closing or open_count > self.options.limits.max_streams_per_connection:
+        if (self._closing or open_count > self.options.limits.max_streams_per_connection
+                or self.registry is None or not self.registry.open_stream(self.peer_id)):
             stream.reset()
             return None
+        self._counted.add(stream_id)
         self._accept.put_nowait(stream)
         return stream
+
+    def _stream_finished(self, stream: Stream) -> None:
+        if stream.stream_id in self._counted:
+            self._counted.discard(stream.stream_id)
+            if self.registry is not None:
+                self.registry.close_stream(self.peer_id)
 
     def _forget_finished(self) -> None:
         done = [sid for sid, s in self.streams.items() if s.finished and not s.buffered]
@@ -98,7 +108,7 @@ class BaseConnection:
         if self._closed.done():
             return
         self.close_reason = reason
-        for stream in self.streams.values():
+        for stream in list(self.streams.values()):
             stream._fail(ConnectionClosed(reason))
         self._accept.put_nowait(None)
         self._closed.set_result(None)

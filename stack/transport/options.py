@@ -20,6 +20,7 @@ class ConnectionLimits:
     max_connections: int = 256
     max_connections_per_peer: int = 8
     max_streams_per_connection: int = 64   # concurrently open streams the peer may open
+    max_streams_per_peer: int = 256        # the same, summed over all its connections
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,14 @@ class TransportOptions:
 
 
 class Registry:
-    """Open connections by peer; ``admit`` raises ``LimitExceeded`` past the limits."""
+    """Open connections and peer-opened streams by peer; ``admit`` raises
+    ``LimitExceeded`` past the connection limits, ``open_stream`` says False past the
+    per-peer stream limit."""
 
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self._per_peer: Counter[PeerId] = Counter()
+        self._streams: Counter[PeerId] = Counter()  # open peer-initiated streams
         self._total = 0
 
     @property
@@ -57,6 +61,19 @@ class Registry:
                                 f"({self.limits.max_connections_per_peer}) reached for {peer_id}")
         self._per_peer[peer_id] += 1
         self._total += 1
+
+    def open_stream(self, peer_id: PeerId) -> bool:
+        """Count a stream ``peer_id`` opened; False (not counted) past the per-peer limit."""
+        if self._streams[peer_id] >= self.limits.max_streams_per_peer:
+            return False
+        self._streams[peer_id] += 1
+        return True
+
+    def close_stream(self, peer_id: PeerId) -> None:
+        if self._streams[peer_id] > 0:
+            self._streams[peer_id] -= 1
+            if not self._streams[peer_id]:
+                del self._streams[peer_id]
 
     def release(self, peer_id: PeerId) -> None:
         if self._per_peer[peer_id] > 0:

@@ -287,6 +287,7 @@ class QuicTransport:
             conn._closed_by(str(exc))
             return
         conn.peer_id = peer_id
+        conn.registry = self._registry
         conn.add_close_callback(lambda c: self._registry.release(c.peer_id))
         conn.established.set_result(None)
         if not conn.is_client:

@@ -36,6 +36,7 @@ class _StreamSink(Protocol):
     def _stream_reset(self, stream: Stream) -> None: ...
     def _stream_consumed(self, stream: Stream, count: int) -> None: ...
     def _stream_blocked(self, stream: Stream) -> bool: ...
+    def _stream_finished(self, stream: Stream) -> None: ...
 
 
 class Stream:
@@ -51,6 +52,7 @@ class Stream:
         self._writable = asyncio.Event()
         self._writable.set()
         self.write_closed = False
+        self._reported_finished = False
 
     # --- called by the transport ----------------------------------------------------
 
@@ -71,12 +73,20 @@ class Stream:
     def _feed_eof(self) -> None:
         self._eof = True
         self._data_ready.set()
+        self._report_if_finished()
 
     def _fail(self, error: TransportError) -> None:
         if self._error is None:
             self._error = error
         self._data_ready.set()
         self._writable.set()
+        self._report_if_finished()
+
+    def _report_if_finished(self) -> None:
+        """Tell the transport once that both directions are done (for per-peer limits)."""
+        if self.finished and not self._reported_finished:
+            self._reported_finished = True
+            self._sink._stream_finished(self)
 
     def _wake_writer(self) -> None:
         self._writable.set()
@@ -140,6 +150,7 @@ class Stream:
             return
         self.write_closed = True
         self._sink._stream_send(self, b"", True)
+        self._report_if_finished()
 
     def reset(self) -> None:
         """Abandon the stream both ways; the peer sees ``StreamReset``."""

@@ -293,6 +293,7 @@ class _TlsProtocol(asyncio.Protocol):
         except LimitExceeded as exc:
             raise HandshakeFailed(str(exc)) from None
         conn = TlsConn(self, peer_id, is_client=not self.server)
+        conn.registry = owner._registry
         conn.add_close_callback(lambda c: owner._registry.release(c.peer_id))
         self.conn = conn
         self._cancel_timer()

@@ -332,3 +332,35 @@ async def test_forwarding_relay_sees_only_ciphertext_and_cannot_tamper(pair) -> 
         assert not any(secret[:15] in d for d in captured)
     finally:
         relay_ep.close()
+
+
+async def test_stream_limit_per_peer_spans_connections() -> None:
+    limits = ConnectionLimits(max_streams_per_peer=2)
+    a = await quic_peer(options=TransportOptions(limits=limits))
+    b = await quic_peer()
+    try:
+        conns = [await b.transport.dial(a.address, a.identity.peer_id) for _ in range(2)]
+        # accepted in dial order: conn 0's Finished precedes conn 1's Initial on b's port
+        servers = [await asyncio.wait_for(a.incoming.get(), T) for _ in range(2)]
+        first = [await conns[0].open_stream() for _ in range(2)]
+        for s in first:
+            await s.write(b"x")
+        server0 = servers[0]
+        accepted = [await asyncio.wait_for(server0.accept_stream(), T) for _ in range(2)]
+        extra = await conns[1].open_stream()
+        await extra.write(b"y")
+        with pytest.raises(StreamReset):  # the peer's third concurrent stream, on conn 2
+            await asyncio.wait_for(extra.read(), T)
+        # finishing one stream frees a slot for the peer
+        await first[0].close()
+        await accepted[0].close()
+        assert await asyncio.wait_for(first[0].read(), T) == b""
+        assert await asyncio.wait_for(accepted[0].read(), T) == b"x"
+        assert await asyncio.wait_for(accepted[0].read(), T) == b""
+        again = await conns[1].open_stream()
+        await again.write_message(b"z")
+        got = await asyncio.wait_for(servers[1].accept_stream(), T)
+        assert await got.read_message() == b"z"
+    finally:
+        await b.aclose()
+        await a.aclose()
