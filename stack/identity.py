@@ -183,6 +183,9 @@ class Identity:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as exc:
             raise CorruptFileError(path, f"cannot open key file: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CorruptFileError(path, "key file is not a regular file; it was left untouched")
         with os.fdopen(fd, "rb") as f:
             mode = os.fstat(f.fileno()).st_mode
             if mode & (stat.S_IRWXG | stat.S_IRWXO):

@@ -49,7 +49,7 @@ from pathlib import Path
 import filelock
 import msgpack
 
-from stack.errors import CorruptFileError, LocalError
+from stack.errors import CorruptFileError, DataFileError, LocalError
 from stack.files import atomic_write, ensure_data_dir
 from stack.identity import PeerId
 from stack.records import (
@@ -366,12 +366,18 @@ def open_verifier(data_dir: Path, config: VerifierConfig | None = None) -> Itera
 
 @contextmanager
 def _locked(data_dir: Path, name: str) -> Iterator[None]:
+    lock = _lock(data_dir, name)
     try:
-        with _lock(data_dir, name):
-            yield
+        lock.acquire()
     except filelock.Timeout:
         raise LocalError(f"{data_dir / name}: locked by another process for "
                          f"{_LOCK_TIMEOUT:.0f} s") from None
+    except OSError as exc:  # e.g. a directory where the lock file goes
+        raise DataFileError(lock.lock_file, f"cannot take the lock: {exc.strerror}") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def next_sequence(data_dir: Path) -> int:

@@ -106,7 +106,8 @@ from __future__ import annotations
 import enum
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,7 +117,7 @@ import filelock
 import structlog
 
 from stack.clock import Clock, SystemClock
-from stack.errors import LocalError, UsageError
+from stack.errors import DataFileError, LocalError, UsageError
 from stack.files import atomic_write, ensure_data_dir
 from stack.identity import InvalidPeerId, PeerId
 
@@ -627,6 +628,8 @@ class TrustStore:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return _State.empty()
+        except OSError as exc:
+            raise DataFileError(self.path, f"cannot read trust store: {exc.strerror}") from None
         try:
             return self._parse(data)
         except ValueError:
@@ -640,6 +643,8 @@ class TrustStore:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return _State.empty(), None
+        except OSError as exc:
+            raise DataFileError(self.path, f"cannot read trust store: {exc.strerror}") from None
         try:
             return self._parse(data), data
         except ValueError as exc:
@@ -669,27 +674,35 @@ class TrustStore:
                   message=f"corrupt trust store {self.path} ({problem}); moved to"
                           f" {backup}; continuing with an empty trust store")
 
-    def _locked(self) -> filelock.BaseFileLock:
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
         ensure_data_dir(self.data_dir)
-        return self._lock
-
-    def _update(self, apply: Callable[[_State, float], _T]) -> _T:
-        """Lock, re-read, apply, write if anything changed, unlock."""
         try:
-            with self._locked():
-                state, on_disk = self._load_locked()
-                result = apply(state, float(int(self.clock.now())))
-                if on_disk is None and not state.peers and not state.pins:
-                    return result      # nothing to store: create no file
-                after = state.to_bytes()
-                if after != on_disk:
-                    atomic_write(self.path, after, mode=0o600)
-                    self._cached = (after, state.copy())
-                return result
+            self._lock.acquire()
         except filelock.Timeout:
             raise TrustStoreLockedError(
                 f"{self._lock.lock_file}: trust store locked by another process for"
                 f" more than {self._lock.timeout:g} s") from None
+        except OSError as exc:  # e.g. a directory where the lock file goes
+            raise DataFileError(self._lock.lock_file,
+                                f"cannot take the lock: {exc.strerror}") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _update(self, apply: Callable[[_State, float], _T]) -> _T:
+        """Lock, re-read, apply, write if anything changed, unlock."""
+        with self._locked():
+            state, on_disk = self._load_locked()
+            result = apply(state, float(int(self.clock.now())))
+            if on_disk is None and not state.peers and not state.pins:
+                return result      # nothing to store: create no file
+            after = state.to_bytes()
+            if after != on_disk:
+                atomic_write(self.path, after, mode=0o600)
+                self._cached = (after, state.copy())
+            return result
 
 
 # ------------------------------------------------------------------- helpers
