@@ -16,6 +16,8 @@ its private ``_request_client_certificate`` flag is set, so the server sets it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import ssl
 from collections.abc import Callable
 
@@ -58,6 +60,24 @@ def _fail(future: asyncio.Future, exc: Exception, *, awaited: bool) -> None:
     future.set_exception(exc)
     if not awaited:
         future.exception()
+
+
+async def _numeric(addr: Address) -> Address:
+    """``addr`` with its host resolved to an IPv4 literal (``HandshakeFailed`` if it does
+    not resolve). The peer answers from its IP, and aioquic matches a connection's
+    network path by address: a datagram from 127.0.0.1 is not from "localhost"."""
+    try:
+        ipaddress.IPv4Address(addr[0])
+        return addr
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            addr[0], addr[1], family=socket.AF_INET, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise HandshakeFailed(f"cannot resolve {addr[0]}: {exc.strerror or exc}") from None
+    ip, port = infos[0][4][:2]
+    return (ip, port)
 
 
 class QuicConn(BaseConnection):
@@ -156,6 +176,7 @@ class QuicTransport:
         """Connect and authenticate. ``expected`` enforces the peer id (``PeerIdMismatch``)."""
         if self._closed:
             raise TransportClosed("QUIC transport is closed")
+        addr = await _numeric(addr)
         quic = QuicConnection(configuration=self._configuration(True))
         conn = QuicConn(self, quic, addr, True, expected)
         self._conns.add(conn)

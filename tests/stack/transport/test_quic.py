@@ -55,6 +55,16 @@ async def test_dial_without_expected_peer_learns_it(pair) -> None:
     assert conn.peer_id == a.identity.peer_id
 
 
+async def test_dial_by_host_name(pair) -> None:
+    """HOST:PORT may name the host: the reply comes from its IP and must still match."""
+    a, b = pair
+    conn = await asyncio.wait_for(b.transport.dial(("localhost", a.address[1]),
+                                                   a.identity.peer_id), T)
+    assert conn.peer_id == a.identity.peer_id
+    with pytest.raises(HandshakeFailed, match="cannot resolve"):
+        await b.transport.dial(("no-such-host.invalid", a.address[1]))
+
+
 async def test_wrong_peer_id_is_refused(pair) -> None:
     a, b = pair
     with pytest.raises(PeerIdMismatch):
