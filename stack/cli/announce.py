@@ -21,7 +21,8 @@ from stack.errors import LocalError, UsageError
 from stack.files import atomic_write, create_exclusive
 from stack.identity import Identity
 from stack.net import parse_host_port
-from stack.records import MAX_RELAYED_SIZE, Result, sign_announcement
+from stack.records import (MAX_RELAYED_SIZE, MAX_SEQ, MalformedRecord, RecordTooLarge, Result,
+                           sign_announcement)
 from stack.replay import next_sequence, open_verifier
 from stack.trust import TrustStore
 
@@ -70,9 +71,15 @@ def run_sign(args: argparse.Namespace) -> int:
     if out is not None and out.exists() and not args.force:
         raise LocalError(f"{out}: exists (use --force to overwrite)")
     identity, _ = Identity.load_or_create(args.data_dir)
+    now = SystemClock().now()
+    # A name or addresses that cannot go into a record are a usage error, found before a
+    # sequence number is reserved; the largest seq gives the largest record.
+    try:
+        sign_announcement(identity, MAX_SEQ, addrs, now, display_name=args.name)
+    except (MalformedRecord, RecordTooLarge) as exc:
+        raise UsageError(f"cannot announce that: {exc}") from None
     seq = next_sequence(args.data_dir)
-    data = sign_announcement(identity, seq, addrs, SystemClock().now(),
-                             display_name=args.name)
+    data = sign_announcement(identity, seq, addrs, now, display_name=args.name)
     if out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()

@@ -53,3 +53,19 @@ def test_announce_out_cannot_be_written(tmp_path, capsys, out):
     target = tmp_path / out
     _one_line_failure(capsys, ["--data-dir", str(tmp_path / "data"), "announce", "sign",
                                "--out", str(target), "--force"], "cannot write")
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--name", "x" * 300], "display_name"),
+    (["--addr", "h" * 300 + ":5"], "addrs"),
+    (["--addr", "/ip4/" + "1" * 300 + "/udp/1/quic-v1"], "addrs"),
+    ([a for i in range(60) for a in ("--addr", f"10.0.0.{i}:39001")], "bound is 1000"),
+])
+def test_announce_fields_that_do_not_fit_are_usage_errors(tmp_path, capsys, extra, needle):
+    """Exit 2 with one line, and no sequence number is burnt."""
+    data = tmp_path / "data"
+    code = main(["--data-dir", str(data), "announce", "sign", "--out",
+                 str(tmp_path / "a.ann"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "a.ann").exists() and not (data / "sequence").exists()
