@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
+import sys
+import time
 from dataclasses import dataclass, field
 
 from discovery.announcements import AnnouncementValidator
@@ -94,11 +96,25 @@ class OursBackend:
 
 
 async def _scenario(backend, n: int, seed: int, lookups: int, loss: float,
-                    crash_fraction: float, idle_minutes: int,
-                    join_spacing: float) -> ScenarioResult:
+                    crash_fraction: float, idle_minutes: int, join_spacing: float,
+                    progress: bool) -> ScenarioResult:
     rng = random.Random(seed)
     net = SimNetwork(random.Random(seed + 1), latency=0.025, jitter=0.010)
     clock = current_clock()
+    wall0 = time.perf_counter()
+
+    def phase(name: str) -> None:
+        if progress:
+            print(f"[{backend.name} n={n}] {name}: wall {time.perf_counter() - wall0:.0f} s, "
+                  f"datagrams {net.stats.sent}", file=sys.stderr, flush=True)
+
+    async def ticker() -> None:  # virtual-time progress, for runs that crawl
+        while True:
+            await asyncio.sleep(10)
+            phase(f"virtual {clock.now() - start:.0f} s")
+
+    start = clock.now()
+    ticking = asyncio.ensure_future(ticker()) if progress else None
     identities = [Identity.from_rng(rng) for _ in range(n)]
     hosts = []
     for i, ident in enumerate(identities):
@@ -118,6 +134,7 @@ async def _scenario(backend, n: int, seed: int, lookups: int, loss: float,
     await asyncio.gather(*(join(i) for i in range(1, n)))
     await asyncio.sleep(5)
     result.join_datagrams = net.stats.sent
+    phase("joined")
 
     records = [sign_announcement(ident, 1, [f"/ip4/{host_ip(i)}/udp/4001/quic-v1"],
                                  clock.now(), nonce=rng.randbytes(16))
@@ -134,6 +151,7 @@ async def _scenario(backend, n: int, seed: int, lookups: int, loss: float,
     replicas = await asyncio.gather(*(publish(i) for i in range(n)))
     result.publish_replicas_min = min(replicas)
     await asyncio.sleep(5)
+    phase("published")
 
     net.loss = loss
     crashed: set[int] = set()
@@ -165,23 +183,30 @@ async def _scenario(backend, n: int, seed: int, lookups: int, loss: float,
     await asyncio.gather(crash(), *(lookup(*p) for p in plan))
     result.lookup_datagrams = net.stats.sent - sent_before
     net.loss = 0.0
+    phase("looked up")
 
     per_minute = []
     for _ in range(idle_minutes):
         before = net.stats.sent
         await asyncio.sleep(60)
         per_minute.append(net.stats.sent - before)
+        if len(per_minute) % 10 == 0:
+            phase(f"idle minute {len(per_minute)}")
     if per_minute:
         result.idle_per_minute = sum(per_minute) / len(per_minute)
         result.idle_max_minute = max(per_minute)
+    if ticking is not None:
+        ticking.cancel()
     backend.close()
     return result
 
 
 def run_scenario(n: int, seed: int = 1, *, lookups: int = 500, loss: float = 0.0,
                  crash_fraction: float = 0.0, idle_minutes: int = 0,
-                 join_spacing: float = 0.5, backend=None) -> ScenarioResult:
-    """Run the scenario with ``backend`` (default: ours) and return what it measured."""
+                 join_spacing: float = 0.5, backend=None,
+                 progress: bool = False) -> ScenarioResult:
+    """Run the scenario with ``backend`` (default: ours) and return what it measured;
+    ``progress`` prints each phase's wall time to stderr."""
     backend = OursBackend() if backend is None else backend
     return run_virtual(_scenario(backend, n, seed, lookups, loss, crash_fraction,
-                                 idle_minutes, join_spacing))
+                                 idle_minutes, join_spacing, progress))
