@@ -91,6 +91,8 @@ def parse_address(text: str) -> PeerAddress:
         if ":" not in text:
             return PeerAddress(peer_id=_peer(text))  # a bare peer id
         host, port = parse_host_port(text)
+        if port == 0:  # fine for a listen address, never for a dial target
+            raise UsageError(f"port 0 in {text!r}: a peer address needs its port")
         return PeerAddress(host, port)
     parts = text.split("/")[1:]
     if parts and parts[-1] == "":

@@ -36,7 +36,7 @@ def test_host_port_and_bare_peer_id() -> None:
     "", "/ip4/1.2.3.4", "/ip4/300.1.1.1/udp/1/quic-v1", "/ip4/1.2.3.4/udp/0/quic-v1",
     "/ip4/1.2.3.4/udp/1", "/ip4/1.2.3.4/tcp/1/noise", "/ip6/::1/udp/1/quic-v1",
     "/ip4/1.2.3.4/udp/1/quic-v1/p2p/notanid", f"/p2p/{A}/p2p/{R}", f"/p2p/{R}/p2p-circuit",
-    "nonsense", "host:99999",
+    "nonsense", "host:99999", "127.0.0.1:0",
 ])
 def test_refusals(bad: str) -> None:
     with pytest.raises(UsageError):
