@@ -24,7 +24,7 @@ from collections.abc import Callable
 from aioquic.quic import events
 from cryptography.hazmat.primitives.serialization import Encoding
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.packet import QuicProtocolVersion
 
 from stack.clock import Clock
@@ -207,6 +207,13 @@ class QuicTransport:
             conn.last_activity = now
             touched[conn] = None
         for conn in touched:
+            if not conn.is_client and conn.quic._state is QuicConnectionState.FIRSTFLIGHT:
+                # Not one packet of its Initial decrypted (aioquic leaves FIRSTFLIGHT on the
+                # first that does): noise or a forgery, not a handshake. Keep no state, so
+                # a flood of them cannot fill the half-open table and lock dialers out.
+                self._forget(conn)
+                self.dropped += 1
+                continue
             self._process(conn)
         self._rearm()
 

@@ -305,6 +305,29 @@ async def test_server_drops_half_open_handshakes() -> None:
         await a.aclose()
 
 
+async def test_forged_initials_hold_no_state_and_do_not_lock_out_dialers() -> None:
+    """Initials that do not decrypt (noise with a v1 header, any source) leave no server
+    connection behind, so a flood of them cannot fill the half-open table for a handshake
+    timeout and refuse honest dialers meanwhile."""
+    limits = ConnectionLimits(max_connections=4)
+    a = await quic_peer(options=TransportOptions(limits=limits))
+    b = await quic_peer()
+    junk = await UdpNetwork().bind(("127.0.0.1", 0), lambda batch: None)
+    try:
+        flood = 4 * limits.max_connections
+        for _ in range(flood):
+            junk.send(b"\xc0\x00\x00\x00\x01\x08" + os.urandom(8) + b"\x08" + os.urandom(8)
+                      + os.urandom(1250), a.address)
+        conn = await asyncio.wait_for(b.transport.dial(a.address, a.identity.peer_id), T)
+        assert conn.peer_id == a.identity.peer_id
+        assert a.transport.dropped >= flood  # every forged Initial arrived before the dial's
+        assert len(a.transport._conns) == 1
+    finally:
+        junk.close()
+        await b.aclose()
+        await a.aclose()
+
+
 async def test_forwarding_relay_sees_only_ciphertext_and_cannot_tamper(pair) -> None:
     """A relay on the path that forwards the handshake between two honest nodes can only
     pass bytes along: it cannot read the session and its modifications are discarded."""
