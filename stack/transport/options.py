@@ -21,6 +21,7 @@ class ConnectionLimits:
     max_connections_per_peer: int = 8
     max_streams_per_connection: int = 64   # concurrently open streams the peer may open
     max_streams_per_peer: int = 256        # the same, summed over all its connections
+    max_handshakes_per_ip: int = 16        # TLS handshakes in progress from one source IP
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,9 @@ class _TlsProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.remote_address = (peer[0], peer[1]) if peer else ("0.0.0.0", 0)
+        if self.server and self.owner._pending_full(self.remote_address[0]):
+            self._fail(HandshakeFailed("too many pending TLS handshakes"))
+            return
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.options.handshake_timeout, self._handshake_timeout)
         self.owner._protocols.add(self)
@@ -399,6 +402,17 @@ class TlsTransport:
         self._protocols: set[_TlsProtocol] = set()
         self._closed = False
         self.handshake_failures = 0
+
+    def _pending_full(self, ip: str) -> bool:
+        """Whether a new inbound TCP connection from ``ip`` would exceed the bounds on
+        handshakes in progress: ``max_handshakes_per_ip`` per source IP (TCP sources
+        cannot be spoofed, so one host cannot hold the others off) and twice
+        ``max_connections`` in all, as QUIC bounds its half-open connections."""
+        limits = self.options.limits
+        pending = [p for p in self._protocols if p.server and p.conn is None]
+        return (len(pending) >= 2 * limits.max_connections
+                or sum(p.remote_address[0] == ip for p in pending)
+                >= limits.max_handshakes_per_ip)
 
     async def listen(self, addr: Address) -> Address:
         """Start accepting on TCP ``addr``; returns the bound address."""

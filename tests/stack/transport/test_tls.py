@@ -124,6 +124,28 @@ async def test_garbage_and_half_open_handshakes_do_not_stop_service() -> None:
     assert a.transport.handshake_failures >= 1
 
 
+async def test_silent_connections_from_one_ip_cannot_hold_others_off() -> None:
+    """Handshakes in progress are bounded per source IP: past the bound a new TCP
+    connection from that IP is closed at once (not at the handshake timeout), and
+    dialers from other addresses are still served."""
+    limits = ConnectionLimits(max_handshakes_per_ip=2)
+    a = await tls_peer(options=TransportOptions(limits=limits, handshake_timeout=5.0))
+    b = await tls_peer()
+    silent = [await asyncio.open_connection(*a.address, local_addr=("127.0.0.2", 0))
+              for _ in range(3)]
+    try:
+        # the third is over the bound: closed long before the 5 s handshake timeout
+        assert await asyncio.wait_for(silent[2][0].read(), 2.0) == b""
+        conn = await asyncio.wait_for(b.transport.dial(a.address, a.identity.peer_id), T)
+        assert conn.peer_id == a.identity.peer_id
+        assert a.transport.handshake_failures == 1
+    finally:
+        for _, writer in silent:
+            writer.close()
+        await b.aclose()
+        await a.aclose()
+
+
 async def test_oversized_frame_closes_only_that_connection(pair) -> None:
     a, b = pair
     conn, server = await connected(pair)
