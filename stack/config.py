@@ -56,3 +56,8 @@ class NodeConfig:
     max_connections_per_peer: int = 8
     max_streams_per_connection: int = 64
     max_streams_per_peer: int = 256
+    dht: bool = True
+    bootstrap: tuple[str, ...] = ()
+    dht_server: bool = True
+    publish: bool = True
+    rng_seed: int | None = None

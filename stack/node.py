@@ -31,6 +31,15 @@ proves the connection with one ping. Success: ``record_dialback(ok=True)`` (peer
 reachable); failure: logged as the seed does, non-fatal. The dialer learns the outcome
 from the identify stream (``DialbackResult`` event, ``node.reachability``).
 
+Discovery (issue 5): with ``config.dht`` the Kademlia DHT runs on the same UDP port
+(first byte ``DHT_BYTE``). ``await node.join()`` bootstraps from ``config.bootstrap`` and
+publishes our signed announcement (seed 004: our addresses, the next persisted sequence
+number); until some DHT node stores it (the first node of a network has nobody to store
+it on) the node retries, and the DHT driver re-signs and re-publishes it as it ages.
+``node.announce()`` re-publishes at once, e.g. after our addresses changed.
+``node.resolve(peer_id)`` returns a peer's verified announcement, and ``connect(peer_id)``
+falls back to it when the trust store knows no address of that peer.
+
 Events are frozen dataclasses delivered to every ``subscribe()`` queue and logged by
 name (``connection.opened``, ``trust.checked``, ``dialback.result`` ...).
 """
@@ -40,8 +49,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +62,14 @@ from stack.config import NodeConfig
 from stack.errors import LocalError, StackError, UsageError
 from stack.identity import Identity, PeerId
 from stack.net import Address, DatagramEndpoint, DatagramNetwork, UdpNetwork, format_address
-from stack.port import PortDemux
-from stack.records import Result, make_identity_exchange, verify_identity_exchange
+from discovery.announcements import AnnouncementValidator, announcement_of
+from discovery.core import DhtConfig, DhtCore
+from discovery.driver import DhtDriver
+from discovery.errors import PublishFailed
+from stack.port import DHT_BYTE, PortDemux
+from stack.records import (Announcement, RecordTooLarge, Result, make_identity_exchange,
+                           sign_announcement, verify_identity_exchange)
+from stack.replay import next_sequence
 from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
 from stack.transport.errors import (HandshakeTimeout, ProtocolViolation, TransportError,
                                     TrustRefused)
@@ -66,7 +81,7 @@ from stack.transport.tls import TlsTransport
 from stack.trust import TrustDecision, TrustStore
 
 __all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustChecked",
-           "IdentityReceived", "DialbackResult", "PROTO_IDENTIFY", "PROTO_PING", "PROTO_ECHO"]
+           "IdentityReceived", "DialbackResult", "AnnouncementPublished", "PROTO_IDENTIFY", "PROTO_PING", "PROTO_ECHO"]
 
 log = structlog.get_logger("p2pstack.node")
 
@@ -125,7 +140,17 @@ class DialbackResult:
     role: str
 
 
-NodeEvent = ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived | DialbackResult
+@dataclass(frozen=True)
+class AnnouncementPublished:
+    """Our announcement (sequence ``seq``) is stored on ``stored`` DHT nodes."""
+    peer_id: PeerId
+    seq: int
+    stored: int
+    addrs: tuple[str, ...]
+
+
+NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
+             | DialbackResult | AnnouncementPublished)
 
 
 def _addr_text(addr: Address) -> str:
@@ -164,6 +189,9 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connections: set[Connection] = set()
         self._started = False
+        self.dht: DhtDriver | None = None
+        self.published: Announcement | None = None
+        self._published_addrs: tuple[str, ...] | None = None
 
     @property
     def peer_id(self) -> PeerId:
@@ -206,6 +234,8 @@ class Node:
             self.demux.register_quic(self.quic)
         if self.config.stun_server:
             self._start_stun()
+        if self.config.dht:
+            self._start_dht()
         self._started = True
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
@@ -226,11 +256,109 @@ class Node:
         self.stun.add_endpoint(self.endpoint)
         self.demux.register_stun(self.stun.receiver(local))
 
+    def _start_dht(self) -> None:
+        assert self.endpoint is not None
+        rng = random.Random(self.config.rng_seed if self.config.rng_seed is not None
+                            else os.urandom(16))
+        core = DhtCore(self.identity, AnnouncementValidator(), rng,
+                       DhtConfig(server=self.config.dht_server))
+        self.dht = DhtDriver(core, self.endpoint, self.clock)
+        self.demux.register_p2p(DHT_BYTE, self.dht.receive_batch)
+
+    # -------------------------------------------------------------------- discovery
+
+    def _dht(self) -> DhtDriver:
+        if self.dht is None:
+            raise LocalError("the DHT is not enabled on this node (NodeConfig.dht)")
+        return self.dht
+
+    async def join(self, timeout: float = 30.0) -> int:
+        """Bootstrap from ``config.bootstrap`` (if any) and publish our announcement.
+
+        Returns the routing-table size after bootstrapping (0 for the first node of a
+        network). Raises ``BootstrapFailed`` if no bootstrap node answered.
+        """
+        dht = self._dht()
+        peers = 0
+        if self.config.bootstrap:
+            addrs = [await _resolve_ipv4(parse_address(text).address)
+                     for text in self.config.bootstrap]
+            peers = await dht.bootstrap(addrs, timeout)
+        if self.config.publish:
+            dht.set_record_source(self._sign_announcement)
+            self._spawn(self._keep_published(timeout))
+        return peers
+
+    def _announced_addrs(self) -> tuple[str, ...]:
+        # The record names its peer id already: drop the /p2p/<id> suffix to save bytes.
+        out = []
+        for text in self.addrs():
+            parsed = parse_address(text)
+            out.append(PeerAddress(parsed.host, parsed.port, parsed.transport).multiaddr())
+        return tuple(out)
+
+    def _sign_announcement(self) -> bytes:
+        """A fresh announcement of our current addresses with the next sequence number.
+        Addresses that would push the record past the DHT's 1000 bytes are left out."""
+        addrs = self._announced_addrs()
+        seq = next_sequence(self.config.data_dir)
+        while True:
+            try:
+                record = sign_announcement(self.identity, seq, addrs, self.clock.now(),
+                                           display_name=self.config.display_name)
+                break
+            except RecordTooLarge:
+                if not addrs:
+                    raise
+                addrs = addrs[:-1]
+        self.published = announcement_of(record)
+        self._published_addrs = self._announced_addrs()
+        return record
+
+    async def announce(self, timeout: float = 30.0) -> int:
+        """Sign and publish our announcement now; returns how many DHT nodes stored it.
+        ``PublishFailed`` when none did."""
+        stored = await self._dht().publish(self._sign_announcement(), timeout)
+        assert self.published is not None
+        self._emit(AnnouncementPublished(self.peer_id, self.published.seq, stored,
+                                         self.published.addrs), "dht.published")
+        return stored
+
+    async def _keep_published(self, timeout: float) -> None:
+        """Publish once some DHT node can store it: the first node of a network retries
+        (1 s, doubling to 60 s) until a peer has joined. Later refreshes come from the
+        driver (``set_record_source``)."""
+        delay = 1.0
+        while True:
+            try:
+                await self.announce(timeout)
+                return
+            except PublishFailed as exc:
+                log.debug("dht.publish_retry", error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+    async def republish_if_moved(self, timeout: float = 30.0) -> bool:
+        """Publish again if our addresses differ from the published ones (e.g. after a
+        NAT rebinding or a new interface). Returns whether it published."""
+        if self._published_addrs == self._announced_addrs():
+            return False
+        await self.announce(timeout)
+        return True
+
+    async def resolve(self, peer_id: PeerId | str, timeout: float = 30.0) -> Announcement:
+        """``peer_id``'s announcement from the DHT, signature and freshness verified.
+        ``RecordNotFound``, ``DhtTimeout``."""
+        pid = PeerId.parse(peer_id) if isinstance(peer_id, str) else peer_id
+        return announcement_of(await self._dht().resolve(pid, timeout))
+
     async def stop(self, grace: float = 1.0) -> None:
         """Close every connection (streams get ``grace`` seconds), then the ports."""
         if not self._started:
             return
         self._started = False
+        if self.dht is not None:
+            self.dht.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -395,9 +523,6 @@ class Node:
         addresses = list(reversed(entry.addresses)) if entry is not None else []
         if entry is not None and entry.reachable and entry.dialback_address:
             addresses.insert(0, entry.dialback_address)  # proven by our dial-back
-        if not addresses:
-            raise LocalError(f"no known address for {target.peer_id}; "
-                             "dial a multiaddr or HOST:PORT first")
         last: Exception | None = None
         for text in addresses:
             try:
@@ -406,7 +531,23 @@ class Node:
                                           identify=identify)
             except TransportError as exc:
                 last = exc
-        assert last is not None
+        if self.dht is not None:
+            # Where is it now? Its signed announcement in the DHT says (seed 004).
+            announcement = await self.resolve(target.peer_id)
+            for text in announcement.addrs:
+                with contextlib.suppress(UsageError):
+                    parsed = parse_address(text)
+                    if parsed.transport not in (None, name) or parsed.relay is not None:
+                        continue
+                    try:
+                        return await self.connect(
+                            PeerAddress(parsed.host, parsed.port, name, target.peer_id),
+                            identify=identify)
+                    except TransportError as exc:
+                        last = exc
+        if last is None:
+            raise LocalError(f"no known address for {target.peer_id}; "
+                             "dial a multiaddr or HOST:PORT first, or use --bootstrap")
         raise last
 
     # ----------------------------------------------------------------- protocols
@@ -536,10 +677,11 @@ class Node:
     async def _ping_once(self, conn: Connection) -> float:
         stream = await self._open(conn, PROTO_PING)
         payload = os.urandom(32)
-        start = time.perf_counter()
+        loop = asyncio.get_running_loop()  # loop time: virtual under the simulator
+        start = loop.time()
         await stream.write_message(payload)
         reply = await stream.read_message(MAX_PROTOCOL_NAME)
-        rtt = time.perf_counter() - start
+        rtt = loop.time() - start
         await stream.close()
         if reply != payload:
             raise ProtocolViolation("ping reply does not match")
@@ -558,17 +700,35 @@ class Node:
         conn = target if _is_connection(target) else await self.connect(
             target, transport=transport)  # type: ignore[arg-type]
         stream = await self._open(conn, PROTO_ECHO)  # type: ignore[arg-type]
-        start = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         await stream.write_message(message)
         reply = await asyncio.wait_for(stream.read_message(MAX_ECHO),
                                        self.options.handshake_timeout)
-        rtt = time.perf_counter() - start
+        rtt = loop.time() - start
         await stream.close()
         return conn, reply, rtt  # type: ignore[return-value]
 
     @property
     def connections(self) -> list[Connection]:
         return list(self._connections)
+
+
+async def _resolve_ipv4(addr: Address) -> Address:
+    """``(name, port)`` -> ``(IPv4 text, port)``: the DHT matches replies by source address,
+    so a bootstrap node named ``localhost`` must become ``127.0.0.1`` first."""
+    host, port = addr
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+        return addr
+    except OSError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise LocalError(f"cannot resolve {host!r}: {exc}") from None
+    return (str(infos[0][4][0]), port)
 
 
 def _is_connection(obj: object) -> bool:

@@ -12,34 +12,47 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from stack.cli import announce, ident, nat, node, trust
+from stack.cli import announce, demo, ident, lookup, nat, node, trust
 from stack.cli._common import configure_logging
 from stack.errors import StackError, UsageError
 from stack.files import resolve_data_dir
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = [ident, trust, nat, announce, node]
+COMMANDS = [ident, trust, nat, announce, node, lookup, demo]
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, default: object = None) -> None:
+    parser.add_argument("--data-dir", metavar="DIR", default=default,
+                        help="where keys and state live (default: $P2PSTACK_HOME, "
+                             "else ~/.local/share/p2pstack)")
+    parser.add_argument("--log-json", action="store_true", default=default,
+                        help="log as JSON lines")
+    parser.add_argument("--verbose", "-v", action="store_true", default=default,
+                        help="log debug events")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="p2pstack",
         description="Peer-to-peer networking: identities, NAT discovery, DHT, TOFU trust.")
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="where keys and state live (default: $P2PSTACK_HOME, "
-                             "else ~/.local/share/p2pstack)")
-    parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
-    parser.add_argument("--verbose", "-v", action="store_true", help="log debug events")
+    _add_global_flags(parser)
+    parser.set_defaults(log_json=False, verbose=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         module.register(sub)
+    # The global flags also work after the command name ("p2pstack node --data-dir D").
+    # SUPPRESS keeps a subcommand from resetting a value given before its name.
+    for command in set(sub.choices.values()):
+        _add_global_flags(command, default=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 itself on a usage error
+    if args.data_dir is not None and not args.data_dir.strip():
+        parser.error("--data-dir must not be empty")
     args.data_dir = resolve_data_dir(args.data_dir)
     configure_logging(json_lines=args.log_json, verbose=args.verbose)
     try:
@@ -48,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"p2pstack: error: {exc}", file=sys.stderr)
         code = 2
     except StackError as exc:
+        print(f"p2pstack: {exc}", file=sys.stderr)
+        code = 1
+    except OSError as exc:  # the machine refused something (a file, a port): not a bug
         print(f"p2pstack: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "print_json", "add_json_flag"]
+__all__ = ["configure_logging", "quiet_logging", "print_json", "add_json_flag"]
 
 
 class _CurrentStderr:
@@ -41,6 +41,12 @@ def configure_logging(*, json_lines: bool, verbose: bool) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
+
+
+def quiet_logging(args: Any, level: int = logging.WARNING) -> None:
+    """For commands whose output is the point (lookup, demo): node events only with -v."""
+    if not args.verbose:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
 
 
 def add_json_flag(parser: Any) -> None:

@@ -1,11 +1,14 @@
 """``p2pstack node``, ``connect`` and ``ping``: run a node, talk to one.
 
 ``node`` runs in the foreground until SIGINT/SIGTERM (exit 0). With ``--json`` its first
-stdout line is ``{"peer_id": ..., "addrs": [multiaddr, ...]}``.
+stdout line is ``{"peer_id": ..., "addrs": [multiaddr, ...]}``. With ``--bootstrap ADDR``
+(repeatable) it joins an existing DHT; without, it is the first node of a new one. Either
+way it publishes its signed announcement and keeps it fresh.
 
 ``connect TARGET`` and ``ping TARGET`` start a short-lived node on ephemeral ports (so the
 peer can dial us back, seed 000), dial TARGET (``HOST:PORT``, a multiaddr, or a peer id
-already in the trust store), and print the reply; ``--json`` gives ``peer_id``,
+in the trust store, or any peer id with ``--bootstrap``: then it is resolved through
+the DHT), and print the reply; ``--json`` gives ``peer_id``,
 ``transport``, ``rtt_ms``, ``reply`` (and ``reachable``: the peer's dial-back verdict,
 null if it did not say in time).
 """
@@ -37,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-dial-back", action="store_true",
                    help="do not dial accepted peers back (seed 000)")
     p.add_argument("--no-tls", action="store_true", help="QUIC only")
+    add_bootstrap_flag(p, "join the DHT through this node")
+    p.add_argument("--dht-client", action="store_true",
+                   help="query the DHT but stay out of others' routing tables "
+                        "(for a node that is not publicly reachable)")
     add_json_flag(p)
     p.set_defaults(handler=run_node)
 
@@ -51,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="seconds for the whole exchange (default 10)")
         q.add_argument("--listen", default="0.0.0.0:0", metavar="HOST:PORT",
                        help="our own address, where the peer dials back (default 0.0.0.0:0)")
+        add_bootstrap_flag(q, "resolve a peer id through the DHT, joining it here")
         if name == "connect":
             q.add_argument("--message", default="hello", metavar="TEXT",
                            help="what to send on the echo protocol (default: hello)")
@@ -61,6 +69,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(handler=run_connect if name == "connect" else run_ping)
 
 
+def add_bootstrap_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--bootstrap", action="append", default=[], metavar="ADDR",
+                        help=f"{what}: HOST:PORT or multiaddr of its UDP port (repeatable)")
+
+
+def bootstrap_addrs(args: argparse.Namespace) -> tuple[str, ...]:
+    """The ``--bootstrap`` values, each checked now so a typo is a usage error (exit 2)."""
+    for text in args.bootstrap:
+        parse_address(text)
+    return tuple(args.bootstrap)
+
+
 def _config(args: argparse.Namespace, **overrides: Any) -> NodeConfig:
     return NodeConfig(data_dir=args.data_dir, listen=parse_host_port(args.listen), **overrides)
 
@@ -69,13 +89,19 @@ def _config(args: argparse.Namespace, **overrides: Any) -> NodeConfig:
 
 def run_node(args: argparse.Namespace) -> int:
     config = _config(args, trust_policy=args.trust_policy, dial_back=not args.no_dial_back,
-                     tls=not args.no_tls)
+                     tls=not args.no_tls, bootstrap=bootstrap_addrs(args),
+                     dht_server=not args.dht_client)
     return asyncio.run(_serve(config, args.json))
 
 
 async def _serve(config: NodeConfig, as_json: bool) -> int:
     node = Node(config)
     await node.start()
+    try:
+        await node.join()
+    except BaseException:
+        await node.stop(grace=0.2)
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -100,7 +126,23 @@ async def _serve(config: NodeConfig, as_json: bool) -> int:
 # --------------------------------------------------------------------- connect / ping
 
 def _client_config(args: argparse.Namespace) -> NodeConfig:
-    return _config(args, stun_server=False, dial_back=False)
+    # A short-lived client: it may query the DHT but never stores records for others
+    # nor publishes its own.
+    boot = bootstrap_addrs(args)
+    return _config(args, stun_server=False, dial_back=False, dht=bool(boot), bootstrap=boot,
+                   dht_server=False, publish=False)
+
+
+async def _start_client(args: argparse.Namespace) -> Node:
+    node = Node(_client_config(args))
+    await node.start()
+    if node.config.bootstrap:
+        try:
+            await _with_timeout(node.join(), args.timeout)
+        except BaseException:
+            await node.stop(grace=0.2)
+            raise
+    return node
 
 
 async def _with_timeout(coro: Any, timeout: float) -> Any:
@@ -133,8 +175,7 @@ def run_connect(args: argparse.Namespace) -> int:
 
 async def _connect(args: argparse.Namespace) -> int:
     target = parse_address(args.target)  # a usage error before anything starts
-    node = Node(_client_config(args))
-    await node.start()
+    node = await _start_client(args)
     try:
         conn, reply, rtt = await _with_timeout(
             node.echo(target, args.message.encode(), transport=args.transport), args.timeout)
@@ -162,8 +203,7 @@ def run_ping(args: argparse.Namespace) -> int:
 
 async def _ping(args: argparse.Namespace) -> int:
     target = parse_address(args.target)
-    node = Node(_client_config(args))
-    await node.start()
+    node = await _start_client(args)
     try:
         conn, rtt = await _with_timeout(node.ping(target, transport=args.transport),
                                         args.timeout)

@@ -39,3 +39,20 @@ def test_corrupt_key_is_one_line_exit_1(tmp_path):
 def test_usage_error_exits_2(tmp_path):
     out = run_cli("--data-dir", str(tmp_path), "no-such-command")
     assert out.returncode == 2
+
+
+def test_global_flags_work_after_the_command(tmp_path):
+    out = run_cli("id", "--json", "--data-dir", str(tmp_path / "after"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["key_path"] == str(tmp_path / "after" / "identity.key")
+
+
+def test_global_flag_before_the_command_is_not_reset_by_the_subcommand(tmp_path):
+    out = run_cli("--data-dir", str(tmp_path / "before"), "id", "--json")
+    assert json.loads(out.stdout)["key_path"] == str(tmp_path / "before" / "identity.key")
+
+
+def test_empty_data_dir_is_a_usage_error(tmp_path):
+    out = run_cli("--data-dir", "", "id", env_home=tmp_path)
+    assert out.returncode == 2 and "--data-dir" in out.stderr
+    assert not (tmp_path / "identity.key").exists()
