@@ -359,15 +359,17 @@ class Node:
         self._started = False
         if self.dht is not None:
             self.dht.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Transports first: their graceful close lets open streams finish, and our
+        # protocol handlers must still be running to finish them. Then whatever is left.
         closers = []
         if self.quic is not None:
             closers.append(self.quic.close(grace))
         if self.tls is not None:
             closers.append(self.tls.close(grace))
         await asyncio.gather(*closers, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.endpoint is not None:
             self.endpoint.close()
         log.info("node.stopped", peer_id=str(self.peer_id))

@@ -133,6 +133,11 @@ def _client_config(args: argparse.Namespace) -> NodeConfig:
                    dht_server=False, publish=False)
 
 
+def _check_timeout(args: argparse.Namespace) -> None:
+    if not args.timeout > 0:  # also catches nan
+        raise UsageError("--timeout must be a positive number of seconds")
+
+
 async def _start_client(args: argparse.Namespace) -> Node:
     node = Node(_client_config(args))
     await node.start()
@@ -170,6 +175,7 @@ async def _reachable(node: Node, peer_id: Any, wait: float) -> bool | None:
 
 
 def run_connect(args: argparse.Namespace) -> int:
+    _check_timeout(args)
     return asyncio.run(_connect(args))
 
 
@@ -198,6 +204,7 @@ async def _connect(args: argparse.Namespace) -> int:
 def run_ping(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise UsageError("--count must be at least 1")
+    _check_timeout(args)
     return asyncio.run(_ping(args))
 
 

@@ -161,6 +161,8 @@ async def test_lookup_cli_prints_the_verified_announcement(tmp_path):
     ["lookup", str(Identity.from_seed(bytes(32)).peer_id)],  # no --bootstrap
     ["node", "--listen", "127.0.0.1:0", "--bootstrap", "nonsense"],
     ["connect", "127.0.0.1:1", "--bootstrap", "no-port-here"],
+    ["connect", "127.0.0.1:1", "--timeout", "0"],
+    ["ping", "127.0.0.1:1", "--timeout", "nan"],
 ])
 def test_bad_discovery_flags_are_usage_errors(args, tmp_path):
     out = _cli("--data-dir", str(tmp_path), *args)

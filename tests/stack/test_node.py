@@ -236,3 +236,22 @@ async def test_stun_server_answers_on_the_shared_port(nodes) -> None:
         assert response[:2] == bytes.fromhex("0101") and response[8:20] == txid  # success
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("transport", ["quic", "tls"])
+async def test_stop_lets_an_exchange_in_flight_finish(nodes, transport):
+    """Graceful shutdown: a ping stream open when stop() begins is still answered."""
+    from stack.node import PROTO_PING
+    server = await nodes(dial_back=False)
+    client = await nodes(dial_back=False)
+    kind = "/udp/" if transport == "quic" else "/tcp/"
+    conn = await client.connect(next(a for a in server.addrs() if kind in a))
+    stream = await conn.open_stream()
+    await stream.write_message(PROTO_PING)
+    await stream.write_message(b"one")
+    assert await asyncio.wait_for(stream.read_message(64), T) == b"one"  # handler is live
+    stopping = asyncio.ensure_future(server.stop(grace=3.0))
+    await stream.write_message(b"two")
+    assert await asyncio.wait_for(stream.read_message(64), T) == b"two"
+    await stream.close()
+    await asyncio.wait_for(stopping, T)
