@@ -453,6 +453,9 @@ class Node:
         # A QUIC peer sends from its shared UDP port, a dialable address worth keeping;
         # a TLS peer from an ephemeral TCP port, which is not.
         seen_at = address if conn.transport == "quic" else None
+        if conn.peer_id == self.peer_id:  # our own dial looped back: nothing to trust
+            conn.abort("connection from ourselves")
+            return
         try:
             decision = self.trust.check_peer(conn.peer_id, address=seen_at)
         except StackError as exc:  # e.g. the trust store is locked by another process
@@ -500,7 +503,12 @@ class Node:
         if target.host is None:
             return await self._connect_known(target, name, identify)
         conn = await self._transport(name).dial(target.address, target.peer_id)
-        address = _addr_text(target.address)
+        if conn.peer_id == self.peer_id:
+            conn.abort("dialed ourselves")
+            raise UsageError(f"{target.multiaddr()} is this node itself")
+        # The address as dialed (a name resolved to its IP), so that "localhost:P" and
+        # "127.0.0.1:P" are one TOFU pin.
+        address = _addr_text(conn.remote_address)
         try:
             if target.peer_id is not None:
                 decision = self.trust.check_peer(conn.peer_id, address=address)

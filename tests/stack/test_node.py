@@ -255,3 +255,20 @@ async def test_stop_lets_an_exchange_in_flight_finish(nodes, transport):
     assert await asyncio.wait_for(stream.read_message(64), T) == b"two"
     await stream.close()
     await asyncio.wait_for(stopping, T)
+
+
+async def test_dialing_ourselves_is_refused_and_pins_nothing(nodes):
+    node = await nodes(dial_back=False)
+    with pytest.raises(Exception) as err:
+        await node.connect(f"127.0.0.1:{node.udp_address[1]}")
+    assert "this node itself" in str(err.value)
+    assert node.trust.entries() == []
+
+
+async def test_host_name_and_ip_share_one_tofu_pin(nodes):
+    server = await nodes(dial_back=False)
+    client = await nodes(dial_back=False)
+    port = server.udp_address[1]
+    await client.connect(f"localhost:{port}")
+    await client.connect(f"127.0.0.1:{port}")
+    assert [p.address for p in client.trust.address_pins()] == [f"127.0.0.1:{port}"]
