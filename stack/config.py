@@ -36,6 +36,17 @@ class NodeConfig:
     handshake_timeout, idle_timeout, keep_alive (None: off)   connection timers
     max_connections, max_connections_per_peer, max_streams_per_connection,
     max_streams_per_peer      limits (streams: concurrently open, opened by the peer)
+    dht              run the Kademlia DHT on the shared UDP port (issue 5)
+    bootstrap        DHT nodes to join through: multiaddrs or HOST:PORT of their UDP
+                     port; empty: this node is the first node of a new network
+    dht_server       None (auto): the first node of a network is a DHT server; a joining
+                     node first connects to its bootstrap node over QUIC, which dials it
+                     back (seed 000, AutoNAT-style), and serves only if that worked.
+                     False: query the DHT but never enter others' routing tables (a node
+                     that is not publicly reachable); True: always a full DHT node
+    publish          sign our announcement (seed 004, next persisted sequence number)
+                     with our addresses and keep it stored in the DHT
+    rng_seed         seed of the DHT's random choices (simulations); None: fresh
     """
 
     data_dir: Path
@@ -58,6 +69,6 @@ class NodeConfig:
     max_streams_per_peer: int = 256
     dht: bool = True
     bootstrap: tuple[str, ...] = ()
-    dht_server: bool = True
+    dht_server: bool | None = None
     publish: bool = True
     rng_seed: int | None = None

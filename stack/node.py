@@ -91,6 +91,7 @@ PROTO_ECHO = b"/p2pstack/echo/1"
 MAX_PROTOCOL_NAME = 64
 MAX_IDENTIFY = 4096
 MAX_ECHO = 64 * 1024
+ADDRESS_CHECK_INTERVAL = 60.0  # seconds between checks that our addresses are unchanged
 
 
 # ------------------------------------------------------------------------------ events
@@ -260,8 +261,10 @@ class Node:
         assert self.endpoint is not None
         rng = random.Random(self.config.rng_seed if self.config.rng_seed is not None
                             else os.urandom(16))
-        core = DhtCore(self.identity, AnnouncementValidator(), rng,
-                       DhtConfig(server=self.config.dht_server))
+        server = self.config.dht_server
+        if server is None:  # auto: proven in join() unless we found the network
+            server = not self.config.bootstrap
+        core = DhtCore(self.identity, AnnouncementValidator(), rng, DhtConfig(server=server))
         self.dht = DhtDriver(core, self.endpoint, self.clock)
         self.demux.register_p2p(DHT_BYTE, self.dht.receive_batch)
 
@@ -283,11 +286,38 @@ class Node:
         if self.config.bootstrap:
             addrs = [await _resolve_ipv4(parse_address(text).address)
                      for text in self.config.bootstrap]
+            if self.config.dht_server is None:
+                dht.core.set_server(await self._probe_reachability(addrs[0]))
             peers = await dht.bootstrap(addrs, timeout)
         if self.config.publish:
             dht.set_record_source(self._sign_announcement)
             self._spawn(self._keep_published(timeout))
         return peers
+
+    async def _probe_reachability(self, addr: Address) -> bool:
+        """Are we publicly reachable? Connect to ``addr`` over QUIC and wait for its
+        dial-back verdict (seed 000). Only a node others can reach may enter their DHT
+        routing tables; anything short of a successful dial-back says no."""
+        reachable = False
+        if self.quic is not None:
+            queue = self.subscribe()
+            try:
+                conn = await asyncio.wait_for(self.connect(PeerAddress(*addr, "quic")),
+                                              self.options.handshake_timeout)
+                async with asyncio.timeout(self.config.dial_back_timeout
+                                           + self.options.handshake_timeout):
+                    while not (isinstance(event := await queue.get(), DialbackResult)
+                               and event.role == "dialer" and event.peer_id == conn.peer_id):
+                        pass
+                reachable = event.ok
+                conn.abort("reachability probe done")
+            except (StackError, TimeoutError) as exc:
+                log.info("dht.reachability_probe_failed", address=_addr_text(addr),
+                         error=str(exc) or type(exc).__name__)
+            finally:
+                self.unsubscribe(queue)
+        log.info("dht.mode", server=reachable, probed=_addr_text(addr))
+        return reachable
 
     def _announced_addrs(self) -> tuple[str, ...]:
         # The record names its peer id already: drop the /p2p/<id> suffix to save bytes.
@@ -332,11 +362,17 @@ class Node:
         while True:
             try:
                 await self.announce(timeout)
-                return
+                break
             except PublishFailed as exc:
                 log.debug("dht.publish_retry", error=str(exc), retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60.0)
+        while True:  # then watch our addresses: a new one is announced within a minute
+            await asyncio.sleep(ADDRESS_CHECK_INTERVAL)
+            try:
+                await self.republish_if_moved(timeout)
+            except StackError as exc:
+                log.warning("dht.republish_failed", error=str(exc))
 
     async def republish_if_moved(self, timeout: float = 30.0) -> bool:
         """Publish again if our addresses differ from the published ones (e.g. after a

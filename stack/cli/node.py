@@ -41,9 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not dial accepted peers back (seed 000)")
     p.add_argument("--no-tls", action="store_true", help="QUIC only")
     add_bootstrap_flag(p, "join the DHT through this node")
-    p.add_argument("--dht-client", action="store_true",
-                   help="query the DHT but stay out of others' routing tables "
-                        "(for a node that is not publicly reachable)")
+    p.add_argument("--dht-mode", choices=["auto", "server", "client"], default="auto",
+                   help="auto (default): serve the DHT if the bootstrap node can dial us "
+                        "back; client: query only, stay out of others' routing tables")
     add_json_flag(p)
     p.set_defaults(handler=run_node)
 
@@ -90,7 +90,7 @@ def _config(args: argparse.Namespace, **overrides: Any) -> NodeConfig:
 def run_node(args: argparse.Namespace) -> int:
     config = _config(args, trust_policy=args.trust_policy, dial_back=not args.no_dial_back,
                      tls=not args.no_tls, bootstrap=bootstrap_addrs(args),
-                     dht_server=not args.dht_client)
+                     dht_server={"auto": None, "server": True, "client": False}[args.dht_mode])
     return asyncio.run(_serve(config, args.json))
 
 

@@ -26,7 +26,7 @@ async def _network(tmp_path, count):
     for i in range(count):
         boot = () if i == 0 else (f"127.0.0.1:{nodes[0].udp_address[1]}",)
         node = Node(NodeConfig(data_dir=tmp_path / f"n{i}", listen=("127.0.0.1", 0),
-                               tls=False, bootstrap=boot, dial_back=False))
+                               tls=False, bootstrap=boot, dial_back_timeout=3.0))
         await node.start()
         queues.append(node.subscribe())
         await node.join(timeout=10)
@@ -56,6 +56,31 @@ async def test_nodes_publish_resolve_and_connect_by_peer_id(tmp_path):
             assert conn.peer_id == nodes[-1].peer_id and reply == b"found you"
         finally:
             await client.stop(0.1)
+    finally:
+        await asyncio.gather(*(n.stop(0.1) for n in nodes))
+
+
+async def test_auto_mode_serves_the_dht_only_when_dialed_back(tmp_path):
+    nodes, _ = await _network(tmp_path, 2)  # node 1 was dialed back by node 0
+    try:
+        assert nodes[0].dht.core.server and nodes[1].dht.core.server
+        # a bootstrap node that never dials back: the joiner cannot prove reachability
+        closed = Node(NodeConfig(data_dir=tmp_path / "closed", listen=("127.0.0.1", 0),
+                                 tls=False, dial_back=False))
+        await closed.start()
+        await closed.join()
+        joiner = Node(NodeConfig(data_dir=tmp_path / "joiner", listen=("127.0.0.1", 0),
+                                 tls=False, dial_back_timeout=1.0, handshake_timeout=2.0,
+                                 bootstrap=(f"127.0.0.1:{closed.udp_address[1]}",)))
+        await joiner.start()
+        try:
+            await joiner.join(timeout=10)
+            assert joiner.dht.core.server is False
+            # a client queries, but the bootstrap node does not add it to its table
+            table = await closed.dht.lookup(joiner.peer_id.dht_key, timeout=5)
+            assert joiner.peer_id.multihash not in {p.peer_id for p in table}
+        finally:
+            await asyncio.gather(joiner.stop(0.1), closed.stop(0.1))
     finally:
         await asyncio.gather(*(n.stop(0.1) for n in nodes))
 
