@@ -133,9 +133,10 @@ class IdentityReceived:
 @dataclass(frozen=True)
 class DialbackResult:
     """Seed 000's reverse connection. ``role="listener"``: we dialed ``peer_id`` back;
-    ``role="dialer"``: ``peer_id`` dialed us back and told us the outcome."""
+    ``role="dialer"``: ``peer_id`` dialed us back and told us the outcome. ``ok`` is
+    None when the peer ended the exchange without a verdict (it does not dial back)."""
     peer_id: PeerId
-    ok: bool
+    ok: bool | None
     address: str | None
     error: str | None
     role: str
@@ -309,7 +310,7 @@ class Node:
                     while not (isinstance(event := await queue.get(), DialbackResult)
                                and event.role == "dialer" and event.peer_id == conn.peer_id):
                         pass
-                reachable = event.ok
+                reachable = event.ok is True
                 conn.abort("reachability probe done")
             except (StackError, TimeoutError) as exc:
                 log.info("dht.reachability_probe_failed", address=_addr_text(addr),
@@ -633,16 +634,18 @@ class Node:
             raw = await asyncio.wait_for(
                 stream.next_message(MAX_IDENTIFY),
                 self.config.dial_back_timeout + self.options.handshake_timeout + 5)
-            if raw is None:
-                return
-            obj = msgpack.unpackb(raw)
-            if not isinstance(obj, dict) or not isinstance(obj.get("ok"), bool):
-                return
-            address = obj.get("address")
-            error = obj.get("error")
-            result = DialbackResult(conn.peer_id, obj["ok"],
-                                    address if isinstance(address, str) else None,
-                                    error if isinstance(error, str) else None, "dialer")
+            if raw is None:  # the listener does no dial-backs: settle at once, no verdict
+                result = DialbackResult(conn.peer_id, None, None,
+                                        "the peer does not dial back", "dialer")
+            else:
+                obj = msgpack.unpackb(raw)
+                if not isinstance(obj, dict) or not isinstance(obj.get("ok"), bool):
+                    return
+                address = obj.get("address")
+                error = obj.get("error")
+                result = DialbackResult(conn.peer_id, obj["ok"],
+                                        address if isinstance(address, str) else None,
+                                        error if isinstance(error, str) else None, "dialer")
             self.reachability[conn.peer_id] = result
             self._emit(result, "dialback.result")
 

@@ -70,8 +70,11 @@ async def _demo(tmp: Path, count: int, timeout: float, say: Any) -> dict[str, An
             nodes.append(node)
             queue = node.subscribe()
             peers = await node.join(timeout=timeout)
+            assert node.dht is not None
+            role = ("DHT server (dialed back)" if node.dht.core.server
+                    else "DHT client (not dialed back)")
             say(f"  node{i + 1} {node.peer_id}  udp {node.udp_address[1]}"
-                + ("  (founds the DHT)" if i == 0 else f"  (bootstrapped, knows {peers})"))
+                + ("  founds the DHT" if i == 0 else f"  bootstrapped, knows {peers}, {role}"))
             node._demo_queue = queue  # type: ignore[attr-defined]
 
         say("publishing signed announcements ...")
@@ -106,7 +109,7 @@ async def _demo(tmp: Path, count: int, timeout: float, say: Any) -> dict[str, An
                 dialback = await _wait_for(queue, DialbackResult, timeout)
                 a.unsubscribe(queue)
                 entry.update(ok=reply == f"hello from node{i + 1}".encode(),
-                             rtt_ms=round(rtt * 1000, 3), mutual_trust=dialback.ok)
+                             rtt_ms=round(rtt * 1000, 3), mutual_trust=dialback.ok is True)
                 say(f"  {entry['from']} -> {entry['to']}: echo ok, rtt {entry['rtt_ms']} ms, "
                     f"dial-back {'ok (mutual trust)' if dialback.ok else 'failed'}")
             except (StackError, TimeoutError) as exc:

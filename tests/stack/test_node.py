@@ -272,3 +272,13 @@ async def test_host_name_and_ip_share_one_tofu_pin(nodes):
     await client.connect(f"localhost:{port}")
     await client.connect(f"127.0.0.1:{port}")
     assert [p.address for p in client.trust.address_pins()] == [f"127.0.0.1:{port}"]
+
+
+async def test_a_peer_that_does_not_dial_back_settles_the_verdict_as_unknown(nodes):
+    """The dialer learns at once that no verdict is coming (no wait for a timeout)."""
+    server = await nodes(dial_back=False)
+    client = await nodes(dial_back=False)
+    events = client.subscribe()
+    await client.connect(f"127.0.0.1:{server.udp_address[1]}")
+    result = await wait_event(events, DialbackResult, role="dialer")
+    assert result.ok is None and result.peer_id == server.peer_id
