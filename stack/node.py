@@ -194,6 +194,9 @@ class Node:
         self.dht: DhtDriver | None = None
         self.published: Announcement | None = None
         self._published_addrs: tuple[str, ...] | None = None
+        self._record: bytes | None = None  # our latest signed announcement
+        self._replicas = 0                 # DHT nodes that stored it at our last put
+        self._table_at_put = 0             # our routing-table size at that put
 
     @property
     def peer_id(self) -> PeerId:
@@ -344,12 +347,15 @@ class Node:
                 addrs = addrs[:-1]
         self.published = announcement_of(record)
         self._published_addrs = self._announced_addrs()
+        self._record = record
         return record
 
     async def announce(self, timeout: float = 30.0) -> int:
         """Sign and publish our announcement now; returns how many DHT nodes stored it.
         ``PublishFailed`` when none did."""
-        stored = await self._dht().publish(self._sign_announcement(), timeout)
+        dht = self._dht()
+        stored = await dht.publish(self._sign_announcement(), timeout)
+        self._replicas, self._table_at_put = stored, len(dht.core.table)
         assert self.published is not None
         self._emit(AnnouncementPublished(self.peer_id, self.published.seq, stored,
                                          self.published.addrs), "dht.published")
@@ -371,9 +377,28 @@ class Node:
         while True:  # then watch our addresses: a new one is announced within a minute
             await asyncio.sleep(ADDRESS_CHECK_INTERVAL)
             try:
-                await self.republish_if_moved(timeout)
+                if not await self.republish_if_moved(timeout):
+                    await self._replicate_if_grown(timeout)
             except StackError as exc:
                 log.warning("dht.republish_failed", error=str(exc))
+
+    async def _replicate_if_grown(self, timeout: float) -> None:
+        """Put the same record again when it sits on fewer than k nodes and our routing
+        table has grown since the last put.
+
+        Why: a node that publishes while the network is small (the first nodes of a
+        network always do) stores its record on the few nodes there are; as nodes join,
+        those need no longer be among the k closest to its key, so lookups that converge
+        on the k closest miss it until the driver's next re-put (hours). This is
+        Kademlia's store-on-join, done by the publisher (issue 5: republishing is the
+        publisher's job). It costs nothing once the record has k replicas."""
+        dht = self._dht()
+        table = len(dht.core.table)
+        if (self._record is None or self._replicas >= dht.core.config.k
+                or table <= self._table_at_put):
+            return
+        self._replicas, self._table_at_put = await dht.publish(self._record, timeout), table
+        log.debug("dht.replicated", replicas=self._replicas, table=table)
 
     async def republish_if_moved(self, timeout: float = 30.0) -> bool:
         """Publish again if our addresses differ from the published ones (e.g. after a

@@ -1,0 +1,309 @@
+"""The whole Node (QUIC, STUN, DHT, trust, dial-back) on the simulated network and virtual
+clock: the same code as on real sockets, seeded and reproducible (issue 5, section 4).
+
+Every run is fixed by one seed: it draws the identities, the DHT rng seeds and the
+network's jitter and loss. Failure messages name the seed; rerun a scenario with that
+seed to get the same run (``test_same_seed_same_run`` checks that this holds).
+
+Nodes listen on their own simulated IP (not ``0.0.0.0``, which would make the Node ask
+the real host's resolver for its addresses). ``tls=False``: the simulator carries UDP
+only.
+
+What the runs show about AutoNAT (``NodeConfig.dht_server=None``), for a node behind
+each NAT kind joining through a public bootstrap node. The node probes by dialing the
+bootstrap node over QUIC from its shared UDP port, and the bootstrap node dials back to
+the observed IP and the advertised port *from its own shared UDP port*, i.e. from the
+very IP and port the joiner has just sent to:
+
+==========================  ======  ===========================================
+NAT kind                    server  why
+==========================  ======  ===========================================
+none                        yes     reachable
+full-cone (EIM + EIF)       yes     reachable by anyone: right
+restricted-cone (EIM+ADF)   yes     the filter admits the IP we sent to; other
+                                    IPs are filtered: a false positive
+port-restricted (EIM+APDF)  yes     the filter admits the IP *and port* we sent
+                                    to, and the dial-back comes from exactly
+                                    there: a false positive
+symmetric (APDM + APDF)     no      the mapping towards the bootstrap node has a
+                                    random port, the advertised one has none
+==========================  ======  ===========================================
+
+The two false positives are marked ``xfail(strict=True)`` below: a dial-back only tells
+something when it comes from an address the joiner has not sent to (another port or
+node). The same tests show that a NATed node announces its *private* address, so a
+public node resolves its announcement but cannot dial it by peer id, not even behind a
+full-cone NAT (``xfail`` too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import astuple
+from pathlib import Path
+
+import pytest
+
+from simulations.network import SimNetwork
+from simulations.vtime import current_clock, run_virtual
+from stack.config import NodeConfig
+from stack.identity import Identity
+from stack.node import ADDRESS_CHECK_INTERVAL, AnnouncementPublished, DialbackResult, Node
+
+PORT = 39001
+BOOT = f"198.51.100.1:{PORT}"
+# A record published while the network was small is re-put within a minute once our
+# table grows (Node._replicate_if_grown); lookups run after that has happened.
+SETTLE = 2.5 * ADDRESS_CHECK_INTERVAL
+NAT_KINDS = ("none", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric")
+
+
+def public_ip(i: int) -> str:
+    return f"198.51.100.{i + 1}"
+
+
+class Sim:
+    """One seeded simulated network of Nodes (call inside ``run_virtual``)."""
+
+    def __init__(self, tmp: Path, seed: int, *, loss: float = 0.0) -> None:
+        self.seed = seed
+        self.tmp = tmp
+        self.rng = random.Random(seed)
+        self.net = SimNetwork(self.rng, latency=0.02, jitter=0.005, loss=loss)
+        self.clock = current_clock()
+        self.nodes: list[Node] = []
+        self.published: dict[Node, asyncio.Task[AnnouncementPublished]] = {}
+
+    def fail(self, what: str) -> str:
+        return f"seed={self.seed}: {what}"
+
+    async def add(self, host, ip: str, **overrides) -> Node:
+        """Start a node on ``host`` listening on ``ip`` and join through node 0."""
+        overrides.setdefault("bootstrap", (BOOT,) if self.nodes else ())
+        config = NodeConfig(data_dir=self.tmp / f"n{len(self.nodes)}", listen=(ip, PORT),
+                            tls=False, identity=Identity.from_rng(self.rng),
+                            rng_seed=self.rng.getrandbits(64), dial_back_timeout=3.0,
+                            **overrides)
+        node = Node(config, network=host, clock=self.clock)
+        self.nodes.append(node)  # before start: stop() covers a failed join too
+        queue = node.subscribe()
+        await node.start()
+        self.published[node] = asyncio.ensure_future(_first(queue, AnnouncementPublished))
+        await node.join(timeout=30)
+        return node
+
+    async def add_public(self, count: int) -> list[Node]:
+        made = []
+        for _ in range(count):
+            ip = public_ip(len(self.nodes))
+            made.append(await self.add(self.net.add_host(ip), ip))
+        return made
+
+    async def announcement(self, node: Node) -> AnnouncementPublished:
+        return await asyncio.wait_for(self.published[node], 120)
+
+    async def stop(self) -> None:
+        for task in self.published.values():
+            task.cancel()
+        await asyncio.gather(*(n.stop(0.1) for n in self.nodes), return_exceptions=True)
+
+
+async def _first(queue: asyncio.Queue, kind: type):
+    while not isinstance(event := await queue.get(), kind):
+        pass
+    return event
+
+
+def simulate(tmp: Path, seed: int, scenario, **kw):
+    """Run ``scenario(sim)`` on virtual time; the nodes are stopped whatever happens."""
+    async def main():
+        sim = Sim(tmp, seed, **kw)
+        try:
+            return await scenario(sim)
+        finally:
+            await sim.stop()
+    return run_virtual(main())
+
+
+# ------------------------------------------------------------------- public network
+
+@pytest.mark.parametrize("seed, loss", [(11, 0.0), (12, 0.02)])
+def test_thirty_public_nodes_resolve_and_connect_by_peer_id(tmp_path, seed, loss):
+    """30 nodes join through node 0 and publish; each resolves 6 others; nodes that have
+    never met dial each other by peer id alone (address from the DHT) and echo."""
+
+    async def scenario(sim: Sim):
+        nodes = await sim.add_public(30)
+        events = [await sim.announcement(n) for n in nodes]
+        assert all(n.dht.core.server for n in nodes), sim.fail("a public node is a client")
+        assert all(e.stored >= 1 for e in events), sim.fail("an announcement was not stored")
+        await asyncio.sleep(SETTLE)
+
+        failures, total = [], 0
+        for a in nodes:
+            for b in sim.rng.sample([n for n in nodes if n is not a], 6):
+                total += 1
+                try:
+                    ann = await a.resolve(b.peer_id, timeout=30)
+                    assert ann.peer_id == b.peer_id
+                    assert ann.addrs == (f"/ip4/{b.udp_address[0]}/udp/{PORT}/quic-v1",)
+                except Exception as exc:  # noqa: BLE001 - counted, reported with the seed
+                    failures.append(f"{nodes.index(a)}->{nodes.index(b)}: {exc!r}")
+        assert not failures, sim.fail(f"{len(failures)}/{total} lookups failed: {failures}")
+
+        echoed = 0
+        for i in range(1, 30):  # node 0 dialed everyone back: skip it, it knows addresses
+            a, b = nodes[i], nodes[1 + (i * 7) % 29]
+            if a is b or a.trust.get(b.peer_id) is not None:
+                continue
+            conn, reply, _ = await a.echo(b.peer_id, b"hello %d" % i)
+            assert conn.peer_id == b.peer_id, sim.fail(f"{i}: wrong peer")
+            assert conn.remote_address == b.udp_address, sim.fail(f"{i}: wrong address")
+            assert reply == b"hello %d" % i, sim.fail(f"{i}: echo mismatch")
+            echoed += 1
+        assert echoed >= 20, sim.fail(f"only {echoed} pairs were strangers")
+        return sim.net.stats
+
+    stats = simulate(tmp_path, seed, scenario, loss=loss)
+    assert (stats.dropped_loss > 0) == (loss > 0), f"seed={seed}: {stats}"
+
+
+def test_same_seed_same_run(tmp_path):
+    """Reproducible: one seed gives the same datagram counts and the same virtual time."""
+
+    async def scenario(sim: Sim):
+        nodes = await sim.add_public(6)
+        for n in nodes:
+            await sim.announcement(n)
+        ann = await nodes[5].resolve(nodes[1].peer_id)
+        return astuple(sim.net.stats), sim.clock.now(), [str(n.peer_id) for n in nodes], ann.seq
+
+    first = simulate(tmp_path / "a", 5, scenario)
+    assert simulate(tmp_path / "b", 5, scenario) == first, "seed=5: two runs differ"
+
+
+# ---------------------------------------------------------------------- NAT kinds
+
+# AutoNAT outcome observed per kind (see the module docstring for why).
+OBSERVED_SERVER = {"none": True, "full-cone": True, "restricted-cone": True,
+                   "port-restricted-cone": True, "symmetric": False}
+
+
+async def _nat_network(sim: Sim, public: int = 8) -> tuple[list[Node], dict[str, Node]]:
+    """``public`` public nodes, then one node behind each NAT kind (joining through node 0)."""
+    publics = await sim.add_public(public)
+    nated: dict[str, Node] = {}
+    for j, kind in enumerate(NAT_KINDS):
+        host = sim.net.add_nat_kind(f"203.0.113.{j + 1}", kind).add_host("10.0.0.2")
+        nated[kind] = await sim.add(host, host.ip)
+    return publics, nated
+
+
+def _nat_run(tmp_path: Path, seed: int, check):
+    async def scenario(sim: Sim):
+        publics, nated = await _nat_network(sim)
+        return await check(sim, publics, nated)
+    return simulate(tmp_path, seed, scenario)
+
+
+def test_autonat_outcome_per_nat_kind_and_nated_nodes_publish(tmp_path):
+    seed = 21
+
+    async def check(sim: Sim, publics: list[Node], nated: dict[str, Node]):
+        outcome = {kind: n.dht.core.server for kind, n in nated.items()}
+        assert outcome == OBSERVED_SERVER, sim.fail(f"AutoNAT outcome {outcome}")
+        # The joiner heard the verdict: dialed back at its NAT's public address.
+        for j, (kind, node) in enumerate(nated.items()):
+            verdict = node.reachability[publics[0].peer_id]
+            assert verdict.ok is OBSERVED_SERVER[kind], sim.fail(f"{kind}: {verdict}")
+            assert verdict.address == f"203.0.113.{j + 1}:{PORT}", sim.fail(f"{kind}: {verdict}")
+        await asyncio.sleep(SETTLE)
+        for kind, node in nated.items():
+            # Servers and clients alike publish (a client STOREs as any querier does) ...
+            event = await sim.announcement(node)
+            assert event.stored >= 1, sim.fail(f"{kind}: not stored")
+            # ... a public node resolves the announcement, and the NATed node resolves others.
+            ann = await publics[-1].resolve(node.peer_id, timeout=30)
+            assert ann.peer_id == node.peer_id and ann.seq == event.seq, sim.fail(kind)
+            other = await node.resolve(publics[-2].peer_id, timeout=30)
+            assert other.peer_id == publics[-2].peer_id, sim.fail(kind)
+            in_tables = sum(any(c.peer_id == node.peer_id.multihash for c in p.dht.core.table)
+                            for p in publics)
+            if OBSERVED_SERVER[kind]:
+                assert in_tables >= 1, sim.fail(f"{kind}: a server no public node knows")
+            else:  # a client queries but enters nobody's routing table
+                assert in_tables == 0, sim.fail(f"{kind}: a client in {in_tables} tables")
+
+    _nat_run(tmp_path, seed, check)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "AutoNAT false positive: the bootstrap node dials back from the UDP port the joiner "
+    "just sent to, which a restricted or port-restricted cone NAT admits; other nodes "
+    "cannot reach the joiner. The dial-back must come from another port or node."))
+def test_only_reachable_nodes_serve_the_dht(tmp_path):
+    async def check(sim: Sim, publics, nated):
+        outcome = {kind: n.dht.core.server for kind, n in nated.items()}
+        want = {"none": True, "full-cone": True, "restricted-cone": False,
+                "port-restricted-cone": False, "symmetric": False}
+        assert outcome == want, sim.fail(f"AutoNAT outcome {outcome}")
+
+    _nat_run(tmp_path, 22, check)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a NATed node announces its private listen address (10.0.0.2), not the public one "
+    "its bootstrap node dialed back, so nobody can dial it by peer id"))
+def test_public_node_connects_to_a_full_cone_node_by_peer_id(tmp_path):
+    async def check(sim: Sim, publics, nated):
+        node = nated["full-cone"]
+        await sim.announcement(node)
+        conn, reply, _ = await publics[3].echo(node.peer_id, b"through the NAT")
+        assert reply == b"through the NAT", sim.fail("echo")
+
+    _nat_run(tmp_path, 23, check)
+
+
+# ---------------------------------------------------------------------------- idle
+
+def test_idle_hours_are_cheap_and_announcements_are_refreshed(tmp_path):
+    """20 joined nodes idle for 16 simulated hours. Each idle hour costs a handful of
+    datagrams per node (DHT liveness probes); the DHT driver re-puts each announcement
+    every 4 h and, once it is past half the 24 h freshness window, asks the Node (its
+    record source) for a freshly signed one: a higher seq that others then resolve."""
+    seed, count = 31, 20
+
+    async def scenario(sim: Sim):
+        start = sim.clock.now()
+        nodes = await sim.add_public(count)
+        first = {n: (await sim.announcement(n)).seq for n in nodes}
+        await asyncio.sleep(SETTLE)
+        assert not any(n.connections for n in nodes), sim.fail("probe connections left open")
+
+        sent, wall = sim.net.stats.sent, time.perf_counter()
+        await asyncio.sleep(3600.0)
+        idle_hour = sim.net.stats.sent - sent
+        hour_wall = time.perf_counter() - wall
+        # DHT refresh: one FIND_NODE round trip per node every 450-900 s, ~11 datagrams
+        # a node an hour; 20 leaves room for challenges and jitter, nothing for a leak.
+        assert idle_hour <= 20 * count, sim.fail(f"{idle_hour} datagrams in an idle hour")
+        assert all(n.published.seq == first[n] for n in nodes), sim.fail("re-signed early")
+
+        # The re-put schedule starts at a node's first publish attempt, so a record signed
+        # later (node 0 retries until someone joins) is renewed at the 16 h re-put instead
+        # of the 12 h one: still well inside the 24 h window.
+        await asyncio.sleep(16 * 3600.0 + 600.0 - (sim.clock.now() - start))
+        stale = [i for i, n in enumerate(nodes) if n.published.seq == first[n]]
+        assert not stale, sim.fail(f"nodes {stale} not re-signed")
+        for i, n in enumerate(nodes):
+            ann = await nodes[(i + 5) % count].resolve(n.peer_id, timeout=30)
+            assert ann.seq == n.published.seq, sim.fail(f"node {i} resolves seq {ann.seq}")
+            age = sim.clock.now() - ann.timestamp_ms / 1000
+            assert age < 5 * 3600, sim.fail(f"node {i}: announcement {age:.0f} s old")
+        return idle_hour, hour_wall
+
+    idle_hour, hour_wall = simulate(tmp_path, seed, scenario)
+    print(f"seed={seed}: idle hour of {count} nodes: {idle_hour} datagrams, "
+          f"{hour_wall:.2f} s wall")
