@@ -10,12 +10,16 @@
     core.put(record, now) / publish(record, now)  -> op id (its result is one event)
 
 Rules:
-- Identity binding: a peer enters the routing table only after signing
-  ``PROOF_DOMAIN || txid`` for a request we sent to its address; we ask for that proof
-  only when it would change the table (``RoutingTable.wants``), so crypto is spent once
-  per contact. A request from an unknown server-mode peer triggers a PING challenge to its
-  source address. A bad or missing proof is counted as ``proof_failed`` (Sybil ids without
-  keys end there). Addresses change only through a new proof.
+- Identity binding: a peer enters the routing table only after signing a fresh nonce we
+  sent to its address: ``PROOF_DOMAIN || txid`` in its reply to our request, or
+  ``PROVE_DOMAIN || challenge`` in a one-way PROVE answering the ``challenge`` we put in
+  our reply to its request. We ask for a proof only when it would change the table
+  (``RoutingTable.wants``), so crypto is spent once per contact. A request from an
+  unknown server-mode peer gets a counter-challenge in its reply (single use, expires
+  after ``prove_window``), so a mutual proof costs 3 datagrams (request, reply with proof
+  and challenge, PROVE). A bad or missing proof is counted as ``proof_failed`` (Sybil ids
+  without keys end there); a PROVE for no pending challenge of that peer at that address
+  as ``unexpected_prove``. Addresses change only through a new proof.
 - Client mode (``config.server = False``): requests carry no server flag, so nobody adds us.
 - Limits: datagrams over ``MAX_DATAGRAM`` and malformed ones are counted drops; requests
   are rate-limited per source address; replies to a requester without our cookie (even
@@ -29,7 +33,8 @@ Rules:
 ``stats`` keys: oversize, malformed, unexpected_reply, rate_limited, self_request,
 amplification_drop (a reply that cannot fit even without contacts), peer_mismatch (the
 wrong peer answered at an address), proof_failed (a missing or bad identity proof: Sybil
-ids without keys), proof_ok, challenge_sent, timeout, store_<result> (STOREs we served,
+ids without keys), proof_ok, challenge_sent (PING challenges and counter-challenges),
+unexpected_prove, timeout, store_<result> (STOREs we served,
 see ``discovery.records``), get_rejected_<code> (invalid records a GET was offered),
 put_rejected_<result> (replicas refusing our STORE), repairs (stale holders updated).
 """
@@ -51,8 +56,8 @@ from discovery.records import RecordInfo, RecordStore, RecordValidator, dht_key_
 from discovery.routing import RoutingTable, RttEstimator
 from discovery.wire import (FIND_NODE, FIND_VALUE, FLAG_SERVER, FLAG_TRUNCATED,
                             FLAG_WANT_PROOF, MAX_DATAGRAM, MAX_RECORD, PING, PROOF_DOMAIN,
-                            STORE, Reply, Request, WireContact, decode, encode_reply,
-                            encode_request)
+                            PROVE, PROVE_DOMAIN, STORE, Reply, Request, WireContact, decode,
+                            encode_reply, encode_request)
 from stack.identity import Identity, verify_signature
 from stack.net import Address
 
@@ -83,6 +88,7 @@ class DhtConfig:
     amplification: int = 3           # reply <= 3 x request for sources without our cookie
     min_unvalidated_request: int = 400  # pad un-cookied requests so a full reply fits
     challenge_backoff: float = 60.0  # do not re-challenge the same (peer, address) sooner
+    prove_window: float = 10.0       # a counter-challenge must be answered within this
     maintenance_interval: float = 300.0  # record expiry and republish checks
 
 
@@ -106,6 +112,7 @@ class _Rpc:
     data: bytes
     retries_left: int
     retransmitted: bool = False
+    asking: bool = False     # counted in DhtCore._asking until it ends
 
 
 class DhtCore:
@@ -126,6 +133,12 @@ class DhtCore:
         self._limiter = RateLimiter(config.rate, config.burst)
         self._their_cookies: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
         self._challenged: dict[tuple[int, Address], float] = {}
+        # counter-challenge nonce -> (peer id, address, sent at); single use
+        self._pending_proves: dict[bytes, tuple[bytes, Address, float]] = {}
+        # (node id, address) we have a proof request out to, and how many per bucket: a
+        # peer is asked once at a time, and a bucket no more often than it has room
+        self._asking: set[tuple[int, Address]] = set()
+        self._asking_in: Counter[int] = Counter()
         self._rtt = RttEstimator()
         self._rpcs: dict[bytes, _Rpc] = {}
         self._timers: list[tuple[float, bytes]] = []
@@ -155,6 +168,7 @@ class DhtCore:
                 self.stats["unexpected_reply"] += 1
                 return
             del self._rpcs[msg.txid]
+            self._release(rpc)
             self._on_reply(rpc, msg, now)
 
     def outgoing(self) -> list[tuple[bytes, Address]]:
@@ -194,6 +208,7 @@ class DhtCore:
                 self._out.append((rpc.data, rpc.addr))
                 continue
             del self._rpcs[txid]
+            self._release(rpc)
             self.stats["timeout"] += 1
             self._fail(rpc, now)
         if self._next_refresh is not None and now >= self._next_refresh:
@@ -266,6 +281,9 @@ class DhtCore:
         if req.sender == self.peer_id:
             self.stats["self_request"] += 1
             return
+        if req.kind == PROVE:
+            self._on_prove(req, addr, now)
+            return
         sender_id = _node_id(req.sender)
         validated = self._cookies.check(req.cookie, addr, now)
         contacts: list[WireContact] = []
@@ -273,8 +291,7 @@ class DhtCore:
         result = ""
         if req.kind in (FIND_NODE, FIND_VALUE):
             target = int.from_bytes(req.target, "big")
-            contacts = [WireContact(c.peer_id, c.addr)
-                        for c in self.table.closest(target, self.config.k + 1)
+            contacts = [c.wire for c in self.table.closest(target, self.config.k + 1)
                         if c.node_id != sender_id][:self.config.k]
             if req.kind == FIND_VALUE:
                 record = self.store.get(req.target, now)
@@ -283,8 +300,10 @@ class DhtCore:
             self.stats["store_" + result] += 1
         flags = FLAG_SERVER if self.server else 0
         proof = self.identity.sign(PROOF_DOMAIN + req.txid) if req.want_proof else b""
+        challenge = self._consider(req.sender, sender_id, addr, now) if req.server else b""
         reply = Reply(req.kind, req.txid, self.peer_id, flags, proof,
-                      self._cookies.make(addr, now), tuple(contacts), record, result)
+                      self._cookies.make(addr, now), tuple(contacts), record, result,
+                      challenge)
         data = encode_reply(reply)
         if not validated:
             data = self._fit(reply, data, self.config.amplification * size)
@@ -292,8 +311,6 @@ class DhtCore:
                 self.stats["amplification_drop"] += 1
                 return
         self._out.append((data, addr))
-        if req.server:
-            self._consider(req.sender, sender_id, addr, now)
 
     def _fit(self, reply: Reply, data: bytes, budget: int) -> bytes | None:
         """Shrink a reply to ``budget`` bytes: trim far contacts, then withhold the record."""
@@ -312,29 +329,84 @@ class DhtCore:
                 return None
             data = encode_reply(Reply(reply.kind, reply.txid, reply.responder, flags,
                                       reply.proof, reply.cookie, tuple(contacts), record,
-                                      reply.result))
+                                      reply.result, reply.challenge))
         return data
 
-    def _consider(self, peer_id: bytes, node_id: int, addr: Address, now: float) -> None:
-        """A server-mode peer contacted us: challenge it if it would change our table."""
+    def _consider(self, peer_id: bytes, node_id: int, addr: Address, now: float) -> bytes:
+        """A server-mode peer sent us a request: returns the counter-challenge nonce for
+        our reply if its proof would change our table, else b""."""
         known = self.table.get(node_id)
         if known is not None and known.addr == addr:
             self.table.record_success(node_id)
-            return
-        if not self.table.wants(node_id, addr):
+            return b""
+        if not self._wants(node_id, addr):
             self.table.add_candidate(peer_id, node_id, addr)
-            return
-        self._challenge(peer_id, node_id, addr, now)
+            return b""
+        if not self._may_challenge(node_id, addr, now):
+            return b""
+        nonce = self._rng.randbytes(8)
+        pending = self._pending_proves
+        if len(pending) > 4096:
+            oldest = now - self.config.prove_window
+            self._pending_proves = pending = {n: p for n, p in pending.items()
+                                              if p[2] >= oldest}
+        pending[nonce] = (peer_id, addr, now)
+        return nonce
 
-    def _challenge(self, peer_id: bytes, node_id: int, addr: Address, now: float) -> None:
+    def _on_prove(self, req: Request, addr: Address, now: float) -> None:
+        """A peer answers our counter-challenge: it holds its key and receives at ``addr``."""
+        pending = self._pending_proves.pop(req.txid, None)
+        if (pending is None or pending[0] != req.sender or pending[1] != addr
+                or now - pending[2] > self.config.prove_window):
+            self.stats["unexpected_prove"] += 1
+            return
+        if not verify_signature(req.sender[-32:], PROVE_DOMAIN + req.txid, req.proof):
+            self.stats["proof_failed"] += 1
+            return
+        self.stats["proof_ok"] += 1
+        node_id = _node_id(req.sender)
+        if self.table.add_proven(req.sender, node_id, addr):
+            # reply out, PROVE back: one round trip, as good an RTT sample as any
+            rtt = now - pending[2]
+            self._rtt.sample(rtt)
+            self.table.get(node_id).rtt.sample(rtt)
+
+    def _may_challenge(self, node_id: int, addr: Address, now: float) -> bool:
+        """At most one challenge per (peer, address) per ``challenge_backoff``."""
         key = (node_id, addr)
         if self._challenged.get(key, -_INF) > now:
-            return
+            return False
         if len(self._challenged) > 4096:
             self._challenged = {k: t for k, t in self._challenged.items() if t > now}
         self._challenged[key] = now + self.config.challenge_backoff
         self.stats["challenge_sent"] += 1
-        self._request(PING, addr, now, expected=peer_id, node_id=node_id, want_proof=True)
+        return True
+
+    def _wants(self, node_id: int, addr: Address) -> bool:
+        """Would a proof from ``node_id`` at ``addr`` change the table, counting the
+        proofs already asked for? (``RoutingTable.wants`` plus our requests in flight:
+        a second proof of the same peer, or one more than its bucket has room for, would
+        be a wasted signature and round trip.)"""
+        table = self.table
+        if (node_id, addr) in self._asking or not table.wants(node_id, addr):
+            return False
+        if table.get(node_id) is not None:
+            return True  # a new address: only a proof may move it
+        index = table.bucket_index(node_id)
+        return table.bucket_size(index) + self._asking_in[index] < table.k
+
+    def _release(self, rpc: _Rpc) -> None:
+        if rpc.asking:
+            rpc.asking = False
+            self._asking.discard((rpc.node_id, rpc.addr))
+            index = self.table.bucket_index(rpc.node_id)
+            self._asking_in[index] -= 1
+            if not self._asking_in[index]:
+                del self._asking_in[index]
+
+    def _challenge(self, peer_id: bytes, node_id: int, addr: Address, now: float) -> None:
+        if self._may_challenge(node_id, addr, now):
+            self._request(PING, addr, now, expected=peer_id, node_id=node_id, want_proof=True)
 
     # ---- replies to our requests -----------------------------------------------------
 
@@ -359,6 +431,11 @@ class DhtCore:
                 self.table.add_proven(rep.responder, node_id, rpc.addr)
         else:
             self.table.record_success(node_id)
+        if rep.challenge and self.server:
+            # The responder would add us: one signature, one datagram, no reply.
+            proof = self.identity.sign(PROVE_DOMAIN + rep.challenge)
+            self._out.append((encode_request(Request(PROVE, rep.challenge, self.peer_id,
+                                                     FLAG_SERVER, proof=proof)), rpc.addr))
         if rep.cookie:
             self._their_cookies[rpc.addr] = (rep.cookie, now)
             self._their_cookies.move_to_end(rpc.addr)
@@ -381,7 +458,7 @@ class DhtCore:
         table = self.table
         for wc in contacts:
             node_id = _node_id(wc.peer_id)
-            if table.get(node_id) is None and table.wants(node_id, wc.addr):
+            if table.get(node_id) is None and self._wants(node_id, wc.addr):
                 self._challenge(wc.peer_id, node_id, wc.addr, now)
 
     def _fail(self, rpc: _Rpc, now: float) -> None:
@@ -399,7 +476,7 @@ class DhtCore:
                  record: bytes = b"", want_proof: bool | None = None,
                  retries: int = 0) -> None:
         if want_proof is None:
-            want_proof = node_id is None or self.table.wants(node_id, addr)
+            want_proof = node_id is None or self._wants(node_id, addr)
         txid = self._rng.randbytes(8)
         while txid in self._rpcs:
             txid = self._rng.randbytes(8)
@@ -419,8 +496,12 @@ class DhtCore:
             else self._rtt
         cfg = self.config
         deadline = now + estimator.rto(cfg.initial_rto, cfg.min_rto, cfg.max_rto)
-        self._rpcs[txid] = _Rpc(txid, kind, addr, expected, node_id, want_proof, now,
-                                deadline, op, data, retries)
+        rpc = self._rpcs[txid] = _Rpc(txid, kind, addr, expected, node_id, want_proof, now,
+                                      deadline, op, data, retries)
+        if want_proof and node_id is not None and (node_id, addr) not in self._asking:
+            rpc.asking = True
+            self._asking.add((node_id, addr))
+            self._asking_in[self.table.bucket_index(node_id)] += 1
         heapq.heappush(self._timers, (deadline, txid))
         self._out.append((data, addr))
 
@@ -620,6 +701,13 @@ class _GetOp(_LookupOp):
 
     def stop(self) -> bool:
         return len(self.holders) >= self.core.config.quorum or self.lookup.done
+
+    def pump(self, now: float) -> None:
+        # Keep no more RPCs in flight than copies still missing: once the outstanding
+        # ones could complete the quorum, more would only be answered after we stop.
+        cfg = self.core.config
+        self.lookup.alpha = max(1, min(cfg.alpha, cfg.quorum - len(self.holders)))
+        super().pump(now)
 
     def _consider(self, record: bytes, now: float) -> RecordInfo | None:
         info = self.checked.get(record, ...)

@@ -44,13 +44,21 @@ class RateLimiter:
 
 
 class Cookies:
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, max_cached: int = 8192) -> None:
         self._secret = secret
+        self._max_cached = max_cached
+        self._cache: dict[tuple[Address, int], bytes] = {}  # (addr, epoch) -> cookie
 
     def make(self, addr: Address, now: float, epoch_offset: int = 0) -> bytes:
         epoch = int(now // COOKIE_EPOCH) + epoch_offset
-        msg = f"{addr[0]}:{addr[1]}:{epoch}".encode()
-        return hmac.digest(self._secret, msg, "sha256")[:8]
+        key = (addr, epoch)
+        cookie = self._cache.get(key)
+        if cookie is None:  # every request needs one: compute each HMAC once per epoch
+            if len(self._cache) >= self._max_cached:
+                self._cache.clear()
+            msg = f"{addr[0]}:{addr[1]}:{epoch}".encode()
+            cookie = self._cache[key] = hmac.digest(self._secret, msg, "sha256")[:8]
+        return cookie
 
     def check(self, cookie: bytes, addr: Address, now: float) -> bool:
         if len(cookie) != 8:

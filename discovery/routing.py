@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from discovery.wire import WireContact
 from stack.net import Address
 
 __all__ = ["Contact", "RttEstimator", "RoutingTable", "BITS"]
@@ -53,6 +54,10 @@ class Contact:
     addr: Address
     failures: int = 0
     rtt: RttEstimator = field(default_factory=RttEstimator)
+    wire: WireContact = field(init=False)  # how replies name it (kept with ``addr``)
+
+    def __post_init__(self) -> None:
+        self.wire = WireContact(self.peer_id, self.addr)
 
 
 class RoutingTable:
@@ -79,6 +84,9 @@ class RoutingTable:
     def bucket(self, index: int) -> list[Contact]:
         return list(self._buckets[index])
 
+    def bucket_size(self, index: int) -> int:
+        return len(self._buckets[index])
+
     def wants(self, node_id: int, addr: Address) -> bool:
         """Would a proof from ``node_id`` at ``addr`` change the table? (Spend crypto only then.)"""
         if node_id == self.own_id:
@@ -97,6 +105,7 @@ class RoutingTable:
         known = self._by_id.get(node_id)
         if known is not None:
             known.addr = addr
+            known.wire = WireContact(peer_id, addr)
             known.failures = 0
             bucket.remove(known)
             bucket.append(known)

@@ -3,13 +3,16 @@
 Rules of the format (golden bytes in tests/discovery/test_wire.py):
 
     request = 0x04 || msgpack [kind, txid, sender, flags, cookie, target, record, pad]
+    prove   = 0x04 || msgpack [5, nonce, sender, flags, cookie, b"", b"", pad, proof]
     reply   = 0x04 || msgpack [kind|0x80, txid, responder, flags, proof, cookie,
-                               contacts, record, result]
+                               contacts, record, result(, challenge)]
 
     field      type          meaning
     ---------  ------------  --------------------------------------------------------------
-    kind       int           PING=1, FIND_NODE=2, FIND_VALUE=3, STORE=4 (reply: | 0x80)
+    kind       int           PING=1, FIND_NODE=2, FIND_VALUE=3, STORE=4 (reply: | 0x80);
+                             PROVE=5 is one-way (never answered)
     txid       bin 8         random transaction id; also the identity challenge nonce
+                             (PROVE: the ``challenge`` of the reply it answers)
     sender /   bin 38        peer-id bytes of the sender (claimed, not yet verified: the
     responder                node id is SHA-256 of them; only a proof binds them)
     flags      int           bit 0: sender is a server (may enter routing tables);
@@ -21,8 +24,12 @@ Rules of the format (golden bytes in tests/discovery/test_wire.py):
     target     bin 0/32      FIND_NODE/FIND_VALUE/STORE: 256-bit key
     record     bin 0..1000   STORE: the signed announcement; reply: the stored one
     pad        bin           padding so an un-cookied request buys a full reply
-    proof      bin 0/64      Ed25519 signature by the responder's key over
-                             PROOF_DOMAIN || txid (only when asked)
+    proof      bin 0/64      reply: Ed25519 signature by the responder's key over
+                             PROOF_DOMAIN || txid (only when asked); PROVE: bin 64, the
+                             sender's signature over PROVE_DOMAIN || nonce
+    challenge  bin 8         optional last reply item: "I would add you to my table: send
+                             PROVE for this nonce" (a counter-challenge riding on the reply,
+                             so a mutual identity proof is 3 datagrams, not 4)
     contacts   array         [[peer-id bin 38, IPv4 bin 4, port int], ...]
     result     str           STORE outcome ("stored", "unchanged", "stale_seq", ...)
 
@@ -31,6 +38,7 @@ Decoding never raises: anything that does not fit the table is ``None`` (a count
 
 from __future__ import annotations
 
+import functools
 import socket
 from dataclasses import dataclass
 
@@ -40,22 +48,23 @@ from stack.net import Address
 from stack.port import DHT_BYTE
 
 __all__ = [
-    "PING", "FIND_NODE", "FIND_VALUE", "STORE", "REPLY_BIT",
+    "PING", "FIND_NODE", "FIND_VALUE", "STORE", "PROVE", "REPLY_BIT",
     "FLAG_SERVER", "FLAG_WANT_PROOF", "FLAG_TRUNCATED",
-    "PROOF_DOMAIN", "MAX_DATAGRAM", "MAX_RECORD", "PEER_ID_LEN", "TXID_LEN",
+    "PROOF_DOMAIN", "PROVE_DOMAIN", "MAX_DATAGRAM", "MAX_RECORD", "PEER_ID_LEN", "TXID_LEN",
     "WireContact", "Request", "Reply",
     "encode_request", "encode_reply", "decode",
 ]
 
-PING, FIND_NODE, FIND_VALUE, STORE = 1, 2, 3, 4
+PING, FIND_NODE, FIND_VALUE, STORE, PROVE = 1, 2, 3, 4, 5
 REPLY_BIT = 0x80
-KINDS = (PING, FIND_NODE, FIND_VALUE, STORE)
+KINDS = (PING, FIND_NODE, FIND_VALUE, STORE)  # kinds that are answered
 
 FLAG_SERVER = 1
 FLAG_WANT_PROOF = 2
 FLAG_TRUNCATED = 2
 
 PROOF_DOMAIN = b"p2pstack-dht-proof-v1:"
+PROVE_DOMAIN = b"p2pstack-dht-prove-v1:"  # separate: a reply proof is never a PROVE
 MAX_DATAGRAM = 2400  # biggest legal reply: 20 contacts + a 1000-byte record + headers
 MAX_RECORD = 1000    # BEP 44 bound (DESIGN.md section 4)
 PEER_ID_LEN = 38
@@ -85,6 +94,7 @@ class Request:
     cookie: bytes = b""
     target: bytes = b""
     record: bytes = b""
+    proof: bytes = b""  # PROVE only
 
     @property
     def server(self) -> bool:
@@ -106,6 +116,7 @@ class Reply:
     contacts: tuple[WireContact, ...] = ()
     record: bytes = b""
     result: str = ""
+    challenge: bytes = b""
 
     @property
     def server(self) -> bool:
@@ -123,23 +134,31 @@ def _pack(items: list) -> bytes:
 def encode_request(req: Request, min_size: int = 0) -> bytes:
     """Encode ``req``, padded with zero bytes to at least ``min_size`` bytes."""
     items = [req.kind, req.txid, req.sender, req.flags, req.cookie, req.target, req.record, b""]
+    if req.kind == PROVE:
+        items.append(req.proof)
     data = _pack(items)
     short = min_size - len(data)
     if short > 0:
         # bin8 header is 2 bytes up to 255 bytes of payload, bin16 is 3 bytes beyond.
-        items[-1] = bytes(short if short <= 255 else short - 1)
+        items[7] = bytes(short if short <= 255 else short - 1)
         data = _pack(items)
     return data
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def encode_contact(c: WireContact) -> list:
+    """Wire form of a contact (cached: the same contacts are named in many replies; the
+    list is only read by msgpack)."""
     return [c.peer_id, socket.inet_aton(c.addr[0]), c.addr[1]]
 
 
 def encode_reply(rep: Reply) -> bytes:
     contacts = [encode_contact(c) for c in rep.contacts]
-    return _pack([rep.kind | REPLY_BIT, rep.txid, rep.responder, rep.flags, rep.proof,
-                  rep.cookie, contacts, rep.record, rep.result])
+    items = [rep.kind | REPLY_BIT, rep.txid, rep.responder, rep.flags, rep.proof,
+             rep.cookie, contacts, rep.record, rep.result]
+    if rep.challenge:
+        items.append(rep.challenge)
+    return _pack(items)
 
 
 def valid_peer_id(data: object) -> bool:
@@ -151,6 +170,27 @@ def _bin(value: object, sizes: tuple[int, ...] | range) -> bool:
 
 
 def _contact(item: object) -> WireContact | None:
+    if not (type(item) is list and len(item) == 3):
+        return None
+    key = (item[0], item[1], item[2], type(item[2]))  # the type: True == 1, but not a port
+    try:
+        return _CONTACTS[key]
+    except (KeyError, TypeError):  # TypeError: an unhashable (garbage) item
+        pass
+    contact = _parse_contact(item)
+    if contact is not None:
+        if len(_CONTACTS) >= 1 << 16:
+            _CONTACTS.clear()
+        _CONTACTS[key] = contact
+    return contact
+
+
+# Parsed contacts by their wire triple: the same peers are named in many replies, and a
+# WireContact is immutable, so parse each once (bounded; cleared when full).
+_CONTACTS: dict[tuple, WireContact] = {}
+
+
+def _parse_contact(item: object) -> WireContact | None:
     if not (type(item) is list and len(item) == 3):
         return None
     peer_id, ip, port = item
@@ -175,6 +215,8 @@ def decode(data: bytes) -> Request | Reply | None:
     kind = items[0]
     if kind in KINDS:
         return _request(kind, items)
+    if kind == PROVE:
+        return _prove(items)
     if kind & REPLY_BIT and kind & ~REPLY_BIT in KINDS:
         return _reply(kind & ~REPLY_BIT, items)
     return None
@@ -196,8 +238,25 @@ def _request(kind: int, items: list) -> Request | None:
     return Request(kind, txid, sender, flags, cookie, target, record)
 
 
-def _reply(kind: int, items: list) -> Reply | None:
+def _prove(items: list) -> Request | None:
     if len(items) != 9:
+        return None
+    _, nonce, sender, flags, cookie, target, record, pad, proof = items
+    if not (_bin(nonce, (TXID_LEN,)) and valid_peer_id(sender) and isinstance(flags, int)
+            and _bin(cookie, range(MAX_COOKIE + 1)) and target == b"" and record == b""
+            and isinstance(pad, bytes) and _bin(proof, (64,))):
+        return None
+    return Request(PROVE, nonce, sender, flags, cookie, proof=proof)
+
+
+def _reply(kind: int, items: list) -> Reply | None:
+    if len(items) == 10:
+        challenge = items.pop()
+        if not _bin(challenge, (TXID_LEN,)):
+            return None
+    elif len(items) == 9:
+        challenge = b""
+    else:
         return None
     _, txid, responder, flags, proof, cookie, contacts, record, result = items
     if not (_bin(txid, (TXID_LEN,)) and valid_peer_id(responder) and isinstance(flags, int)
@@ -211,4 +270,5 @@ def _reply(kind: int, items: list) -> Reply | None:
         if contact is None:
             return None
         parsed.append(contact)
-    return Reply(kind, txid, responder, flags, proof, cookie, tuple(parsed), record, result)
+    return Reply(kind, txid, responder, flags, proof, cookie, tuple(parsed), record, result,
+                 challenge)

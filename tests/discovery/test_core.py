@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from discovery.announcements import AnnouncementValidator
 from discovery.core import DhtConfig, DhtCore
 from discovery.events import BootstrapDone, GetDone, PutDone, RecordRefreshDue
-from discovery.wire import (FIND_NODE, FLAG_SERVER, PING, PROOF_DOMAIN, STORE, Reply,
-                            Request, decode, encode_reply, encode_request)
+from discovery.wire import (FIND_NODE, FLAG_SERVER, PING, PROOF_DOMAIN, PROVE, PROVE_DOMAIN,
+                            STORE, Reply, Request, decode, encode_reply, encode_request)
 from dht_corenet import CoreNet
 from dht_helpers import announcement, identities
 from stack.identity import Identity
@@ -80,20 +80,46 @@ def sybil_request(kind=FIND_NODE, sender=None, cookie=b"", pad=0) -> bytes:
                                   bytes(32) if kind != PING else b""), pad)
 
 
+def prove(sender: bytes, nonce: bytes, signer: Identity) -> bytes:
+    return encode_request(Request(PROVE, nonce, sender, FLAG_SERVER,
+                                  proof=signer.sign(PROVE_DOMAIN + nonce)))
+
+
 def test_sybil_id_without_key_is_challenged_rejected_and_counted():
     a = core(1)
     fake_pid = Identity.from_rng(random.Random(5)).peer_id.multihash  # we lack its key
     request = sybil_request(PING, fake_pid)
     a.receive(request, X, NOW)
     out = a.outgoing()
-    assert all(len(d) <= 3 * len(request) for d, _ in out)  # reply and challenge are small
-    challenge = [decode(d) for d, dst in out if dst == X and isinstance(decode(d), Request)]
-    assert len(challenge) == 1 and challenge[0].want_proof
+    (reply,) = [decode(d) for d, dst in out if dst == X]
+    assert all(len(d) <= 3 * len(request) for d, _ in out)  # the counter-challenge is small
+    assert len(reply.challenge) == 8 and a.stats["challenge_sent"] == 1
     wrong = Identity.from_rng(random.Random(6))           # signs with another key
-    reply = Reply(PING, challenge[0].txid, fake_pid, FLAG_SERVER,
-                  wrong.sign(PROOF_DOMAIN + challenge[0].txid), b"")
-    a.receive(encode_reply(reply), X, NOW + 0.1)
+    a.receive(prove(fake_pid, reply.challenge, wrong), X, NOW + 0.1)
     assert a.stats["proof_failed"] == 1 and len(a.table) == 0
+    # the nonce was single use: a second try (even a valid-looking one) finds nothing
+    a.receive(prove(fake_pid, reply.challenge, wrong), X, NOW + 0.2)
+    assert a.stats["unexpected_prove"] == 1 and len(a.table) == 0
+    assert a.outgoing() == []                              # PROVE is never answered
+
+
+def test_prove_only_for_a_pending_challenge_at_that_address_in_time():
+    a = core(1)
+    peer = Identity.from_rng(random.Random(5))
+    pid = peer.peer_id.multihash
+    a.receive(sybil_request(PING, pid), X, NOW)
+    (reply,) = [decode(d) for d, _ in a.outgoing()]
+    a.receive(prove(pid, reply.challenge, peer), ("66.6.6.7", 666), NOW)  # other address
+    a.receive(prove(pid, b"guessed!", peer), X, NOW)                       # no such nonce
+    assert a.stats["unexpected_prove"] == 2 and len(a.table) == 0
+    a.receive(sybil_request(PING, pid), X, NOW + 100)  # past the backoff: a new challenge
+    (reply,) = [decode(d) for d, _ in a.outgoing()]
+    a.receive(prove(pid, reply.challenge, peer), X, NOW + 100 + 11)        # too late
+    assert a.stats["unexpected_prove"] == 3 and len(a.table) == 0
+    a.receive(sybil_request(PING, pid), X, NOW + 200)
+    (reply,) = [decode(d) for d, _ in a.outgoing()]
+    a.receive(prove(pid, reply.challenge, peer), X, NOW + 200.1)
+    assert a.stats["proof_ok"] == 1 and a.table.get(int.from_bytes(peer.peer_id.dht_key, "big")).addr == X
 
 
 def test_nat_rebinding_updates_the_address_only_with_a_proof():
@@ -104,10 +130,10 @@ def test_nat_rebinding_updates_the_address_only_with_a_proof():
     # A spoofer claims b's id from X: the challenge goes to X and cannot be answered.
     a.receive(sybil_request(PING, b.peer_id, pad=400), X, NOW + 1)
     for data, dst in a.outgoing():
-        if dst == X and isinstance(decode(data), Request):
-            req = decode(data)
-            a.receive(encode_reply(Reply(PING, req.txid, b.peer_id, FLAG_SERVER,
-                                         bytes(64), b"")), X, NOW + 1.1)
+        rep = decode(data)
+        if dst == X and rep.challenge:
+            a.receive(encode_request(Request(PROVE, rep.challenge, b.peer_id, FLAG_SERVER,
+                                             proof=bytes(64))), X, NOW + 1.1)
     assert a.table.get(b.table.own_id).addr == B
     assert a.stats["proof_failed"] == 1
     # b's NAT rebinds to a new port: b's next request arrives from there, b proves it.
@@ -213,7 +239,12 @@ def test_records_under_wrong_key_and_overwrites_are_refused_by_replicas():
     op = nodes[8][0].put(announcement(victim, 5, net.now, rng), net.now)
     net.kick(nodes[8][1])
     assert net.wait(nodes[8][1], op).stored == 20
-    # mallory stores her own record under the victim's key, via raw STOREs
+    # mallory walks to the key first (as a real STORE would: it collects the replicas'
+    # cookies, so her STOREs are judged on the record), then stores her own record under
+    # the victim's key, via raw STOREs
+    op = mal.start_lookup(victim.peer_id.dht_key, net.now)
+    net.kick(mal_addr)
+    net.wait(mal_addr, op)
     targeted = 0
     for c, addr in nodes:
         if c is not mal and c.store.get(victim.peer_id.dht_key, net.now):
