@@ -14,12 +14,16 @@ Rules:
   sent to its address: ``PROOF_DOMAIN || txid`` in its reply to our request, or
   ``PROVE_DOMAIN || challenge`` in a one-way PROVE answering the ``challenge`` we put in
   our reply to its request. We ask for a proof only when it would change the table
-  (``RoutingTable.wants``), so crypto is spent once per contact. A request from an
+  (``RoutingTable.wants``, counting the proof requests in flight: one per peer at a time,
+  no more for a bucket than it has room for), so crypto is spent once per contact. A request from an
   unknown server-mode peer gets a counter-challenge in its reply (single use, expires
   after ``prove_window``), so a mutual proof costs 3 datagrams (request, reply with proof
   and challenge, PROVE). A bad or missing proof is counted as ``proof_failed`` (Sybil ids
   without keys end there); a PROVE for no pending challenge of that peer at that address
-  as ``unexpected_prove``. Addresses change only through a new proof.
+  as ``unexpected_prove``; a PROVE is never answered (nothing to reflect). Addresses
+  change only through a new proof.
+- A GET keeps at most ``quorum - copies found`` RPCs in flight (and at most ``alpha``):
+  more could only be answered after it has stopped.
 - Client mode (``config.server = False``): requests carry no server flag, so nobody adds us.
 - Limits: datagrams over ``MAX_DATAGRAM`` and malformed ones are counted drops; requests
   are rate-limited per source address; replies to a requester without our cookie (even
@@ -186,11 +190,11 @@ class DhtCore:
             if rpc is not None and rpc.deadline == deadline:
                 break
             heapq.heappop(timers)  # answered or re-armed: drop the stale entry
-        candidates = [t for t in (self._next_refresh, self._next_maintenance,
-                                  self._next_republish) if t is not None and t != _INF]
-        if timers:
-            candidates.append(timers[0][0])
-        return min(candidates) if candidates else None
+        best = timers[0][0] if timers else _INF
+        for t in (self._next_refresh, self._next_maintenance, self._next_republish):
+            if t is not None and t < best:
+                best = t
+        return None if best == _INF else best
 
     def handle_timer(self, now: float) -> None:
         self._arm(now)
@@ -346,10 +350,8 @@ class DhtCore:
             return b""
         nonce = self._rng.randbytes(8)
         pending = self._pending_proves
-        if len(pending) > 4096:
-            oldest = now - self.config.prove_window
-            self._pending_proves = pending = {n: p for n, p in pending.items()
-                                              if p[2] >= oldest}
+        if len(pending) >= 4096:  # bounded under a flood of spoofed sources: oldest goes
+            del pending[next(iter(pending))]
         pending[nonce] = (peer_id, addr, now)
         return nonce
 

@@ -68,6 +68,7 @@ class RoutingTable:
         self._buckets: list[list[Contact]] = [[] for _ in range(BITS)]
         self._replacements: list[dict[int, tuple[bytes, Address]]] = [{} for _ in range(BITS)]
         self._by_id: dict[int, Contact] = {}
+        self._lowest = BITS  # no bucket below this index has ever held a contact
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -115,6 +116,7 @@ class RoutingTable:
             return False
         self._replacements[index].pop(node_id, None)
         contact = Contact(peer_id, node_id, addr)
+        self._lowest = min(self._lowest, index)
         bucket.append(contact)
         self._by_id[node_id] = contact
         return True
@@ -171,7 +173,7 @@ class RoutingTable:
             return sorted(self._by_id.values(), key=key)[:count]
         out = sorted(buckets[d], key=key)
         if len(out) < count:
-            lower = [c for i in range(d) for c in buckets[i]]
+            lower = [c for i in range(self._lowest, d) for c in buckets[i]]
             lower.sort(key=key)
             out.extend(lower)
         i = d + 1

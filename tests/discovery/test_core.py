@@ -122,6 +122,16 @@ def test_prove_only_for_a_pending_challenge_at_that_address_in_time():
     assert a.stats["proof_ok"] == 1 and a.table.get(int.from_bytes(peer.peer_id.dht_key, "big")).addr == X
 
 
+def test_pending_counter_challenges_are_bounded_under_a_spoofed_flood():
+    a = core(1)
+    rng = random.Random(8)
+    for i in range(5000):  # Sybil ids from spoofed sources: each gets a challenge
+        sender = bytes.fromhex("002408011220") + rng.randbytes(32)
+        a.receive(sybil_request(PING, sender), (f"10.9.{i // 250}.{i % 250}", 666), NOW)
+    assert a.stats["challenge_sent"] == 5000 and len(a._pending_proves) <= 4096
+    assert len(a.outgoing()) == 5000 and len(a.table) == 0  # one small reply each
+
+
 def test_nat_rebinding_updates_the_address_only_with_a_proof():
     a, b = core(1), core(2)
     b.bootstrap([A], NOW)

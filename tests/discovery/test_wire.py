@@ -3,8 +3,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discovery.wire import (FIND_NODE, FIND_VALUE, FLAG_SERVER, FLAG_WANT_PROOF, PING, STORE,
-                            Reply, Request, WireContact, decode, encode_reply, encode_request)
+from discovery.wire import (FIND_NODE, FIND_VALUE, FLAG_SERVER, FLAG_WANT_PROOF, PING, PROVE,
+                            STORE, Reply, Request, WireContact, decode, encode_reply,
+                            encode_request)
 from stack.identity import Identity
 from stack.port import DHT_BYTE
 
@@ -49,6 +50,21 @@ def test_store_and_value_round_trip():
     assert decode(encode_reply(value)) == value
 
 
+GOLDEN_PROVE = bytes.fromhex(
+    "0499" + "05c408" + "07" * 8 + "c426" + PID_HEX + "01c400c400c400c400c440" + "09" * 64)
+
+
+def test_prove_golden_and_reply_challenge_round_trip():
+    prove = Request(PROVE, bytes([7] * 8), PID, FLAG_SERVER, proof=bytes([9] * 64))
+    assert encode_request(prove) == GOLDEN_PROVE
+    assert decode(GOLDEN_PROVE) == prove
+    rep = Reply(PING, bytes(8), PID, FLAG_SERVER, bytes(64), bytes(8), challenge=b"c" * 8)
+    data = encode_reply(rep)
+    assert data.endswith(b"\xc4\x08" + b"c" * 8) and decode(data) == rep
+    # without a challenge the reply is the 9-item form (older golden bytes unchanged)
+    assert decode(encode_reply(Reply(PING, bytes(8), PID, 0))).challenge == b""
+
+
 def test_structurally_wrong_messages_are_none():
     bad = [
         b"", b"\x04", b"\x05" + GOLDEN_FIND_NODE[1:], GOLDEN_FIND_NODE[:-1],
@@ -59,6 +75,11 @@ def test_structurally_wrong_messages_are_none():
         encode_request(Request(STORE, bytes(8), PID, 0, b"", bytes(32), b"r" * 1001)),
         b"\x04" + b"\x91\x63",                                            # unknown kind
         b"\x04" + bytes(3000),                                            # oversize
+        encode_request(Request(PROVE, bytes(8), PID, 0, proof=bytes(63))),  # short proof
+        GOLDEN_PROVE[:-65] + b"\xc0",                                     # proof not bin
+        encode_request(Request(PROVE, bytes(8), PID, 0, b"", bytes(32), proof=bytes(64))),
+        encode_reply(Reply(PING, bytes(8), PID, 0))[:1] + b"\x9a"
+        + encode_reply(Reply(PING, bytes(8), PID, 0))[2:] + b"\xc4\x02zz",  # short challenge
     ]
     for data in bad:
         assert decode(data) is None, data[:20]
