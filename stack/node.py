@@ -52,6 +52,7 @@ import os
 import random
 import socket
 from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -192,6 +193,11 @@ class Node:
         self._connections: set[Connection] = set()
         self._started = False
         self.dht: DhtDriver | None = None
+        # Our UDP port as a peer saw it (identify's observed address, e.g. a NAT's public
+        # mapping). The peer's claim, not verified: it is only ever added to what we
+        # announce, never used to replace our own addresses.
+        self.observed_address: Address | None = None
+        self._certified: CertifiedKey | None = None
         self.published: Announcement | None = None
         self._published_addrs: tuple[str, ...] | None = None
         self._record: bytes | None = None  # our latest signed announcement
@@ -214,6 +220,7 @@ class Node:
         if self._started:
             raise LocalError("node already started")
         certified = make_certificate(self.identity, self.clock.now())  # one for QUIC and TLS
+        self._certified = certified
         host, port = self.config.listen
         attempts = 8 if port == 0 and self.config.tls else 1
         for attempt in range(attempts):
@@ -325,10 +332,15 @@ class Node:
 
     def _announced_addrs(self) -> tuple[str, ...]:
         # The record names its peer id already: drop the /p2p/<id> suffix to save bytes.
+        # A public address a peer observed (behind a NAT) goes first.
         out = []
+        if self.observed_address is not None and self.quic is not None:
+            out.append(PeerAddress(*self.observed_address, "quic").multiaddr())
         for text in self.addrs():
             parsed = parse_address(text)
-            out.append(PeerAddress(parsed.host, parsed.port, parsed.transport).multiaddr())
+            text = PeerAddress(parsed.host, parsed.port, parsed.transport).multiaddr()
+            if text not in out:
+                out.append(text)
         return tuple(out)
 
     def _sign_announcement(self) -> bytes:
@@ -664,8 +676,9 @@ class Node:
                                         "the peer does not dial back", "dialer")
             else:
                 obj = msgpack.unpackb(raw)
-                if not isinstance(obj, dict) or not isinstance(obj.get("ok"), bool):
+                if not isinstance(obj, dict) or not isinstance(obj.get("ok"), (bool, type(None))):
                     return
+                self._learn_observed(conn, obj.get("observed"))
                 address = obj.get("address")
                 error = obj.get("error")
                 result = DialbackResult(conn.peer_id, obj["ok"],
@@ -673,6 +686,17 @@ class Node:
                                         error if isinstance(error, str) else None, "dialer")
             self.reachability[conn.peer_id] = result
             self._emit(result, "dialback.result")
+
+    def _learn_observed(self, conn: Connection, observed: object) -> None:
+        """Keep the address a peer saw our UDP port at, when it is not one of our own."""
+        if conn.transport != "quic" or not isinstance(observed, str):
+            return
+        with contextlib.suppress(UsageError):
+            addr = parse_address(observed).address
+            if addr != self.udp_address and addr[0] not in self._hosts(self.udp_address[0]):
+                if addr != self.observed_address:
+                    log.info("address.observed", address=observed, by=str(conn.peer_id))
+                self.observed_address = addr
 
     async def _accept_streams(self, conn: Connection) -> None:
         with contextlib.suppress(TransportError):
@@ -704,19 +728,23 @@ class Node:
         await stream.write_message(make_identity_exchange(
             self.identity, self.clock.now(), display_name=self.config.display_name,
             addrs=self.addrs()))
+        observed = _addr_text(conn.remote_address)  # identify's "observed address"
         if not self.config.dial_back or conn.is_client:
+            await stream.write_message(msgpack.packb(
+                {"ok": None, "address": None, "error": "no dial-back", "observed": observed}))
             await stream.close()
             return
         result = await self._dial_back(conn, addrs)
         await stream.write_message(msgpack.packb(
-            {"ok": result.ok, "address": result.address, "error": result.error}))
+            {"ok": result.ok, "address": result.address, "error": result.error,
+             "observed": observed}))
         await stream.close()
 
     async def _dial_back(self, conn: Connection, addrs: tuple[str, ...]) -> DialbackResult:
         """Seed 000's reverse connection, to the observed IP only (see module docstring)."""
         observed_ip = conn.remote_address[0]
-        port = None
-        for text in addrs:
+        port = conn.remote_address[1] if conn.transport == "quic" else None
+        for text in addrs if port is None else ():
             with contextlib.suppress(UsageError):
                 parsed = parse_address(text)
                 if parsed.transport == conn.transport and parsed.port and parsed.relay is None:
@@ -729,13 +757,14 @@ class Node:
             target = PeerAddress(observed_ip, port, conn.transport, conn.peer_id)
             address = _addr_text(target.address)
             try:
-                back = await asyncio.wait_for(
-                    self._transport(conn.transport).dial(target.address, conn.peer_id),
-                    self.config.dial_back_timeout)
-                try:
-                    await asyncio.wait_for(self._ping_once(back), self.config.dial_back_timeout)
-                finally:
-                    back.abort("dial-back done")
+                async with self._dial_back_transport(conn.transport) as transport:
+                    back = await asyncio.wait_for(transport.dial(target.address, conn.peer_id),
+                                                  self.config.dial_back_timeout)
+                    try:
+                        await asyncio.wait_for(self._ping_once(back),
+                                               self.config.dial_back_timeout)
+                    finally:
+                        back.abort("dial-back done")
                 result = DialbackResult(conn.peer_id, True, address, None, "listener")
             except (TransportError, asyncio.TimeoutError, OSError) as exc:
                 error = str(exc) or type(exc).__name__
@@ -747,6 +776,29 @@ class Node:
                                        error=result.error)
         self._emit(result, "dialback.result", "info" if result.ok else "warning")
         return result
+
+    @contextlib.asynccontextmanager
+    async def _dial_back_transport(self, name: str) -> AsyncIterator[QuicTransport | TlsTransport]:
+        """Where a dial-back leaves from. QUIC: a fresh UDP port, because an answer from
+        the port the peer has just sent to passes any cone NAT's filter and proves
+        nothing about whether others can reach it. (TCP dials use a fresh port anyway.)"""
+        if name != "quic":
+            yield self._transport(name)
+            return
+        assert self.endpoint is not None and self._certified is not None
+        demux = PortDemux()
+        endpoint = await self._network.bind((self.endpoint.local_address[0], 0), demux)
+        transport = QuicTransport(send=endpoint.send, certified=self._certified,
+                                  clock=self.clock, options=self.options,
+                                  registry=Registry(self.options.limits),
+                                  on_connection=lambda c: c.abort("dial-back port"),
+                                  verifier=self.verifier)
+        demux.register_quic(transport)
+        try:
+            yield transport
+        finally:
+            await transport.close(0)
+            endpoint.close()
 
     async def _ping_once(self, conn: Connection) -> float:
         stream = await self._open(conn, PROTO_PING)

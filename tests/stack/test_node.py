@@ -145,10 +145,11 @@ async def test_dial_back_failure_is_logged_and_non_fatal(nodes) -> None:
     closed.bind(("127.0.0.1", 0))
     dead_port = closed.getsockname()[1]
     closed.close()  # nothing listens there any more
+    # TLS: the listener dials back the advertised TCP port (QUIC uses the observed one)
     a = await nodes(dial_back_timeout=0.5)
-    b = await nodes(advertise=(f"/ip4/127.0.0.1/udp/{dead_port}/quic-v1",))
+    b = await nodes(advertise=(f"/ip4/127.0.0.1/tcp/{dead_port}/tls",))
     a_events, b_events = a.subscribe(), b.subscribe()
-    conn = await b.connect(addr(a))
+    conn = await b.connect(addr(a), transport="tls")
     mine = await wait_event(a_events, DialbackResult, peer_id=b.peer_id, role="listener")
     assert not mine.ok and mine.error
     told = await wait_event(b_events, DialbackResult, peer_id=a.peer_id, role="dialer")
