@@ -1,9 +1,9 @@
 """Issue 5 section 4 simulations: the driver and core on SimNetwork + virtual time.
 
-The issue's scenario is 2,000 nodes; on this 2-core box that takes well over a minute of
-wall time (72 s measured), so the suite runs 400 nodes (no loss) and 300 nodes (2% loss, 10% crashed
-mid-run), each with 500 lookups; benchmarks/dht.py runs 2,000 and 10,000. A failure
-prints its seed and the first failed operations.
+The issue's scenario is 2,000 nodes; on this 2-core box that takes about a minute of
+wall time (55 s measured without the idle phase), so the suite runs 400 nodes (no loss)
+and 300 nodes (2% loss, 10% crashed mid-run), each with 500 lookups; benchmarks/dht.py
+runs 2,000 and 10,000. A failure prints its seed and the first failed operations.
 """
 
 import pytest
@@ -19,8 +19,9 @@ def test_400_nodes_no_loss_every_lookup_succeeds_and_idle_traffic_is_bounded():
     assert r.failures == [], (seed, r.failures[:5])
     assert r.publish_replicas_min == 20
     assert r.success_rate == 1.0, seed
-    # each lookup is a short walk; quorum 3 of 20 replicas
-    assert r.datagrams_per_lookup < 30, seed
+    # each lookup is a short walk to a quorum of 3 of 20 replicas, with no more RPCs in
+    # flight than copies missing (~10 datagrams measured)
+    assert r.datagrams_per_lookup < 15, seed
     # idle: one 2-datagram liveness probe per node per 7.5-15 min (plus the challenges
     # it triggers); ceiling 1 datagram per node per idle minute
     assert r.idle_max_minute <= 400, (seed, r.idle_max_minute)
