@@ -153,10 +153,11 @@ class QuicTransport:
         self._registry = registry
         self._on_connection = on_connection
         self._by_cid: dict[bytes, QuicConn] = {}
-        self._conns: set[QuicConn] = set()
+        # dicts, not sets: iteration in insertion order keeps simulated runs reproducible
+        self._conns: dict[QuicConn, None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._flush_pending: set[QuicConn] = set()
+        self._flush_pending: dict[QuicConn, None] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._loop = asyncio.get_running_loop()
         self._closed = False
@@ -179,7 +180,7 @@ class QuicTransport:
         addr = await _numeric(addr)
         quic = QuicConnection(configuration=self._configuration(True))
         conn = QuicConn(self, quic, addr, True, expected)
-        self._conns.add(conn)
+        self._conns[conn] = None
         now = self._clock.now()
         quic.connect(addr, now=now)
         self._register_cids(conn)
@@ -242,7 +243,7 @@ class QuicTransport:
                                      original_destination_connection_id=dcid)
         conn = QuicConn(self, quic, addr, False, None)
         conn.handshake_deadline = self._clock.now() + self.options.handshake_timeout
-        self._conns.add(conn)
+        self._conns[conn] = None
         conn.cids.add(dcid)
         self._by_cid[dcid] = conn
         self._register_cids(conn)
@@ -334,19 +335,19 @@ class QuicTransport:
         for cid in conn.cids:
             if self._by_cid.get(cid) is conn:
                 del self._by_cid[cid]
-        self._conns.discard(conn)
-        self._flush_pending.discard(conn)
+        self._conns.pop(conn, None)
+        self._flush_pending.pop(conn, None)
 
     # --- sending and timers -------------------------------------------------------------
     def _schedule_flush(self, conn: QuicConn) -> None:
         """Coalesce the writes of one loop iteration into one flush."""
-        self._flush_pending.add(conn)
+        self._flush_pending[conn] = None
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush_scheduled)
 
     def _flush_scheduled(self) -> None:
         self._flush_handle = None
-        pending, self._flush_pending = self._flush_pending, set()
+        pending, self._flush_pending = self._flush_pending, {}
         for conn in pending:
             self._flush(conn)
         self._rearm()
@@ -377,7 +378,11 @@ class QuicTransport:
             self._timer = None
         self._timer_at = when
         if when is not None:
-            self._timer = self._loop.call_later(max(0.0, when - self._clock.now()),
+            # At least 1 us: aioquic arms its loss timer at sent + delay but fires only
+            # when sent <= now - delay, which at Unix-time magnitudes can differ by one
+            # rounding step; a 0 s re-arm would then spin without time moving (a hang
+            # under virtual time).
+            self._timer = self._loop.call_later(max(1e-6, when - self._clock.now()),
                                                 self._on_timer)
 
     def _on_timer(self) -> None:

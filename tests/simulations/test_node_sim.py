@@ -126,7 +126,9 @@ def simulate(tmp: Path, seed: int, scenario, **kw):
 
 # ------------------------------------------------------------------- public network
 
-@pytest.mark.parametrize("seed, loss", [(11, 0.0), (12, 0.02)])
+# Seed 203 froze virtual time in QuicTransport's timer (a 0 s re-arm that aioquic's loss
+# timer never consumed) until the re-arm got a 1 us minimum; it stays as the regression.
+@pytest.mark.parametrize("seed, loss", [(11, 0.0), (12, 0.02), (203, 0.0)])
 def test_thirty_public_nodes_resolve_and_connect_by_peer_id(tmp_path, seed, loss):
     """30 nodes join through node 0 and publish; each resolves 6 others; nodes that have
     never met dial each other by peer id alone (address from the DHT) and echo."""
