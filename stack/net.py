@@ -31,6 +31,7 @@ __all__ = [
     "UdpEndpoint",
     "parse_host_port",
     "format_address",
+    "resolve_ipv4",
 ]
 
 Address = tuple[str, int]
@@ -158,3 +159,24 @@ def parse_host_port(text: str, default_port: int | None = None) -> Address:
 
 def format_address(addr: Address) -> str:
     return f"{addr[0]}:{addr[1]}"
+
+
+async def resolve_ipv4(addr: Address) -> Address:
+    """``(name, port)`` -> ``(IPv4 literal, port)``; a literal is returned as it is.
+
+    Peers answer from an IP, and whoever matches replies by source address (aioquic's
+    network paths, the DHT's RPCs) must compare it with the IP, not "localhost".
+    Raises ``LocalError`` when the name does not resolve.
+    """
+    host, port = addr
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+        return addr
+    except OSError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise LocalError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+    return (str(infos[0][4][0]), port)

@@ -62,7 +62,8 @@ from stack.clock import Clock, SystemClock
 from stack.config import NodeConfig
 from stack.errors import LocalError, StackError, UsageError
 from stack.identity import Identity, PeerId
-from stack.net import Address, DatagramEndpoint, DatagramNetwork, UdpNetwork, format_address
+from stack.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork, format_address,
+                       resolve_ipv4)
 from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
@@ -295,7 +296,7 @@ class Node:
         dht = self._dht()
         peers = 0
         if self.config.bootstrap:
-            addrs = [await _resolve_ipv4(parse_address(text).address)
+            addrs = [await resolve_ipv4(parse_address(text).address)
                      for text in self.config.bootstrap]
             if self.config.dht_server is None:
                 dht.core.set_server(await self._probe_reachability(addrs[0]))
@@ -838,23 +839,6 @@ class Node:
     @property
     def connections(self) -> list[Connection]:
         return list(self._connections)
-
-
-async def _resolve_ipv4(addr: Address) -> Address:
-    """``(name, port)`` -> ``(IPv4 text, port)``: the DHT matches replies by source address,
-    so a bootstrap node named ``localhost`` must become ``127.0.0.1`` first."""
-    host, port = addr
-    try:
-        socket.inet_pton(socket.AF_INET, host)
-        return addr
-    except OSError:
-        pass
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
-    except OSError as exc:
-        raise LocalError(f"cannot resolve {host!r}: {exc}") from None
-    return (str(infos[0][4][0]), port)
 
 
 def _is_connection(obj: object) -> bool:

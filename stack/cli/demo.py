@@ -59,6 +59,7 @@ async def _wait_for(queue: asyncio.Queue[Any], kind: type, timeout: float) -> An
 
 async def _demo(tmp: Path, count: int, timeout: float, say: Any) -> dict[str, Any]:
     nodes: list[Node] = []
+    queues: list[asyncio.Queue[Any]] = []  # each node's events, subscribed before it joins
     try:
         say(f"starting {count} nodes on 127.0.0.1 ...")
         for i in range(count):
@@ -68,19 +69,17 @@ async def _demo(tmp: Path, count: int, timeout: float, say: Any) -> dict[str, An
                                    display_name=f"node{i + 1}", dial_back_timeout=3.0))
             await node.start()
             nodes.append(node)
-            queue = node.subscribe()
+            queues.append(node.subscribe())
             peers = await node.join(timeout=timeout)
             assert node.dht is not None
             role = ("DHT server (dialed back)" if node.dht.core.server
                     else "DHT client (not dialed back)")
             say(f"  node{i + 1} {node.peer_id}  udp {node.udp_address[1]}"
                 + ("  founds the DHT" if i == 0 else f"  bootstrapped, knows {peers}, {role}"))
-            node._demo_queue = queue  # type: ignore[attr-defined]
 
         say("publishing signed announcements ...")
-        for i, node in enumerate(nodes):
-            event = await _wait_for(node._demo_queue, AnnouncementPublished,  # type: ignore[attr-defined]
-                                    timeout)
+        for i, queue in enumerate(queues):
+            event = await _wait_for(queue, AnnouncementPublished, timeout)
             say(f"  node{i + 1} seq {event.seq} stored on {event.stored} nodes")
 
         say("resolving every node through the DHT ...")

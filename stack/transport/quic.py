@@ -16,8 +16,6 @@ its private ``_request_client_certificate`` flag is set, so the server sets it.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import ssl
 from collections.abc import Callable
 
@@ -29,7 +27,8 @@ from aioquic.quic.packet import QuicProtocolVersion
 
 from stack.clock import Clock
 from stack.identity import PeerId
-from stack.net import Address, Datagram
+from stack.errors import LocalError
+from stack.net import Address, Datagram, resolve_ipv4
 from stack.transport.base import BaseConnection
 from stack.transport.certs import CertificateVerifier, CertifiedKey
 from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
@@ -64,20 +63,11 @@ def _fail(future: asyncio.Future, exc: Exception, *, awaited: bool) -> None:
 
 async def _numeric(addr: Address) -> Address:
     """``addr`` with its host resolved to an IPv4 literal (``HandshakeFailed`` if it does
-    not resolve). The peer answers from its IP, and aioquic matches a connection's
-    network path by address: a datagram from 127.0.0.1 is not from "localhost"."""
+    not resolve): aioquic matches a connection's network path by address."""
     try:
-        ipaddress.IPv4Address(addr[0])
-        return addr
-    except ValueError:
-        pass
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            addr[0], addr[1], family=socket.AF_INET, type=socket.SOCK_DGRAM)
-    except OSError as exc:
-        raise HandshakeFailed(f"cannot resolve {addr[0]}: {exc.strerror or exc}") from None
-    ip, port = infos[0][4][:2]
-    return (ip, port)
+        return await resolve_ipv4(addr)
+    except LocalError as exc:
+        raise HandshakeFailed(str(exc)) from None
 
 
 class QuicConn(BaseConnection):

@@ -48,3 +48,9 @@ def test_parse_host_port():
     for bad in ["127.0.0.1", ":1", "h:x", "h:70000"]:
         with pytest.raises(UsageError):
             parse_host_port(bad)
+
+
+async def test_resolve_ipv4_keeps_literals_and_resolves_names():
+    from stack.net import resolve_ipv4
+    assert await resolve_ipv4(("127.0.0.1", 5)) == ("127.0.0.1", 5)
+    assert await resolve_ipv4(("localhost", 5)) == ("127.0.0.1", 5)
