@@ -23,6 +23,12 @@ CORES = {
     "nat/stun/server.py": None,
     "nat/stun/transaction.py": None,
     "nat/detect.py": "NatDetector",   # the module also holds its asyncio driver
+    "discovery/core.py": None,
+    "discovery/routing.py": None,
+    "discovery/lookup.py": None,
+    "discovery/records.py": None,
+    "discovery/wire.py": None,
+    "discovery/guard.py": None,
 }
 BANNED_MODULES = {"time", "asyncio", "selectors", "threading", "stack.clock"}
 BANNED_NAMES = {"sleep", "monotonic", "perf_counter", "utcnow", "today",
