@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nacl.signing  # noqa: E402
 
-from stack.identity import Identity  # noqa: E402
-from stack.records import Envelope, sign_announcement  # noqa: E402
-from stack.replay import Result, Verifier  # noqa: E402
+from stack.base.identity import Identity  # noqa: E402
+from stack.base.records import Envelope, sign_announcement  # noqa: E402
+from stack.base.replay import Result, Verifier  # noqa: E402
 
 NOW = 1_700_000_000.0
 TARGET = 0.90

@@ -44,9 +44,9 @@ REQUEST = _HEAD + bytes.fromhex("80280004") + (
 async def serve_stun() -> None:
     from nat.stun.server import ServerConfig, StunServer
     from nat.stun.service import StunService
-    from stack.clock import SystemClock
-    from stack.net import UdpNetwork
-    from stack.port import PortDemux
+    from stack.base.clock import SystemClock
+    from stack.base.net import UdpNetwork
+    from stack.base.port import PortDemux
 
     demux = PortDemux()
     ep = await UdpNetwork().bind(("127.0.0.1", 0), demux)

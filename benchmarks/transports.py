@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 from aioquic.asyncio import QuicConnectionProtocol, connect, serve  # noqa: E402
 from aioquic.quic.configuration import QuicConfiguration  # noqa: E402
 
-from stack.clock import SystemClock  # noqa: E402
-from stack.identity import Identity  # noqa: E402
-from stack.net import UdpNetwork  # noqa: E402
-from stack.port import PortDemux  # noqa: E402
+from stack.base.clock import SystemClock  # noqa: E402
+from stack.base.identity import Identity  # noqa: E402
+from stack.base.net import UdpNetwork  # noqa: E402
+from stack.base.port import PortDemux  # noqa: E402
 from stack.transport.certs import make_certificate  # noqa: E402
 from stack.transport.options import ALPN, ConnectionLimits, Registry, TransportOptions  # noqa: E402
 from stack.transport.quic import QuicTransport  # noqa: E402

@@ -3,7 +3,7 @@
 Public surface (the rest is private to the package):
 
 - ``DhtCore``, ``DhtConfig``: the sans-I/O core (``discovery.core``).
-- ``DhtDriver``, ``open_dht``: its asyncio driver on a ``stack.net`` endpoint
+- ``DhtDriver``, ``open_dht``: its asyncio driver on a ``stack.base.net`` endpoint
   (``discovery.driver``): ``bootstrap(addrs)``, ``publish(record)``, ``resolve(peer_id)``,
   ``lookup(key)``, ``set_record_source(fn)``.
 - Events (``discovery.events``) and errors (``discovery.errors``).

@@ -1,4 +1,4 @@
-"""The production record validator: seed-004 signed announcements from ``stack.records``.
+"""The production record validator: seed-004 signed announcements from ``stack.base.records``.
 
 ``verify_record`` is stateless (no nonce consumption), as a DHT needs: one record is read
 by many peers. Replay protection on replicas is the strictly increasing ``seq``
@@ -8,7 +8,7 @@ by many peers. Replay protection on replicas is the strictly increasing ``seq``
 from __future__ import annotations
 
 from discovery.records import OK, RecordInfo
-from stack.records import Announcement, decode_announcement, verify_record
+from stack.base.records import Announcement, decode_announcement, verify_record
 
 __all__ = ["AnnouncementValidator", "announcement_of", "DEFAULT_WINDOW"]
 

@@ -62,8 +62,8 @@ from discovery.wire import (FIND_NODE, FIND_VALUE, FLAG_SERVER, FLAG_TRUNCATED,
                             FLAG_WANT_PROOF, MAX_DATAGRAM, MAX_RECORD, PING, PROOF_DOMAIN,
                             PROVE, PROVE_DOMAIN, STORE, Reply, Request, WireContact, decode,
                             encode_reply, encode_request)
-from stack.identity import Identity, verify_signature
-from stack.net import Address
+from stack.base.identity import Identity, verify_signature
+from stack.base.net import Address
 
 __all__ = ["DhtConfig", "DhtCore"]
 

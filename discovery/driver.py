@@ -27,10 +27,10 @@ from discovery.errors import (BootstrapFailed, DhtTimeout, InvalidRecord, Publis
 from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInfo, PutDone,
                               RecordRefreshDue)
 from discovery.records import RecordValidator
-from stack.clock import Clock
-from stack.identity import Identity, PeerId
-from stack.net import Address, Datagram, DatagramEndpoint, DatagramNetwork
-from stack.port import DHT_BYTE, PortDemux
+from stack.base.clock import Clock
+from stack.base.identity import Identity, PeerId
+from stack.base.net import Address, Datagram, DatagramEndpoint, DatagramNetwork
+from stack.base.port import DHT_BYTE, PortDemux
 
 __all__ = ["DhtDriver", "open_dht"]
 
@@ -50,7 +50,7 @@ class DhtDriver:
     # ---- plumbing -------------------------------------------------------------------
 
     def receive_batch(self, batch: list[Datagram]) -> None:
-        """A ``stack.net.Receiver`` for the demux: DHT datagrams only."""
+        """A ``stack.base.net.Receiver`` for the demux: DHT datagrams only."""
         if self._closed:
             return
         now = self.clock.now()

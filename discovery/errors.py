@@ -3,7 +3,7 @@ input; the driver raises them from its async API."""
 
 from __future__ import annotations
 
-from stack.errors import LocalError, RemoteError, StackError
+from stack.base.errors import LocalError, RemoteError, StackError
 
 __all__ = ["DiscoveryError", "BootstrapFailed", "RecordNotFound", "PublishFailed",
            "InvalidRecord", "DhtTimeout"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stack.net import Address
+from stack.base.net import Address
 
 __all__ = ["PeerInfo", "BootstrapDone", "LookupDone", "GetDone", "PutDone",
            "RecordRefreshDue", "Event"]

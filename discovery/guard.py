@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 from collections import OrderedDict
 
-from stack.net import Address
+from stack.base.net import Address
 
 __all__ = ["RateLimiter", "Cookies", "COOKIE_EPOCH"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from bisect import insort
 from dataclasses import dataclass
 
-from stack.net import Address
+from stack.base.net import Address
 
 __all__ = ["Lookup", "Candidate", "NEW", "WAITING", "SUCCEEDED", "FAILED"]
 

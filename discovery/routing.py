@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from discovery.wire import WireContact
-from stack.net import Address
+from stack.base.net import Address
 
 __all__ = ["Contact", "RttEstimator", "RoutingTable", "BITS"]
 

@@ -1,4 +1,4 @@
-"""DHT datagram codec: first byte ``stack.port.DHT_BYTE`` (0x04), then one msgpack array.
+"""DHT datagram codec: first byte ``stack.base.port.DHT_BYTE`` (0x04), then one msgpack array.
 
 Rules of the format (golden bytes in tests/discovery/test_wire.py):
 
@@ -44,8 +44,8 @@ from dataclasses import dataclass
 
 import msgpack
 
-from stack.net import Address
-from stack.port import DHT_BYTE
+from stack.base.net import Address
+from stack.base.port import DHT_BYTE
 
 __all__ = [
     "PING", "FIND_NODE", "FIND_VALUE", "STORE", "PROVE", "REPLY_BIT",

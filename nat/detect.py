@@ -38,8 +38,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from stack.clock import Clock
-from stack.net import Address, Datagram, DatagramEndpoint, DatagramNetwork, format_address
+from stack.base.clock import Clock
+from stack.base.net import Address, Datagram, DatagramEndpoint, DatagramNetwork, format_address
 
 from nat.errors import NatUsageError
 from nat.stun.codec import Class, StunDecodeError, decode

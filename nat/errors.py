@@ -6,7 +6,7 @@ a well-formed STUN message. Cores catch it and count a drop; it never leaves a c
 
 from __future__ import annotations
 
-from stack.errors import LocalError, RemoteError, StackError
+from stack.base.errors import LocalError, RemoteError, StackError
 
 __all__ = ["NatError", "NatUsageError", "StunDecodeError"]
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from simulations.errors import SimulationError
 from simulations.network import SimEndpoint, SimHost
-from stack.net import Datagram
+from stack.base.net import Datagram
 
 __all__ = ["use_host", "SimDatagramTransport", "create_datagram_endpoint"]
 

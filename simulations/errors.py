@@ -6,7 +6,7 @@ set up inconsistently is a bug in the scenario, not something a peer did.
 
 from __future__ import annotations
 
-from stack.errors import LocalError
+from stack.base.errors import LocalError
 
 __all__ = ["SimulationError", "DeadlockError", "TimeLimitError"]
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from simulations.errors import SimulationError
-from stack.net import Address
+from stack.base.net import Address
 
 if TYPE_CHECKING:
     from simulations.network import SimHost, SimNetwork

@@ -28,7 +28,7 @@ port_preserving=True, mapping_timeout=120.0) -> Nat``
     hairpin off), ``dropped_crashed``, ``dropped_unroutable`` (no such address),
     ``dropped_no_port`` (nothing bound there).
 
-``SimHost`` implements ``stack.net.DatagramNetwork``:
+``SimHost`` implements ``stack.base.net.DatagramNetwork``:
 ``await host.bind((ip_or_"0.0.0.0", port), receiver) -> SimEndpoint`` (port 0 =
 ephemeral, from 49152 up; a taken port or a foreign ip raises ``SimulationError``, a
 ``LocalError``). Receivers get batches (``list[Datagram]``) like ``UdpNetwork``: every
@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 from simulations.errors import SimulationError
 from simulations.nat import HAIRPIN_KINDS, NAT_KINDS, Nat, PublicSite
-from stack.net import Address, Datagram, EndpointStats, Receiver
+from stack.base.net import Address, Datagram, EndpointStats, Receiver
 
 __all__ = ["SimNetwork", "SimHost", "SimEndpoint", "NetStats"]
 
@@ -83,7 +83,7 @@ class NetStats:
 
 
 class SimEndpoint:
-    """A bound simulated UDP port (``stack.net.DatagramEndpoint``)."""
+    """A bound simulated UDP port (``stack.base.net.DatagramEndpoint``)."""
 
     __slots__ = ("_host", "_net", "_key", "_src", "_receiver", "_inbox", "_closed",
                  "local_address", "stats")

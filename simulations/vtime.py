@@ -22,7 +22,7 @@ API
     transport on the simulated network (see ``simulations.aio``), so unchanged asyncio
     code such as the ``kademlia`` package runs on it.
 ``VirtualClock``
-    A ``stack.clock.Clock``: ``now() = start + loop.time()``.
+    A ``stack.base.clock.Clock``: ``now() = start + loop.time()``.
 ``current_clock()``
     The running virtual loop's clock (``SimulationError`` outside one).
 
@@ -71,7 +71,7 @@ class _Timer(asyncio.TimerHandle):
 
 
 class VirtualClock:
-    """``stack.clock.Clock`` reading a virtual loop: Unix seconds ``start + loop.time()``."""
+    """``stack.base.clock.Clock`` reading a virtual loop: Unix seconds ``start + loop.time()``."""
 
     def __init__(self, loop: VirtualEventLoop, start: float) -> None:
         self._loop = loop

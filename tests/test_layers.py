@@ -29,10 +29,10 @@ def test_layer_checker_catches_a_wrong_arrow(tmp_path):
     """The contract is live: a bottom-layer module importing the CLI is reported."""
     copy = tmp_path / "tree"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "tests", "*.egg-info"))
-    clock = copy / "stack" / "clock.py"
+    clock = copy / "stack" / "base" / "clock.py"
     clock.write_text(clock.read_text() + "\nimport stack.cli  # wrong arrow\n")
     result = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()", "--no-cache"],
                             cwd=copy, capture_output=True, text=True,
                             env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
     assert result.returncode != 0
-    assert "stack.clock" in result.stdout
+    assert "stack.base.clock" in result.stdout

@@ -13,12 +13,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: module -> the class holding the core, or None for the whole module
 CORES = {
-    "stack/records.py": None,
-    "stack/replay.py": None,
-    "stack/port.py": None,
+    "stack/base/records.py": None,
+    "stack/base/replay.py": None,
+    "stack/base/port.py": None,
     "stack/transport/certs.py": None,
     "stack/transport/mux.py": None,
-    "stack/transport/multiaddr.py": None,
+    "stack/base/addresses.py": None,
     "nat/stun/codec.py": None,
     "nat/stun/server.py": None,
     "nat/stun/transaction.py": None,
@@ -30,11 +30,11 @@ CORES = {
     "discovery/wire.py": None,
     "discovery/guard.py": None,
 }
-BANNED_MODULES = {"time", "asyncio", "selectors", "threading", "stack.clock"}
+BANNED_MODULES = {"time", "asyncio", "selectors", "threading", "stack.base.clock"}
 BANNED_NAMES = {"sleep", "monotonic", "perf_counter", "utcnow", "today",
                 "get_running_loop", "get_event_loop", "call_later", "call_at",
                 "sendto", "recvfrom", "add_reader", "create_datagram_endpoint",
-                "UdpNetwork", "UdpEndpoint", "SystemClock"}  # stack.net's types are fine
+                "UdpNetwork", "UdpEndpoint", "SystemClock"}  # stack.base.net's types are fine
 BANNED_CALLS = {("datetime", "now"), ("socket", "socket"), ("loop", "time"), ("time", "time")}
 
 
@@ -68,9 +68,9 @@ def test_core_reads_no_clock_and_touches_no_socket(path: str, cls: str | None) -
 
 
 @pytest.mark.parametrize("snippet", [
-    "import time\n", "from asyncio import sleep\n", "import stack.clock\n",
+    "import time\n", "from asyncio import sleep\n", "import stack.base.clock\n",
     "def f(x):\n    return datetime.now()\n", "def f(s):\n    s.sendto(b'', ('h', 1))\n",
-    "def f(loop):\n    return loop.time()\n", "from stack.net import UdpNetwork\n",
+    "def f(loop):\n    return loop.time()\n", "from stack.base.net import UdpNetwork\n",
 ])
 def test_the_checker_catches_each_kind(snippet: str) -> None:
     assert violations(ast.parse(snippet), True)

@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from stack.net import Address
+from stack.base.net import Address
 
 from nat.stun.codec import (
     CHANGE_IP,

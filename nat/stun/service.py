@@ -2,7 +2,7 @@
 
 Two ways in:
 
-* On a node's shared port: the node binds its endpoint with a ``stack.port.PortDemux`` as
+* On a node's shared port: the node binds its endpoint with a ``stack.base.port.PortDemux`` as
   receiver, then ``service = attach(demux, ep, clock, on_response=...)``, which is::
 
       service = StunService(StunServer(ServerConfig(primary=ep.local_address)), clock)
@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from stack.clock import Clock
-from stack.net import Address, Datagram, DatagramEndpoint, DatagramNetwork, Receiver
-from stack.port import PortDemux
+from stack.base.clock import Clock
+from stack.base.net import Address, Datagram, DatagramEndpoint, DatagramNetwork, Receiver
+from stack.base.port import PortDemux
 
 from nat.stun.codec import Decoded, StunDecodeError, decode
 from nat.stun.server import ServerConfig, StunServer
@@ -113,7 +113,7 @@ def attach(demux: PortDemux, endpoint: DatagramEndpoint, clock: Clock, *,
 async def serve(network: DatagramNetwork, config: ServerConfig, clock: Clock) -> StunService:
     """Bind every endpoint of ``config`` on ``network`` and answer on all of them.
 
-    Raises ``stack.errors.LocalError`` if an address cannot be bound (nothing stays bound).
+    Raises ``stack.base.errors.LocalError`` if an address cannot be bound (nothing stays bound).
     """
     service = StunService(StunServer(config), clock)
     try:

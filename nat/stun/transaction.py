@@ -23,7 +23,7 @@ import random
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from stack.net import Address
+from stack.base.net import Address
 
 from nat.stun.codec import (
     Class,

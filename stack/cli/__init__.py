@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from stack.cli import announce, demo, ident, lookup, nat, node, trust
 from stack.cli._common import configure_logging
-from stack.errors import StackError, UsageError
-from stack.files import resolve_data_dir
+from stack.base.errors import StackError, UsageError
+from stack.base.files import resolve_data_dir
 
 __all__ = ["main", "build_parser"]
 

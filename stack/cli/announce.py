@@ -16,15 +16,15 @@ from pathlib import Path
 import structlog
 
 from stack.cli._common import add_json_flag, print_json
-from stack.clock import SystemClock
-from stack.errors import LocalError, UsageError
-from stack.files import atomic_write, create_exclusive
-from stack.identity import Identity
-from stack.net import parse_host_port
-from stack.records import (MAX_RELAYED_SIZE, MAX_SEQ, MalformedRecord, RecordTooLarge, Result,
+from stack.base.clock import SystemClock
+from stack.base.errors import LocalError, UsageError
+from stack.base.files import atomic_write, create_exclusive
+from stack.base.identity import Identity
+from stack.base.net import parse_host_port
+from stack.base.records import (MAX_RELAYED_SIZE, MAX_SEQ, MalformedRecord, RecordTooLarge, Result,
                            sign_announcement)
-from stack.replay import next_sequence, open_verifier
-from stack.trust import TrustStore
+from stack.base.replay import next_sequence, open_verifier
+from stack.store.trust import TrustStore
 
 log = structlog.get_logger(__name__)
 

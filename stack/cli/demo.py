@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from stack.cli._common import add_json_flag, print_json, quiet_logging
-from stack.config import NodeConfig
-from stack.errors import StackError, UsageError
+from stack.node.config import NodeConfig
+from stack.base.errors import StackError, UsageError
 from stack.node import AnnouncementPublished, DialbackResult, Node
 
 __all__ = ["register"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stack.cli._common import add_json_flag, print_json
-from stack.identity import Identity
+from stack.base.identity import Identity
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,10 +14,10 @@ import sys
 from discovery.errors import DhtTimeout, RecordNotFound
 from stack.cli._common import add_json_flag, print_json, quiet_logging
 from stack.cli.node import add_bootstrap_flag, bootstrap_addrs
-from stack.config import NodeConfig
-from stack.errors import UsageError
-from stack.identity import Identity, PeerId
-from stack.net import parse_host_port
+from stack.node.config import NodeConfig
+from stack.base.errors import UsageError
+from stack.base.identity import Identity, PeerId
+from stack.base.net import parse_host_port
 from stack.node import Node
 
 __all__ = ["register"]

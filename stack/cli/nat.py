@@ -23,9 +23,9 @@ import sys
 import structlog
 
 from stack.cli._common import add_json_flag, print_json
-from stack.clock import SystemClock
-from stack.errors import RemoteError, UsageError
-from stack.net import Address, UdpNetwork, parse_host_port
+from stack.base.clock import SystemClock
+from stack.base.errors import RemoteError, UsageError
+from stack.base.net import Address, UdpNetwork, parse_host_port
 
 from nat.detect import NatReport, detect_on
 from nat.stun.transaction import RetransmitConfig

@@ -22,11 +22,11 @@ import statistics
 from typing import Any
 
 from stack.cli._common import add_json_flag, print_json
-from stack.config import DEFAULT_PORT, NodeConfig
-from stack.errors import RemoteError, UsageError
-from stack.net import parse_host_port
+from stack.node.config import DEFAULT_PORT, NodeConfig
+from stack.base.errors import RemoteError, UsageError
+from stack.base.net import parse_host_port
 from stack.node import Node
-from stack.transport.multiaddr import parse_address
+from stack.base.addresses import parse_address
 
 __all__ = ["register"]
 

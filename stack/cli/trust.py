@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stack.cli._common import add_json_flag, print_json
-from stack.trust import TrustEntry, TrustStore
+from stack.store.trust import TrustEntry, TrustStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:

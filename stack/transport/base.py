@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from stack.identity import PeerId
-from stack.net import Address
+from stack.base.identity import PeerId
+from stack.base.interfaces import Path, PathKind
+from stack.base.net import Address
 from stack.transport.errors import ConnectionClosed, TransportClosed
 from stack.transport.options import Registry, TransportOptions
 from stack.transport.streams import Stream
@@ -37,6 +38,11 @@ class BaseConnection:
         self._progress = asyncio.Event()
         self.registry: Registry | None = None   # set by the transport on admission
         self._counted: set[int] = set()          # peer-opened streams counted per peer
+
+    @property
+    def path(self) -> Path:
+        """How this connection's packets travel (direct UDP or TCP today)."""
+        return Path(PathKind.DIRECT, self.remote_address)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.peer_id} {self.remote_address}>"

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ObjectIdentifier
 
-from stack.identity import Identity, PeerId, verify_signature
+from stack.base.identity import Identity, PeerId, verify_signature
 from stack.transport.errors import InvalidCertificate
 
 __all__ = ["LIBP2P_EXTENSION_OID", "SIGNATURE_PREFIX", "CertifiedKey", "make_certificate",

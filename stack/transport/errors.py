@@ -6,7 +6,7 @@ subclass, so callers and tests tell "wrong identity" from "timed out" without pa
 
 from __future__ import annotations
 
-from stack.errors import LocalError, RemoteError
+from stack.base.errors import LocalError, RemoteError
 
 __all__ = [
     "TransportError",

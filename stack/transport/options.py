@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from stack.identity import PeerId
+from stack.base.identity import PeerId
 from stack.transport.errors import LimitExceeded
 
 __all__ = ["ALPN", "TransportOptions", "ConnectionLimits", "Registry"]

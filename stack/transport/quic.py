@@ -25,10 +25,10 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.packet import QuicProtocolVersion
 
-from stack.clock import Clock
-from stack.identity import PeerId
-from stack.errors import LocalError
-from stack.net import Address, Datagram, resolve_ipv4
+from stack.base.clock import Clock
+from stack.base.identity import PeerId
+from stack.base.errors import LocalError
+from stack.base.net import Address, Datagram, resolve_ipv4
 from stack.transport.base import BaseConnection
 from stack.transport.certs import CertificateVerifier, CertifiedKey
 from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
@@ -130,6 +130,8 @@ class QuicConn(BaseConnection):
 
 class QuicTransport:
     """The QUIC driver of one UDP endpoint. ``__call__`` is its ``Receiver``."""
+
+    name = "quic"
 
     def __init__(self, *, send: Callable[[bytes, Address], None], certified: CertifiedKey,
                  clock: Clock, options: TransportOptions, registry: Registry,

@@ -20,12 +20,10 @@ import asyncio
 import struct
 from typing import Protocol
 
-from stack.identity import PeerId
-from stack.net import Address
 from stack.transport.errors import (ConnectionClosed, FrameTooLarge, ProtocolViolation,
                                     StreamReset, TransportError)
 
-__all__ = ["Stream", "Connection", "DEFAULT_MAX_MESSAGE"]
+__all__ = ["Stream", "DEFAULT_MAX_MESSAGE"]
 
 DEFAULT_MAX_MESSAGE = 1 << 20  # bytes; length-prefixed messages larger than this are refused
 _LEN = struct.Struct(">I")
@@ -177,20 +175,3 @@ class Stream:
             self.reset()
             raise FrameTooLarge(f"message of {length} bytes exceeds {max_size}")
         return await self.readexactly(length)
-
-
-class Connection(Protocol):
-    """An authenticated, encrypted connection to one peer (QUIC or TLS over TCP)."""
-
-    peer_id: PeerId
-    transport: str            # "quic" or "tls"
-    remote_address: Address
-    is_client: bool           # True on the side that dialed
-
-    async def open_stream(self) -> Stream: ...
-    async def accept_stream(self) -> Stream: ...
-    async def close(self, grace: float = 5.0) -> None: ...
-    def abort(self) -> None: ...
-    @property
-    def closed(self) -> bool: ...
-    async def wait_closed(self) -> None: ...

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
-from stack.clock import Clock
-from stack.errors import LocalError
-from stack.identity import PeerId
-from stack.net import Address
+from stack.base.clock import Clock
+from stack.base.errors import LocalError
+from stack.base.identity import PeerId
+from stack.base.net import Address
 from stack.transport import mux
 from stack.transport.base import BaseConnection
 from stack.transport.certs import CertificateVerifier, CertifiedKey
@@ -387,6 +387,8 @@ class _TlsProtocol(asyncio.Protocol):
 
 class TlsTransport:
     """Listens for and dials TLS 1.3 connections; one per node."""
+
+    name = "tls"
 
     def __init__(self, *, certified: CertifiedKey, clock: Clock, options: TransportOptions,
                  registry: Registry, on_connection: Callable[[TlsConn], None],

@@ -13,8 +13,8 @@ import random
 
 from discovery.core import DhtConfig, DhtCore
 from discovery.records import RecordValidator
-from stack.identity import Identity
-from stack.net import Address
+from stack.base.identity import Identity
+from stack.base.net import Address
 
 
 class CoreNet:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from stack.identity import Identity
-from stack.records import sign_announcement
+from stack.base.identity import Identity
+from stack.base.records import sign_announcement
 
 
 def identities(rng: random.Random, count: int) -> list[Identity]:

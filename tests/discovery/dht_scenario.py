@@ -25,8 +25,8 @@ from discovery.core import DhtConfig
 from discovery.driver import DhtDriver, open_dht
 from simulations.network import SimNetwork
 from simulations.vtime import current_clock, run_virtual
-from stack.identity import Identity
-from stack.records import sign_announcement
+from stack.base.identity import Identity
+from stack.base.records import sign_announcement
 
 
 @dataclass

@@ -15,7 +15,7 @@ from discovery.wire import (FIND_NODE, FLAG_SERVER, PING, PROOF_DOMAIN, PROVE, P
                             STORE, Reply, Request, decode, encode_reply, encode_request)
 from dht_corenet import CoreNet
 from dht_helpers import announcement, identities
-from stack.identity import Identity
+from stack.base.identity import Identity
 
 NOW = 1_700_000_000.0
 A, B, X = ("10.0.0.1", 4001), ("10.0.0.2", 4001), ("66.6.6.6", 666)

@@ -12,8 +12,8 @@ from discovery.errors import (BootstrapFailed, DhtTimeout, InvalidRecord, Publis
                               RecordNotFound)
 from simulations.network import SimNetwork
 from simulations.vtime import current_clock, run_virtual
-from stack.identity import Identity
-from stack.records import sign_announcement
+from stack.base.identity import Identity
+from stack.base.records import sign_announcement
 
 
 async def _nodes(n, config=DhtConfig()):

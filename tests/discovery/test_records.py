@@ -4,7 +4,7 @@ import random
 
 from discovery.announcements import AnnouncementValidator
 from discovery.records import RecordStore, dht_key_of
-from stack.identity import Identity
+from stack.base.identity import Identity
 
 from dht_helpers import announcement
 

@@ -7,10 +7,10 @@ import pytest
 
 from discovery.announcements import AnnouncementValidator
 from discovery.driver import open_dht
-from stack.clock import SystemClock
-from stack.identity import Identity
-from stack.net import UdpNetwork
-from stack.records import sign_announcement
+from stack.base.clock import SystemClock
+from stack.base.identity import Identity
+from stack.base.net import UdpNetwork
+from stack.base.records import sign_announcement
 
 pytestmark = pytest.mark.timeout(60)
 

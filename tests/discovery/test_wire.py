@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 from discovery.wire import (FIND_NODE, FIND_VALUE, FLAG_SERVER, FLAG_WANT_PROOF, PING, PROVE,
                             STORE, Reply, Request, WireContact, decode, encode_reply,
                             encode_request)
-from stack.identity import Identity
-from stack.port import DHT_BYTE
+from stack.base.identity import Identity
+from stack.base.port import DHT_BYTE
 
 PID = Identity.from_seed(bytes(32)).peer_id.multihash
 PID_HEX = "0024080112203b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"

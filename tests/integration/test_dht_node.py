@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from discovery.errors import BootstrapFailed, RecordNotFound
-from stack.config import NodeConfig
-from stack.identity import Identity
+from stack.node.config import NodeConfig
+from stack.base.identity import Identity
 from stack.node import AnnouncementPublished, Node
 
 

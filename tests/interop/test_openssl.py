@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from stack.config import NodeConfig
-from stack.identity import Identity
+from stack.node.config import NodeConfig
+from stack.base.identity import Identity
 from stack.node import Node
 from stack.transport.certs import LIBP2P_EXTENSION_OID, make_certificate, verify_certificate
 

@@ -13,9 +13,9 @@ import pytest
 from nat.stun.server import ServerConfig
 from nat.stun.service import StunService, serve
 from stack.cli import main
-from stack.clock import SystemClock
-from stack.errors import LocalError
-from stack.net import UdpNetwork
+from stack.base.clock import SystemClock
+from stack.base.errors import LocalError
+from stack.base.net import UdpNetwork
 
 
 async def rfc5780_server() -> StunService:

@@ -15,8 +15,8 @@ import pytest
 
 from nat.detect import detect_on
 from nat.stun.transaction import BindingSuccess, RetransmitConfig, StunClient
-from stack.clock import SystemClock
-from stack.net import UdpNetwork
+from stack.base.clock import SystemClock
+from stack.base.net import UdpNetwork
 
 pytestmark = pytest.mark.skipif(shutil.which("turnserver") is None,
                                 reason="coturn (turnserver) is not installed")

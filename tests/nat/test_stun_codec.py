@@ -24,7 +24,7 @@ from nat.stun.codec import (
     new_transaction_id,
     plain_binding_request,
 )
-from stack.errors import RemoteError
+from stack.base.errors import RemoteError
 
 
 def unhex(text: str) -> bytes:

@@ -14,10 +14,10 @@ from nat.stun.codec import Class, Message, Method, binding_request, decode, enco
 from nat.stun.server import ServerConfig, StunServer
 from nat.stun.service import StunService, attach, serve
 from nat.stun.transaction import BindingSuccess, StunClient
-from stack.clock import ManualClock, SystemClock
-from stack.errors import LocalError
-from stack.net import UdpNetwork
-from stack.port import PortDemux
+from stack.base.clock import ManualClock, SystemClock
+from stack.base.errors import LocalError
+from stack.base.net import UdpNetwork
+from stack.base.port import PortDemux
 
 TXID = b"0123456789ab"
 CLIENT = ("198.51.100.7", 40000)

@@ -45,8 +45,8 @@ import pytest
 
 from simulations.network import SimNetwork
 from simulations.vtime import current_clock, run_virtual
-from stack.config import NodeConfig
-from stack.identity import Identity
+from stack.node.config import NodeConfig
+from stack.base.identity import Identity
 from stack.node import ADDRESS_CHECK_INTERVAL, AnnouncementPublished, DialbackResult, Node
 
 PORT = 39001

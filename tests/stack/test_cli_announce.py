@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stack.identity import Identity
-from stack.records import decode_announcement
-from stack.trust import TrustStore
+from stack.base.identity import Identity
+from stack.base.records import decode_announcement
+from stack.store.trust import TrustStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

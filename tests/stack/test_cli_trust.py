@@ -5,9 +5,9 @@ import os
 import subprocess
 import sys
 
-from stack.clock import ManualClock
-from stack.identity import Identity
-from stack.trust import TRUST_FILE_NAME, Status, TrustStore
+from stack.base.clock import ManualClock
+from stack.base.identity import Identity
+from stack.store.trust import TRUST_FILE_NAME, Status, TrustStore
 
 ADDR = "192.168.1.100:39001"
 A = Identity.from_seed(b"\x01" * 32).peer_id

@@ -6,8 +6,8 @@ import threading
 import pytest
 from hypothesis import given, strategies as st
 
-from stack.errors import CorruptFileError, InsecureFileError
-from stack.identity import KEY_FILE_NAME, Identity, InvalidPeerId, PeerId
+from stack.base.errors import CorruptFileError, InsecureFileError
+from stack.base.identity import KEY_FILE_NAME, Identity, InvalidPeerId, PeerId
 
 # libp2p peer-id spec, "Test vectors": Ed25519 PrivateKey / PublicKey protobufs.
 SPEC_PRIVATE = bytes.fromhex(

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from stack.errors import LocalError, UsageError
-from stack.net import UdpNetwork, parse_host_port
+from stack.base.errors import LocalError, UsageError
+from stack.base.net import UdpNetwork, parse_host_port
 
 
 async def test_datagrams_arrive_in_batches_and_are_counted():
@@ -51,6 +51,6 @@ def test_parse_host_port():
 
 
 async def test_resolve_ipv4_keeps_literals_and_resolves_names():
-    from stack.net import resolve_ipv4
+    from stack.base.net import resolve_ipv4
     assert await resolve_ipv4(("127.0.0.1", 5)) == ("127.0.0.1", 5)
     assert await resolve_ipv4(("localhost", 5)) == ("127.0.0.1", 5)

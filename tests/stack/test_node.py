@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from stack.config import NodeConfig
-from stack.identity import Identity
+from stack.node.config import NodeConfig
+from stack.base.identity import Identity
 from stack.node import (ConnectionClosed, ConnectionOpened, DialbackResult, IdentityReceived,
                         Node, TrustChecked)
 from stack.transport.errors import PeerIdMismatch, TransportError, TrustRefused
@@ -220,7 +220,7 @@ def test_quic_pair_on_the_simulator(tmp_path: Path) -> None:
 
 async def test_stun_server_answers_on_the_shared_port(nodes) -> None:
     """The node's UDP port answers STUN Binding requests beside QUIC (DESIGN.md 3)."""
-    from stack.net import UdpNetwork
+    from stack.base.net import UdpNetwork
 
     a = await nodes()
     answered = asyncio.get_running_loop().create_future()

@@ -1,6 +1,6 @@
 import pytest
 
-from stack.port import DHT_BYTE, Kind, PortDemux, classify
+from stack.base.port import DHT_BYTE, Kind, PortDemux, classify
 
 STUN = bytes.fromhex("000100002112a442") + bytes(12)
 STUN_NO_COOKIE = bytes.fromhex("0001000000000000") + bytes(12)

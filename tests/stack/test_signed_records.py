@@ -1,12 +1,12 @@
-"""stack.records: envelope framing, the seed 004 messages, golden bytes, strict decoding."""
+"""stack.base.records: envelope framing, the seed 004 messages, golden bytes, strict decoding."""
 
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stack.identity import Identity, PeerId
-from stack.records import (
+from stack.base.identity import Identity, PeerId
+from stack.base.records import (
     ANNOUNCEMENT_TYPE,
     DOMAINS,
     IDENTITY_EXCHANGE_TYPE,
@@ -304,7 +304,7 @@ def test_non_canonical_envelope_is_malformed():
 
 def test_oversized_input_is_refused_before_parsing(monkeypatch):
     calls = []
-    monkeypatch.setattr("stack.records._unpackb", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr("stack.base.records._unpackb", lambda *a, **k: calls.append(1))
     assert verify_record(b"\x94" + bytes(MAX_ANNOUNCEMENT_SIZE), NOW, window=DAY)[0] \
         is Result.MALFORMED
     with pytest.raises(MalformedRecord):

@@ -1,4 +1,4 @@
-"""TOFU trust store (stack/trust.py): outcomes, policies, address pins, persistence,
+"""TOFU trust store (stack/store/trust.py): outcomes, policies, address pins, persistence,
 corrupt files, and the structured events of seeds 000/001."""
 
 import json
@@ -9,10 +9,10 @@ import filelock
 import pytest
 from structlog.testing import capture_logs
 
-from stack.clock import ManualClock
-from stack.errors import UsageError
-from stack.identity import Identity, InvalidPeerId
-from stack.trust import (
+from stack.base.clock import ManualClock
+from stack.base.errors import UsageError
+from stack.base.identity import Identity, InvalidPeerId
+from stack.store.trust import (
     MAX_ADDRESSES,
     TRUST_FILE_NAME,
     AmbiguousPeerError,

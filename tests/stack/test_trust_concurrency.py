@@ -2,8 +2,8 @@
 
 import multiprocessing
 
-from stack.identity import Identity
-from stack.trust import Status, TrustStore
+from stack.base.identity import Identity
+from stack.store.trust import Status, TrustStore
 
 PER_PROCESS = 50
 

@@ -6,10 +6,10 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from stack.clock import SystemClock
-from stack.identity import Identity
-from stack.net import UdpEndpoint, UdpNetwork
-from stack.port import PortDemux
+from stack.base.clock import SystemClock
+from stack.base.identity import Identity
+from stack.base.net import UdpEndpoint, UdpNetwork
+from stack.base.port import PortDemux
 from stack.transport.certs import CertifiedKey, make_certificate
 from stack.transport.options import Registry, TransportOptions
 from stack.transport.quic import QuicConn, QuicTransport

@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stack.identity import Identity, PeerId
+from stack.base.identity import Identity, PeerId
 from stack.transport.certs import (LIBP2P_EXTENSION_OID, CertificateVerifier, decode_signed_key,
                                    encode_signed_key,
                                    make_certificate, verify_certificate)

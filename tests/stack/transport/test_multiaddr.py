@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stack.errors import UsageError
-from stack.identity import Identity
-from stack.transport.multiaddr import PeerAddress, parse_address
+from stack.base.errors import UsageError
+from stack.base.identity import Identity
+from stack.base.addresses import PeerAddress, parse_address
 
 A = Identity.from_seed(b"a" * 32).peer_id
 R = Identity.from_seed(b"r" * 32).peer_id

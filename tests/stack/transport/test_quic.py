@@ -12,8 +12,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stack.identity import Identity
-from stack.net import UdpNetwork
+from stack.base.identity import Identity
+from stack.base.net import UdpNetwork
 from stack.transport.certs import CertifiedKey, make_certificate
 from stack.transport.errors import (ConnectionClosed, FrameTooLarge, HandshakeFailed,
                                     HandshakeTimeout, PeerIdMismatch, StreamReset,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from stack.identity import Identity
+from stack.base.identity import Identity
 from stack.transport import mux
 from stack.transport.certs import LIBP2P_EXTENSION_OID, CertifiedKey, make_certificate
 from stack.transport.errors import (ConnectionClosed, FrameTooLarge, HandshakeFailed,

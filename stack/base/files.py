@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from stack.errors import DataFileError
+from stack.base.errors import DataFileError
 
 __all__ = ["resolve_data_dir", "ensure_data_dir", "atomic_write", "create_exclusive"]
 

@@ -25,8 +25,8 @@ import base58
 import nacl.exceptions
 import nacl.signing
 
-from stack.errors import CorruptFileError, InsecureFileError, UsageError
-from stack.files import create_exclusive, ensure_data_dir
+from stack.base.errors import CorruptFileError, InsecureFileError, UsageError
+from stack.base.files import create_exclusive, ensure_data_dir
 
 __all__ = [
     "PeerId",

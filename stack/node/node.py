@@ -58,29 +58,29 @@ from typing import Any
 import msgpack
 import structlog
 
-from stack.clock import Clock, SystemClock
-from stack.config import NodeConfig
-from stack.errors import LocalError, StackError, UsageError
-from stack.identity import Identity, PeerId
-from stack.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork, format_address,
+from stack.base.clock import Clock, SystemClock
+from stack.node.config import NodeConfig
+from stack.base.errors import LocalError, StackError, UsageError
+from stack.base.identity import Identity, PeerId
+from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork, format_address,
                        resolve_ipv4)
 from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import PublishFailed
-from stack.port import DHT_BYTE, PortDemux
-from stack.records import (Announcement, RecordTooLarge, Result, make_identity_exchange,
+from stack.base.port import DHT_BYTE, PortDemux
+from stack.base.records import (Announcement, RecordTooLarge, Result, make_identity_exchange,
                            sign_announcement, verify_identity_exchange)
-from stack.replay import next_sequence
+from stack.base.replay import next_sequence
 from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
 from stack.transport.errors import (HandshakeTimeout, ProtocolViolation, TransportError,
                                     TrustRefused)
-from stack.transport.multiaddr import PeerAddress, parse_address
+from stack.base.addresses import PeerAddress, parse_address
 from stack.transport.options import ConnectionLimits, Registry, TransportOptions
 from stack.transport.quic import QuicTransport
-from stack.transport.streams import Connection, Stream
+from stack.base.interfaces import Connection, Stream
 from stack.transport.tls import TlsTransport
-from stack.trust import TrustDecision, TrustStore
+from stack.store.trust import TrustDecision, TrustStore
 
 __all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustChecked",
            "IdentityReceived", "DialbackResult", "AnnouncementPublished", "PROTO_IDENTIFY", "PROTO_PING", "PROTO_ECHO"]

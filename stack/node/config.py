@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack.identity import Identity
-from stack.net import Address
+from stack.base.identity import Identity
+from stack.base.net import Address
 
 __all__ = ["NodeConfig", "DEFAULT_PORT"]
 

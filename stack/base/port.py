@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from enum import Enum
 
-from stack.net import Datagram, Receiver
+from stack.base.net import Datagram, Receiver
 
 __all__ = [
     "Kind",

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from stack.errors import LocalError, UsageError
+from stack.base.errors import LocalError, UsageError
 
 __all__ = [
     "Address",

@@ -62,8 +62,8 @@ import msgpack
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
 
-from stack.errors import LocalError
-from stack.identity import PEER_ID_LENGTH, Identity, PeerId
+from stack.base.errors import LocalError
+from stack.base.identity import PEER_ID_LENGTH, Identity, PeerId
 
 __all__ = [
     "Result",
@@ -415,7 +415,7 @@ def sign_announcement(identity: Identity, seq: int, addrs: list[str] | tuple[str
                       previous: tuple[PeerId, ...] | list[PeerId] = ()) -> bytes:
     """Build and sign an announcement envelope of ``identity`` at ``now`` (Unix s).
 
-    ``seq`` must be fresh (see ``stack.replay.next_sequence``). Raises ``RecordTooLarge``
+    ``seq`` must be fresh (see ``stack.base.replay.next_sequence``). Raises ``RecordTooLarge``
     over 1000 bytes and ``MalformedRecord`` (a ``ValueError``) for a field the decoder would
     refuse.
     """

@@ -18,9 +18,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from stack.errors import UsageError
-from stack.identity import InvalidPeerId, PeerId
-from stack.net import Address, parse_host_port
+from stack.base.errors import UsageError
+from stack.base.identity import InvalidPeerId, PeerId
+from stack.base.net import Address, parse_host_port
 
 __all__ = ["PeerAddress", "parse_address", "TRANSPORTS"]
 

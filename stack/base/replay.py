@@ -2,7 +2,7 @@
 
 ``Verifier`` is a sans-I/O core: ``verify(data, now)`` reads no clock, touches no file and
 never raises on remote bytes; every outcome is one of seed 004's result codes
-(``stack.records.Result``). Checks run cheapest first, so garbage costs microseconds
+(``stack.base.records.Result``). Checks run cheapest first, so garbage costs microseconds
 and only a well-formed, fresh, in-window record pays for the Ed25519 verifies:
 
 ====  ===========================================  ==================================
@@ -49,10 +49,10 @@ from pathlib import Path
 import filelock
 import msgpack
 
-from stack.errors import CorruptFileError, DataFileError, LocalError
-from stack.files import atomic_write, ensure_data_dir
-from stack.identity import PeerId
-from stack.records import (
+from stack.base.errors import CorruptFileError, DataFileError, LocalError
+from stack.base.files import atomic_write, ensure_data_dir
+from stack.base.identity import PeerId
+from stack.base.records import (
     ANNOUNCEMENT_TYPE,
     MAX_ANNOUNCEMENT_SIZE,
     MAX_RELAYED_SIZE,

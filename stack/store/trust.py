@@ -116,10 +116,10 @@ from typing import Any, TypeVar
 import filelock
 import structlog
 
-from stack.clock import Clock, SystemClock
-from stack.errors import DataFileError, LocalError, UsageError
-from stack.files import atomic_write, ensure_data_dir
-from stack.identity import InvalidPeerId, PeerId
+from stack.base.clock import Clock, SystemClock
+from stack.base.errors import DataFileError, LocalError, UsageError
+from stack.base.files import atomic_write, ensure_data_dir
+from stack.base.identity import InvalidPeerId, PeerId
 
 __all__ = [
     "TRUST_FILE_NAME",
@@ -142,7 +142,7 @@ MAX_ADDRESSES = 16          # addresses seen kept per peer (most recent)
 LOCK_TIMEOUT = 10.0         # seconds to wait for another process's update
 _LOCK_POLL = 0.005          # seconds between lock attempts (filelock's default is 50 ms)
 
-log = structlog.get_logger("stack.trust")
+log = structlog.get_logger("stack.store.trust")
 _T = TypeVar("_T")
 
 
