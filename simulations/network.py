@@ -53,6 +53,7 @@ asyncio loop (real-time small tests), just without that shortcut.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 from heapq import heappop, heappush
 from collections.abc import Iterable
@@ -60,6 +61,7 @@ from dataclasses import dataclass
 
 from simulations.errors import SimulationError
 from simulations.nat import HAIRPIN_KINDS, NAT_KINDS, Nat, PublicSite
+from stack.base.errors import LocalError
 from stack.base.net import Address, Datagram, EndpointStats, Receiver
 
 __all__ = ["SimNetwork", "SimHost", "SimEndpoint", "NetStats"]
@@ -166,6 +168,18 @@ class SimHost:
         endpoint = SimEndpoint(self, key, src, receiver)
         self._endpoints[key] = endpoint
         return endpoint
+
+    async def resolve(self, addr: Address) -> Address:
+        """Only IPv4 literals resolve: the simulated network has no name service."""
+        try:
+            ipaddress.IPv4Address(addr[0])
+        except ValueError:
+            raise LocalError(f"cannot resolve {addr[0]!r}: no names on the simulated "
+                             "network") from None
+        return addr
+
+    def local_ips(self) -> list[str]:
+        return list(self.ips)  # no loopback: a simulated host cannot bind it
 
     def _taken(self, ip: str, port: int) -> bool:
         if ip == _ANY:

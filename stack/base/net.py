@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,6 +33,7 @@ __all__ = [
     "parse_host_port",
     "format_address",
     "resolve_ipv4",
+    "interface_ipv4s",
 ]
 
 Address = tuple[str, int]
@@ -67,8 +69,20 @@ class DatagramEndpoint(Protocol):
 
 
 class DatagramNetwork(Protocol):
+    """One host's view of the network: binding ports, resolving names, its own
+    addresses. The simulator's hosts implement the same three."""
+
     async def bind(self, addr: Address, receiver: Receiver) -> DatagramEndpoint:
         """Bind ``addr`` (port 0 = ephemeral). Raises ``LocalError`` if it is taken."""
+        ...
+
+    async def resolve(self, addr: Address) -> Address:
+        """``(name or IPv4 literal, port)`` -> ``(IPv4 literal, port)``; ``LocalError``
+        when the name does not resolve. Never blocks the event loop."""
+        ...
+
+    def local_ips(self) -> list[str]:
+        """This host's IPv4 interface addresses, loopback included."""
         ...
 
 
@@ -137,6 +151,40 @@ class UdpNetwork:
             sock.close()
             raise LocalError(f"cannot bind UDP {format_address(addr)}: {exc.strerror}") from exc
         return UdpEndpoint(sock, receiver, asyncio.get_running_loop())
+
+    async def resolve(self, addr: Address) -> Address:
+        return await resolve_ipv4(addr)
+
+    def local_ips(self) -> list[str]:
+        return interface_ipv4s()
+
+
+_SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
+
+
+def interface_ipv4s() -> list[str]:
+    """The IPv4 address of every interface that has one (Linux), loopback first.
+
+    Read from the kernel (``SIOCGIFADDR`` per ``if_nameindex`` entry) rather than by
+    resolving the host name, which on most machines yields only 127.0.1.1 or a DNS
+    name's address unrelated to the interfaces. Elsewhere: loopback only."""
+    ips: list[str] = []
+    try:
+        import fcntl
+        names = [name for _, name in socket.if_nameindex()]
+    except (ImportError, OSError):
+        return ["127.0.0.1"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for name in names:
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                reply = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, request)
+            except OSError:  # no IPv4 address on this interface
+                continue
+            ip = socket.inet_ntoa(reply[20:24])
+            if ip not in ips:
+                ips.append(ip)
+    return sorted(ips, key=lambda ip: not ip.startswith("127.")) or ["127.0.0.1"]
 
 
 def parse_host_port(text: str, default_port: int | None = None) -> Address:

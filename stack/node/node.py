@@ -1,7 +1,10 @@
-"""The Node: identity, trust store, one UDP port (STUN + QUIC), TLS over TCP, protocols.
+"""The Node: identity, trust store, one UDP port (STUN + QUIC + DHT), TLS over TCP.
 
 ``Node`` is the composer (DESIGN.md section 1): it builds the layers from a
-``NodeConfig`` and wires them; none of them knows about the others.
+``NodeConfig`` and wires them; none of them knows about the others. It routes protocols
+(``stack.node.router``; the built-in ones are in ``stack.node.protocols``), runs its
+background work under a ``Supervisor`` and reports what happens as events
+(``stack.node.events``).
 
 Lifecycle: ``await node.start()`` binds the UDP port (QUIC, STUN server) and the TCP
 port of the same number (TLS); ``await node.stop()`` closes connections gracefully.
@@ -13,35 +16,17 @@ Trust (DESIGN.md section 5, seeds 000/001): dialing a peer id enforces it
 ``check_address`` (TOFU pin, "changed" refused); accepting asks ``check_peer``. A refusal
 closes the connection and raises ``TrustRefused`` (dial) or drops it (accept).
 
-Protocols on streams: the first length-prefixed message names the protocol.
-
-==========================  =================================================================
-``/p2pstack/identify/1``    dialer -> its identity-exchange envelope (seed 004, with its
-                            listen addresses); listener -> its own envelope; then, once the
-                            listener has dialed back, a msgpack map ``{"ok": bool,
-                            "address": str|None, "error": str|None}`` and FIN
-``/p2pstack/ping/1``        messages echoed one by one until FIN (RTT)
-``/p2pstack/echo/1``        one message, echoed, FIN
-==========================  =================================================================
-
-Bidirectional trust (seed 000): after the identify exchange of an accepted connection,
-the listener dials the dialer back at the *observed* IP with the advertised port of the
-same transport (never a host the peer names: that would make us a reflector), then
-proves the connection with one ping. Success: ``record_dialback(ok=True)`` (peer
-reachable); failure: logged as the seed does, non-fatal. The dialer learns the outcome
-from the identify stream (``DialbackResult`` event, ``node.reachability``).
+Bidirectional trust (seed 000): the identify protocol's listener dials the dialer back
+(``protocols.autonat``); the dialer learns the outcome (``DialbackResult`` event,
+``node.reachability``).
 
 Discovery (issue 5): with ``config.dht`` the Kademlia DHT runs on the same UDP port
 (first byte ``DHT_BYTE``). ``await node.join()`` bootstraps from ``config.bootstrap`` and
-publishes our signed announcement (seed 004: our addresses, the next persisted sequence
-number); until some DHT node stores it (the first node of a network has nobody to store
-it on) the node retries, and the DHT driver re-signs and re-publishes it as it ages.
-``node.announce()`` re-publishes at once, e.g. after our addresses changed.
+starts the ``dht.publisher`` service: it publishes our signed announcement (seed 004:
+our addresses, the next persisted sequence number), retrying until some DHT node stores
+it, then re-publishes when our addresses change; the DHT driver re-signs it as it ages.
 ``node.resolve(peer_id)`` returns a peer's verified announcement, and ``connect(peer_id)``
 falls back to it when the trust store knows no address of that peer.
-
-Events are frozen dataclasses delivered to every ``subscribe()`` queue and logged by
-name (``connection.opened``, ``trust.checked``, ``dialback.result`` ...).
 """
 
 from __future__ import annotations
@@ -50,111 +35,50 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
-from dataclasses import dataclass
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
-import msgpack
 import structlog
 
+from stack.base.addresses import PeerAddress, parse_address
 from stack.base.clock import Clock, SystemClock
-from stack.node.config import NodeConfig
 from stack.base.errors import LocalError, StackError, UsageError
 from stack.base.identity import Identity, PeerId
-from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork, format_address,
-                       resolve_ipv4)
+from stack.base.interfaces import Connection, Transport
+from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork,
+                            format_address)
+from stack.base.port import DHT_BYTE, PortDemux
+from stack.base.records import Announcement, RecordTooLarge, sign_announcement
+from stack.base.replay import next_sequence
 from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import PublishFailed
-from stack.base.port import DHT_BYTE, PortDemux
-from stack.base.records import (Announcement, RecordTooLarge, Result, make_identity_exchange,
-                           sign_announcement, verify_identity_exchange)
-from stack.base.replay import next_sequence
+from stack.node.config import NodeConfig
+from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
+                               DialbackResult, EventBus, EventWaiter, IdentityReceived, NodeEvent,
+                               ServiceFailed, TrustChecked)
+from stack.node.protocols.autonat import DialBack
+from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
+from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
+from stack.node.protocols.ping import PROTO_PING, PingProtocol, ping_once
+from stack.node.router import Router
+from stack.node.supervisor import Supervisor
+from stack.store.trust import TrustDecision, TrustStore
 from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
-from stack.transport.errors import (HandshakeTimeout, ProtocolViolation, TransportError,
-                                    TrustRefused)
-from stack.base.addresses import PeerAddress, parse_address
+from stack.transport.errors import TransportError, TrustRefused
 from stack.transport.options import ConnectionLimits, Registry, TransportOptions
 from stack.transport.quic import QuicTransport
-from stack.base.interfaces import Connection, Stream
 from stack.transport.tls import TlsTransport
-from stack.store.trust import TrustDecision, TrustStore
 
 __all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustChecked",
-           "IdentityReceived", "DialbackResult", "AnnouncementPublished", "PROTO_IDENTIFY", "PROTO_PING", "PROTO_ECHO"]
+           "IdentityReceived", "DialbackResult", "AnnouncementPublished", "ServiceFailed",
+           "PROTO_IDENTIFY", "PROTO_PING", "PROTO_ECHO", "ADDRESS_CHECK_INTERVAL"]
 
 log = structlog.get_logger("p2pstack.node")
 
-PROTO_IDENTIFY = b"/p2pstack/identify/1"
-PROTO_PING = b"/p2pstack/ping/1"
-PROTO_ECHO = b"/p2pstack/echo/1"
-MAX_PROTOCOL_NAME = 64
-MAX_IDENTIFY = 4096
-MAX_ECHO = 64 * 1024
 ADDRESS_CHECK_INTERVAL = 60.0  # seconds between checks that our addresses are unchanged
-
-
-# ------------------------------------------------------------------------------ events
-
-@dataclass(frozen=True)
-class ConnectionOpened:
-    peer_id: PeerId
-    transport: str
-    address: str           # remote HOST:PORT
-    inbound: bool
-
-
-@dataclass(frozen=True)
-class ConnectionClosed:
-    peer_id: PeerId
-    transport: str
-    address: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class TrustChecked:
-    """The trust store's decision on a connection (outcome: new/verified/changed/...)."""
-    peer_id: PeerId
-    outcome: str
-    allowed: bool
-    address: str
-    inbound: bool
-
-
-@dataclass(frozen=True)
-class IdentityReceived:
-    """A verified identity exchange (seed 004); ``addrs`` are claimed, not yet verified."""
-    peer_id: PeerId
-    addrs: tuple[str, ...]
-    display_name: str
-
-
-@dataclass(frozen=True)
-class DialbackResult:
-    """Seed 000's reverse connection. ``role="listener"``: we dialed ``peer_id`` back;
-    ``role="dialer"``: ``peer_id`` dialed us back and told us the outcome. ``ok`` is
-    None when the peer ended the exchange without a verdict (it does not dial back)."""
-    peer_id: PeerId
-    ok: bool | None
-    address: str | None
-    error: str | None
-    role: str
-
-
-@dataclass(frozen=True)
-class AnnouncementPublished:
-    """Our announcement (sequence ``seq``) is stored on ``stored`` DHT nodes."""
-    peer_id: PeerId
-    seq: int
-    stored: int
-    addrs: tuple[str, ...]
-
-
-NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
-             | DialbackResult | AnnouncementPublished)
+E = TypeVar("E")
 
 
 def _addr_text(addr: Address) -> str:
@@ -182,15 +106,15 @@ class Node:
                                     config.max_streams_per_peer))
         self.registry = Registry(self.options.limits)
         self.verifier = CertificateVerifier()  # shared: a peer's certificate serves both
-        self.reachability: dict[PeerId, DialbackResult] = {}
         self.demux = PortDemux()
         self.endpoint: DatagramEndpoint | None = None
         self.quic: QuicTransport | None = None
         self.tls: TlsTransport | None = None
         self.stun: Any = None
         self.tls_address: Address | None = None
-        self._subscribers: list[asyncio.Queue[NodeEvent]] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.events = EventBus()
+        self.supervisor = Supervisor(self.events)
+        self.router = self._build_router()
         self._connections: set[Connection] = set()
         self._started = False
         self.dht: DhtDriver | None = None
@@ -204,6 +128,28 @@ class Node:
         self._record: bytes | None = None  # our latest signed announcement
         self._replicas = 0                 # DHT nodes that stored it at our last put
         self._table_at_put = 0             # our routing-table size at that put
+
+    def _build_router(self) -> Router:
+        """The built-in protocols. A new protocol is one more ``router.add``."""
+        router = Router(self.options.handshake_timeout)
+        dial_back = None
+        if self.config.dial_back:
+            dial_back = DialBack(transport_for=self._dial_back_transport, trust=self.trust,
+                                 events=self.events, timeout=self.config.dial_back_timeout)
+        self.identify = IdentifyProtocol(
+            identity=self.identity, clock=self.clock, display_name=self.config.display_name,
+            listen_addrs=self.addrs, events=self.events,
+            handshake_timeout=self.options.handshake_timeout,
+            verdict_timeout=self.config.dial_back_timeout + self.options.handshake_timeout + 5,
+            dial_back=dial_back, spawn=self.supervisor.spawn, on_observed=self._learn_observed)
+        for protocol in (self.identify, PingProtocol(), EchoProtocol()):
+            router.add(protocol)
+        return router
+
+    @property
+    def reachability(self) -> dict[PeerId, DialbackResult]:
+        """The latest dial-back verdict each peer gave us (seed 000)."""
+        return self.identify.reachability
 
     @property
     def peer_id(self) -> PeerId:
@@ -249,6 +195,7 @@ class Node:
             self._start_stun()
         if self.config.dht:
             self._start_dht()
+        await self.router.start()
         self._started = True
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
@@ -296,14 +243,14 @@ class Node:
         dht = self._dht()
         peers = 0
         if self.config.bootstrap:
-            addrs = [await resolve_ipv4(parse_address(text).address)
+            addrs = [await self._network.resolve(parse_address(text).address)
                      for text in self.config.bootstrap]
             if self.config.dht_server is None:
                 dht.core.set_server(await self._probe_reachability(addrs[0]))
             peers = await dht.bootstrap(addrs, timeout)
         if self.config.publish:
             dht.set_record_source(self._sign_announcement)
-            self._spawn(self._keep_published(timeout))
+            self.supervisor.run("dht.publisher", lambda: self._keep_published(timeout))
         return peers
 
     async def _probe_reachability(self, addr: Address) -> bool:
@@ -312,22 +259,20 @@ class Node:
         routing tables; anything short of a successful dial-back says no."""
         reachable = False
         if self.quic is not None:
-            queue = self.subscribe()
+            verdict = self.next_event(DialbackResult, role="dialer",
+                                      timeout=self.config.dial_back_timeout
+                                      + 2 * self.options.handshake_timeout)
             try:
-                conn = await asyncio.wait_for(self.connect(PeerAddress(*addr, "quic")),
-                                              self.options.handshake_timeout)
-                async with asyncio.timeout(self.config.dial_back_timeout
-                                           + self.options.handshake_timeout):
-                    while not (isinstance(event := await queue.get(), DialbackResult)
-                               and event.role == "dialer" and event.peer_id == conn.peer_id):
-                        pass
-                reachable = event.ok is True
+                async with asyncio.timeout(self.options.handshake_timeout):
+                    conn = await self.connect(PeerAddress(*addr, "quic"))
+                event = await verdict
+                reachable = event.ok is True and event.peer_id == conn.peer_id
                 conn.abort("reachability probe done")
             except (StackError, TimeoutError) as exc:
                 log.info("dht.reachability_probe_failed", address=_addr_text(addr),
                          error=str(exc) or type(exc).__name__)
             finally:
-                self.unsubscribe(queue)
+                verdict.cancel()
         log.info("dht.mode", server=reachable, probed=_addr_text(addr))
         return reachable
 
@@ -370,8 +315,8 @@ class Node:
         stored = await dht.publish(self._sign_announcement(), timeout)
         self._replicas, self._table_at_put = stored, len(dht.core.table)
         assert self.published is not None
-        self._emit(AnnouncementPublished(self.peer_id, self.published.seq, stored,
-                                         self.published.addrs), "dht.published")
+        self.events.emit(AnnouncementPublished(self.peer_id, self.published.seq, stored,
+                                               self.published.addrs))
         return stored
 
     async def _keep_published(self, timeout: float) -> None:
@@ -442,9 +387,8 @@ class Node:
         if self.tls is not None:
             closers.append(self.tls.close(grace))
         await asyncio.gather(*closers, return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.supervisor.stop()
+        await self.router.stop()
         if self.endpoint is not None:
             self.endpoint.close()
         log.info("node.stopped", peer_id=str(self.peer_id))
@@ -459,15 +403,17 @@ class Node:
     # ---------------------------------------------------------------- addresses
 
     def _hosts(self, host: str) -> list[str]:
+        """The IPs a listener on ``host`` is reachable at: for the wildcard, the host's
+        interface addresses (through the network seam), loopback only when it is the
+        only one (an announced 127.0.0.1 reaches a *different* node on a dialer's host)."""
         if host != "0.0.0.0":
             return [host]
-        hosts = ["127.0.0.1"]
-        with contextlib.suppress(OSError):
-            for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-                ip = str(info[4][0])
-                if ip not in hosts and not ip.startswith("127."):
-                    hosts.append(ip)
-        return hosts
+        ips = [ip for ip in self._network.local_ips() if not ip.startswith("127.")]
+        return ips or ["127.0.0.1"]
+
+    def _own_ips(self) -> list[str]:
+        host = self.udp_address[0]
+        return self._network.local_ips() if host == "0.0.0.0" else [host]
 
     def addrs(self) -> list[str]:
         """Our full listen multiaddrs (QUIC first), with ``/p2p/<our id>``."""
@@ -488,26 +434,16 @@ class Node:
 
     def subscribe(self) -> asyncio.Queue[NodeEvent]:
         """A queue receiving every later event."""
-        queue: asyncio.Queue[NodeEvent] = asyncio.Queue()
-        self._subscribers.append(queue)
-        return queue
+        return self.events.subscribe()
 
     def unsubscribe(self, queue: asyncio.Queue[NodeEvent]) -> None:
-        with contextlib.suppress(ValueError):
-            self._subscribers.remove(queue)
+        self.events.unsubscribe(queue)
 
-    def _emit(self, event: NodeEvent, name: str, level: str = "info") -> None:
-        fields = {k: (str(v) if isinstance(v, PeerId) else v)
-                  for k, v in event.__dict__.items()}
-        getattr(log, level)(name, **fields)
-        for queue in self._subscribers:
-            queue.put_nowait(event)
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def next_event(self, kind: type[E], *, timeout: float | None = None,
+                   **match: Any) -> EventWaiter[E]:
+        """The next event of ``kind`` whose fields equal ``match``; registers when called
+        (call it before the action, await it after). ``TimeoutError`` after ``timeout``."""
+        return self.events.next_event(kind, timeout=timeout, **match)
 
     # -------------------------------------------------------------- connections
 
@@ -518,9 +454,9 @@ class Node:
         return transport
 
     def _trust_event(self, decision: TrustDecision, address: str, inbound: bool) -> None:
-        self._emit(TrustChecked(decision.peer_id, str(decision.outcome), decision.allowed,
-                                address, inbound), "trust.checked",
-                   "info" if decision.allowed else "warning")
+        self.events.emit(TrustChecked(decision.peer_id, str(decision.outcome),
+                                      decision.allowed, address, inbound),
+                         "info" if decision.allowed else "warning")
 
     def _accepted(self, conn: Connection) -> None:
         """A transport authenticated an inbound connection: trust check, then serve."""
@@ -546,16 +482,17 @@ class Node:
     def _serve(self, conn: Connection, inbound: bool) -> None:
         self._connections.add(conn)
         address = _addr_text(conn.remote_address)
-        self._emit(ConnectionOpened(conn.peer_id, conn.transport, address, inbound),
-                   "connection.opened")
+        self.events.emit(ConnectionOpened(conn.peer_id, conn.transport, address, inbound,
+                                          str(conn.path.kind)))
+        self.router.connection_opened(conn)
 
         def closed(c: Any) -> None:
             self._connections.discard(conn)
-            self._emit(ConnectionClosed(conn.peer_id, conn.transport, address,
-                                        c.close_reason or "closed"), "connection.closed")
+            self.events.emit(ConnectionClosed(conn.peer_id, conn.transport, address,
+                                              c.close_reason or "closed"))
 
         conn.add_close_callback(closed)  # type: ignore[attr-defined]
-        self._spawn(self._accept_streams(conn))
+        self.supervisor.spawn(self._accept_streams(conn))
 
     async def connect(self, target: str | PeerId | PeerAddress, *,
                       transport: str | None = None, identify: bool = True) -> Connection:
@@ -598,7 +535,7 @@ class Node:
             raise TrustRefused(str(decision.outcome), _refusal_message(decision, address))
         self._serve(conn, inbound=False)
         if identify:
-            await self._identify(conn)
+            await self.identify.exchange(conn)
         return conn
 
     async def _connect_known(self, target: PeerAddress, name: str,
@@ -637,64 +574,13 @@ class Node:
 
     # ----------------------------------------------------------------- protocols
 
-    async def _open(self, conn: Connection, protocol: bytes) -> Stream:
-        stream = await conn.open_stream()
-        await stream.write_message(protocol)
-        return stream
-
-    async def _identify(self, conn: Connection) -> None:
-        stream = await self._open(conn, PROTO_IDENTIFY)
-        await stream.write_message(make_identity_exchange(
-            self.identity, self.clock.now(), display_name=self.config.display_name,
-            addrs=self.addrs()))
-        try:
-            reply = await asyncio.wait_for(stream.read_message(MAX_IDENTIFY),
-                                           self.options.handshake_timeout)
-        except TimeoutError:
-            conn.abort("no identity exchange")
-            raise HandshakeTimeout(f"{conn.peer_id} sent no identity exchange within "
-                                   f"{self.options.handshake_timeout}s") from None
-        self._check_identity(conn, reply)
-        self._spawn(self._await_dialback_result(conn, stream))
-
-    def _check_identity(self, conn: Connection, data: bytes) -> tuple[str, ...]:
-        result, msg = verify_identity_exchange(data, self.clock.now())
-        if result is not Result.VALID or msg is None or msg.peer_id != conn.peer_id:
-            conn.abort("bad identity exchange")
-            raise ProtocolViolation(f"identity exchange from {conn.peer_id} rejected: "
-                                    f"{result if msg is None else 'peer id mismatch'}")
-        self._emit(IdentityReceived(msg.peer_id, msg.addrs, msg.display_name),
-                   "identity.received")
-        return msg.addrs
-
-    async def _await_dialback_result(self, conn: Connection, stream: Stream) -> None:
-        with contextlib.suppress(TransportError, ValueError, asyncio.TimeoutError):
-            raw = await asyncio.wait_for(
-                stream.next_message(MAX_IDENTIFY),
-                self.config.dial_back_timeout + self.options.handshake_timeout + 5)
-            if raw is None:  # the listener does no dial-backs: settle at once, no verdict
-                result = DialbackResult(conn.peer_id, None, None,
-                                        "the peer does not dial back", "dialer")
-            else:
-                obj = msgpack.unpackb(raw)
-                if not isinstance(obj, dict) or not isinstance(obj.get("ok"), (bool, type(None))):
-                    return
-                self._learn_observed(conn, obj.get("observed"))
-                address = obj.get("address")
-                error = obj.get("error")
-                result = DialbackResult(conn.peer_id, obj["ok"],
-                                        address if isinstance(address, str) else None,
-                                        error if isinstance(error, str) else None, "dialer")
-            self.reachability[conn.peer_id] = result
-            self._emit(result, "dialback.result")
-
-    def _learn_observed(self, conn: Connection, observed: object) -> None:
+    def _learn_observed(self, conn: Connection, observed: str) -> None:
         """Keep the address a peer saw our UDP port at, when it is not one of our own."""
-        if conn.transport != "quic" or not isinstance(observed, str):
+        if conn.transport != "quic":
             return
         with contextlib.suppress(UsageError):
             addr = parse_address(observed).address
-            if addr != self.udp_address and addr[0] not in self._hosts(self.udp_address[0]):
+            if addr != self.udp_address and addr[0] not in self._own_ips():
                 if addr != self.observed_address:
                     log.info("address.observed", address=observed, by=str(conn.peer_id))
                 self.observed_address = addr
@@ -703,83 +589,10 @@ class Node:
         with contextlib.suppress(TransportError):
             while True:
                 stream = await conn.accept_stream()
-                self._spawn(self._handle_stream(conn, stream))
-
-    async def _handle_stream(self, conn: Connection, stream: Stream) -> None:
-        try:
-            protocol = await asyncio.wait_for(stream.read_message(MAX_PROTOCOL_NAME),
-                                              self.options.handshake_timeout)
-            if protocol == PROTO_PING:
-                while (msg := await stream.next_message(MAX_PROTOCOL_NAME)) is not None:
-                    await stream.write_message(msg)
-                await stream.close()
-            elif protocol == PROTO_ECHO:
-                await stream.write_message(await stream.read_message(MAX_ECHO))
-                await stream.close()
-            elif protocol == PROTO_IDENTIFY:
-                await self._serve_identify(conn, stream)
-            else:
-                stream.reset()
-        except (TransportError, asyncio.TimeoutError) as exc:
-            log.debug("stream.failed", peer_id=str(conn.peer_id), error=str(exc))
-            stream.reset()
-
-    async def _serve_identify(self, conn: Connection, stream: Stream) -> None:
-        addrs = self._check_identity(conn, await stream.read_message(MAX_IDENTIFY))
-        await stream.write_message(make_identity_exchange(
-            self.identity, self.clock.now(), display_name=self.config.display_name,
-            addrs=self.addrs()))
-        observed = _addr_text(conn.remote_address)  # identify's "observed address"
-        if not self.config.dial_back or conn.is_client:
-            await stream.write_message(msgpack.packb(
-                {"ok": None, "address": None, "error": "no dial-back", "observed": observed}))
-            await stream.close()
-            return
-        result = await self._dial_back(conn, addrs)
-        await stream.write_message(msgpack.packb(
-            {"ok": result.ok, "address": result.address, "error": result.error,
-             "observed": observed}))
-        await stream.close()
-
-    async def _dial_back(self, conn: Connection, addrs: tuple[str, ...]) -> DialbackResult:
-        """Seed 000's reverse connection, to the observed IP only (see module docstring)."""
-        observed_ip = conn.remote_address[0]
-        port = conn.remote_address[1] if conn.transport == "quic" else None
-        for text in addrs if port is None else ():
-            with contextlib.suppress(UsageError):
-                parsed = parse_address(text)
-                if parsed.transport == conn.transport and parsed.port and parsed.relay is None:
-                    port = parsed.port
-                    break
-        if port is None:
-            result = DialbackResult(conn.peer_id, False, None,
-                                    f"no {conn.transport} listen address advertised", "listener")
-        else:
-            target = PeerAddress(observed_ip, port, conn.transport, conn.peer_id)
-            address = _addr_text(target.address)
-            try:
-                async with self._dial_back_transport(conn.transport) as transport:
-                    back = await asyncio.wait_for(transport.dial(target.address, conn.peer_id),
-                                                  self.config.dial_back_timeout)
-                    try:
-                        await asyncio.wait_for(self._ping_once(back),
-                                               self.config.dial_back_timeout)
-                    finally:
-                        back.abort("dial-back done")
-                result = DialbackResult(conn.peer_id, True, address, None, "listener")
-            except (TransportError, asyncio.TimeoutError, OSError) as exc:
-                error = str(exc) or type(exc).__name__
-                result = DialbackResult(conn.peer_id, False, address, error, "listener")
-        with contextlib.suppress(StackError):
-            # record_dialback logs the seed's "Mutual trust established" / "Reverse
-            # connection failed ... Continuing anyway" lines.
-            self.trust.record_dialback(conn.peer_id, result.ok, result.address or observed_ip,
-                                       error=result.error)
-        self._emit(result, "dialback.result", "info" if result.ok else "warning")
-        return result
+                self.supervisor.spawn(self.router.dispatch(conn, stream))
 
     @contextlib.asynccontextmanager
-    async def _dial_back_transport(self, name: str) -> AsyncIterator[QuicTransport | TlsTransport]:
+    async def _dial_back_transport(self, name: str) -> AsyncIterator[Transport]:
         """Where a dial-back leaves from. QUIC: a fresh UDP port, because an answer from
         the port the peer has just sent to passes any cone NAT's filter and proves
         nothing about whether others can reach it. (TCP dials use a fresh port anyway.)"""
@@ -801,48 +614,29 @@ class Node:
             await transport.close(0)
             endpoint.close()
 
-    async def _ping_once(self, conn: Connection) -> float:
-        stream = await self._open(conn, PROTO_PING)
-        payload = os.urandom(32)
-        loop = asyncio.get_running_loop()  # loop time: virtual under the simulator
-        start = loop.time()
-        await stream.write_message(payload)
-        reply = await stream.read_message(MAX_PROTOCOL_NAME)
-        rtt = loop.time() - start
-        await stream.close()
-        if reply != payload:
-            raise ProtocolViolation("ping reply does not match")
-        return rtt
+    async def _connection(self, target: str | PeerId | PeerAddress | Connection,
+                          transport: str | None) -> Connection:
+        if isinstance(target, (str, PeerId, PeerAddress)):
+            return await self.connect(target, transport=transport)
+        return target
 
     async def ping(self, target: str | PeerId | PeerAddress | Connection, *,
                    transport: str | None = None) -> tuple[Connection, float]:
         """One ping round trip; returns the connection and the RTT in seconds."""
-        conn = target if _is_connection(target) else await self.connect(
-            target, transport=transport)  # type: ignore[arg-type]
-        return conn, await asyncio.wait_for(self._ping_once(conn), self.options.handshake_timeout)  # type: ignore[arg-type]
+        conn = await self._connection(target, transport)
+        async with asyncio.timeout(self.options.handshake_timeout):
+            return conn, await ping_once(conn)
 
     async def echo(self, target: str | PeerId | PeerAddress | Connection, message: bytes, *,
                    transport: str | None = None) -> tuple[Connection, bytes, float]:
         """Send ``message`` on the echo protocol; returns (connection, reply, RTT seconds)."""
-        conn = target if _is_connection(target) else await self.connect(
-            target, transport=transport)  # type: ignore[arg-type]
-        stream = await self._open(conn, PROTO_ECHO)  # type: ignore[arg-type]
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await stream.write_message(message)
-        reply = await asyncio.wait_for(stream.read_message(MAX_ECHO),
-                                       self.options.handshake_timeout)
-        rtt = loop.time() - start
-        await stream.close()
-        return conn, reply, rtt  # type: ignore[return-value]
+        conn = await self._connection(target, transport)
+        reply, rtt = await echo(conn, message, self.options.handshake_timeout)
+        return conn, reply, rtt
 
     @property
     def connections(self) -> list[Connection]:
         return list(self._connections)
-
-
-def _is_connection(obj: object) -> bool:
-    return hasattr(obj, "open_stream") and hasattr(obj, "peer_id")
 
 
 def _refusal_message(decision: TrustDecision, address: str) -> str:

@@ -1,0 +1,185 @@
+"""Node events (frozen dataclasses, DESIGN.md habit 3) and the bus that delivers them.
+
+Every event is logged under its name (``connection.opened`` ...) with its fields and
+delivered to every ``subscribe()`` queue. ``next_event(kind, timeout=..., **match)``
+waits for one event: it registers *when called*, so call it before the action whose
+event you want and await the result after::
+
+    verdict = node.next_event(DialbackResult, role="dialer", timeout=10)
+    conn = await node.connect(addr)
+    result = await verdict          # TimeoutError after 10 s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import structlog
+
+from stack.base.identity import PeerId
+
+__all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityReceived",
+           "DialbackResult", "AnnouncementPublished", "ServiceFailed", "NodeEvent",
+           "EventBus", "EventWaiter", "EVENT_NAMES"]
+
+log = structlog.get_logger("p2pstack.node")
+
+
+@dataclass(frozen=True)
+class ConnectionOpened:
+    peer_id: PeerId
+    transport: str
+    address: str           # remote HOST:PORT
+    inbound: bool
+    path: str = "direct"   # PathKind of the connection
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    peer_id: PeerId
+    transport: str
+    address: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TrustChecked:
+    """The trust store's decision on a connection (outcome: new/verified/changed/...)."""
+    peer_id: PeerId
+    outcome: str
+    allowed: bool
+    address: str
+    inbound: bool
+
+
+@dataclass(frozen=True)
+class IdentityReceived:
+    """A verified identity exchange (seed 004); ``addrs`` are claimed, not yet verified."""
+    peer_id: PeerId
+    addrs: tuple[str, ...]
+    display_name: str
+
+
+@dataclass(frozen=True)
+class DialbackResult:
+    """Seed 000's reverse connection. ``role="listener"``: we dialed ``peer_id`` back;
+    ``role="dialer"``: ``peer_id`` dialed us back and told us the outcome. ``ok`` is
+    None when the peer ended the exchange without a verdict (it does not dial back)."""
+    peer_id: PeerId
+    ok: bool | None
+    address: str | None
+    error: str | None
+    role: str
+
+
+@dataclass(frozen=True)
+class AnnouncementPublished:
+    """Our announcement (sequence ``seq``) is stored on ``stored`` DHT nodes."""
+    peer_id: PeerId
+    seq: int
+    stored: int
+    addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServiceFailed:
+    """A supervised background service raised; it restarts in ``retry_in`` seconds.
+    ``failures`` counts its consecutive failures (1 on the first)."""
+    service: str
+    error: str
+    failures: int
+    retry_in: float
+
+
+NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
+             | DialbackResult | AnnouncementPublished | ServiceFailed)
+
+#: the log name of each event type
+EVENT_NAMES: dict[type, str] = {
+    ConnectionOpened: "connection.opened", ConnectionClosed: "connection.closed",
+    TrustChecked: "trust.checked", IdentityReceived: "identity.received",
+    DialbackResult: "dialback.result", AnnouncementPublished: "dht.published",
+    ServiceFailed: "service.failed",
+}
+
+E = TypeVar("E")
+
+
+class EventBus:
+    """Delivers events to queues and one-shot waiters; logs each one by name."""
+
+    def __init__(self) -> None:
+        self._queues: list[asyncio.Queue[NodeEvent]] = []
+        self._waiters: list[EventWaiter[Any]] = []
+
+    def subscribe(self) -> asyncio.Queue[NodeEvent]:
+        """A queue receiving every later event."""
+        queue: asyncio.Queue[NodeEvent] = asyncio.Queue()
+        self._queues.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[NodeEvent]) -> None:
+        with contextlib.suppress(ValueError):
+            self._queues.remove(queue)
+
+    def next_event(self, kind: type[E], *, timeout: float | None = None,
+                   **match: Any) -> EventWaiter[E]:
+        """The next event of type ``kind`` whose fields equal ``match`` (see the module
+        docstring: it registers now). ``TimeoutError`` after ``timeout`` seconds."""
+        waiter = EventWaiter(self, kind, match, timeout)
+        self._waiters.append(waiter)
+        return waiter
+
+    def _forget(self, waiter: EventWaiter[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+
+    def emit(self, event: NodeEvent, level: str = "info") -> None:
+        fields = {k: (str(v) if isinstance(v, PeerId) else v)
+                  for k, v in event.__dict__.items()}
+        getattr(log, level)(EVENT_NAMES[type(event)], **fields)
+        for queue in self._queues:
+            queue.put_nowait(event)
+        for waiter in list(self._waiters):
+            waiter._offer(event)
+
+
+_MISSING = object()
+
+
+class EventWaiter(Generic[E]):
+    """An awaitable for one event, registered on creation. ``cancel()`` unregisters
+    it without awaiting (e.g. when the action it waited for failed)."""
+
+    def __init__(self, bus: EventBus, kind: type[E], match: dict[str, Any],
+                 timeout: float | None) -> None:
+        self._bus = bus
+        self._kind = kind
+        self._match = match
+        self._timeout = timeout
+        self._future: asyncio.Future[E] = asyncio.get_running_loop().create_future()
+
+    def _offer(self, event: object) -> None:
+        if (not self._future.done() and isinstance(event, self._kind)
+                and all(getattr(event, k, _MISSING) == v for k, v in self._match.items())):
+            self._future.set_result(event)
+            self._bus._forget(self)
+
+    def __await__(self) -> Generator[Any, None, E]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> E:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._future
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        self._bus._forget(self)
+        if not self._future.done():
+            self._future.cancel()
