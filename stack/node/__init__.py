@@ -4,14 +4,19 @@ Public surface: ``Node``, ``NodeConfig`` and the node events. Modules:
 
 - ``node``: ``Node`` (lifecycle, connections, trust checks, DHT join/publish/resolve)
 - ``config``: ``NodeConfig``
+- ``events``: the event dataclasses, ``EventBus`` (subscribe, ``next_event``)
+- ``router``: ``Router`` and the ``ProtocolHandler`` interface
+- ``supervisor``: ``Supervisor`` (background services restarted with backoff)
+- ``protocols``: the built-in protocols (identify, autonat dial-back, ping, echo)
 """
 
 from stack.node.config import DEFAULT_PORT, NodeConfig
-from stack.node.node import (ADDRESS_CHECK_INTERVAL, PROTO_ECHO, PROTO_IDENTIFY, PROTO_PING,
-                             AnnouncementPublished, ConnectionClosed, ConnectionOpened,
-                             DialbackResult, IdentityReceived, Node, NodeEvent, TrustChecked)
+from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
+                               DialbackResult, IdentityReceived, NodeEvent, ServiceFailed,
+                               TrustChecked)
+from stack.node.node import ADDRESS_CHECK_INTERVAL, PROTO_ECHO, PROTO_IDENTIFY, PROTO_PING, Node
 
 __all__ = ["Node", "NodeConfig", "DEFAULT_PORT", "NodeEvent", "ConnectionOpened",
            "ConnectionClosed", "TrustChecked", "IdentityReceived", "DialbackResult",
-           "AnnouncementPublished", "PROTO_IDENTIFY", "PROTO_PING", "PROTO_ECHO",
-           "ADDRESS_CHECK_INTERVAL"]
+           "AnnouncementPublished", "ServiceFailed", "PROTO_IDENTIFY", "PROTO_PING",
+           "PROTO_ECHO", "ADDRESS_CHECK_INTERVAL"]

@@ -53,7 +53,7 @@ from stack.base.replay import next_sequence
 from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
-from discovery.errors import PublishFailed
+from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
 from stack.node.config import NodeConfig
 from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
                                DialbackResult, EventBus, EventWaiter, IdentityReceived, NodeEvent,
@@ -66,7 +66,7 @@ from stack.node.router import Router
 from stack.node.supervisor import Supervisor
 from stack.store.trust import TrustDecision, TrustStore
 from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
-from stack.transport.errors import TransportError, TrustRefused
+from stack.transport.errors import DialFailed, TransportError, TrustRefused
 from stack.transport.options import ConnectionLimits, Registry, TransportOptions
 from stack.transport.quic import QuicTransport
 from stack.transport.tls import TlsTransport
@@ -126,6 +126,7 @@ class Node:
         self.published: Announcement | None = None
         self._published_addrs: tuple[str, ...] | None = None
         self._record: bytes | None = None  # our latest signed announcement
+        self._bootstrap_addrs: list[Address] = []  # resolved config.bootstrap
         self._replicas = 0                 # DHT nodes that stored it at our last put
         self._table_at_put = 0             # our routing-table size at that put
 
@@ -245,6 +246,7 @@ class Node:
         if self.config.bootstrap:
             addrs = [await self._network.resolve(parse_address(text).address)
                      for text in self.config.bootstrap]
+            self._bootstrap_addrs = addrs
             if self.config.dht_server is None:
                 dht.core.set_server(await self._probe_reachability(addrs[0]))
             peers = await dht.bootstrap(addrs, timeout)
@@ -331,6 +333,7 @@ class Node:
             except PublishFailed as exc:
                 log.debug("dht.publish_retry", error=str(exc), retry_in=delay)
             await asyncio.sleep(delay)
+            await self._rejoin_if_alone(timeout)
             delay = min(delay * 2, 60.0)
         while True:  # then watch our addresses: a new one is announced within a minute
             await asyncio.sleep(ADDRESS_CHECK_INTERVAL)
@@ -339,6 +342,16 @@ class Node:
                     await self._replicate_if_grown(timeout)
             except StackError as exc:
                 log.warning("dht.republish_failed", error=str(exc))
+
+    async def _rejoin_if_alone(self, timeout: float) -> None:
+        """An empty routing table (every peer failed its RPCs, e.g. while our bootstrap
+        node was down) knows nobody to publish to: bootstrap again (seed 002: peers that
+        lose each other find each other again)."""
+        dht = self._dht()
+        if len(dht.core.table) or not self._bootstrap_addrs:
+            return
+        with contextlib.suppress(BootstrapFailed, DhtTimeout):
+            await dht.bootstrap(self._bootstrap_addrs, timeout)
 
     async def _replicate_if_grown(self, timeout: float) -> None:
         """Put the same record again when it sits on fewer than k nodes and our routing
@@ -540,37 +553,47 @@ class Node:
 
     async def _connect_known(self, target: PeerAddress, name: str,
                              identify: bool) -> Connection:
+        """Dial a peer id: the addresses the trust store knows (the one our dial-back
+        proved first), then those of its DHT announcement. ``DialFailed`` lists every
+        address tried and why it failed."""
         assert target.peer_id is not None
         entry = self.trust.get(target.peer_id)
-        addresses = list(reversed(entry.addresses)) if entry is not None else []
+        known = list(reversed(entry.addresses)) if entry is not None else []
         if entry is not None and entry.reachable and entry.dialback_address:
-            addresses.insert(0, entry.dialback_address)  # proven by our dial-back
-        last: Exception | None = None
-        for text in addresses:
-            try:
-                host, port = parse_address(text).address
-                return await self.connect(PeerAddress(host, port, name, target.peer_id),
-                                          identify=identify)
-            except TransportError as exc:
-                last = exc
+            known.insert(0, entry.dialback_address)  # proven by our dial-back
+        attempts: list[tuple[str, StackError]] = []
+        tried: set[Address] = set()
+
+        async def dial(candidates: list[str]) -> Connection | None:
+            for text in _dialable(candidates, name):
+                address = parse_address(text).address
+                if address in tried:
+                    continue
+                tried.add(address)
+                try:
+                    return await self.connect(PeerAddress(*address, name, target.peer_id),
+                                              identify=identify)
+                except TransportError as exc:
+                    attempts.append((_addr_text(address), exc))
+            return None
+
+        if (conn := await dial(known)) is not None:
+            return conn
         if self.dht is not None:
             # Where is it now? Its signed announcement in the DHT says (seed 004).
-            announcement = await self.resolve(target.peer_id)
-            for text in announcement.addrs:
-                with contextlib.suppress(UsageError):
-                    parsed = parse_address(text)
-                    if parsed.transport not in (None, name) or parsed.relay is not None:
-                        continue
-                    try:
-                        return await self.connect(
-                            PeerAddress(parsed.host, parsed.port, name, target.peer_id),
-                            identify=identify)
-                    except TransportError as exc:
-                        last = exc
-        if last is None:
+            try:
+                announcement = await self.resolve(target.peer_id)
+            except (RecordNotFound, DhtTimeout) as exc:
+                if not attempts:
+                    raise
+                attempts.append(("DHT lookup", exc))
+            else:
+                if (conn := await dial(list(announcement.addrs))) is not None:
+                    return conn
+        if not attempts:
             raise LocalError(f"no known address for {target.peer_id}; "
                              "dial a multiaddr or HOST:PORT first, or use --bootstrap")
-        raise last
+        raise DialFailed(target.peer_id, attempts)
 
     # ----------------------------------------------------------------- protocols
 
@@ -637,6 +660,23 @@ class Node:
     @property
     def connections(self) -> list[Connection]:
         return list(self._connections)
+
+
+def _dialable(candidates: list[str], transport: str) -> list[str]:
+    """The direct addresses of ``transport`` among ``candidates``, in order. Loopback
+    addresses only when the peer announced nothing else: a loopback peer is on our
+    host, but a peer with other addresses is not, and its 127.0.0.1 would reach a
+    different node here."""
+    parsed = []
+    for text in candidates:
+        with contextlib.suppress(UsageError):
+            address = parse_address(text)
+            if (address.host is not None and address.relay is None
+                    and address.transport in (None, transport)):
+                parsed.append((text, address.host.startswith("127.")))
+    if all(loopback for _, loopback in parsed):
+        return [text for text, _ in parsed]
+    return [text for text, loopback in parsed if not loopback]
 
 
 def _refusal_message(decision: TrustDecision, address: str) -> str:

@@ -18,6 +18,7 @@ __all__ = [
     "ConnectionClosed",
     "StreamReset",
     "FrameTooLarge",
+    "DialFailed",
     "LimitExceeded",
     "ProtocolViolation",
     "TransportClosed",
@@ -47,6 +48,20 @@ class HandshakeFailed(TransportError):
 
 class HandshakeTimeout(HandshakeFailed):
     """No complete handshake within the configured time."""
+
+
+class DialFailed(TransportError):
+    """Dialing a peer id failed on every address tried. ``attempts`` lists each
+    ``(address, error)`` in the order tried (a failed DHT lookup as ``"DHT lookup"``), so the real cause is not hidden behind the
+    last one (e.g. a QUIC timeout on the public address, then a different node at an
+    announced 127.0.0.1)."""
+
+    def __init__(self, peer_id: object, attempts: list[tuple[str, Exception]]) -> None:
+        self.peer_id = peer_id
+        self.attempts = attempts
+        tried = "; ".join(f"{address}: {type(exc).__name__}: {exc}" for address, exc in attempts)
+        super().__init__(f"could not reach {peer_id} at any of {len(attempts)} "
+                         f"address(es): {tried}")
 
 
 class TrustRefused(TransportError):
