@@ -51,6 +51,7 @@ from nat.stun.transaction import (
     StunEvent,
     TransactionTimeout,
 )
+from nat.vocabulary import ADF, ADM, APDF, APDM, CLASSIC_CONE, EIF, EIM, NatKind
 
 __all__ = [
     "EIM", "ADM", "APDM", "EIF", "ADF", "APDF",
@@ -61,16 +62,7 @@ __all__ = [
     "detect_on",
 ]
 
-# RFC 4787 behaviours; the same three words name mapping and filtering.
-ENDPOINT_INDEPENDENT = "endpoint-independent"
-ADDRESS_DEPENDENT = "address-dependent"
-ADDRESS_AND_PORT_DEPENDENT = "address-and-port-dependent"
-EIM = EIF = ENDPOINT_INDEPENDENT
-ADM = ADF = ADDRESS_DEPENDENT
-APDM = APDF = ADDRESS_AND_PORT_DEPENDENT
 _NOT_EIM = "not-endpoint-independent"  # internal: ADM or APDM, undecided
-
-_CLASSIC_CONE = {EIF: "full-cone", ADF: "restricted-cone", APDF: "port-restricted-cone"}
 
 
 @dataclass(frozen=True)
@@ -316,7 +308,7 @@ class NatDetector:
         if res.errors:
             return NatReport(None, None, None, None, None, None,
                              ("every STUN server answered with an error response",))
-        return NatReport(None, None, None, None, None, "udp-blocked",
+        return NatReport(None, None, None, None, None, NatKind.UDP_BLOCKED,
                          ("no STUN server answered",))
 
     def _build_report(self) -> NatReport:
@@ -333,11 +325,11 @@ class NatDetector:
         elif not self._test_hairpin:
             notes.append("hairpinning not tested")
         if not nat:
-            kind: str | None = "open"
+            kind: str | None = NatKind.OPEN
         elif mapping in (ADM, APDM, _NOT_EIM):
-            kind = "symmetric"
+            kind = NatKind.SYMMETRIC
         elif mapping == EIM and filtering is not None:
-            kind = _CLASSIC_CONE[filtering]
+            kind = CLASSIC_CONE[filtering]
         else:
             kind = None
             notes.append("classic type unknown: mapping or filtering untestable")

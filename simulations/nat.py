@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 
 from simulations.errors import SimulationError
 from stack.base.net import Address
+from nat.vocabulary import ADF, ADM, APDF, APDM, EIF, EIM, NAT_KIND_BEHAVIOUR
 
 if TYPE_CHECKING:
     from simulations.network import SimHost, SimNetwork
@@ -51,19 +52,11 @@ if TYPE_CHECKING:
 __all__ = ["Nat", "NatStats", "PublicSite", "NAT_KINDS", "HAIRPIN_KINDS", "MAPPINGS", "FILTERINGS",
            "EIM", "ADM", "APDM", "EIF", "ADF", "APDF"]
 
-EIM = EIF = "endpoint-independent"
-ADM = ADF = "address-dependent"
-APDM = APDF = "address-and-port-dependent"
 MAPPINGS = (EIM, ADM, APDM)
 FILTERINGS = (EIF, ADF, APDF)
 
 NAT_KINDS: dict[str, tuple[str, str, bool] | None] = {
-    "none": None,
-    "full-cone": (EIM, EIF, True),
-    "restricted-cone": (EIM, ADF, True),
-    "port-restricted-cone": (EIM, APDF, True),
-    "symmetric": (APDM, APDF, False),
-}
+    str(kind): behaviour for kind, behaviour in NAT_KIND_BEHAVIOUR.items()}
 
 # The kinds whose routers hairpin, as in the real lab (tests/netlab/lab.py HAIRPIN_KINDS),
 # so both tiers give the same answer for every kind.

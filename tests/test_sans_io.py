@@ -19,6 +19,7 @@ CORES = {
     "stack/transport/certs.py": None,
     "stack/transport/mux.py": None,
     "stack/base/addresses.py": None,
+    "stack/base/ratelimit.py": None,
     "nat/stun/codec.py": None,
     "nat/stun/server.py": None,
     "nat/stun/transaction.py": None,

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stack.base.net import Address
+from stack.base.ratelimit import TokenBuckets
 
 from nat.stun.codec import (
     CHANGE_IP,
@@ -91,7 +92,8 @@ class StunServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._out: list[tuple[bytes, Address, Address]] = []
-        self._buckets: dict[str, list[float]] = {}  # ip -> [tokens, last refill time]
+        self._buckets = (None if config.rate is None
+                         else TokenBuckets(config.rate, config.burst, config.max_sources))
         self.dropped: Counter[str] = Counter()
         self.answered = 0
         self.errors_sent = 0
@@ -190,31 +192,5 @@ class StunServer:
         return cfg.alternate_port if port == cfg.primary[1] else cfg.primary[1]
 
     def _admit(self, ip: str, now: float) -> bool:
-        """Token bucket per source IP; prunes the table when it grows past the bound."""
-        cfg = self.config
-        if cfg.rate is None:
-            return True
-        bucket = self._buckets.get(ip)
-        if bucket is None:
-            if len(self._buckets) >= cfg.max_sources:
-                self._prune(now)
-            bucket = self._buckets[ip] = [cfg.burst, now]
-        else:
-            tokens = bucket[0] + (now - bucket[1]) * cfg.rate
-            bucket[0] = tokens if tokens < cfg.burst else cfg.burst
-            bucket[1] = now
-        if bucket[0] < 1.0:
-            return False
-        bucket[0] -= 1.0
-        return True
-
-    def _prune(self, now: float) -> None:
-        """Forget sources whose bucket has refilled; if none has, the oldest one."""
-        cfg = self.config
-        assert cfg.rate is not None
-        full_after = cfg.burst / cfg.rate
-        idle = [ip for ip, (_, last) in self._buckets.items() if now - last >= full_after]
-        for ip in idle:
-            del self._buckets[ip]
-        if len(self._buckets) >= cfg.max_sources:
-            del self._buckets[next(iter(self._buckets))]
+        """Token bucket per source IP (``config.rate`` None: no limit)."""
+        return self._buckets is None or self._buckets.allow(ip, now)

@@ -1,0 +1,49 @@
+"""The one token bucket (issue 8, section 6): per-key rate limits in bounded memory.
+
+``TokenBuckets(rate, burst, max_keys)``: each key (a source IP, an address, a peer)
+earns ``rate`` tokens per second up to ``burst``; ``allow(key, now)`` spends one or
+says no. The table keeps at most ``max_keys`` keys, forgetting the one seen least
+recently (O(1): an insertion-ordered dict, moved to the end on use), so a flood from
+many sources costs bounded memory and constant time per packet. A forgotten key starts
+again with a full bucket: the bound is on memory, the rate holds for every key that is
+still sending. Time is a parameter (sans-I/O); a clock that steps backwards earns
+nothing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+
+__all__ = ["TokenBuckets"]
+
+
+class TokenBuckets:
+    def __init__(self, rate: float, burst: float, max_keys: int = 8192) -> None:
+        if rate <= 0 or burst < 1 or max_keys < 1:
+            raise ValueError("rate > 0, burst >= 1 and max_keys >= 1 are required")
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[Hashable, list[float]] = OrderedDict()  # [tokens, at]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def allow(self, key: Hashable, now: float) -> bool:
+        """Spend one token of ``key``'s bucket; False (and nothing spent) when empty."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._buckets.popitem(last=False)
+            bucket = self._buckets[key] = [self.burst, now]
+        else:
+            self._buckets.move_to_end(key)
+            earned = (now - bucket[1]) * self.rate
+            if earned > 0:
+                bucket[0] = min(self.burst, bucket[0] + earned)
+                bucket[1] = now
+        if bucket[0] < 1.0:
+            return False
+        bucket[0] -= 1.0
+        return True

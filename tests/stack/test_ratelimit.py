@@ -1,0 +1,36 @@
+"""The one token bucket (stack.base.ratelimit)."""
+
+import pytest
+
+from stack.base.ratelimit import TokenBuckets
+
+
+def test_burst_then_rate() -> None:
+    buckets = TokenBuckets(rate=2.0, burst=3)
+    assert [buckets.allow("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert buckets.allow("a", 0.5)          # one token earned in 0.5 s at 2/s
+    assert not buckets.allow("a", 0.5)
+    assert buckets.allow("b", 0.5)          # keys are independent
+
+
+def test_a_clock_stepping_backwards_earns_nothing() -> None:
+    buckets = TokenBuckets(rate=1.0, burst=1)
+    assert buckets.allow("a", 100.0)
+    assert not buckets.allow("a", 50.0)
+    assert not buckets.allow("a", 100.5)    # the refill still counts from 100.0
+
+
+def test_the_table_is_bounded_and_forgets_the_least_recently_seen() -> None:
+    buckets = TokenBuckets(rate=1.0, burst=1, max_keys=2)
+    assert buckets.allow("a", 0.0) and buckets.allow("b", 0.0)
+    assert not buckets.allow("a", 0.0)      # a is now the most recently seen
+    assert buckets.allow("c", 0.0)          # evicts b, not a
+    assert len(buckets) == 2
+    assert not buckets.allow("a", 0.0)      # a kept its empty bucket
+    assert buckets.allow("b", 0.0)          # b was forgotten: a full bucket again
+
+
+@pytest.mark.parametrize("rate, burst, keys", [(0, 1, 1), (1, 0.5, 1), (1, 1, 0)])
+def test_nonsense_limits_are_refused(rate, burst, keys) -> None:
+    with pytest.raises(ValueError):
+        TokenBuckets(rate, burst, keys)
