@@ -41,7 +41,7 @@ class NatKind(StrEnum):
 CLASSIC_CONE = {EIF: NatKind.FULL_CONE, ADF: NatKind.RESTRICTED_CONE,
                 APDF: NatKind.PORT_RESTRICTED_CONE}
 
-#: lab / simulator kind -> (mapping, filtering, hairpinning), None for no NAT
+#: lab / simulator kind -> (mapping, filtering, port preservation), None for no NAT
 NAT_KIND_BEHAVIOUR: dict[NatKind, tuple[Behaviour, Behaviour, bool] | None] = {
     NatKind.NONE: None,
     NatKind.FULL_CONE: (EIM, EIF, True),

@@ -78,6 +78,8 @@ __all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustCh
 log = structlog.get_logger("p2pstack.node")
 
 ADDRESS_CHECK_INTERVAL = 60.0  # seconds between checks that our addresses are unchanged
+OBSERVERS_TO_CONFIRM = 2       # peer IPs that must report one observed address
+MAX_OBSERVED = 16              # observed addresses remembered, confirmed or not
 E = TypeVar("E")
 
 
@@ -118,10 +120,11 @@ class Node:
         self._connections: set[Connection] = set()
         self._started = False
         self.dht: DhtDriver | None = None
-        # Our UDP port as a peer saw it (identify's observed address, e.g. a NAT's public
-        # mapping). The peer's claim, not verified: it is only ever added to what we
+        # Our UDP port as peers saw it (identify's observed address, e.g. a NAT's public
+        # mapping), once confirmed (see _learn_observed). Only ever added to what we
         # announce, never used to replace our own addresses.
         self.observed_address: Address | None = None
+        self._observations: dict[Address, set[str]] = {}  # claimed address -> observer IPs
         self._certified: CertifiedKey | None = None
         self.published: Announcement | None = None
         self._published_addrs: tuple[str, ...] | None = None
@@ -278,9 +281,10 @@ class Node:
         log.info("dht.mode", server=reachable, probed=_addr_text(addr))
         return reachable
 
-    def _announced_addrs(self) -> tuple[str, ...]:
-        # The record names its peer id already: drop the /p2p/<id> suffix to save bytes.
-        # A public address a peer observed (behind a NAT) goes first.
+    def announced_addrs(self) -> tuple[str, ...]:
+        """The addresses our announcement carries: a confirmed observed address (a NAT's
+        public mapping) first, then our listen addresses, without ``/p2p/<id>`` (the
+        record names its peer id already; this saves bytes)."""
         out = []
         if self.observed_address is not None and self.quic is not None:
             out.append(PeerAddress(*self.observed_address, "quic").multiaddr())
@@ -294,7 +298,7 @@ class Node:
     def _sign_announcement(self) -> bytes:
         """A fresh announcement of our current addresses with the next sequence number.
         Addresses that would push the record past the DHT's 1000 bytes are left out."""
-        addrs = self._announced_addrs()
+        addrs = self.announced_addrs()
         seq = next_sequence(self.config.data_dir)
         while True:
             try:
@@ -306,7 +310,7 @@ class Node:
                     raise
                 addrs = addrs[:-1]
         self.published = announcement_of(record)
-        self._published_addrs = self._announced_addrs()
+        self._published_addrs = self.announced_addrs()
         self._record = record
         return record
 
@@ -374,7 +378,7 @@ class Node:
     async def republish_if_moved(self, timeout: float = 30.0) -> bool:
         """Publish again if our addresses differ from the published ones (e.g. after a
         NAT rebinding or a new interface). Returns whether it published."""
-        if self._published_addrs == self._announced_addrs():
+        if self._published_addrs == self.announced_addrs():
             return False
         await self.announce(timeout)
         return True
@@ -597,15 +601,27 @@ class Node:
 
     # ----------------------------------------------------------------- protocols
 
-    def _learn_observed(self, conn: Connection, observed: str) -> None:
-        """Keep the address a peer saw our UDP port at, when it is not one of our own."""
+    def _learn_observed(self, conn: Connection, observed: str, dialed_back: bool) -> None:
+        """A peer saw our UDP port at ``observed``. It becomes ``observed_address`` (and
+        is announced) once confirmed: a dial-back to it succeeded, or peers at
+        ``OBSERVERS_TO_CONFIRM`` different IPs saw the same address (an EIM mapping; a
+        symmetric NAT shows each peer another port and is never confirmed). One peer's
+        word alone is a claim, not a proof."""
         if conn.transport != "quic":
             return
         with contextlib.suppress(UsageError):
             addr = parse_address(observed).address
-            if addr != self.udp_address and addr[0] not in self._own_ips():
-                if addr != self.observed_address:
-                    log.info("address.observed", address=observed, by=str(conn.peer_id))
+            if addr == self.udp_address or addr[0] in self._own_ips():
+                return
+            observers = self._observations.setdefault(addr, set())
+            if len(observers) < OBSERVERS_TO_CONFIRM:
+                observers.add(conn.remote_address[0])
+            while len(self._observations) > MAX_OBSERVED:  # oldest claims go first
+                del self._observations[next(iter(self._observations))]
+            confirmed = dialed_back or len(observers) >= OBSERVERS_TO_CONFIRM
+            if confirmed and addr != self.observed_address:
+                log.info("address.observed", address=observed, by=str(conn.peer_id),
+                         dialed_back=dialed_back, observers=len(observers))
                 self.observed_address = addr
 
     async def _accept_streams(self, conn: Connection) -> None:

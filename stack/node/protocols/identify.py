@@ -6,7 +6,7 @@ reads the listener's within the handshake timeout (``HandshakeTimeout``), verifi
 waits in the background for the listener's verdict: ``{"ok", "address", "error",
 "observed"}``. The verdict becomes a ``DialbackResult`` (role ``dialer``) in
 ``reachability``; ``observed`` (our address as the listener saw it, identify's
-"observed address") goes to ``on_observed``. A listener that does no dial-backs
+"observed address") goes to ``on_observed`` with whether the dial-back reached it. A listener that does no dial-backs
 answers ``ok: None`` at once.
 
 Listener (``handle``): verifies the dialer's exchange, answers with its own, and unless
@@ -47,7 +47,7 @@ class IdentifyProtocol:
                  handshake_timeout: float, verdict_timeout: float,
                  dial_back: DialBack | None,
                  spawn: Callable[[Coroutine[Any, Any, Any]], object],
-                 on_observed: Callable[[Connection, str], None]) -> None:
+                 on_observed: Callable[[Connection, str, bool], None]) -> None:
         self._identity = identity
         self._clock = clock
         self._display_name = display_name
@@ -103,7 +103,7 @@ class IdentifyProtocol:
                     return
                 observed = obj.get("observed")
                 if isinstance(observed, str):
-                    self._on_observed(conn, observed)
+                    self._on_observed(conn, observed, obj["ok"] is True)
                 address, error = obj.get("address"), obj.get("error")
                 result = DialbackResult(conn.peer_id, obj["ok"],
                                         address if isinstance(address, str) else None,
