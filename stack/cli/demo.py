@@ -21,6 +21,7 @@ from stack.cli._common import add_json_flag, print_json, quiet_logging
 from stack.node.config import NodeConfig
 from stack.base.errors import StackError, UsageError
 from stack.node import AnnouncementPublished, DialbackResult, Node
+from stack.node.events import EventWaiter
 
 __all__ = ["register"]
 
@@ -49,17 +50,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary["ok"] else 1
 
 
-async def _wait_for(queue: asyncio.Queue[Any], kind: type, timeout: float) -> Any:
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await queue.get()
-            if isinstance(event, kind):
-                return event
-
-
 async def _demo(tmp: Path, count: int, timeout: float, say: Any) -> dict[str, Any]:
     nodes: list[Node] = []
-    queues: list[asyncio.Queue[Any]] = []  # each node's events, subscribed before it joins
+    published: list[EventWaiter[AnnouncementPublished]] = []  # registered before each join
     try:
         say(f"starting {count} nodes on 127.0.0.1 ...")
         for i in range(count):
@@ -69,7 +62,7 @@ async def _demo(tmp: Path, count: int, timeout: float, say: Any) -> dict[str, An
                                    display_name=f"node{i + 1}", dial_back_timeout=3.0))
             await node.start()
             nodes.append(node)
-            queues.append(node.subscribe())
+            published.append(node.next_event(AnnouncementPublished, timeout=timeout))
             peers = await node.join(timeout=timeout)
             assert node.dht is not None
             role = ("DHT server (dialed back)" if node.dht.core.server
@@ -78,8 +71,8 @@ async def _demo(tmp: Path, count: int, timeout: float, say: Any) -> dict[str, An
                 + ("  founds the DHT" if i == 0 else f"  bootstrapped, knows {peers}, {role}"))
 
         say("publishing signed announcements ...")
-        for i, queue in enumerate(queues):
-            event = await _wait_for(queue, AnnouncementPublished, timeout)
+        for i, waiter in enumerate(published):
+            event = await waiter
             say(f"  node{i + 1} seq {event.seq} stored on {event.stored} nodes")
 
         say("resolving every node through the DHT ...")
@@ -100,22 +93,25 @@ async def _demo(tmp: Path, count: int, timeout: float, say: Any) -> dict[str, An
         for i, a in enumerate(nodes):
             b = nodes[(i + 1) % count]
             entry: dict[str, Any] = {"from": f"node{i + 1}", "to": f"node{(i + 1) % count + 1}"}
+            verdict = a.next_event(DialbackResult, role="dialer", peer_id=b.peer_id,
+                                   timeout=timeout)
             try:
-                queue = a.subscribe()
                 conn, reply, rtt = await asyncio.wait_for(
                     a.echo(b.peer_id, f"hello from node{i + 1}".encode(), transport="quic"),
                     timeout)
-                dialback = await _wait_for(queue, DialbackResult, timeout)
-                a.unsubscribe(queue)
+                dialback = await verdict
                 entry.update(ok=reply == f"hello from node{i + 1}".encode(),
                              rtt_ms=round(rtt * 1000, 3), mutual_trust=dialback.ok is True)
                 say(f"  {entry['from']} -> {entry['to']}: echo ok, rtt {entry['rtt_ms']} ms, "
                     f"dial-back {'ok (mutual trust)' if dialback.ok else 'failed'}")
             except (StackError, TimeoutError) as exc:
+                verdict.cancel()
                 entry.update(ok=False, error=str(exc) or type(exc).__name__)
                 say(f"  {entry['from']} -> {entry['to']}: FAILED {entry['error']}")
             connections.append(entry)
     finally:
+        for waiter in published:
+            waiter.cancel()
         await asyncio.gather(*(n.stop(grace=0.2) for n in nodes), return_exceptions=True)
 
     ok = failed == 0 and all(c["ok"] for c in connections)

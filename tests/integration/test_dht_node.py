@@ -14,24 +14,17 @@ from stack.base.identity import Identity
 from stack.node import AnnouncementPublished, Node
 
 
-async def _published(queue: asyncio.Queue, timeout: float = 15.0) -> AnnouncementPublished:
-    async with asyncio.timeout(timeout):
-        while not isinstance(event := await queue.get(), AnnouncementPublished):
-            pass
-    return event
-
-
 async def _network(tmp_path, count):
-    nodes, queues = [], []
+    nodes, published = [], []
     for i in range(count):
         boot = () if i == 0 else (f"127.0.0.1:{nodes[0].udp_address[1]}",)
         node = Node(NodeConfig(data_dir=tmp_path / f"n{i}", listen=("127.0.0.1", 0),
                                tls=False, bootstrap=boot, dial_back_timeout=3.0))
         await node.start()
-        queues.append(node.subscribe())
+        published.append(node.next_event(AnnouncementPublished, timeout=15.0))
         await node.join(timeout=10)
         nodes.append(node)
-    events = [await _published(q) for q in queues]
+    events = [await waiter for waiter in published]
     return nodes, events
 
 
@@ -89,9 +82,9 @@ async def test_sequence_numbers_grow_across_restarts_and_republish(tmp_path):
     nodes, events = await _network(tmp_path, 2)
     try:
         first_seq = events[1].seq
-        queue = nodes[1].subscribe()
+        published = nodes[1].next_event(AnnouncementPublished, timeout=15.0)
         await nodes[1].announce()
-        assert (await _published(queue)).seq > first_seq
+        assert (await published).seq > first_seq
         assert await nodes[1].republish_if_moved() is False  # same addresses: nothing to do
     finally:
         await asyncio.gather(*(n.stop(0.1) for n in nodes))

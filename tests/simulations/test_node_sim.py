@@ -85,9 +85,8 @@ class Sim:
                             **overrides)
         node = Node(config, network=host, clock=self.clock)
         self.nodes.append(node)  # before start: stop() covers a failed join too
-        queue = node.subscribe()
         await node.start()
-        self.published[node] = asyncio.ensure_future(_first(queue, AnnouncementPublished))
+        self.published[node] = asyncio.ensure_future(node.next_event(AnnouncementPublished))
         await node.join(timeout=30)
         return node
 
@@ -105,12 +104,6 @@ class Sim:
         for task in self.published.values():
             task.cancel()
         await asyncio.gather(*(n.stop(0.1) for n in self.nodes), return_exceptions=True)
-
-
-async def _first(queue: asyncio.Queue, kind: type):
-    while not isinstance(event := await queue.get(), kind):
-        pass
-    return event
 
 
 def simulate(tmp: Path, seed: int, scenario, **kw):
