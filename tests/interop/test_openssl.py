@@ -61,11 +61,32 @@ async def test_s_client_without_certificate_is_refused(tmp_path: Path) -> None:
     await node.start()
     try:
         assert node.tls_address is not None
-        out = await s_client(node.tls_address[1])
-        # TLS 1.3 clients finish before the server checks them; the server then aborts
-        # with an alert ("certificate required", RFC 8446 section 4.4.2.4).
-        assert re.search(r"certificate required|alert|errno|error", out, re.I)
-        assert node.tls is not None and node.tls.handshake_failures >= 1
+        # -ign_eof: s_client keeps reading until the server ends the connection, so it
+        # reports how the server ended it (and a server that never does fails the test)
+        out = await s_client(node.tls_address[1], "-ign_eof")
+        # TLS 1.3 clients finish before the server checks them; the server then cuts the
+        # connection. (The old check, r"...|error", matched s_client's own "verify
+        # error:num=18:self-signed certificate" line, which every run prints.)
+        assert "Verify return code" in out  # s_client got through its side of the handshake
+        assert re.search(r"unexpected eof|certificate required", out, re.I), out
+        assert node.tls is not None and node.tls.handshake_failures == 1
         assert not node.connections
+    finally:
+        await node.stop(grace=0.1)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the TLS listener aborts the TCP connection on the handshake error without flushing "
+    "the alert OpenSSL queued: s_client sees 'unexpected eof', not 'certificate required' "
+    "(RFC 8446 section 4.4.2.4)"))
+async def test_s_client_without_certificate_gets_the_certificate_required_alert(
+        tmp_path: Path) -> None:
+    node = Node(NodeConfig(data_dir=tmp_path / "node", listen=("127.0.0.1", 0), quic=False,
+                           stun_server=False))
+    await node.start()
+    try:
+        assert node.tls_address is not None
+        out = await s_client(node.tls_address[1], "-ign_eof")
+        assert re.search(r"certificate required", out, re.I), out
     finally:
         await node.stop(grace=0.1)

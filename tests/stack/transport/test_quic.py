@@ -1,9 +1,12 @@
-"""QUIC pair tests on 127.0.0.1: authentication, MITM, streams, limits, garbage, shutdown."""
+"""QUIC-only pair tests on 127.0.0.1: host names, MITM, missing certificates, garbage and
+forged datagrams, half-open handshakes, idle timeout. What every transport must do
+(streams, limits, back-pressure, close, resets, peer id, path) is in test_conformance.py."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import ssl
 
 import pytest
@@ -15,9 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from stack.base.identity import Identity
 from stack.base.net import UdpNetwork
 from stack.transport.certs import CertifiedKey, make_certificate
-from stack.transport.errors import (ConnectionClosed, FrameTooLarge, HandshakeFailed,
-                                    HandshakeTimeout, PeerIdMismatch, StreamReset,
-                                    TransportClosed)
+from stack.transport.errors import HandshakeFailed, HandshakeTimeout, PeerIdMismatch
 from stack.transport.options import ALPN, ConnectionLimits, TransportOptions
 from tests.stack.transport.helpers import quic_peer
 
@@ -32,29 +33,6 @@ async def pair():
     await a.aclose()
 
 
-async def test_dial_authenticates_both_sides_and_echoes(pair) -> None:
-    a, b = pair
-    conn = await b.transport.dial(a.address, a.identity.peer_id)
-    server = await asyncio.wait_for(a.incoming.get(), T)
-    assert conn.peer_id == a.identity.peer_id
-    assert server.peer_id == b.identity.peer_id
-    assert conn.transport == server.transport == "quic"
-    stream = await conn.open_stream()
-    await stream.write_message(b"hello")
-    accepted = await asyncio.wait_for(server.accept_stream(), T)
-    assert await accepted.read_message() == b"hello"
-    await accepted.write_message(b"HELLO")
-    await accepted.close()
-    assert await asyncio.wait_for(stream.read_message(), T) == b"HELLO"
-    assert await stream.read() == b""
-
-
-async def test_dial_without_expected_peer_learns_it(pair) -> None:
-    a, b = pair
-    conn = await b.transport.dial(a.address)
-    assert conn.peer_id == a.identity.peer_id
-
-
 async def test_dial_by_host_name(pair) -> None:
     """HOST:PORT may name the host: the reply comes from its IP and must still match."""
     a, b = pair
@@ -65,14 +43,6 @@ async def test_dial_by_host_name(pair) -> None:
         await b.transport.dial(("no-such-host.invalid", a.address[1]))
 
 
-async def test_wrong_peer_id_is_refused(pair) -> None:
-    a, b = pair
-    with pytest.raises(PeerIdMismatch):
-        await b.transport.dial(a.address, Identity.generate().peer_id)
-    # The listener keeps serving honest dialers.
-    assert (await b.transport.dial(a.address, a.identity.peer_id)).peer_id == a.identity.peer_id
-
-
 async def test_mitm_with_stolen_certificate_but_no_key_fails() -> None:
     """A relay that replays the target's (public) certificate cannot sign CertificateVerify."""
     victim = Identity.generate()
@@ -80,8 +50,10 @@ async def test_mitm_with_stolen_certificate_but_no_key_fails() -> None:
     fake = CertifiedKey(stolen.certificate, ec.generate_private_key(ec.SECP256R1()), stolen.der)
     mitm, dialer = await quic_peer(certified=fake), await quic_peer()
     try:
-        with pytest.raises(HandshakeFailed):
-            await dialer.transport.dial(mitm.address, victim.peer_id)
+        # refused at once for its CertificateVerify (CRYPTO_ERROR 0x100 + alert 51,
+        # decrypt_error), not a HandshakeTimeout (also a HandshakeFailed)
+        with pytest.raises(HandshakeFailed, match="QUIC error 0x133"):
+            await asyncio.wait_for(dialer.transport.dial(mitm.address, victim.peer_id), T)
         assert mitm.incoming.empty()
     finally:
         await dialer.aclose()
@@ -131,16 +103,19 @@ async def test_client_without_certificate_is_rejected(pair) -> None:
 
 async def test_garbage_datagrams_are_dropped_and_service_continues(pair) -> None:
     a, b = pair
+    rng = random.Random(132)
     junk = await UdpNetwork().bind(("127.0.0.1", 0), lambda batch: None)
     try:
         for size in (1, 7, 50, 1200, 1500):
-            junk.send(bytes([0xC0]) + os.urandom(size), a.address)   # long-header noise
-            junk.send(bytes([0x40]) + os.urandom(size), a.address)   # short-header noise
+            junk.send(bytes([0xC0]) + rng.randbytes(size), a.address)   # long-header noise
+            junk.send(bytes([0x40]) + rng.randbytes(size), a.address)   # short-header noise
         # a well-formed-looking Initial of an unknown version: dropped, no connection
-        junk.send(b"\xc0\x0a\x0a\x0a\x0a\x08" + os.urandom(1300), a.address)
+        junk.send(b"\xc0\x0a\x0a\x0a\x0a\x08" + rng.randbytes(1300), a.address)
         conn = await b.transport.dial(a.address, a.identity.peer_id)
         assert conn.peer_id == a.identity.peer_id
-        assert a.transport.dropped >= 1
+        # each of the 11 counted (they arrived before the dial's Initial), none kept
+        assert a.transport.dropped == 11
+        assert len(a.transport._conns) == 1
     finally:
         junk.close()
 
@@ -156,113 +131,6 @@ async def test_half_open_handshake_times_out() -> None:
         await dialer.aclose()
 
 
-async def test_stream_reset_reaches_peer(pair) -> None:
-    a, b = pair
-    conn = await b.transport.dial(a.address, a.identity.peer_id)
-    server = await asyncio.wait_for(a.incoming.get(), T)
-    stream = await conn.open_stream()
-    await stream.write(b"partial")
-    accepted = await asyncio.wait_for(server.accept_stream(), T)
-    assert await accepted.read() == b"partial"
-    stream.reset()
-    with pytest.raises(StreamReset):
-        await asyncio.wait_for(accepted.read(), T)
-    with pytest.raises(StreamReset):
-        await stream.write(b"more")
-
-
-async def test_oversized_message_is_refused(pair) -> None:
-    a, b = pair
-    conn = await b.transport.dial(a.address, a.identity.peer_id)
-    server = await asyncio.wait_for(a.incoming.get(), T)
-    stream = await conn.open_stream()
-    await stream.write((10_000).to_bytes(4, "big") + b"x" * 100)
-    accepted = await asyncio.wait_for(server.accept_stream(), T)
-    with pytest.raises(FrameTooLarge):
-        await accepted.read_message(max_size=1000)
-    with pytest.raises(StreamReset):
-        await asyncio.wait_for(stream.read(), T)
-
-
-async def test_stream_limit_per_connection() -> None:
-    limits = ConnectionLimits(max_streams_per_connection=2)
-    a = await quic_peer(options=TransportOptions(limits=limits))
-    b = await quic_peer()
-    try:
-        conn = await b.transport.dial(a.address, a.identity.peer_id)
-        server = await asyncio.wait_for(a.incoming.get(), T)
-        streams = [await conn.open_stream() for _ in range(3)]
-        for s in streams:
-            await s.write(b"x")
-        first = await asyncio.wait_for(server.accept_stream(), T)
-        second = await asyncio.wait_for(server.accept_stream(), T)
-        assert {first.stream_id, second.stream_id} == {streams[0].stream_id, streams[1].stream_id}
-        with pytest.raises(StreamReset):
-            await asyncio.wait_for(streams[2].read(), T)
-    finally:
-        await b.aclose()
-        await a.aclose()
-
-
-async def test_connection_limit_per_peer() -> None:
-    a = await quic_peer(options=TransportOptions(limits=ConnectionLimits(max_connections_per_peer=1)))
-    b = await quic_peer()
-    try:
-        await b.transport.dial(a.address, a.identity.peer_id)
-        with pytest.raises((HandshakeFailed, ConnectionClosed)):
-            second = await b.transport.dial(a.address, a.identity.peer_id)
-            stream = await second.open_stream()
-            await stream.write(b"x")
-            await asyncio.wait_for(stream.read(), T)
-    finally:
-        await b.aclose()
-        await a.aclose()
-
-
-async def test_back_pressure_bounds_queued_bytes(pair) -> None:
-    a, b = pair
-    conn = await b.transport.dial(a.address, a.identity.peer_id)
-    server = await asyncio.wait_for(a.incoming.get(), T)
-    stream = await conn.open_stream()
-    total = 8 << 20
-
-    async def reader():
-        s = await server.accept_stream()
-        return len(await s.read_all(limit=total))
-
-    task = asyncio.create_task(reader())
-    high = 0
-    chunk = b"z" * 65536
-    for _ in range(total // len(chunk)):
-        await stream.write(chunk)
-        high = max(high, len(conn.quic._streams[stream.stream_id].sender._buffer))
-    await stream.close()
-    assert await asyncio.wait_for(task, 30) == total
-    assert high <= conn.options.stream_high_water + len(chunk)
-
-
-async def test_graceful_close_lets_streams_finish(pair) -> None:
-    a, b = pair
-    conn = await b.transport.dial(a.address, a.identity.peer_id)
-    server = await asyncio.wait_for(a.incoming.get(), T)
-    stream = await conn.open_stream()
-    await stream.write(b"request")
-    await stream.close()
-    closing = asyncio.create_task(conn.close(grace=T))
-    await asyncio.sleep(0)
-    with pytest.raises(TransportClosed):
-        await conn.open_stream()
-    accepted = await asyncio.wait_for(server.accept_stream(), T)
-    assert await accepted.read_all() == b"request"
-    await accepted.write(b"reply")
-    await accepted.close()
-    assert await asyncio.wait_for(stream.read_all(), T) == b"reply"
-    await asyncio.wait_for(closing, T)
-    await asyncio.wait_for(server.wait_closed(), T)
-    with pytest.raises(ConnectionClosed):
-        await server.accept_stream()
-
-
 async def test_idle_timeout_closes_and_keep_alive_prevents_it() -> None:
     quiet = TransportOptions(idle_timeout=0.5, keep_alive=None)
     a, b = await quic_peer(options=quiet), await quic_peer(options=quiet)
@@ -270,7 +138,7 @@ async def test_idle_timeout_closes_and_keep_alive_prevents_it() -> None:
     try:
         conn = await b.transport.dial(a.address, a.identity.peer_id)
         await asyncio.wait_for(conn.wait_closed(), T)
-        assert "idle" in (conn.close_reason or "").lower() or conn.closed
+        assert "idle" in (conn.close_reason or "").lower()  # (was "... or conn.closed": always true)
         kept = await c.transport.dial(a.address, a.identity.peer_id)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(kept.wait_closed(), 1.5)
@@ -365,35 +233,3 @@ async def test_forwarding_relay_sees_only_ciphertext_and_cannot_tamper(pair) -> 
         assert not any(secret[:15] in d for d in captured)
     finally:
         relay_ep.close()
-
-
-async def test_stream_limit_per_peer_spans_connections() -> None:
-    limits = ConnectionLimits(max_streams_per_peer=2)
-    a = await quic_peer(options=TransportOptions(limits=limits))
-    b = await quic_peer()
-    try:
-        conns = [await b.transport.dial(a.address, a.identity.peer_id) for _ in range(2)]
-        # accepted in dial order: conn 0's Finished precedes conn 1's Initial on b's port
-        servers = [await asyncio.wait_for(a.incoming.get(), T) for _ in range(2)]
-        first = [await conns[0].open_stream() for _ in range(2)]
-        for s in first:
-            await s.write(b"x")
-        server0 = servers[0]
-        accepted = [await asyncio.wait_for(server0.accept_stream(), T) for _ in range(2)]
-        extra = await conns[1].open_stream()
-        await extra.write(b"y")
-        with pytest.raises(StreamReset):  # the peer's third concurrent stream, on conn 2
-            await asyncio.wait_for(extra.read(), T)
-        # finishing one stream frees a slot for the peer
-        await first[0].close()
-        await accepted[0].close()
-        assert await asyncio.wait_for(first[0].read(), T) == b""
-        assert await asyncio.wait_for(accepted[0].read(), T) == b"x"
-        assert await asyncio.wait_for(accepted[0].read(), T) == b""
-        again = await conns[1].open_stream()
-        await again.write_message(b"z")
-        got = await asyncio.wait_for(servers[1].accept_stream(), T)
-        assert await got.read_message() == b"z"
-    finally:
-        await b.aclose()
-        await a.aclose()

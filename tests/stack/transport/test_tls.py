@@ -1,10 +1,13 @@
-"""TLS 1.3 over TCP on 127.0.0.1: authentication, MITM, mux streams, limits, garbage."""
+"""TLS-only tests on 127.0.0.1: MITM, missing certificates, garbage and half-open
+handshakes, per-IP handshake bound, mux framing violations, idle timeout. What every
+transport must do (streams, limits, back-pressure, close, resets, peer id, path) is in
+test_conformance.py."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import os
+import random
 import ssl
 import time
 
@@ -14,12 +17,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from stack.base.identity import Identity
 from stack.transport import mux
 from stack.transport.certs import LIBP2P_EXTENSION_OID, CertifiedKey, make_certificate
-from stack.transport.errors import (ConnectionClosed, FrameTooLarge, HandshakeFailed,
-                                    InvalidCertificate, PeerIdMismatch, StreamReset,
-                                    TransportClosed)
+from stack.transport.errors import InvalidCertificate, PeerIdMismatch
 from stack.transport.options import ConnectionLimits, TransportOptions
 from tests.stack.transport.helpers import tls_peer
 
@@ -39,29 +39,6 @@ async def connected(pair):
     conn = await b.transport.dial(a.address, a.identity.peer_id)
     server = await asyncio.wait_for(a.incoming.get(), T)
     return conn, server
-
-
-async def test_dial_authenticates_both_sides_and_echoes(pair) -> None:
-    a, b = pair
-    conn, server = await connected(pair)
-    assert conn.peer_id == a.identity.peer_id and server.peer_id == b.identity.peer_id
-    assert conn.transport == server.transport == "tls"
-    stream = await conn.open_stream()
-    await stream.write_message(b"hello")
-    accepted = await asyncio.wait_for(server.accept_stream(), T)
-    assert await accepted.read_message() == b"hello"
-    await accepted.write_message(b"HELLO")
-    await accepted.close()
-    assert await asyncio.wait_for(stream.read_message(), T) == b"HELLO"
-    assert await stream.read() == b""
-
-
-async def test_wrong_peer_id_is_refused_and_listener_keeps_serving(pair) -> None:
-    a, b = pair
-    with pytest.raises(PeerIdMismatch):
-        await b.transport.dial(a.address, Identity.generate().peer_id)
-    conn, _ = await connected(pair)
-    assert conn.peer_id == a.identity.peer_id
 
 
 async def test_mitm_copying_the_targets_extension_is_rejected(pair) -> None:
@@ -95,13 +72,18 @@ async def test_client_without_certificate_is_rejected(pair) -> None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     reader, writer = await asyncio.open_connection(*a.address, ssl=ctx)
     try:
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            writer.write(b"x")
-            await asyncio.wait_for(reader.read(), T)
-            raise ConnectionError("closed")
+        # the listener cuts the connection as soon as it sees no certificate (well before
+        # its 10 s handshake timeout); the old version raised its own ConnectionError
+        # inside pytest.raises, so it passed however the read ended
+        writer.write(b"x")
+        try:
+            data = await asyncio.wait_for(reader.read(), T)
+        except (ssl.SSLError, ConnectionResetError):
+            data = b""
+        assert data == b""
     finally:
         writer.close()
-    assert a.incoming.empty() and a.transport.handshake_failures >= 1
+    assert a.incoming.empty() and a.transport.handshake_failures == 1
 
 
 async def test_garbage_and_half_open_handshakes_do_not_stop_service() -> None:
@@ -109,19 +91,19 @@ async def test_garbage_and_half_open_handshakes_do_not_stop_service() -> None:
     b = await tls_peer()
     try:
         junk_reader, junk = await asyncio.open_connection(*a.address)
-        junk.write(os.urandom(4000))
+        junk.write(random.Random(107).randbytes(4000))
         silent_reader, silent = await asyncio.open_connection(*a.address)  # never speaks
         conn = await b.transport.dial(a.address, a.identity.peer_id)
         assert conn.peer_id == a.identity.peer_id
         # the server drops both: garbage at once, the silent one at its handshake timeout
         assert await asyncio.wait_for(junk_reader.read(), T) == b""
         assert await asyncio.wait_for(silent_reader.read(), T) == b""
+        assert a.transport.handshake_failures == 2  # both counted, the honest dial not
         junk.close()
         silent.close()
     finally:
         await b.aclose()
         await a.aclose()
-    assert a.transport.handshake_failures >= 1
 
 
 async def test_silent_connections_from_one_ip_cannot_hold_others_off() -> None:
@@ -165,104 +147,19 @@ async def test_window_overrun_is_a_protocol_violation(pair) -> None:
     assert "ProtocolViolation" in (server.close_reason or "")
 
 
-async def test_stream_reset_and_oversized_message(pair) -> None:
-    conn, server = await connected(pair)
-    stream = await conn.open_stream()
-    await stream.write((10_000).to_bytes(4, "big") + b"x" * 10)
-    accepted = await asyncio.wait_for(server.accept_stream(), T)
-    with pytest.raises(FrameTooLarge):
-        await accepted.read_message(max_size=1000)
-    with pytest.raises(StreamReset):
-        await asyncio.wait_for(stream.read(), T)
-    with pytest.raises(StreamReset):
-        await stream.write(b"more")
-
-
-async def test_stream_limit_per_connection() -> None:
-    a = await tls_peer(options=TransportOptions(limits=ConnectionLimits(max_streams_per_connection=2)))
-    b = await tls_peer()
-    try:
-        conn = await b.transport.dial(a.address, a.identity.peer_id)
-        server = await asyncio.wait_for(a.incoming.get(), T)
-        streams = [await conn.open_stream() for _ in range(3)]
-        for s in streams:
-            await s.write(b"x")
-        await asyncio.wait_for(server.accept_stream(), T)
-        await asyncio.wait_for(server.accept_stream(), T)
-        with pytest.raises(StreamReset):
-            await asyncio.wait_for(streams[2].read(), T)
-    finally:
-        await b.aclose()
-        await a.aclose()
-
-
-async def test_connection_limit_per_peer() -> None:
-    a = await tls_peer(options=TransportOptions(limits=ConnectionLimits(max_connections_per_peer=1)))
-    b = await tls_peer()
-    try:
-        await b.transport.dial(a.address, a.identity.peer_id)
-        with pytest.raises((HandshakeFailed, ConnectionClosed)):
-            second = await b.transport.dial(a.address, a.identity.peer_id)
-            stream = await second.open_stream()
-            await stream.write(b"x")
-            await asyncio.wait_for(stream.read(), T)
-    finally:
-        await b.aclose()
-        await a.aclose()
-
-
-async def test_back_pressure_holds_writer_until_reader_reads(pair) -> None:
-    conn, server = await connected(pair)
-    stream = await conn.open_stream()
-    chunk = b"q" * (1 << 20)
-    writes = 0
-
-    async def writer():
-        nonlocal writes
-        for _ in range(64):
-            await stream.write(chunk)
-            writes += 1
-
-    task = asyncio.create_task(writer())
-    accepted = await asyncio.wait_for(server.accept_stream(), T)
-    await asyncio.wait_for(accepted.readexactly(1), T)
-    # The peer grants INITIAL_WINDOW of credit; without reads the writer must stall.
-    for _ in range(50):
-        await asyncio.sleep(0)
-    assert not task.done() and writes <= mux.INITIAL_WINDOW // len(chunk) + 1
-    total = 1
-    while total < 64 * len(chunk):
-        total += len(await asyncio.wait_for(accepted.read(1 << 20), T))
-    await asyncio.wait_for(task, T)
-
-
-async def test_graceful_close_lets_streams_finish(pair) -> None:
-    conn, server = await connected(pair)
-    stream = await conn.open_stream()
-    await stream.write(b"request")
-    await stream.close()
-    closing = asyncio.create_task(conn.close(grace=T))
-    await asyncio.sleep(0)
-    with pytest.raises(TransportClosed):
-        await conn.open_stream()
-    accepted = await asyncio.wait_for(server.accept_stream(), T)
-    assert await accepted.read_all() == b"request"
-    await accepted.write(b"reply")
-    await accepted.close()
-    assert await asyncio.wait_for(stream.read_all(), T) == b"reply"
-    await asyncio.wait_for(closing, T)
-    await asyncio.wait_for(server.wait_closed(), T)
-
-
 async def test_idle_timeout_and_keep_alive() -> None:
     a = await tls_peer(options=TransportOptions(idle_timeout=0.4, keep_alive=None))
     b = await tls_peer(options=TransportOptions(idle_timeout=0.4, keep_alive=None))
     c = await tls_peer(options=TransportOptions(idle_timeout=5, keep_alive=0.1))
     try:
         conn = await b.transport.dial(a.address, a.identity.peer_id)
+        server = await asyncio.wait_for(a.incoming.get(), T)
         await asyncio.wait_for(conn.wait_closed(), T)
-        assert conn.close_reason in ("idle timeout", "peer closed the connection",
-                                     "connection lost")
+        await asyncio.wait_for(server.wait_closed(), T)
+        # whichever side's timer fired first closed it for idleness; the other saw that
+        reasons = {conn.close_reason, server.close_reason}
+        assert "idle timeout" in reasons, reasons
+        assert reasons <= {"idle timeout", "peer closed the connection", "connection lost"}
         # c pings every 0.1 s, so a (idle timeout 0.4 s) keeps the connection open
         kept = await c.transport.dial(a.address, a.identity.peer_id)
         with pytest.raises(TimeoutError):
