@@ -9,8 +9,8 @@ Authentication (libp2p TLS spec): both sides present their identity-bound certif
 (``certs.py``). aioquic verifies the CertificateVerify signature (possession of the
 certificate key) but not the chain; we turn its chain check off and run
 ``verify_certificate`` on the peer certificate when the handshake completes, before the
-connection is handed to anyone. aioquic 1.7.2 only requests a client certificate when
-its private ``_request_client_certificate`` flag is set, so the server sets it.
+connection is handed to anyone. What aioquic keeps private for this (the client
+certificate request, the peer's certificate) is reached through ``aioquic_adapter``.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ from collections.abc import Callable
 from aioquic.quic import events
 from cryptography.hazmat.primitives.serialization import Encoding
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicProtocolVersion
 
 from stack.base.clock import Clock
 from stack.base.identity import PeerId
 from stack.base.errors import LocalError
 from stack.base.net import Address, Datagram, resolve_ipv4
+from stack.transport.aioquic_adapter import (ServerQuicConnection, host_cids,
+                                             is_first_flight, peer_certificate,
+                                             unacked_bytes)
 from stack.transport.base import BaseConnection
 from stack.transport.certs import CertificateVerifier, CertifiedKey
 from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
@@ -43,14 +46,6 @@ CID_LENGTH = 8
 MIN_INITIAL_SIZE = 1200             # RFC 9000 section 14.1: smaller Initials are dropped
 ERR_AUTH = 0x100 + 42               # CRYPTO_ERROR range is reserved; use an app code instead
 _VERSIONS = {v.value for v in QuicProtocolVersion if v.value}
-
-
-class _ServerQuicConnection(QuicConnection):
-    def _initialize(self, peer_cid: bytes) -> None:
-        super()._initialize(peer_cid)
-        # aioquic only sends a CertificateRequest when this (private) flag is set; the
-        # libp2p spec requires servers to demand client authentication.
-        self.tls._request_client_certificate = True
 
 
 def _fail(future: asyncio.Future, exc: Exception, *, awaited: bool) -> None:
@@ -117,10 +112,7 @@ class QuicConn(BaseConnection):
         pass  # aioquic extends flow-control credit on receipt; max_stream_buffer bounds us
 
     def _stream_blocked(self, stream: Stream) -> bool:
-        # Bytes queued in aioquic's sender and not yet acknowledged. aioquic has no public
-        # accessor; the sender's buffer is exactly that quantity.
-        qs = self.quic._streams.get(stream.stream_id)
-        return qs is not None and len(qs.sender._buffer) > self.options.stream_high_water
+        return unacked_bytes(self.quic, stream.stream_id) > self.options.stream_high_water
 
     def _terminate(self, reason: str) -> None:
         self.quic.close(error_code=0, reason_phrase=reason)
@@ -200,9 +192,9 @@ class QuicTransport:
             conn.last_activity = now
             touched[conn] = None
         for conn in touched:
-            if not conn.is_client and conn.quic._state is QuicConnectionState.FIRSTFLIGHT:
-                # Not one packet of its Initial decrypted (aioquic leaves FIRSTFLIGHT on the
-                # first that does): noise or a forgery, not a handshake. Keep no state, so
+            if not conn.is_client and is_first_flight(conn.quic):
+                # Not one packet of its Initial decrypted: noise or a forgery, not a
+                # handshake. Keep no state, so
                 # a flood of them cannot fill the half-open table and lock dialers out.
                 self._forget(conn)
                 self.dropped += 1
@@ -231,8 +223,8 @@ class QuicTransport:
             return None
         if len(self._conns) >= 2 * self._registry.limits.max_connections:
             return None  # bounds half-open handshakes too, not only admitted connections
-        quic = _ServerQuicConnection(configuration=self._configuration(False),
-                                     original_destination_connection_id=dcid)
+        quic = ServerQuicConnection(configuration=self._configuration(False),
+                                    original_destination_connection_id=dcid)
         conn = QuicConn(self, quic, addr, False, None)
         conn.handshake_deadline = self._clock.now() + self.options.handshake_timeout
         self._conns[conn] = None
@@ -242,9 +234,9 @@ class QuicTransport:
         return conn
 
     def _register_cids(self, conn: QuicConn) -> None:
-        for cid in conn.quic._host_cids:  # the ids we issued; events announce later ones
-            conn.cids.add(cid.cid)
-            self._by_cid[cid.cid] = conn
+        for cid in host_cids(conn.quic):  # the ids we issued; events announce later ones
+            conn.cids.add(cid)
+            self._by_cid[cid] = conn
 
     def _process(self, conn: QuicConn) -> None:
         quic = conn.quic
@@ -292,7 +284,7 @@ class QuicTransport:
 
     def _on_handshake(self, conn: QuicConn) -> None:
         try:
-            cert = conn.quic.tls._peer_certificate  # aioquic keeps it only privately
+            cert = peer_certificate(conn.quic)
             if cert is None:
                 raise InvalidCertificate("peer presented no certificate")
             peer_id = self._verifier.verify(cert.public_bytes(Encoding.DER), self._clock.now())

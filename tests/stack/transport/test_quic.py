@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from stack.base.identity import Identity
 from stack.base.net import UdpNetwork
+from stack.transport.aioquic_adapter import pending_close_event, unacked_bytes
 from stack.transport.certs import CertifiedKey, make_certificate
 from stack.transport.errors import (ConnectionClosed, FrameTooLarge, HandshakeFailed,
                                     HandshakeTimeout, PeerIdMismatch, StreamReset,
@@ -111,7 +112,7 @@ async def test_client_without_certificate_is_rejected(pair) -> None:
             quic.receive_datagram(data, addr, now=asyncio.get_running_loop().time())
         # aioquic reports the peer's CONNECTION_CLOSE as an event only after draining;
         # the test reads the pending event directly instead of running timers.
-        event = quic._close_event
+        event = pending_close_event(quic)
         if isinstance(event, events.ConnectionTerminated) and not terminated.done():
             terminated.set_result(event)
         for data, addr in quic.datagrams_to_send(now=asyncio.get_running_loop().time()):
@@ -235,7 +236,7 @@ async def test_back_pressure_bounds_queued_bytes(pair) -> None:
     chunk = b"z" * 65536
     for _ in range(total // len(chunk)):
         await stream.write(chunk)
-        high = max(high, len(conn.quic._streams[stream.stream_id].sender._buffer))
+        high = max(high, unacked_bytes(conn.quic, stream.stream_id))
     await stream.close()
     assert await asyncio.wait_for(task, 30) == total
     assert high <= conn.options.stream_high_water + len(chunk)
@@ -289,8 +290,8 @@ async def test_server_drops_half_open_handshakes() -> None:
     def receive(batch):  # read the server, never answer it
         for data, addr in batch:
             quic.receive_datagram(data, addr, now=asyncio.get_running_loop().time())
-        if quic._close_event is not None and not closed.done():
-            closed.set_result(quic._close_event)
+        if pending_close_event(quic) is not None and not closed.done():
+            closed.set_result(pending_close_event(quic))
 
     endpoint = await UdpNetwork().bind(("127.0.0.1", 0), receive)
     try:
