@@ -5,6 +5,12 @@ routes datagrams to connections by destination connection id, feeds the whole ba
 then processes events, flushes ``datagrams_to_send`` once per touched connection and
 arms one timer (the earliest of all connections' loss/idle/keep-alive timers).
 
+Paths: each connection sends through a ``PathSocket`` (``stack.base.interfaces``). A
+dial to an address and every accepted connection get a ``UdpPathSocket`` on the shared
+port; ``dial_path`` takes any other (punched, relayed), so every path carries the same
+end-to-end QUIC. Whatever path a datagram came over, it reaches ``__call__`` and is
+routed by connection id.
+
 Authentication (libp2p TLS spec): both sides present their identity-bound certificate
 (``certs.py``). aioquic verifies the CertificateVerify signature (possession of the
 certificate key) but not the chain; we turn its chain check off and run
@@ -28,6 +34,7 @@ from aioquic.quic.packet import QuicProtocolVersion
 from stack.base.clock import Clock
 from stack.base.identity import PeerId
 from stack.base.errors import LocalError
+from stack.base.interfaces import Path, PathKind, PathSocket
 from stack.base.net import Address, Datagram, resolve_ipv4
 from stack.transport.aioquic_adapter import (ServerQuicConnection, host_cids,
                                              is_first_flight, peer_certificate,
@@ -40,12 +47,28 @@ from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
 from stack.transport.options import ALPN, Registry, TransportOptions
 from stack.transport.streams import Stream
 
-__all__ = ["QuicTransport", "QuicConn"]
+__all__ = ["QuicTransport", "QuicConn", "UdpPathSocket"]
 
 CID_LENGTH = 8
 MIN_INITIAL_SIZE = 1200             # RFC 9000 section 14.1: smaller Initials are dropped
 ERR_AUTH = 0x100 + 42               # CRYPTO_ERROR range is reserved; use an app code instead
 _VERSIONS = {v.value for v in QuicProtocolVersion if v.value}
+
+
+class UdpPathSocket:
+    """A ``PathSocket`` to ``address`` through a UDP send callback (the node's shared
+    port); ``kind`` says how that address was reached (direct, LAN, punched)."""
+
+    __slots__ = ("path", "_send", "_address")
+
+    def __init__(self, send: Callable[[bytes, Address], None], address: Address,
+                 kind: PathKind = PathKind.DIRECT) -> None:
+        self.path = Path(kind, address)
+        self._send = send
+        self._address = address
+
+    def send(self, data: bytes) -> None:
+        self._send(data, self._address)
 
 
 def _fail(future: asyncio.Future, exc: Exception, *, awaited: bool) -> None:
@@ -70,20 +93,25 @@ class QuicConn(BaseConnection):
 
     transport = "quic"
 
-    def __init__(self, driver: QuicTransport, quic: QuicConnection, addr: Address,
+    def __init__(self, driver: QuicTransport, quic: QuicConnection, sock: PathSocket,
                  is_client: bool, expected: PeerId | None) -> None:
         # peer_id stays None until the handshake authenticates the peer
         super().__init__(peer_id=expected,  # type: ignore[arg-type]
-                         remote_address=addr,
+                         remote_address=sock.path.address,
                          is_client=is_client, options=driver.options)
         self._driver = driver
         self.quic = quic
+        self.path_socket = sock
         self.expected = expected
         self.established = asyncio.get_running_loop().create_future()
         self.cids: set[bytes] = set()
         self.last_activity = 0.0
         self._next_stream_id = 0 if is_client else 1  # RFC 9000 2.1: bidi, by initiator
         self.handshake_deadline: float | None = None   # server side: drop half-open ones
+
+    @property
+    def path(self) -> Path:
+        return self.path_socket.path
 
     # --- _StreamSink -------------------------------------------------------------------
     def _new_stream_id(self) -> int:
@@ -158,12 +186,24 @@ class QuicTransport:
 
     # --- dialing ------------------------------------------------------------------------
     async def dial(self, addr: Address, expected: PeerId | None = None) -> QuicConn:
-        """Connect and authenticate. ``expected`` enforces the peer id (``PeerIdMismatch``)."""
+        """Connect to ``addr`` over the shared UDP port and authenticate. ``expected``
+        enforces the peer id (``PeerIdMismatch``)."""
         if self._closed:
             raise TransportClosed("QUIC transport is closed")
         addr = await _numeric(addr)
+        return await self.dial_path(UdpPathSocket(self._send, addr), expected)
+
+    async def dial_path(self, sock: PathSocket, expected: PeerId | None = None) -> QuicConn:
+        """Connect and authenticate over ``sock`` (a punched or relayed path, say).
+
+        The datagrams that come back over it must be handed to this transport
+        (``transport([(data, sock.path.address)])``): they are routed by connection id,
+        like those of the shared port. ``expected`` as for ``dial``."""
+        if self._closed:
+            raise TransportClosed("QUIC transport is closed")
+        addr = sock.path.address
         quic = QuicConnection(configuration=self._configuration(True))
-        conn = QuicConn(self, quic, addr, True, expected)
+        conn = QuicConn(self, quic, sock, True, expected)
         self._conns[conn] = None
         now = self._clock.now()
         quic.connect(addr, now=now)
@@ -225,7 +265,7 @@ class QuicTransport:
             return None  # bounds half-open handshakes too, not only admitted connections
         quic = ServerQuicConnection(configuration=self._configuration(False),
                                     original_destination_connection_id=dcid)
-        conn = QuicConn(self, quic, addr, False, None)
+        conn = QuicConn(self, quic, UdpPathSocket(self._send, addr), False, None)
         conn.handshake_deadline = self._clock.now() + self.options.handshake_timeout
         self._conns[conn] = None
         conn.cids.add(dcid)
@@ -337,9 +377,16 @@ class QuicTransport:
         self._rearm()
 
     def _flush(self, conn: QuicConn) -> None:
+        sock = conn.path_socket
+        home = conn.remote_address
         send = self._send
         for data, addr in conn.quic.datagrams_to_send(now=self._clock.now()):
-            send(data, addr)
+            if addr == home:
+                sock.send(data)
+            else:
+                # aioquic probes or migrates to an address this connection's packets
+                # arrived from (RFC 9000 section 9), i.e. one heard on the shared port.
+                send(data, addr)
 
     def _next_deadline(self, conn: QuicConn) -> float | None:
         deadline = conn.quic.get_timer()

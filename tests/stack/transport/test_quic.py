@@ -13,6 +13,7 @@ from aioquic.quic.connection import QuicConnection
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from stack.base.identity import Identity
+from stack.base.interfaces import Path, PathKind
 from stack.base.net import UdpNetwork
 from stack.transport.aioquic_adapter import pending_close_event, unacked_bytes
 from stack.transport.certs import CertifiedKey, make_certificate
@@ -48,6 +49,49 @@ async def test_dial_authenticates_both_sides_and_echoes(pair) -> None:
     await accepted.close()
     assert await asyncio.wait_for(stream.read_message(), T) == b"HELLO"
     assert await stream.read() == b""
+
+
+async def test_connections_report_their_udp_path(pair) -> None:
+    a, b = pair
+    conn = await b.transport.dial(a.address, a.identity.peer_id)
+    server = await asyncio.wait_for(a.incoming.get(), T)
+    assert conn.path == Path(PathKind.DIRECT, a.address)
+    assert server.path == Path(PathKind.DIRECT, b.address)
+
+
+class CountingPath:
+    """A PathSocket standing in for a relayed one: it forwards through a UDP endpoint and
+    counts what QUIC sent through it."""
+
+    def __init__(self, endpoint, address, relay) -> None:
+        self.path = Path(PathKind.RELAYED, address, relay)
+        self._endpoint = endpoint
+        self.sent = 0
+
+    def send(self, data: bytes) -> None:
+        self.sent += 1
+        self._endpoint.send(data, self.path.address)
+
+
+async def test_dial_path_carries_quic_over_the_given_path_socket(pair) -> None:
+    """Every datagram of a connection dialed over a PathSocket goes through it; replies
+    arriving on the shared port find the connection by connection id."""
+    a, b = pair
+    relay = Identity.generate().peer_id
+    sock = CountingPath(b.endpoint, a.address, relay)
+    conn = await asyncio.wait_for(b.transport.dial_path(sock, a.identity.peer_id), T)
+    server = await asyncio.wait_for(a.incoming.get(), T)
+    assert conn.path == Path(PathKind.RELAYED, a.address, relay)
+    stream = await conn.open_stream()
+    await stream.write_message(b"over the path")
+    accepted = await asyncio.wait_for(server.accept_stream(), T)
+    assert await accepted.read_message() == b"over the path"
+    await accepted.write_message(b"back")
+    assert await asyncio.wait_for(stream.read_message(), T) == b"back"
+    before = sock.sent
+    await stream.write_message(b"again")
+    assert await asyncio.wait_for(accepted.read_message(), T) == b"again"
+    assert before >= 2 and sock.sent > before
 
 
 async def test_dial_without_expected_peer_learns_it(pair) -> None:
