@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import time
 
 import pytest
 from aioquic.quic import events
@@ -12,6 +13,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from simulations.vtime import current_clock, run_virtual
 from stack.base.identity import Identity
 from stack.base.interfaces import Path, PathKind
 from stack.base.net import UdpNetwork
@@ -20,7 +22,8 @@ from stack.transport.certs import CertifiedKey, make_certificate
 from stack.transport.errors import (ConnectionClosed, FrameTooLarge, HandshakeFailed,
                                     HandshakeTimeout, PeerIdMismatch, StreamReset,
                                     TransportClosed)
-from stack.transport.options import ALPN, ConnectionLimits, TransportOptions
+from stack.transport.options import ALPN, ConnectionLimits, Registry, TransportOptions
+from stack.transport.quic import QuicConn, QuicTransport, UdpPathSocket
 from tests.stack.transport.helpers import quic_peer
 
 T = 5.0  # seconds any single awaited event may take
@@ -92,6 +95,27 @@ async def test_dial_path_carries_quic_over_the_given_path_socket(pair) -> None:
     await stream.write_message(b"again")
     assert await asyncio.wait_for(accepted.read_message(), T) == b"again"
     assert before >= 2 and sock.sent > before
+
+
+async def test_timer_heap_stays_bounded_and_tracks_each_deadline(pair) -> None:
+    """Dead heap entries (replaced deadlines) are compacted away, and every open
+    connection's live entry holds its current deadline."""
+    a, b = pair
+    conns = [await b.transport.dial(a.address, a.identity.peer_id) for _ in range(3)]
+    servers = [await asyncio.wait_for(a.incoming.get(), T) for _ in range(3)]
+    streams = [await c.open_stream() for c in conns]
+    for i in range(100):
+        for s in streams:
+            await s.write_message(b"%d" % i)
+    for server in servers:
+        accepted = await asyncio.wait_for(server.accept_stream(), T)
+        for i in range(100):
+            assert await asyncio.wait_for(accepted.read_message(), T) == b"%d" % i
+    for transport in (a.transport, b.transport):
+        assert len(transport._deadlines) <= 2 * len(transport._conns) + 16
+        for conn in transport._conns:
+            assert conn.timer_entry is not None and conn.timer_entry[2] is conn
+            assert conn.timer_entry[0] == transport._next_deadline(conn)
 
 
 async def test_dial_without_expected_peer_learns_it(pair) -> None:
@@ -442,3 +466,54 @@ async def test_stream_limit_per_peer_spans_connections() -> None:
     finally:
         await b.aclose()
         await a.aclose()
+
+
+class LossCheck:
+    """The time-threshold loss check of aioquic's ``recovery.py`` (``_detect_loss``) in a
+    stand-in for ``QuicConnection``: a packet sent at ``sent`` arms the timer at
+    ``sent + delay`` and is declared lost once ``sent <= now - delay``."""
+
+    def __init__(self, sent: float, delay: float) -> None:
+        self.sent, self.delay = sent, delay
+        self.lost = False
+        self.handled = 0
+
+    def get_timer(self) -> float | None:
+        return None if self.lost else self.sent + self.delay
+
+    def handle_timer(self, now: float) -> None:
+        self.handled += 1
+        # past 100 calls the driver spins at one instant: stop it so the test can fail
+        self.lost = self.sent <= now - self.delay or self.handled >= 100
+
+    def next_event(self) -> None:
+        return None
+
+    def datagrams_to_send(self, now: float) -> list:
+        return []
+
+
+def test_a_timer_still_due_after_handling_lets_virtual_time_move() -> None:
+    """(0.3 + 0.3375) - 0.3375 < 0.3 in floats: aioquic's loss timer fires at 0.6375 s and
+    finds nothing lost yet, so it stays due at that instant. The driver's re-arm must
+    move time (a 0 s re-arm would spin for ever under virtual time)."""
+    sent, delay = 0.3, 0.3375
+    assert not sent <= (sent + delay) - delay
+
+    async def main() -> LossCheck:
+        options = TransportOptions()
+        transport = QuicTransport(
+            send=lambda data, addr: None, clock=current_clock(), options=options,
+            certified=make_certificate(Identity.generate(), time.time()),
+            registry=Registry(options.limits), on_connection=lambda conn: None)
+        core = LossCheck(sent, delay)
+        sock = UdpPathSocket(transport._send, ("10.0.0.1", 1))
+        conn = QuicConn(transport, core, sock, True, None)  # type: ignore[arg-type]
+        transport._conns[conn] = None
+        transport._flush(conn)
+        transport._rearm()
+        await asyncio.sleep(1.0)
+        return core
+
+    core = run_virtual(main())
+    assert core.lost and core.handled == 2
