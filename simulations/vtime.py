@@ -22,7 +22,9 @@ API
     transport on the simulated network (see ``simulations.aio``), so unchanged asyncio
     code such as the ``kademlia`` package runs on it.
 ``VirtualClock``
-    A ``stack.base.clock.Clock``: ``now() = start + loop.time()``.
+    A ``stack.base.clock.Clock``: ``now() = start + loop.time()`` and
+    ``monotonic() = loop.time()``, the loop's own clock, so a deadline taken from it is
+    exactly the instant ``call_later`` lands on.
 ``current_clock()``
     The running virtual loop's clock (``SimulationError`` outside one).
 
@@ -71,7 +73,8 @@ class _Timer(asyncio.TimerHandle):
 
 
 class VirtualClock:
-    """``stack.base.clock.Clock`` reading a virtual loop: Unix seconds ``start + loop.time()``."""
+    """``stack.base.clock.Clock`` reading a virtual loop: wall time is Unix seconds
+    ``start + loop.time()``, monotonic time is ``loop.time()`` itself."""
 
     def __init__(self, loop: VirtualEventLoop, start: float) -> None:
         self._loop = loop
@@ -79,6 +82,9 @@ class VirtualClock:
 
     def now(self) -> float:
         return self.start + self._loop.time()
+
+    def monotonic(self) -> float:
+        return self._loop.time()
 
 
 class _VirtualSelector(selectors.BaseSelector):

@@ -2,33 +2,51 @@
 
 ``QuicTransport`` is a ``Receiver`` for the ``PortDemux`` QUIC share of each batch. It
 routes datagrams to connections by destination connection id, feeds the whole batch,
-then processes events, flushes ``datagrams_to_send`` once per touched connection and
-arms one timer (the earliest of all connections' loss/idle/keep-alive timers).
+then processes events and flushes ``datagrams_to_send`` once per touched connection.
+
+Paths: each connection sends through a ``PathSocket`` (``stack.base.interfaces``). A
+dial to an address and every accepted connection get a ``UdpPathSocket`` on the shared
+port; ``dial_path`` takes any other (punched, relayed), so every path carries the same
+end-to-end QUIC. Whatever path a datagram came over, it reaches ``__call__`` and is
+routed by connection id.
+
+Timers: each connection's next deadline (the earliest of aioquic's loss/ack/idle timer,
+our keep-alive and, while half open, the handshake deadline) sits in one heap, with lazy
+deletion: a changed deadline marks its old entry dead and pushes a new one. A re-arm
+recomputes only the connections touched since the last one, and one loop timer waits
+for the heap's top. All of it runs on the clock's monotonic reading; wall time is read
+only to check certificates.
 
 Authentication (libp2p TLS spec): both sides present their identity-bound certificate
 (``certs.py``). aioquic verifies the CertificateVerify signature (possession of the
 certificate key) but not the chain; we turn its chain check off and run
 ``verify_certificate`` on the peer certificate when the handshake completes, before the
-connection is handed to anyone. aioquic 1.7.2 only requests a client certificate when
-its private ``_request_client_certificate`` flag is set, so the server sets it.
+connection is handed to anyone. What aioquic keeps private for this (the client
+certificate request, the peer's certificate) is reached through ``aioquic_adapter``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import ssl
 from collections.abc import Callable
 
 from aioquic.quic import events
 from cryptography.hazmat.primitives.serialization import Encoding
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicProtocolVersion
 
 from stack.base.clock import Clock
 from stack.base.identity import PeerId
 from stack.base.errors import LocalError
+from stack.base.interfaces import Path, PathKind, PathSocket
 from stack.base.net import Address, Datagram, resolve_ipv4
+from stack.transport.aioquic_adapter import (ServerQuicConnection, host_cids,
+                                             is_first_flight, peer_certificate,
+                                             unacked_bytes)
 from stack.transport.base import BaseConnection
 from stack.transport.certs import CertificateVerifier, CertifiedKey
 from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
@@ -37,7 +55,7 @@ from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
 from stack.transport.options import ALPN, Registry, TransportOptions
 from stack.transport.streams import Stream
 
-__all__ = ["QuicTransport", "QuicConn"]
+__all__ = ["QuicTransport", "QuicConn", "UdpPathSocket"]
 
 CID_LENGTH = 8
 MIN_INITIAL_SIZE = 1200             # RFC 9000 section 14.1: smaller Initials are dropped
@@ -45,12 +63,20 @@ ERR_AUTH = 0x100 + 42               # CRYPTO_ERROR range is reserved; use an app
 _VERSIONS = {v.value for v in QuicProtocolVersion if v.value}
 
 
-class _ServerQuicConnection(QuicConnection):
-    def _initialize(self, peer_cid: bytes) -> None:
-        super()._initialize(peer_cid)
-        # aioquic only sends a CertificateRequest when this (private) flag is set; the
-        # libp2p spec requires servers to demand client authentication.
-        self.tls._request_client_certificate = True
+class UdpPathSocket:
+    """A ``PathSocket`` to ``address`` through a UDP send callback (the node's shared
+    port); ``kind`` says how that address was reached (direct, LAN, punched)."""
+
+    __slots__ = ("path", "_send", "_address")
+
+    def __init__(self, send: Callable[[bytes, Address], None], address: Address,
+                 kind: PathKind = PathKind.DIRECT) -> None:
+        self.path = Path(kind, address)
+        self._send = send
+        self._address = address
+
+    def send(self, data: bytes) -> None:
+        self._send(data, self._address)
 
 
 def _fail(future: asyncio.Future, exc: Exception, *, awaited: bool) -> None:
@@ -75,20 +101,27 @@ class QuicConn(BaseConnection):
 
     transport = "quic"
 
-    def __init__(self, driver: QuicTransport, quic: QuicConnection, addr: Address,
+    def __init__(self, driver: QuicTransport, quic: QuicConnection, sock: PathSocket,
                  is_client: bool, expected: PeerId | None) -> None:
         # peer_id stays None until the handshake authenticates the peer
         super().__init__(peer_id=expected,  # type: ignore[arg-type]
-                         remote_address=addr,
+                         remote_address=sock.path.address,
                          is_client=is_client, options=driver.options)
         self._driver = driver
         self.quic = quic
+        self.path_socket = sock
         self.expected = expected
         self.established = asyncio.get_running_loop().create_future()
         self.cids: set[bytes] = set()
         self.last_activity = 0.0
         self._next_stream_id = 0 if is_client else 1  # RFC 9000 2.1: bidi, by initiator
         self.handshake_deadline: float | None = None   # server side: drop half-open ones
+        # this connection's live entry [deadline, seq, conn] in the driver's timer heap
+        self.timer_entry: list | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.path_socket.path
 
     # --- _StreamSink -------------------------------------------------------------------
     def _new_stream_id(self) -> int:
@@ -117,10 +150,7 @@ class QuicConn(BaseConnection):
         pass  # aioquic extends flow-control credit on receipt; max_stream_buffer bounds us
 
     def _stream_blocked(self, stream: Stream) -> bool:
-        # Bytes queued in aioquic's sender and not yet acknowledged. aioquic has no public
-        # accessor; the sender's buffer is exactly that quantity.
-        qs = self.quic._streams.get(stream.stream_id)
-        return qs is not None and len(qs.sender._buffer) > self.options.stream_high_water
+        return unacked_bytes(self.quic, stream.stream_id) > self.options.stream_high_water
 
     def _terminate(self, reason: str) -> None:
         self.quic.close(error_code=0, reason_phrase=reason)
@@ -147,6 +177,12 @@ class QuicTransport:
         self._by_cid: dict[bytes, QuicConn] = {}
         # dicts, not sets: iteration in insertion order keeps simulated runs reproducible
         self._conns: dict[QuicConn, None] = {}
+        # Timer heap of [deadline, seq, conn]; conn is None in an entry that was replaced
+        # (lazy deletion). seq breaks ties in creation order, so equal deadlines fire in a
+        # reproducible order and the comparison never reaches the connection.
+        self._deadlines: list[list] = []
+        self._seq = itertools.count()
+        self._dirty: dict[QuicConn, None] = {}   # deadline may have moved since the re-arm
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_pending: dict[QuicConn, None] = {}
@@ -166,14 +202,26 @@ class QuicTransport:
 
     # --- dialing ------------------------------------------------------------------------
     async def dial(self, addr: Address, expected: PeerId | None = None) -> QuicConn:
-        """Connect and authenticate. ``expected`` enforces the peer id (``PeerIdMismatch``)."""
+        """Connect to ``addr`` over the shared UDP port and authenticate. ``expected``
+        enforces the peer id (``PeerIdMismatch``)."""
         if self._closed:
             raise TransportClosed("QUIC transport is closed")
         addr = await _numeric(addr)
+        return await self.dial_path(UdpPathSocket(self._send, addr), expected)
+
+    async def dial_path(self, sock: PathSocket, expected: PeerId | None = None) -> QuicConn:
+        """Connect and authenticate over ``sock`` (a punched or relayed path, say).
+
+        The datagrams that come back over it must be handed to this transport
+        (``transport([(data, sock.path.address)])``): they are routed by connection id,
+        like those of the shared port. ``expected`` as for ``dial``."""
+        if self._closed:
+            raise TransportClosed("QUIC transport is closed")
+        addr = sock.path.address
         quic = QuicConnection(configuration=self._configuration(True))
-        conn = QuicConn(self, quic, addr, True, expected)
+        conn = QuicConn(self, quic, sock, True, expected)
         self._conns[conn] = None
-        now = self._clock.now()
+        now = self._clock.monotonic()
         quic.connect(addr, now=now)
         self._register_cids(conn)
         conn.last_activity = now
@@ -189,7 +237,7 @@ class QuicTransport:
 
     # --- receiving ----------------------------------------------------------------------
     def __call__(self, batch: list[Datagram]) -> None:
-        now = self._clock.now()
+        now = self._clock.monotonic()
         touched: dict[QuicConn, None] = {}
         for data, addr in batch:
             conn = self._route(data, addr)
@@ -200,9 +248,9 @@ class QuicTransport:
             conn.last_activity = now
             touched[conn] = None
         for conn in touched:
-            if not conn.is_client and conn.quic._state is QuicConnectionState.FIRSTFLIGHT:
-                # Not one packet of its Initial decrypted (aioquic leaves FIRSTFLIGHT on the
-                # first that does): noise or a forgery, not a handshake. Keep no state, so
+            if not conn.is_client and is_first_flight(conn.quic):
+                # Not one packet of its Initial decrypted: noise or a forgery, not a
+                # handshake. Keep no state, so
                 # a flood of them cannot fill the half-open table and lock dialers out.
                 self._forget(conn)
                 self.dropped += 1
@@ -231,10 +279,10 @@ class QuicTransport:
             return None
         if len(self._conns) >= 2 * self._registry.limits.max_connections:
             return None  # bounds half-open handshakes too, not only admitted connections
-        quic = _ServerQuicConnection(configuration=self._configuration(False),
-                                     original_destination_connection_id=dcid)
-        conn = QuicConn(self, quic, addr, False, None)
-        conn.handshake_deadline = self._clock.now() + self.options.handshake_timeout
+        quic = ServerQuicConnection(configuration=self._configuration(False),
+                                    original_destination_connection_id=dcid)
+        conn = QuicConn(self, quic, UdpPathSocket(self._send, addr), False, None)
+        conn.handshake_deadline = self._clock.monotonic() + self.options.handshake_timeout
         self._conns[conn] = None
         conn.cids.add(dcid)
         self._by_cid[dcid] = conn
@@ -242,11 +290,25 @@ class QuicTransport:
         return conn
 
     def _register_cids(self, conn: QuicConn) -> None:
-        for cid in conn.quic._host_cids:  # the ids we issued; events announce later ones
-            conn.cids.add(cid.cid)
-            self._by_cid[cid.cid] = conn
+        for cid in host_cids(conn.quic):  # the ids we issued; events announce later ones
+            conn.cids.add(cid)
+            self._by_cid[cid] = conn
 
     def _process(self, conn: QuicConn) -> None:
+        """Handle ``conn``'s events, send what it has to send, wake writers with room."""
+        if not self._drain(conn):
+            return
+        self._flush(conn)
+        # Building packets issues connection ids (NEW_CONNECTION_ID frames and their
+        # events): route them now, not at this connection's next receive or timer.
+        if not self._drain(conn):
+            return
+        for stream in conn.streams.values():
+            if stream._sink is conn and not conn._stream_blocked(stream):
+                stream._wake_writer()
+
+    def _drain(self, conn: QuicConn) -> bool:
+        """Handle ``conn``'s pending events; False once it has terminated."""
         quic = conn.quic
         while (event := quic.next_event()) is not None:
             if isinstance(event, events.StreamDataReceived):
@@ -266,11 +328,8 @@ class QuicTransport:
                 self._by_cid.pop(event.connection_id, None)
             elif isinstance(event, events.ConnectionTerminated):
                 self._on_terminated(conn, event)
-                return
-        self._flush(conn)
-        for stream in conn.streams.values():
-            if stream._sink is conn and not conn._stream_blocked(stream):
-                stream._wake_writer()
+                return False
+        return True
 
     def _on_stream_data(self, conn: QuicConn, event: events.StreamDataReceived) -> None:
         if not conn.established.done() or conn.established.exception():
@@ -292,7 +351,7 @@ class QuicTransport:
 
     def _on_handshake(self, conn: QuicConn) -> None:
         try:
-            cert = conn.quic.tls._peer_certificate  # aioquic keeps it only privately
+            cert = peer_certificate(conn.quic)
             if cert is None:
                 raise InvalidCertificate("peer presented no certificate")
             peer_id = self._verifier.verify(cert.public_bytes(Encoding.DER), self._clock.now())
@@ -329,6 +388,10 @@ class QuicTransport:
                 del self._by_cid[cid]
         self._conns.pop(conn, None)
         self._flush_pending.pop(conn, None)
+        self._dirty.pop(conn, None)
+        if conn.timer_entry is not None:
+            conn.timer_entry[2] = None
+            conn.timer_entry = None
 
     # --- sending and timers -------------------------------------------------------------
     def _schedule_flush(self, conn: QuicConn) -> None:
@@ -345,9 +408,17 @@ class QuicTransport:
         self._rearm()
 
     def _flush(self, conn: QuicConn) -> None:
+        sock = conn.path_socket
+        home = conn.remote_address
         send = self._send
-        for data, addr in conn.quic.datagrams_to_send(now=self._clock.now()):
-            send(data, addr)
+        for data, addr in conn.quic.datagrams_to_send(now=self._clock.monotonic()):
+            if addr == home:
+                sock.send(data)
+            else:
+                # aioquic probes or migrates to an address this connection's packets
+                # arrived from (RFC 9000 section 9), i.e. one heard on the shared port.
+                send(data, addr)
+        self._dirty[conn] = None  # whatever changed its state is what it just sent
 
     def _next_deadline(self, conn: QuicConn) -> float | None:
         deadline = conn.quic.get_timer()
@@ -360,9 +431,35 @@ class QuicTransport:
             deadline = ka if deadline is None else min(deadline, ka)
         return deadline
 
+    def _reschedule(self, conn: QuicConn) -> None:
+        """Put ``conn``'s current deadline in the heap, killing its previous entry."""
+        when = self._next_deadline(conn)
+        entry = conn.timer_entry
+        if entry is not None:
+            if entry[0] == when:
+                return
+            entry[2] = None
+        if when is None:
+            conn.timer_entry = None
+            return
+        conn.timer_entry = entry = [when, next(self._seq), conn]
+        heap = self._deadlines
+        heapq.heappush(heap, entry)
+        if len(heap) > 2 * len(self._conns) + 16:
+            # Dead entries only leave from the top; compacting here bounds the heap at
+            # about twice the live ones, at an amortized O(1) per reschedule.
+            heap[:] = [e for e in heap if e[2] is not None]
+            heapq.heapify(heap)
+
     def _rearm(self) -> None:
-        deadlines = [d for c in self._conns if (d := self._next_deadline(c)) is not None]
-        when = min(deadlines) if deadlines else None
+        for conn in self._dirty:
+            if conn in self._conns:
+                self._reschedule(conn)
+        self._dirty.clear()
+        heap = self._deadlines
+        while heap and heap[0][2] is None:
+            heapq.heappop(heap)
+        when = heap[0][0] if heap else None
         if when == self._timer_at:
             return
         if self._timer is not None:
@@ -370,18 +467,31 @@ class QuicTransport:
             self._timer = None
         self._timer_at = when
         if when is not None:
-            # At least 1 us: aioquic arms its loss timer at sent + delay but fires only
-            # when sent <= now - delay, which at Unix-time magnitudes can differ by one
-            # rounding step; a 0 s re-arm would then spin without time moving (a hang
-            # under virtual time).
-            self._timer = self._loop.call_later(max(1e-6, when - self._clock.now()),
+            # At least 1 us, although deadlines are now monotonic and per connection:
+            # aioquic arms its loss timer at sent + delay but declares the packet lost
+            # only when sent <= now - delay, and in floats (sent + delay) - delay rounds
+            # below sent at any magnitude (for ~3% of random sends in the first 10 s of
+            # a clock and RTT-sized delays). handle_timer then leaves the timer due at the
+            # same instant, and a 0 s re-arm would spin without time moving: a hang
+            # under virtual time (test_a_timer_still_due_after_handling_lets_virtual_time_move).
+            self._timer = self._loop.call_later(max(1e-6, when - self._clock.monotonic()),
                                                 self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        now = self._clock.now()
-        for conn in list(self._conns):
+        now = self._clock.monotonic()
+        heap = self._deadlines
+        due = []
+        while heap and heap[0][0] <= now:
+            conn = heapq.heappop(heap)[2]
+            if conn is not None:
+                conn.timer_entry = None
+                # its entry is gone: the re-arm below must push the next deadline even
+                # if nothing here changes the connection's state
+                self._dirty[conn] = None
+                due.append(conn)
+        for conn in due:
             if (conn.handshake_deadline is not None and not conn.established.done()
                     and conn.handshake_deadline <= now):
                 self.handshake_failures += 1

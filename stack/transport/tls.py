@@ -220,7 +220,7 @@ class _TlsProtocol(asyncio.Protocol):
             self._handshake()
 
     def data_received(self, data: bytes) -> None:
-        self._last_rx = asyncio.get_running_loop().time()
+        self._last_rx = self.owner._clock.monotonic()
         try:
             self.ssl.bio_write(data)
             if self.conn is None:
@@ -270,7 +270,7 @@ class _TlsProtocol(asyncio.Protocol):
                 break
         if chunks and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(chunks))
-            self._last_tx = asyncio.get_running_loop().time()
+            self._last_tx = self.owner._clock.monotonic()
 
     def _handshake(self) -> None:
         try:
@@ -354,6 +354,9 @@ class _TlsProtocol(asyncio.Protocol):
             self.transport.abort()
 
     # --- timers: handshake timeout, keep-alive, idle timeout ----------------------------
+    # Idle and keep-alive are measured on the clock's monotonic reading (a wall-clock step
+    # must not drop or ping every connection); the checks run from loop timers, which
+    # count durations on the loop's own monotonic clock.
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -366,13 +369,12 @@ class _TlsProtocol(asyncio.Protocol):
 
     def _arm_keep_alive(self) -> None:
         loop = asyncio.get_running_loop()
-        self._last_rx = self._last_tx = loop.time()
+        self._last_rx = self._last_tx = self.owner._clock.monotonic()
         period = self.options.keep_alive or self.options.idle_timeout
         self._timer = loop.call_later(min(period, self.options.idle_timeout), self._tick)
 
     def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self.owner._clock.monotonic()
         if now - self._last_rx >= self.options.idle_timeout:
             self._timer = None
             if self.conn is not None:
@@ -382,7 +384,7 @@ class _TlsProtocol(asyncio.Protocol):
         if keep_alive is not None and now - self._last_tx >= keep_alive:
             self.send(mux.encode(mux.PING, 0, 1))
         period = min(keep_alive or self.options.idle_timeout, self.options.idle_timeout)
-        self._timer = loop.call_later(period / 2, self._tick)
+        self._timer = asyncio.get_running_loop().call_later(period / 2, self._tick)
 
 
 class TlsTransport:
