@@ -114,7 +114,7 @@ MAX_DH_KEY = 133        # an uncompressed P-521 point; P-256 (the seed's) is 65
 DEFAULT_DRIFT = 60.0    # seconds; seed CONFIG.CLOCK_DRIFT_TOLERANCE
 
 
-class Result(str, enum.Enum):
+class Result(enum.StrEnum):
     """Verification result codes: exactly seed 004's, plus ``malformed`` and ``rate_limited``."""
 
     VALID = "valid"
@@ -127,9 +127,6 @@ class Result(str, enum.Enum):
     RELAY_CHAIN_TOO_LONG = "relay_chain_too_long"
     MALFORMED = "malformed"
     RATE_LIMITED = "rate_limited"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class MalformedRecord(ValueError):

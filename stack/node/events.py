@@ -16,17 +16,25 @@ import asyncio
 import contextlib
 from collections.abc import Generator
 from dataclasses import dataclass
+from enum import Enum, StrEnum
 from typing import Any, Generic, TypeVar
 
 import structlog
 
 from stack.base.identity import PeerId
+from stack.base.interfaces import PathKind
+from stack.store.trust import Outcome
 
 __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityReceived",
-           "DialbackResult", "AnnouncementPublished", "ServiceFailed", "NodeEvent",
+           "DialbackResult", "DialbackRole", "AnnouncementPublished", "ServiceFailed", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
+
+
+class DialbackRole(StrEnum):
+    LISTENER = "listener"  # we dialed the peer back
+    DIALER = "dialer"      # the peer dialed us back and told us the outcome
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,7 @@ class ConnectionOpened:
     transport: str
     address: str           # remote HOST:PORT
     inbound: bool
-    path: str = "direct"   # PathKind of the connection
+    path: PathKind = PathKind.DIRECT
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ class ConnectionClosed:
 class TrustChecked:
     """The trust store's decision on a connection (outcome: new/verified/changed/...)."""
     peer_id: PeerId
-    outcome: str
+    outcome: Outcome
     allowed: bool
     address: str
     inbound: bool
@@ -73,7 +81,7 @@ class DialbackResult:
     ok: bool | None
     address: str | None
     error: str | None
-    role: str
+    role: DialbackRole
 
 
 @dataclass(frozen=True)
@@ -139,7 +147,7 @@ class EventBus:
             self._waiters.remove(waiter)
 
     def emit(self, event: NodeEvent, level: str = "info") -> None:
-        fields = {k: (str(v) if isinstance(v, PeerId) else v)
+        fields = {k: (str(v) if isinstance(v, (PeerId, Enum)) else v)  # plain text in logs
                   for k, v in event.__dict__.items()}
         getattr(log, level)(EVENT_NAMES[type(event)], **fields)
         for queue in self._queues:

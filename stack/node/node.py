@@ -56,7 +56,7 @@ from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
 from stack.node.config import NodeConfig
 from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
-                               DialbackResult, EventBus, EventWaiter, IdentityReceived, NodeEvent,
+                               DialbackResult, DialbackRole, EventBus, EventWaiter, IdentityReceived, NodeEvent,
                                ServiceFailed, TrustChecked)
 from stack.node.protocols.autonat import DialBack
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
@@ -264,7 +264,7 @@ class Node:
         routing tables; anything short of a successful dial-back says no."""
         reachable = False
         if self.quic is not None:
-            verdict = self.next_event(DialbackResult, role="dialer",
+            verdict = self.next_event(DialbackResult, role=DialbackRole.DIALER,
                                       timeout=self.config.dial_back_timeout
                                       + 2 * self.options.handshake_timeout)
             try:
@@ -471,7 +471,7 @@ class Node:
         return transport
 
     def _trust_event(self, decision: TrustDecision, address: str, inbound: bool) -> None:
-        self.events.emit(TrustChecked(decision.peer_id, str(decision.outcome),
+        self.events.emit(TrustChecked(decision.peer_id, decision.outcome,
                                       decision.allowed, address, inbound),
                          "info" if decision.allowed else "warning")
 
@@ -500,7 +500,7 @@ class Node:
         self._connections.add(conn)
         address = _addr_text(conn.remote_address)
         self.events.emit(ConnectionOpened(conn.peer_id, conn.transport, address, inbound,
-                                          str(conn.path.kind)))
+                                          conn.path.kind))
         self.router.connection_opened(conn)
 
         def closed(c: Any) -> None:

@@ -19,7 +19,7 @@ from stack.base.addresses import PeerAddress, parse_address
 from stack.base.errors import StackError, UsageError
 from stack.base.interfaces import Connection, Transport
 from stack.base.net import format_address
-from stack.node.events import DialbackResult, EventBus
+from stack.node.events import DialbackResult, DialbackRole, EventBus
 from stack.node.protocols.ping import ping_once
 from stack.store.trust import TrustStore
 from stack.transport.errors import TransportError
@@ -46,7 +46,8 @@ class DialBack:
                     break
         if port is None:
             result = DialbackResult(conn.peer_id, False, None,
-                                    f"no {conn.transport} listen address advertised", "listener")
+                                    f"no {conn.transport} listen address advertised",
+                                    DialbackRole.LISTENER)
         else:
             target = PeerAddress(observed_ip, port, conn.transport, conn.peer_id)
             address = format_address(target.address)
@@ -59,10 +60,12 @@ class DialBack:
                             await ping_once(back)
                     finally:
                         back.abort("dial-back done")
-                result = DialbackResult(conn.peer_id, True, address, None, "listener")
+                result = DialbackResult(conn.peer_id, True, address, None,
+                                        DialbackRole.LISTENER)
             except (TransportError, TimeoutError, OSError) as exc:
                 error = str(exc) or type(exc).__name__
-                result = DialbackResult(conn.peer_id, False, address, error, "listener")
+                result = DialbackResult(conn.peer_id, False, address, error,
+                                        DialbackRole.LISTENER)
         with contextlib.suppress(StackError):
             # record_dialback logs the seed's "Mutual trust established" / "Reverse
             # connection failed ... Continuing anyway" lines.

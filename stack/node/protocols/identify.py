@@ -28,7 +28,7 @@ from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection, Stream
 from stack.base.net import format_address
 from stack.base.records import Result, make_identity_exchange, verify_identity_exchange
-from stack.node.events import DialbackResult, EventBus, IdentityReceived
+from stack.node.events import DialbackResult, DialbackRole, EventBus, IdentityReceived
 from stack.node.protocols.autonat import DialBack
 from stack.node.router import open_protocol
 from stack.transport.errors import HandshakeTimeout, ProtocolViolation, TransportError
@@ -96,7 +96,7 @@ class IdentifyProtocol:
                 raw = await stream.next_message(MAX_IDENTIFY)
             if raw is None:  # the listener does no dial-backs: settle at once, no verdict
                 result = DialbackResult(conn.peer_id, None, None,
-                                        "the peer does not dial back", "dialer")
+                                        "the peer does not dial back", DialbackRole.DIALER)
             else:
                 obj = msgpack.unpackb(raw)
                 if not isinstance(obj, dict) or not isinstance(obj.get("ok"), (bool, type(None))):
@@ -107,7 +107,8 @@ class IdentifyProtocol:
                 address, error = obj.get("address"), obj.get("error")
                 result = DialbackResult(conn.peer_id, obj["ok"],
                                         address if isinstance(address, str) else None,
-                                        error if isinstance(error, str) else None, "dialer")
+                                        error if isinstance(error, str) else None,
+                                        DialbackRole.DIALER)
             self.reachability[conn.peer_id] = result
             self._events.emit(result)
 
