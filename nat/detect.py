@@ -51,7 +51,7 @@ from nat.stun.transaction import (
     StunEvent,
     TransactionTimeout,
 )
-from nat.vocabulary import ADF, ADM, APDF, APDM, CLASSIC_CONE, EIF, EIM, NatKind
+from nat.vocabulary import ADF, ADM, APDF, APDM, CLASSIC_CONE, EIF, EIM, Behaviour, NatKind
 
 __all__ = [
     "EIM", "ADM", "APDM", "EIF", "ADF", "APDF",
@@ -329,7 +329,7 @@ class NatDetector:
         elif mapping in (ADM, APDM, _NOT_EIM):
             kind = NatKind.SYMMETRIC
         elif mapping == EIM and filtering is not None:
-            kind = CLASSIC_CONE[filtering]
+            kind = CLASSIC_CONE[Behaviour(filtering)]
         else:
             kind = None
             notes.append("classic type unknown: mapping or filtering untestable")

@@ -42,6 +42,7 @@ anything else goes through ``encode``.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import struct
 from dataclasses import dataclass
@@ -289,7 +290,7 @@ def binding_request(transaction_id: bytes, *, change_ip: bool = False,
     return encode(message, fingerprint=fingerprint)
 
 
-def new_transaction_id(rng: Any = None) -> bytes:
+def new_transaction_id(rng: random.Random | None = None) -> bytes:
     """96 random bits (RFC 8489 section 5). ``rng``: a ``random.Random`` for determinism."""
     if rng is None:
         return os.urandom(12)

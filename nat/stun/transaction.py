@@ -239,4 +239,4 @@ class StunClient:
 
 def _schedule_length(cfg: RetransmitConfig) -> float:
     """Seconds from the first send to the timeout: (2**(rc-1) - 1 + rm) * rto."""
-    return ((2 ** (cfg.rc - 1)) - 1 + cfg.rm) * cfg.rto
+    return float((2 ** (cfg.rc - 1)) - 1 + cfg.rm) * cfg.rto

@@ -90,16 +90,19 @@ def parse_address(text: str) -> PeerAddress:
     if not text.startswith("/"):
         if ":" not in text:
             return PeerAddress(peer_id=_peer(text))  # a bare peer id
-        host, port = parse_host_port(text)
-        if port == 0:  # fine for a listen address, never for a dial target
+        name, number = parse_host_port(text)
+        if number == 0:  # fine for a listen address, never for a dial target
             raise UsageError(f"port 0 in {text!r}: a peer address needs its port")
-        return PeerAddress(host, port)
+        return PeerAddress(name, number)
     parts = text.split("/")[1:]
     if parts and parts[-1] == "":
         parts.pop()
     i = 0
-    host = port = transport = None
-    peer = relay = None
+    host: str | None = None
+    port: int | None = None
+    transport: str | None = None
+    peer: PeerId | None = None
+    relay: PeerId | None = None
     if parts[:1] == ["ip4"]:
         if len(parts) < 4:
             raise UsageError(f"incomplete multiaddr {text!r}")

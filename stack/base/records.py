@@ -56,7 +56,8 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import msgpack
 from nacl.bindings import crypto_sign_open
@@ -163,7 +164,7 @@ def signed_bytes(domain: bytes, payload_type: bytes, payload: bytes) -> bytes:
                      _uvarint(len(payload)), payload))
 
 
-_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_packb: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _tuple_new = tuple.__new__
 _unpackb = msgpack.unpackb
 _UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
@@ -172,7 +173,7 @@ _SIGNED_PREFIX = {t: _uvarint(len(d)) + d + _uvarint(len(t)) + t for t, d in DOM
 _PEER_ID_PREFIX = PeerId.from_public_key(bytes(32)).multihash[:-32]
 
 
-def _unpack(data: bytes, what: str) -> tuple:
+def _unpack(data: bytes, what: str) -> tuple[Any, ...]:
     """Decode exactly one msgpack array, else ``MalformedRecord``.
 
     Sizes are bounded before we get here, so msgpack's C limits (derived from the input
@@ -214,7 +215,7 @@ def _addrs(value: object) -> tuple[str, ...]:
     for a in value:
         if type(a) is not str or not 0 < len(a) <= MAX_TEXT:
             raise MalformedRecord("addrs: each address is a non-empty string")
-    return value  # type: ignore[return-value]
+    return value
 
 
 # ---------------------------------------------------------------------------- envelope

@@ -565,7 +565,7 @@ class Node:
         known = list(reversed(entry.addresses)) if entry is not None else []
         if entry is not None and entry.reachable and entry.dialback_address:
             known.insert(0, entry.dialback_address)  # proven by our dial-back
-        attempts: list[tuple[str, StackError]] = []
+        attempts: list[tuple[str, Exception]] = []
         tried: set[Address] = set()
 
         async def dial(candidates: list[str]) -> Connection | None:

@@ -55,6 +55,19 @@ class BaseConnection:
         """Close the underlying session now (no grace)."""
         raise NotImplementedError
 
+    # the _StreamSink methods (stack.transport.streams) every transport implements
+    def _stream_send(self, stream: Stream, data: bytes, fin: bool) -> None:
+        raise NotImplementedError
+
+    def _stream_reset(self, stream: Stream) -> None:
+        raise NotImplementedError
+
+    def _stream_consumed(self, stream: Stream, count: int) -> None:
+        raise NotImplementedError
+
+    def _stream_blocked(self, stream: Stream) -> bool:
+        raise NotImplementedError
+
     # --- shared machinery ---------------------------------------------------------------
     def add_close_callback(self, callback: Callable[[BaseConnection], None]) -> None:
         self._on_close.append(callback)
