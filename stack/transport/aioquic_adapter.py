@@ -1,6 +1,6 @@
 """The one module that reaches into aioquic's private state (pinned: aioquic==1.7.2).
 
-aioquic's public API lacks four things the QUIC driver needs; each is read here and
+aioquic's public API lacks five things the QUIC driver needs; each is read here and
 nowhere else, so an aioquic upgrade is checked in one place
 (``tests/stack/transport/test_aioquic_adapter.py`` names any field that went away):
 
@@ -13,7 +13,12 @@ nowhere else, so an aioquic upgrade is checked in one place
   event (``QuicConnection._host_cids``), and whether a server connection has decrypted
   anything yet (``QuicConnection._state``);
 - the bytes queued on a stream and not yet acknowledged, for back-pressure
-  (``QuicConnection._streams``, ``QuicStreamSender._buffer``).
+  (``QuicConnection._streams``, ``QuicStreamSender._buffer``);
+- read-driven flow control: aioquic grants stream credit on *receipt* (its
+  ``QuicConnection._write_stream_limits`` doubles a stream's MAX_STREAM_DATA whenever
+  the peer has sent half of it), so a reader that falls behind never holds the writer.
+  ``FlowControlledQuicConnection`` turns that doubling off and ``grant_stream_credit``
+  raises the limit as the application consumes bytes (see both for why this hook).
 
 Tests that drive a bare aioquic client against our server also read the termination
 event aioquic holds before it drains (``QuicConnection._close_event``).
@@ -25,17 +30,21 @@ from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from cryptography import x509
 
-__all__ = ["AIOQUIC_VERSION", "PRIVATE_FIELDS", "ServerQuicConnection", "host_cids",
-           "is_first_flight", "peer_certificate", "unacked_bytes", "pending_close_event"]
+__all__ = ["AIOQUIC_VERSION", "PRIVATE_FIELDS", "FlowControlledQuicConnection",
+           "ServerQuicConnection", "grant_stream_credit", "host_cids", "is_first_flight",
+           "peer_certificate", "unacked_bytes", "pending_close_event"]
 
 #: The aioquic release these fields were read from; pyproject.toml pins the same.
 AIOQUIC_VERSION = "1.7.2"
 
 #: Every private aioquic field or method used below, as ``owner.name`` where the owner is
-#: ``QuicConnection``, its ``tls.Context`` (``QuicConnection.tls``) or a stream's
-#: ``QuicStreamSender``.
+#: ``QuicConnection``, its ``tls.Context`` (``QuicConnection.tls``), a stream's
+#: ``QuicStream`` (``QuicConnection._streams[id]``, whose fields are public but the
+#: object is reached only through ``_streams``), its ``QuicStreamSender`` or its
+#: ``QuicStreamReceiver``.
 PRIVATE_FIELDS = (
     "QuicConnection._initialize",
+    "QuicConnection._write_stream_limits",
     "QuicConnection._host_cids",
     "QuicConnection._state",
     "QuicConnection._streams",
@@ -43,10 +52,63 @@ PRIVATE_FIELDS = (
     "tls.Context._request_client_certificate",
     "tls.Context._peer_certificate",
     "QuicStreamSender._buffer",
+    "QuicStream.max_stream_data_local",
+    "QuicStreamReceiver.highest_offset",
+    "QuicStreamReceiver.is_finished",
 )
 
 
-class ServerQuicConnection(QuicConnection):
+class FlowControlledQuicConnection(QuicConnection):
+    """A ``QuicConnection`` whose stream credit (MAX_STREAM_DATA) grows only through
+    ``grant_stream_credit``, i.e. as the application reads, never on receipt.
+
+    aioquic 1.7.2 raises a stream's receive limit in one place: ``_write_stream_limits``,
+    called for every stream while a packet is built, doubles
+    ``QuicStream.max_stream_data_local`` when ``receiver.highest_offset * 2`` exceeds
+    it, then writes a MAX_STREAM_DATA frame whenever the limit differs from the last one
+    sent. The receive path (``_handle_stream_frame``) only *checks* the limit. So the
+    least invasive hook is to keep aioquic's frame writing (its frame encoding, the
+    re-send on loss through ``_on_max_stream_data_delivery`` and the qlog entry) and
+    disable just the doubling: for the duration of the call the receiver's
+    ``highest_offset`` reads 0, which makes the doubling condition false and touches
+    nothing else (the method reads the field for that condition only). Copying the
+    method minus one line would also work, but would duplicate aioquic's frame code
+    and drift from it on an upgrade; ``test_aioquic_adapter.py`` checks the behaviour
+    (no credit on receipt, credit on consumption) so a change to the method fails there.
+
+    Connection-level credit (MAX_DATA, ``_write_connection_limits``) keeps aioquic's
+    receipt-driven doubling: per-stream credit already bounds what each stream may hold
+    unread, and a read-driven connection window would let one stalled stream block the
+    others (and would have to count the bytes the driver drops unread).
+    """
+
+    def _write_stream_limits(self, builder, space, stream) -> None:  # type: ignore[override]
+        receiver = stream.receiver
+        highest = receiver.highest_offset
+        receiver.highest_offset = 0
+        try:
+            super()._write_stream_limits(builder=builder, space=space, stream=stream)
+        finally:  # start_frame raises QuicPacketBuilderStop when the packet is full
+            receiver.highest_offset = highest
+
+
+def grant_stream_credit(quic: QuicConnection, stream_id: int, limit: int,
+                        min_step: int = 1) -> bool:
+    """Let the peer send ``stream_id`` up to byte offset ``limit`` (MAX_STREAM_DATA) if
+    that raises the current limit by at least ``min_step`` bytes (fewer, smaller frames);
+    the frame leaves with the next ``datagrams_to_send``. Limits only grow. Left alone: a
+    stream aioquic no longer knows, one we cannot receive on (a local unidirectional
+    stream, limit 0) and one whose final size is known (RFC 9000 section 3.2: no more
+    MAX_STREAM_DATA once all data or a reset arrived). True if the limit was raised."""
+    stream = quic._streams.get(stream_id)
+    if (stream is None or not stream.max_stream_data_local or stream.receiver.is_finished
+            or limit < stream.max_stream_data_local + max(min_step, 1)):
+        return False
+    stream.max_stream_data_local = limit
+    return True
+
+
+class ServerQuicConnection(FlowControlledQuicConnection):
     """A server connection that requests the client's certificate."""
 
     def _initialize(self, peer_cid: bytes) -> None:

@@ -23,6 +23,16 @@ certificate key) but not the chain; we turn its chain check off and run
 ``verify_certificate`` on the peer certificate when the handshake completes, before the
 connection is handed to anyone. What aioquic keeps private for this (the client
 certificate request, the peer's certificate) is reached through ``aioquic_adapter``.
+
+Flow control is read-driven, as over TLS: each stream's receive window is
+``TransportOptions.max_stream_buffer`` (the initial MAX_STREAM_DATA, a transport
+parameter), and credit beyond it is granted only as the application reads
+(``Stream.read`` -> ``_stream_consumed``): the peer may send up to the bytes read so far
+plus the window. A reader that falls behind therefore holds the writer (its
+``write()`` waits on unacknowledged bytes) instead of growing a buffer until the stream
+is reset. aioquic alone grants credit on receipt; ``FlowControlledQuicConnection``
+turns that off. Connection-level MAX_DATA stays aioquic's (it only grows), so one
+stalled stream never blocks the others.
 """
 
 from __future__ import annotations
@@ -44,9 +54,10 @@ from stack.base.identity import PeerId
 from stack.base.errors import LocalError
 from stack.base.interfaces import Path, PathKind, PathSocket
 from stack.base.net import Address, Datagram, resolve_ipv4
-from stack.transport.aioquic_adapter import (ServerQuicConnection, host_cids,
-                                             is_first_flight, peer_certificate,
-                                             unacked_bytes)
+from stack.transport.aioquic_adapter import (FlowControlledQuicConnection,
+                                             ServerQuicConnection, grant_stream_credit,
+                                             host_cids, is_first_flight,
+                                             peer_certificate, unacked_bytes)
 from stack.transport.base import BaseConnection
 from stack.transport.certs import CertificateVerifier, CertifiedKey
 from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
@@ -118,6 +129,7 @@ class QuicConn(BaseConnection):
         self.handshake_deadline: float | None = None   # server side: drop half-open ones
         # this connection's live entry [deadline, seq, conn] in the driver's timer heap
         self.timer_entry: list | None = None
+        self._consumed: dict[int, int] = {}   # stream id -> bytes the application read
 
     @property
     def path(self) -> Path:
@@ -147,7 +159,23 @@ class QuicConn(BaseConnection):
         self._driver._schedule_flush(self)
 
     def _stream_consumed(self, stream: Stream, count: int) -> None:
-        pass  # aioquic extends flow-control credit on receipt; max_stream_buffer bounds us
+        """Return credit for bytes the application read: the peer may send up to what
+        has been read plus one window. Granted in steps of half a window (as TLS's mux
+        does), so a reader that keeps up still has the sender half a window or more
+        ahead of it, and MAX_STREAM_DATA frames stay few."""
+        sid = stream.stream_id
+        if stream.finished:  # FIN or reset both ways: no more data, no more credit
+            self._consumed.pop(sid, None)
+            return
+        consumed = self._consumed.get(sid, 0) + count
+        self._consumed[sid] = consumed
+        window = self.options.max_stream_buffer
+        if grant_stream_credit(self.quic, sid, consumed + window, window // 2):
+            self._driver._schedule_flush(self)
+
+    def _stream_finished(self, stream: Stream) -> None:
+        self._consumed.pop(stream.stream_id, None)
+        super()._stream_finished(stream)
 
     def _stream_blocked(self, stream: Stream) -> bool:
         return unacked_bytes(self.quic, stream.stream_id) > self.options.stream_high_water
@@ -198,7 +226,12 @@ class QuicTransport:
             is_client=is_client, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE,
             certificate=self._certified.certificate, private_key=self._certified.private_key,
             idle_timeout=self.options.idle_timeout, connection_id_length=CID_LENGTH,
-            max_data=16 << 20, max_stream_data=4 << 20)
+            # max_stream_data: each stream's receive window, the most a stream holds
+            # unread; credit past it comes from reading (QuicConn._stream_consumed).
+            # max_data: the connection's initial credit, which aioquic raises on
+            # receipt; at least one stream window so that one stream can use it all.
+            max_data=max(16 << 20, self.options.max_stream_buffer),
+            max_stream_data=self.options.max_stream_buffer)
 
     # --- dialing ------------------------------------------------------------------------
     async def dial(self, addr: Address, expected: PeerId | None = None) -> QuicConn:
@@ -218,7 +251,7 @@ class QuicTransport:
         if self._closed:
             raise TransportClosed("QUIC transport is closed")
         addr = sock.path.address
-        quic = QuicConnection(configuration=self._configuration(True))
+        quic = FlowControlledQuicConnection(configuration=self._configuration(True))
         conn = QuicConn(self, quic, sock, True, expected)
         self._conns[conn] = None
         now = self._clock.monotonic()
@@ -346,6 +379,9 @@ class QuicTransport:
         if event.end_stream:
             stream._feed_eof()
         if stream.buffered > self.options.max_stream_buffer:
+            # Cannot happen with a conforming peer: credit is what was read plus
+            # max_stream_buffer, and aioquic closes the connection (FLOW_CONTROL_ERROR)
+            # on a peer that sends past it. Kept as the bound of last resort.
             stream.reset()
         conn._progressed()
 

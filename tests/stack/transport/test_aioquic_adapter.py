@@ -23,9 +23,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from stack.base.identity import Identity
 from stack.transport import aioquic_adapter
 from stack.transport.aioquic_adapter import (AIOQUIC_VERSION, PRIVATE_FIELDS,
-                                             ServerQuicConnection, host_cids,
-                                             is_first_flight, peer_certificate,
-                                             pending_close_event, unacked_bytes)
+                                             FlowControlledQuicConnection,
+                                             ServerQuicConnection, grant_stream_credit,
+                                             host_cids, is_first_flight,
+                                             peer_certificate, pending_close_event,
+                                             unacked_bytes)
 from stack.transport.certs import CertifiedKey, make_certificate
 from stack.transport.options import ALPN
 
@@ -34,18 +36,19 @@ NOW = 1000.0
 CLIENT, SERVER = ("10.0.0.1", 1), ("10.0.0.2", 2)
 
 
-def _config(is_client: bool, certified: CertifiedKey) -> QuicConfiguration:
+def _config(is_client: bool, certified: CertifiedKey, **kwargs) -> QuicConfiguration:
     return QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN],
                              verify_mode=ssl.CERT_NONE, certificate=certified.certificate,
-                             private_key=certified.private_key)
+                             private_key=certified.private_key, **kwargs)
 
 
-def _server(certified: CertifiedKey, client: QuicConnection) -> ServerQuicConnection:
+def _server(certified: CertifiedKey, client: QuicConnection,
+            cls: type[QuicConnection] = ServerQuicConnection, **kwargs) -> QuicConnection:
     """A server for ``client``'s first Initial, keyed by its destination connection id as
     the driver's ``_accept`` does."""
     initial = client.datagrams_to_send(now=NOW)[0][0]
-    server = ServerQuicConnection(configuration=_config(False, certified),
-                                  original_destination_connection_id=initial[6:6 + initial[5]])
+    server = cls(configuration=_config(False, certified, **kwargs),
+                 original_destination_connection_id=initial[6:6 + initial[5]])
     server.receive_datagram(initial, CLIENT, now=NOW)
     return server
 
@@ -101,7 +104,9 @@ def test_private_field_exists(field: str, handshake) -> None:
     owners = {
         "QuicConnection": client,
         "tls.Context": client.tls,
+        "QuicStream": stream,
         "QuicStreamSender": None if stream is None else stream.sender,
+        "QuicStreamReceiver": None if stream is None else stream.receiver,
     }
     owner, name = field.rsplit(".", 1)
     assert owner in owners, f"PRIVATE_FIELDS names an owner the test does not know: {field}"
@@ -139,6 +144,96 @@ def test_connection_ids_first_flight_unacked_bytes_and_close_event(handshake) ->
     fresh.close(error_code=0, reason_phrase="bye")
     event = pending_close_event(fresh)
     assert isinstance(event, events.ConnectionTerminated) and event.reason_phrase == "bye"
+
+
+WINDOW = 4096
+
+
+def _received(quic: QuicConnection) -> int:
+    """Stream bytes ``quic`` delivered as events (the events are consumed)."""
+    n = 0
+    while (event := quic.next_event()) is not None:
+        if isinstance(event, events.StreamDataReceived):
+            n += len(event.data)
+    return n
+
+
+def _pump(client: QuicConnection, server: QuicConnection, now: list[float]) -> None:
+    """Move datagrams both ways with the clock advancing (aioquic paces its sends, so a
+    frozen clock sends nothing after the handshake) and timers run, until the two have
+    been quiet for a while; ``now`` is the shared clock, advanced in place."""
+    quiet = 0
+    for _ in range(2000):
+        now[0] += 0.002
+        moved = False
+        for quic in (client, server):
+            timer = quic.get_timer()
+            if timer is not None and timer <= now[0]:
+                quic.handle_timer(now[0])
+        for src, dst, addr in ((client, server, CLIENT), (server, client, SERVER)):
+            for data, _ in src.datagrams_to_send(now=now[0]):
+                dst.receive_datagram(data, addr, now=now[0])
+                moved = True
+        quiet = 0 if moved else quiet + 1
+        if quiet >= 50:
+            return
+    raise AssertionError("the in-memory connection did not settle")
+
+
+def _flow_pair(server_cls: type[QuicConnection]) -> tuple[QuicConnection, QuicConnection]:
+    """A client and a server of ``server_cls`` (receive window ``WINDOW`` per stream),
+    handshake done."""
+    client = FlowControlledQuicConnection(
+        configuration=_config(True, make_certificate(Identity.generate(), time.time())))
+    client.connect(SERVER, now=NOW)
+    server = _server(make_certificate(Identity.generate(), time.time()), client,
+                     cls=server_cls, max_stream_data=WINDOW)
+    _exchange(client, server)
+    _received(client), _received(server)
+    return client, server
+
+
+def test_aioquic_alone_grants_stream_credit_on_receipt() -> None:
+    """The control for the test below: a plain aioquic receiver raises MAX_STREAM_DATA
+    as data arrives, with nobody reading. If this stops holding, aioquic changed how it
+    grants credit: re-check FlowControlledQuicConnection."""
+    client, server = _flow_pair(_PlainServer)
+    client.send_stream_data(0, b"z" * (4 * WINDOW))
+    _pump(client, server, [NOW])
+    assert _received(server) == 4 * WINDOW  # far past the initial window, none of it read
+
+
+def test_stream_credit_comes_only_from_grants() -> None:
+    """FlowControlledQuicConnection grants no stream credit on receipt: the sender stops
+    at the window until ``grant_stream_credit`` raises it, and then at the new limit."""
+    client, server = _flow_pair(ServerQuicConnection)
+    now = [NOW]
+    client.send_stream_data(0, b"z" * (4 * WINDOW))
+    _pump(client, server, now)
+    assert _received(server) == WINDOW   # held at the window, though all of it arrived
+    assert unacked_bytes(client, 0) == 3 * WINDOW
+
+    assert not grant_stream_credit(server, 0, WINDOW)          # not a raise
+    assert not grant_stream_credit(server, 0, WINDOW + 10, 100)  # a step below min_step
+    assert not grant_stream_credit(server, 400, 10 * WINDOW)   # a stream aioquic lacks
+    assert grant_stream_credit(server, 0, 2 * WINDOW)
+    _pump(client, server, now)
+    assert _received(server) == WINDOW   # exactly the granted bytes, no more
+
+    client.send_stream_data(0, b"", end_stream=True)
+    assert grant_stream_credit(server, 0, 5 * WINDOW)
+    _pump(client, server, now)
+    assert _received(server) == 2 * WINDOW  # the rest, and the FIN
+    assert not grant_stream_credit(server, 0, 10 * WINDOW)  # final size known: no credit
+
+
+class _PlainServer(QuicConnection):
+    """aioquic's own server connection, the way ServerQuicConnection asks for a client
+    certificate but without the flow-control hook."""
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        self.tls._request_client_certificate = True
 
 
 def _private_aioquic_accesses(path: Path) -> list[str]:

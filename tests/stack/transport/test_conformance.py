@@ -72,13 +72,7 @@ def _tls_queued(conn: Any, stream: Any) -> int:
 
 QUIC = Transport(
     name="quic", make_peer=quic_peer, queued=_quic_queued,
-    dialer_address=lambda dialer, conn: dialer.address,
-    known_bugs={
-        "test_reader_that_lags_holds_the_writer_and_loses_nothing":
-            "QUIC has no read-driven flow control: aioquic grants stream credit on "
-            "receipt (_stream_consumed is a no-op), so a reader that falls behind has "
-            "its stream reset at max_stream_buffer instead of holding the writer",
-    })
+    dialer_address=lambda dialer, conn: dialer.address)
 
 TLS = Transport(
     name="tls", make_peer=tls_peer, queued=_tls_queued,
