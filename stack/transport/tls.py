@@ -345,13 +345,24 @@ class _TlsProtocol(asyncio.Protocol):
             self.established.exception()
 
     def _fail(self, exc: TransportError) -> None:
-        if not self.established.done():
+        handshaking = not self.established.done()
+        if handshaking:
             self.owner.handshake_failures += 1
             self._fail_established(exc)
         elif self.conn is not None:
             self.conn._closed_by(f"{type(exc).__name__}: {exc}")
         if self.transport is not None:
-            self.transport.abort()
+            # Write out the alert OpenSSL queued for the failure (certificate_required,
+            # RFC 8446 section 4.4.2.4; bad_certificate; ...): it tells the peer why.
+            self._flush()
+            if handshaking:
+                # close(), not abort(): abort() would drop the alert if asyncio still
+                # holds it; a handshake has at most a few kilobytes queued.
+                self.transport.close()
+            else:
+                # An established connection may hold megabytes a failed peer will never
+                # read: drop them (the alert goes out if the socket takes it at once).
+                self.transport.abort()
 
     # --- timers: handshake timeout, keep-alive, idle timeout ----------------------------
     # Idle and keep-alive are measured on the clock's monotonic reading (a wall-clock step

@@ -75,10 +75,6 @@ async def test_s_client_without_certificate_is_refused(tmp_path: Path) -> None:
         await node.stop(grace=0.1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the TLS listener aborts the TCP connection on the handshake error without flushing "
-    "the alert OpenSSL queued: s_client sees 'unexpected eof', not 'certificate required' "
-    "(RFC 8446 section 4.4.2.4)"))
 async def test_s_client_without_certificate_gets_the_certificate_required_alert(
         tmp_path: Path) -> None:
     node = Node(NodeConfig(data_dir=tmp_path / "node", listen=("127.0.0.1", 0), quic=False,
