@@ -62,7 +62,8 @@ NAT_KINDS: dict[str, tuple[str, str, bool] | None] = {
 # so both tiers give the same answer for every kind.
 HAIRPIN_KINDS = frozenset({"full-cone", "restricted-cone"})
 
-_LEVEL: dict[str, int] = {EIM: 0, ADM: 1, APDM: 2}  # how much of the destination a mapping/filter keys on
+# how much of the destination a mapping / filter keys on
+_LEVEL: dict[str, int] = {EIM: 0, ADM: 1, APDM: 2}
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ import pytest
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Path, PathKind
 from stack.base.net import Address
+from stack.transport.aioquic_adapter import unacked_bytes
 from stack.transport.errors import (ConnectionClosed, FrameTooLarge, HandshakeFailed,
                                     HandshakeTimeout, LimitExceeded, PeerIdMismatch,
                                     StreamReset, TransportClosed)
@@ -61,8 +62,7 @@ class Transport:
 
 
 def _quic_queued(conn: Any, stream: Any) -> int:
-    qs = conn.quic._streams.get(stream.stream_id)
-    return 0 if qs is None else len(qs.sender._buffer)
+    return unacked_bytes(conn.quic, stream.stream_id)
 
 
 def _tls_queued(conn: Any, stream: Any) -> int:
