@@ -6,7 +6,8 @@ only request a certificate together with OpenSSL's chain verification (which rej
 self-signed certificates) and offers no verify callback. pyOpenSSL (already required by
 aioquic) gives ``set_verify`` with a callback; we accept at that layer and run
 ``verify_certificate`` on the peer's certificate right after the handshake, closing the
-connection on failure before any application byte is processed. TLS runs over memory
+connection on failure before any application byte is processed; the dialer does so before
+its Finished leaves, so a listener it refuses never completes its handshake. TLS runs over memory
 BIOs inside an ``asyncio.Protocol``: bytes in, bytes out, like the QUIC driver.
 
 Settings: TLS 1.3 only; both sides present the identity-bound certificate; ALPN
@@ -278,8 +279,32 @@ class _TlsProtocol(asyncio.Protocol):
         except SSL.WantReadError:
             self._flush()
             return
+        if self.server:
+            self._flush()
+            self._authenticate()
+            return
+        # A TLS 1.3 client completes its handshake when it writes its Finished, before the
+        # listener has seen it; once the Finished leaves, the listener's handshake is done
+        # and it admits us. So the dialer checks the listener (certificate, expected peer
+        # id, ALPN, its own limits) while its last flight is still in the memory BIO -- the
+        # server's CertificateVerify and Finished are verified by now, so the certificate
+        # is proven -- and on refusal drops that flight unsent: the listener's handshake
+        # then fails (EOF) instead of handing its application a connection that is closed
+        # at once. Same order as QUIC, which closes before its Finished is sent.
+        try:
+            self._authenticate()
+        except BaseException:
+            self._discard_output()
+            raise
         self._flush()
-        self._authenticate()
+
+    def _discard_output(self) -> None:
+        """Drop whatever TLS queued for the peer (the dialer's unsent last flight)."""
+        while True:
+            try:
+                self.ssl.bio_read(_READ_SIZE)
+            except SSL.WantReadError:
+                return
 
     def _authenticate(self) -> None:
         owner = self.owner
