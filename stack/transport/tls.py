@@ -228,7 +228,7 @@ class _TlsProtocol(asyncio.Protocol):
                 self._handshake()
             if self.conn is not None:
                 self._read_plaintext()
-        except TransportError as exc:
+        except (TransportError, LimitExceeded) as exc:
             self._fail(exc)
         except SSL.Error as exc:  # alert, bad record MAC, ...
             error = HandshakeFailed if self.conn is None else ProtocolViolation
@@ -316,10 +316,7 @@ class _TlsProtocol(asyncio.Protocol):
         peer_id = owner._verifier.verify(cert.public_bytes(Encoding.DER), owner._clock.now())
         if self.expected is not None and peer_id != self.expected:
             raise PeerIdMismatch(self.expected, peer_id)
-        try:
-            owner._registry.admit(peer_id)
-        except LimitExceeded as exc:
-            raise HandshakeFailed(str(exc)) from None
+        owner._registry.admit(peer_id)  # LimitExceeded, as on QUIC
         conn = TlsConn(self, peer_id, is_client=not self.server)
         conn.registry = owner._registry
         conn.add_close_callback(lambda c: owner._registry.release(c.peer_id))
@@ -369,7 +366,7 @@ class _TlsProtocol(asyncio.Protocol):
         if self.server:
             self.established.exception()
 
-    def _fail(self, exc: TransportError) -> None:
+    def _fail(self, exc: TransportError | LimitExceeded) -> None:
         handshaking = not self.established.done()
         if handshaking:
             self.owner.handshake_failures += 1
