@@ -7,7 +7,9 @@ self-signed certificates) and offers no verify callback. pyOpenSSL (already requ
 aioquic) gives ``set_verify`` with a callback; we accept at that layer and run
 ``verify_certificate`` on the peer's certificate right after the handshake, closing the
 connection on failure before any application byte is processed; the dialer does so before
-its Finished leaves, so a listener it refuses never completes its handshake. TLS runs over memory
+its Finished leaves, so a listener it refuses never completes its handshake. The listener
+completes only when the dialer already has; its refusals (certificate, connection limits)
+reach the dialer as a mux GOAWAY with a reason code. TLS runs over memory
 BIOs inside an ``asyncio.Protocol``: bytes in, bytes out, like the QUIC driver.
 
 Settings: TLS 1.3 only; both sides present the identity-bound certificate; ALPN
@@ -18,6 +20,7 @@ Settings: TLS 1.3 only; both sides present the identity-bound certificate; ALPN
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -144,6 +147,12 @@ class TlsConn(BaseConnection):
             if frame_type == mux.PING:
                 self._proto.send(mux.encode(mux.PONG, 0, value))
                 continue
+            if frame_type == mux.GOAWAY and value != 0:
+                # the peer refuses or ends the connection and says why (mux.py)
+                self._closed_by(f"refused by the peer: {mux.goaway_reason(value)}")
+                self._proto.shutdown()
+                self._progressed()
+                return
             if frame_type in (mux.PONG, mux.GOAWAY):
                 continue
             stream = self.streams.get(sid)
@@ -202,6 +211,7 @@ class _TlsProtocol(asyncio.Protocol):
         self.conn: TlsConn | None = None
         self.established = asyncio.get_running_loop().create_future()
         self.paused = False
+        self._tls_done = False  # our TLS handshake completed (the peer may think so too)
         self._timer: asyncio.TimerHandle | None = None
         self._last_rx = 0.0
         self._last_tx = 0.0
@@ -279,6 +289,7 @@ class _TlsProtocol(asyncio.Protocol):
         except SSL.WantReadError:
             self._flush()
             return
+        self._tls_done = True
         if self.server:
             self._flush()
             self._authenticate()
@@ -339,6 +350,8 @@ class _TlsProtocol(asyncio.Protocol):
                 self.shutdown()
                 return
             self.conn.feed(data)
+            if self.conn.closed:  # e.g. the peer's GOAWAY with a reason: we shut down
+                return
         self._flush()  # post-handshake messages (tickets, key updates) and our replies
 
     def send(self, plaintext: bytes) -> None:
@@ -373,6 +386,14 @@ class _TlsProtocol(asyncio.Protocol):
             self._fail_established(exc)
         elif self.conn is not None:
             self.conn._closed_by(f"{type(exc).__name__}: {exc}")
+        if handshaking and self.server and self._tls_done:
+            # Our handshake is complete, so the dialer's is too (TLS 1.3: it finished
+            # first) and it believes it is connected: no TLS alert can reach it any more.
+            # Tell it why in a mux GOAWAY, then close_notify, as QUIC puts the reason in
+            # its CONNECTION_CLOSE; the dialer closes with "refused by the peer: <reason>".
+            self.send(mux.encode(mux.GOAWAY, 0, mux.goaway_code(exc)))
+            with contextlib.suppress(SSL.Error):
+                self.ssl.shutdown()
         if self.transport is not None:
             # Write out the alert OpenSSL queued for the failure (certificate_required,
             # RFC 8446 section 4.4.2.4; bad_certificate; ...): it tells the peer why.

@@ -76,13 +76,7 @@ QUIC = Transport(
 
 TLS = Transport(
     name="tls", make_peer=tls_peer, queued=_tls_queued,
-    dialer_address=lambda dialer, conn: conn._proto.transport.get_extra_info("sockname")[:2],
-    known_bugs={
-        "test_refused_dialer_learns_it_was_the_limit":
-            "a TLS listener over its connection limit drops the TCP connection without "
-            "saying why: the dialer sees 'peer closed the connection' (QUIC sends the "
-            "reason 'LimitExceeded')",
-    })
+    dialer_address=lambda dialer, conn: conn._proto.transport.get_extra_info("sockname")[:2])
 
 TRANSPORTS = [pytest.param(QUIC, id="quic"), pytest.param(TLS, id="tls")]
 
