@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import nacl.signing  # noqa: E402
+import nacl.signing
 
-from stack.base.identity import Identity  # noqa: E402
-from stack.base.records import Envelope, sign_announcement  # noqa: E402
-from stack.base.replay import Result, Verifier  # noqa: E402
+from stack.base.identity import Identity
+from stack.base.records import Envelope, sign_announcement
+from stack.base.replay import Result, Verifier
 
 NOW = 1_700_000_000.0
 TARGET = 0.90

@@ -432,7 +432,7 @@ async def detect_nat(endpoint_factory: Any, servers: list[Address], clock: Clock
             timeout = None if deadline is None else max(0.0, deadline - clock.now())
             try:
                 await asyncio.wait_for(wake.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             wake.clear()
             now = clock.now()

@@ -166,7 +166,7 @@ class Nat:
         if len(self._out) >= self._sweep_at:
             self._sweep(now)
         port = src[1]
-        if not (self.port_preserving and 1024 <= port and self._port_free(port, now)):
+        if not (self.port_preserving and port >= 1024 and self._port_free(port, now)):
             rng = self.network.rng
             port = rng.randrange(1024, 65536)
             tries = 0

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from discovery.announcements import AnnouncementValidator
 from discovery.core import DhtConfig, DhtCore
 from discovery.events import BootstrapDone, GetDone, PutDone, RecordRefreshDue
-from discovery.wire import (FIND_NODE, FLAG_SERVER, PING, PROOF_DOMAIN, PROVE, PROVE_DOMAIN,
+from discovery.wire import (FIND_NODE, FLAG_SERVER, PING, PROVE, PROVE_DOMAIN,
                             STORE, Reply, Request, decode, encode_reply, encode_request)
 from dht_corenet import CoreNet
 from dht_helpers import announcement, identities

@@ -62,7 +62,7 @@ async def ask(server: tuple[str, int]) -> BindingSuccess:
             try:
                 event = await asyncio.wait_for(
                     events.get(), None if deadline is None else max(0, deadline - clock.now()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 client.handle_timer(clock.now())
                 while (event := client.next_event()) is not None:
                     events.put_nowait(event)

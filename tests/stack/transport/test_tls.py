@@ -48,7 +48,7 @@ async def test_mitm_copying_the_targets_extension_is_rejected(pair) -> None:
     victim = make_certificate(a.identity, time.time())
     ext = victim.certificate.extensions.get_extension_for_oid(LIBP2P_EXTENSION_OID)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     forged = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(x509.Name([]))
               .public_key(key.public_key()).serial_number(7)
               .not_valid_before(now - datetime.timedelta(hours=1))
