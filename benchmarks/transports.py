@@ -61,11 +61,13 @@ class OurQuic:
         self.incoming: asyncio.Queue = asyncio.Queue()
         self.server_id = Identity.generate()
         self.peers = []
-        for ident, sink in ((self.server_id, self.incoming.put_nowait), (Identity.generate(), None)):
+        for ident, sink in ((self.server_id, self.incoming.put_nowait),
+                            (Identity.generate(), None)):
             demux = PortDemux()
             ep = await UdpNetwork().bind(("127.0.0.1", 0), demux)
             t = QuicTransport(send=ep.send, certified=make_certificate(ident, time.time()),
-                              clock=SystemClock(), options=OPTIONS, registry=Registry(OPTIONS.limits),
+                              clock=SystemClock(), options=OPTIONS,
+                              registry=Registry(OPTIONS.limits),
                               on_connection=sink or (lambda c: None))
             demux.register_quic(t)
             self.peers.append((ep, t))
@@ -331,7 +333,8 @@ def libp2p_row(python: str, handshakes: int, size: int, transport: str) -> dict 
     import subprocess
     for _ in range(2):
         try:
-            out = subprocess.run([python, "-c", LIBP2P_SCRIPT, str(handshakes), str(size), transport],
+            out = subprocess.run([python, "-c", LIBP2P_SCRIPT, str(handshakes), str(size),
+                                  transport],
                                  capture_output=True, text=True, timeout=90,
                                  cwd=tempfile.gettempdir())
             return json.loads(out.stdout.strip().splitlines()[-1])

@@ -33,8 +33,9 @@ port_preserving=True, mapping_timeout=120.0) -> Nat``
 ephemeral, from 49152 up; a taken port or a foreign ip raises ``SimulationError``, a
 ``LocalError``). Receivers get batches (``list[Datagram]``) like ``UdpNetwork``: every
 datagram that reaches an endpoint at the same instant is handed over in one call. A
-receiver that raises is reported to the loop's exception handler; delivery goes on. ``host.crash()`` makes the host drop
-everything in and out (its endpoints stay bound); ``host.restart()`` undoes it.
+receiver that raises is reported to the loop's exception handler; delivery goes on.
+``host.crash()`` makes the host drop everything in and out (its endpoints stay bound);
+``host.restart()`` undoes it.
 
 Routing (trio FakeNet's ``route_packet`` idea): ``SimNetwork._send`` decides where a
 datagram goes; NAT boxes only translate (``Nat.outbound`` on the way out, ``Nat._arrive``

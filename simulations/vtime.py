@@ -14,7 +14,8 @@ API
     When nothing is ready the loop does not block: it moves virtual time straight to the
     next scheduled callback, so ``asyncio.sleep``, ``call_later``, ``wait_for`` and
     ``asyncio.timeout`` cost no wall time. Timers due at the same instant run in the
-    order they were scheduled (asyncio alone leaves ties unordered). Tasks, Events, Queues, Futures work unchanged.
+    order they were scheduled (asyncio alone leaves ties unordered). Tasks, Events, Queues,
+    Futures work unchanged.
     If nothing is ready, nothing is scheduled and no executor job is running, every
     task waits on something that can never happen: ``DeadlockError`` (naming the
     waiting tasks) instead of hanging. ``loop.clock`` is its ``VirtualClock``.

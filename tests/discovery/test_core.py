@@ -119,7 +119,8 @@ def test_prove_only_for_a_pending_challenge_at_that_address_in_time():
     a.receive(sybil_request(PING, pid), X, NOW + 200)
     (reply,) = [decode(d) for d, _ in a.outgoing()]
     a.receive(prove(pid, reply.challenge, peer), X, NOW + 200.1)
-    assert a.stats["proof_ok"] == 1 and a.table.get(int.from_bytes(peer.peer_id.dht_key, "big")).addr == X
+    assert a.stats["proof_ok"] == 1
+    assert a.table.get(int.from_bytes(peer.peer_id.dht_key, "big")).addr == X
 
 
 def test_pending_counter_challenges_are_bounded_under_a_spoofed_flood():

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from netlab.lab import (HAIRPIN_KINDS, NAT_KINDS, STUN_PROBE, Lab, LabError, Site, run_prefix, sweep,
-                        sweep_stale)
+from netlab.lab import (HAIRPIN_KINDS, NAT_KINDS, STUN_PROBE, Lab, LabError, Site, run_prefix,
+                        sweep, sweep_stale)
 
 EIM = EIF = "endpoint-independent"
 ADF = "address-dependent"

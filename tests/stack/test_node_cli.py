@@ -47,7 +47,8 @@ def test_node_json_connect_ping_and_clean_exit(node, tmp_path: Path) -> None:
     proc, info = node
     assert set(info) == {"peer_id", "addrs"}
     quic, tls = info["addrs"]
-    assert quic.startswith("/ip4/127.0.0.1/udp/") and quic.endswith(f"/quic-v1/p2p/{info['peer_id']}")
+    assert quic.startswith("/ip4/127.0.0.1/udp/")
+    assert quic.endswith(f"/quic-v1/p2p/{info['peer_id']}")
     assert "/tcp/" in tls and tls.endswith(f"/tls/p2p/{info['peer_id']}")
     client = str(tmp_path / "client")
 
