@@ -98,8 +98,8 @@ def main() -> int:
           f"({1e6 / m_ours:.1f} us)")
     print(f"  ratio     {ratio:.3f}  (target >= {TARGET:.2f}: "
           f"{'met' if ratio >= TARGET else 'MISSED'})")
-    print(f"  per-round ratios: min {min(o / b for o, b in zip(ours, base)):.3f} "
-          f"max {max(o / b for o, b in zip(ours, base)):.3f}")
+    print(f"  per-round ratios: min {min(o / b for o, b in zip(ours, base, strict=True)):.3f} "
+          f"max {max(o / b for o, b in zip(ours, base, strict=True)):.3f}")
     return 0
 
 

@@ -123,6 +123,7 @@ class RawQuic:
                                    certificate=ck.certificate, private_key=ck.private_key,
                                    max_data=16 << 20, max_stream_data=4 << 20)
         self.done: asyncio.Queue = asyncio.Queue()
+        self._counting: set[asyncio.Future] = set()  # the loop keeps only weak references
 
         def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             async def count() -> None:
@@ -130,7 +131,9 @@ class RawQuic:
                 while data := await reader.read(1 << 20):
                     n += len(data)
                 self.done.put_nowait(n)
-            asyncio.ensure_future(count())
+            task = asyncio.ensure_future(count())
+            self._counting.add(task)
+            task.add_done_callback(self._counting.discard)
 
         self.server = await serve("127.0.0.1", 0, configuration=config, stream_handler=handler)
         self.port = self.server._transport.get_extra_info("sockname")[1]

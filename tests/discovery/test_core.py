@@ -162,7 +162,7 @@ def test_unvalidated_replies_are_capped_at_three_times_the_request():
         c.bootstrap([nodes[0][1]], net.now)
         net.kick(addr)
         net.run_for(1)
-    a, a_addr = nodes[0]
+    a, _ = nodes[0]
     assert len(a.table) >= 21
     small = sybil_request(FIND_NODE)                       # an attacker does not pad
     a.receive(small, X, net.now)
@@ -287,7 +287,7 @@ def test_put_of_an_invalid_record_is_refused_locally():
 
 
 def test_stale_after_repeated_failures_and_adaptive_timeouts():
-    rng, net, ids, nodes = small_net(23, n=12)
+    _rng, net, _ids, nodes = small_net(23, n=12)
     a, a_addr = nodes[0]
     victim_core, victim_addr = nodes[4]
     vid = victim_core.table.own_id

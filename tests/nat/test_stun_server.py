@@ -74,7 +74,7 @@ def test_rfc5780_role_answers_from_the_endpoint_change_request_names(local, flag
                                     ServerConfig(primary=(A, 3478), alternate_port=3479)])
 def test_change_request_it_cannot_honour_gets_420(config: ServerConfig) -> None:
     server = StunServer(config)
-    [(data, dest, _)] = answer(server, binding_request(TXID, change_ip=True))
+    [(data, _dest, _)] = answer(server, binding_request(TXID, change_ip=True))
     decoded = decode(data)
     assert decoded.message.message_class == Class.ERROR
     assert decoded.message.error_code == 420

@@ -98,7 +98,7 @@ def test_unknown_kind_is_refused(lab: Lab) -> None:
 
 
 def test_lab_error_names_the_failing_command(lab: Lab) -> None:
-    with pytest.raises(LabError, match="ip -n .*no-such-ns"):
+    with pytest.raises(LabError, match=r"ip -n .*no-such-ns"):
         Lab._ip(f"{run_prefix()}no-such-ns", "link", "show")
 
 

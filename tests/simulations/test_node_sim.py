@@ -249,7 +249,7 @@ def test_public_node_connects_to_a_full_cone_node_by_peer_id(tmp_path):
     async def check(sim: Sim, publics, nated):
         node = nated["full-cone"]
         await sim.announcement(node)
-        conn, reply, _ = await publics[3].echo(node.peer_id, b"through the NAT")
+        _conn, reply, _ = await publics[3].echo(node.peer_id, b"through the NAT")
         assert reply == b"through the NAT", sim.fail("echo")
 
     _nat_run(tmp_path, 23, check)

@@ -129,7 +129,7 @@ async def test_silent_connections_from_one_ip_cannot_hold_others_off() -> None:
 
 
 async def test_oversized_frame_closes_only_that_connection(pair) -> None:
-    a, b = pair
+    a, _b = pair
     conn, server = await connected(pair)
     conn._proto.send(b"\x00\x00\x00\x00\x01" + (mux.MAX_FRAME + 1).to_bytes(4, "big"))
     await asyncio.wait_for(server.wait_closed(), T)
