@@ -204,6 +204,7 @@ class Nat:
     def _arrive(self, src: Address, dst: Address, data: bytes) -> None:
         """A datagram reaches our public address (scheduled by the network)."""
         net = self.network
+        # the network's _loop is set: datagrams flow only after a bind attached it
         now = net._loop.time()  # type: ignore[union-attr]
         m = self._in.get(dst[1])
         if m is None or m.expires <= now:
