@@ -17,10 +17,11 @@ Every frame has a 9-byte header::
 
 Stream ids: the dialer uses odd ids, the listener even ids (never 0), each side in
 increasing order. A DATA/FIN frame on a new, higher id of the peer's parity opens the
-stream; frames for lower unknown ids (finished, forgotten streams) are ignored. Flow control: each direction of
-each stream starts with ``INITIAL_WINDOW`` bytes of credit; the receiver returns credit
-with WINDOW frames as the application reads. Sending beyond the credit, an oversized
-frame or an unknown type is a ``ProtocolViolation`` and closes the connection.
+stream; frames for lower unknown ids (finished, forgotten streams) are ignored.
+Flow control: each direction of each stream starts with ``INITIAL_WINDOW`` bytes of
+credit; the receiver returns credit with WINDOW frames as the application reads.
+Sending beyond the credit, an oversized frame or an unknown type is a
+``ProtocolViolation`` and closes the connection.
 
 GOAWAY reason codes: 0 (``NoError``) asks for no new streams and is otherwise ignored.
 Any other code says the sender is closing the connection and why; it sends close_notify

@@ -365,10 +365,8 @@ class _TlsProtocol(asyncio.Protocol):
         self._cancel_timer()
         if self.transport is None or self.transport.is_closing():
             return
-        try:
+        with contextlib.suppress(SSL.Error):  # a broken session has no close_notify to send
             self.ssl.shutdown()
-        except SSL.Error:
-            pass
         self._flush()
         self.transport.close()
 

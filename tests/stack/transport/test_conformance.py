@@ -301,7 +301,7 @@ async def test_stream_limit_per_connection(net: Net) -> None:
     with pytest.raises(StreamReset):  # the third concurrent stream is refused by a reset
         await asyncio.wait_for(streams[2].read(), T)
     # the two admitted ones work
-    for opened, got in zip(streams[:2], accepted):
+    for opened, got in zip(streams[:2], accepted, strict=True):  # 2 and 2, asserted above
         assert await asyncio.wait_for(got.read(), T) == b"x"
         await got.write(b"ok")
         assert await asyncio.wait_for(opened.read(), T) == b"ok"

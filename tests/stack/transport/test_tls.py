@@ -61,7 +61,7 @@ def _forged(victim: Identity) -> CertifiedKey:
     cert = make_certificate(victim, time.time())
     ext = cert.certificate.extensions.get_extension_for_oid(LIBP2P_EXTENSION_OID)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     forged = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(x509.Name([]))
               .public_key(key.public_key()).serial_number(7)
               .not_valid_before(now - datetime.timedelta(hours=1))
@@ -163,7 +163,7 @@ async def test_silent_connections_from_one_ip_cannot_hold_others_off() -> None:
 
 
 async def test_oversized_frame_closes_only_that_connection(pair) -> None:
-    a, b = pair
+    a, _b = pair
     conn, server = await connected(pair)
     conn._proto.send(b"\x00\x00\x00\x00\x01" + (mux.MAX_FRAME + 1).to_bytes(4, "big"))
     await asyncio.wait_for(server.wait_closed(), T)
