@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            ("ping", "measure the round trip to a peer")):
         q = sub.add_parser(name, help=helptext)
         q.add_argument("target", metavar="ADDRESS|PEER_ID",
-                       help="HOST:PORT, /ip4/../udp/../quic-v1[/p2p/ID], /ip4/../tcp/../tls[/p2p/ID], or a known peer id")
+                       help="HOST:PORT, /ip4/../udp/../quic-v1[/p2p/ID], "
+                            "/ip4/../tcp/../tls[/p2p/ID], or a peer id")
         q.add_argument("--transport", choices=["quic", "tls"], default=None,
                        help="default: the multiaddr's, else quic")
         q.add_argument("--timeout", type=float, default=10.0, metavar="S",
@@ -97,7 +98,8 @@ def _config(args: argparse.Namespace, **overrides: Any) -> NodeConfig:
 # ------------------------------------------------------------------------------- node
 
 def run_node(args: argparse.Namespace) -> int:
-    config = _config(args, control=True, trust_policy=args.trust_policy, dial_back=not args.no_dial_back,
+    config = _config(args, control=True, trust_policy=args.trust_policy,
+                     dial_back=not args.no_dial_back,
                      tls=not args.no_tls, bootstrap=bootstrap_addrs(args),
                      dht_server={"auto": None, "server": True, "client": False}[args.dht_mode])
     return asyncio.run(_serve(config, args.json))

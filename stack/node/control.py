@@ -197,16 +197,16 @@ class ControlServer:
         if work.cancelled():
             self._done(name, ControlOutcome.CANCELLED)
             return
-        exc = work.exception()
-        if exc is None:
+        failure = work.exception()
+        if failure is None:
             self._done(name, ControlOutcome.OK)
             await self._reply(writer, req_id, result=work.result())
             return
-        self._done(name, ControlOutcome.ERROR, f"{type(exc).__name__}: {exc}")
-        if not isinstance(exc, (StackError, OSError)):  # a bug: say so where it is seen
+        self._done(name, ControlOutcome.ERROR, f"{type(failure).__name__}: {failure}")
+        if not isinstance(failure, (StackError, OSError)):  # a bug: say so where it is seen
             log.error("control.method_failed", method=name,
-                      error=f"{type(exc).__name__}: {exc}")
-        await self._reply(writer, req_id, error=_error_body(exc))
+                      error=f"{type(failure).__name__}: {failure}")
+        await self._reply(writer, req_id, error=_error_body(failure))
 
     @staticmethod
     async def _reply(writer: asyncio.StreamWriter, req_id: Any, *,

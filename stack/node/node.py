@@ -58,8 +58,8 @@ from stack.node import operations
 from stack.node.config import NodeConfig
 from stack.node.control import ControlServer, Method, socket_path
 from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
-                               DialbackResult, DialbackRole, EventBus, EventWaiter, IdentityReceived, NodeEvent,
-                               ServiceFailed, TrustChecked)
+                               DialbackResult, DialbackRole, EventBus, EventWaiter,
+                               IdentityReceived, NodeEvent, ServiceFailed, TrustChecked)
 from stack.node.protocols.autonat import DialBack
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
@@ -252,7 +252,7 @@ class Node:
 
     async def _start_control(self) -> None:
         methods: dict[str, Method] = {
-            "status": lambda params: _answer(operations.status(self)),
+            "status": lambda params: _answer(operations.status(self, **params)),
             "connect": lambda params: operations.connect(self, **params),
             "ping": lambda params: operations.ping(self, **params),
             "lookup": lambda params: operations.lookup(self, **params),
