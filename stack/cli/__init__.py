@@ -41,11 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         module.register(sub)
-    # The global flags also work after the command name ("p2pstack node --data-dir D").
-    # SUPPRESS keeps a subcommand from resetting a value given before its name.
-    for command in set(sub.choices.values()):
+    # The global flags also work after the command name, at any depth ("p2pstack node
+    # --data-dir D", "p2pstack trust list --data-dir D"). SUPPRESS keeps a subcommand
+    # from resetting a value given before its name.
+    for command in _subcommands(parser):
         _add_global_flags(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below ``parser``, nested ones included, each once."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:  # argparse has no public walk over subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases: once
+                found.append(child)
+                found.extend(_subcommands(child))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
