@@ -69,7 +69,7 @@ def test_connect_by_peer_id_goes_through_the_running_node(network) -> None:
 
 
 def test_ping_and_lookup_through_the_running_node(network) -> None:
-    a_dir, a_info = network["a"]
+    a_dir, _ = network["a"]
     _, b_info = network["b"]
     out = run("--data-dir", str(a_dir), "ping", b_info["peer_id"], "--count", "2", "--json")
     assert out.returncode == 0, out.stderr

@@ -108,7 +108,7 @@ async def test_the_nodes_errors_arrive_by_name_and_it_keeps_serving(started, tmp
         await call(a, "status", {"verbose": True})
     with pytest.raises(UsageError, match="unknown method"):
         await call(a, "reboot")
-    with pytest.raises(UsageError, match="not base58|peer id"):
+    with pytest.raises(UsageError, match=r"not base58|peer id"):
         await call(a, "lookup", {"peer_id": "nonsense", "timeout": T})
     assert (await call(a, "status"))["peer_id"] == str(a.peer_id)
 
@@ -132,7 +132,7 @@ async def test_a_client_that_leaves_cancels_its_request(started) -> None:
     silent.bind(("127.0.0.1", 0))
     try:
         done = a.next_event(ControlRequest, method="connect", timeout=T)
-        reader, writer = await asyncio.open_unix_connection(
+        _reader, writer = await asyncio.open_unix_connection(
             os.fspath(socket_path(a.config.data_dir)))
         request = {"id": 1, "method": "connect",
                    "params": {"target": f"127.0.0.1:{silent.getsockname()[1]}",
