@@ -89,7 +89,11 @@ def parse_address(text: str) -> PeerAddress:
         raise UsageError("empty address")
     if not text.startswith("/"):
         if ":" not in text:
-            return PeerAddress(peer_id=_peer(text))  # a bare peer id
+            try:
+                return PeerAddress(peer_id=PeerId.parse(text))  # a bare peer id
+            except InvalidPeerId:
+                raise UsageError(f"{text!r} is neither HOST:PORT, a multiaddr nor a peer "
+                                 "id") from None
         name, number = parse_host_port(text)
         if number == 0:  # fine for a listen address, never for a dial target
             raise UsageError(f"port 0 in {text!r}: a peer address needs its port")

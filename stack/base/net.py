@@ -13,13 +13,15 @@ datagrams/s against ~22k/s through ``asyncio.DatagramProtocol``). The simulator 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import re
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from stack.base.errors import LocalError, UsageError
+from stack.base.errors import LocalError, StackError, UsageError
 
 __all__ = [
     "Address",
@@ -31,6 +33,8 @@ __all__ = [
     "UdpNetwork",
     "UdpEndpoint",
     "parse_host_port",
+    "check_host",
+    "resolve_error",
     "format_address",
     "resolve_ipv4",
     "interface_ipv4s",
@@ -187,6 +191,23 @@ def interface_ipv4s() -> list[str]:
     return sorted(ips, key=lambda ip: not ip.startswith("127.")) or ["127.0.0.1"]
 
 
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def check_host(host: str) -> str:
+    """``host`` if it is an IPv4 literal or a syntactically valid DNS name, else
+    ``UsageError``: a typo such as ``999.1.1.1`` is never handed to the resolver."""
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise UsageError(f"not an IPv4 address: {host!r}") from None
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise UsageError(f"not a host name or IPv4 address: {host!r}")
+    return host
+
+
 def parse_host_port(text: str, default_port: int | None = None) -> Address:
     """Parse ``HOST:PORT`` (IPv4 or a name resolved later by the caller)."""
     host, sep, port_text = text.rpartition(":")
@@ -202,7 +223,7 @@ def parse_host_port(text: str, default_port: int | None = None) -> Address:
         raise UsageError(f"bad port in {text!r}") from None
     if not 0 <= port <= 65535:
         raise UsageError(f"port out of range in {text!r}")
-    return (host, port)
+    return (check_host(host), port)
 
 
 def format_address(addr: Address) -> str:
@@ -214,7 +235,8 @@ async def resolve_ipv4(addr: Address) -> Address:
 
     Peers answer from an IP, and whoever matches replies by source address (aioquic's
     network paths, the DHT's RPCs) must compare it with the IP, not "localhost".
-    Raises ``LocalError`` when the name does not resolve.
+    A name that does not exist is a ``UsageError`` (the user typed it); a resolver that
+    cannot answer now is a ``LocalError``.
     """
     host, port = addr
     try:
@@ -226,5 +248,16 @@ async def resolve_ipv4(addr: Address) -> Address:
         infos = await asyncio.get_running_loop().getaddrinfo(
             host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
     except OSError as exc:
-        raise LocalError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+        raise resolve_error(host, exc) from None
     return (str(infos[0][4][0]), port)
+
+
+def resolve_error(host: str, exc: OSError) -> StackError:
+    """The named error for a failed lookup of ``host``."""
+    if isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_NAME:
+        return UsageError(f"unknown host {host!r}: {exc.strerror}")
+    return LocalError(f"cannot resolve {host!r}: {exc.strerror or exc}")
+
+
+_NO_SUCH_NAME = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA")
+                 if hasattr(socket, name)}

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from stack.cli import announce, demo, ident, lookup, nat, node, status, trust
-from stack.cli._common import configure_logging
+from stack.cli._common import OneLineErrors, configure_logging
 from stack.base.errors import StackError, UsageError
 from stack.base.files import resolve_data_dir
 
@@ -33,7 +33,7 @@ def _add_global_flags(parser: argparse.ArgumentParser, default: object = None) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(  # subparsers inherit the class: one-line errors everywhere
         prog="p2pstack",
         description="Peer-to-peer networking: identities, NAT discovery, DHT, TOFU trust.")
     _add_global_flags(parser)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import logging
 import sys
-from typing import Any, TextIO, cast
+from typing import Any, NoReturn, TextIO, cast
 
 import structlog
 
-__all__ = ["configure_logging", "quiet_logging", "print_json", "add_json_flag"]
+__all__ = ["configure_logging", "quiet_logging", "print_json", "add_json_flag", "seconds",
+           "OneLineErrors"]
 
 
 class _CurrentStderr:
@@ -48,6 +51,26 @@ def quiet_logging(args: Any, level: int = logging.WARNING) -> None:
     """For commands whose output is the point (lookup, demo): node events only with -v."""
     if not args.verbose:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite, positive number of seconds (``nan``, ``0``, ``-1`` and
+    ``inf`` are usage errors, not a hang or a failure later)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit 2), naming
+    the command and pointing at ``--help``, instead of the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def add_json_flag(parser: Any) -> None:

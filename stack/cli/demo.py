@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stack.cli._common import add_json_flag, print_json, quiet_logging
+from stack.cli._common import add_json_flag, print_json, quiet_logging, seconds
 from stack.node.config import NodeConfig
 from stack.base.errors import StackError, UsageError
 from stack.node import AnnouncementPublished, DialbackResult, Node
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run a small network on 127.0.0.1 and show it working")
     p.add_argument("--nodes", type=int, default=5, metavar="N",
                    help=f"how many nodes (2-{MAX_NODES}, default 5)")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+    p.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
                    help="seconds each step may take (default 30)")
     add_json_flag(p)
     p.set_defaults(handler=run)

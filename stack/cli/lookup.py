@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from discovery.errors import DhtTimeout, RecordNotFound
-from stack.cli._common import add_json_flag, print_json, quiet_logging
+from stack.cli._common import add_json_flag, print_json, quiet_logging, seconds
 from stack.base.errors import UsageError
 from stack.base.identity import Identity, PeerId
 from stack.base.net import parse_host_port
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lookup", help="print a peer's verified announcement from the DHT")
     p.add_argument("peer_id", metavar="PEER_ID")
     add_bootstrap_flag(p, "a DHT node to ask first")
-    p.add_argument("--timeout", type=float, default=15.0, metavar="S",
+    p.add_argument("--timeout", type=seconds, default=15.0, metavar="S",
                    help="seconds for joining and the lookup (default 15)")
     p.add_argument("--listen", default="0.0.0.0:0", metavar="HOST:PORT",
                    help="our UDP address (default 0.0.0.0:0)")
@@ -43,8 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     quiet_logging(args)
     peer_id = PeerId.parse(args.peer_id)
-    if not args.timeout > 0:  # also catches nan
-        raise UsageError("--timeout must be a positive number of seconds")
     client = running_node(args, {"--listen": args.listen != "0.0.0.0:0",
                                  "--bootstrap": bool(args.bootstrap)})
     if client is not None:

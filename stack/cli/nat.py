@@ -22,10 +22,10 @@ import sys
 
 import structlog
 
-from stack.cli._common import add_json_flag, print_json
+from stack.cli._common import add_json_flag, print_json, seconds
 from stack.base.clock import SystemClock
-from stack.base.errors import RemoteError, UsageError
-from stack.base.net import Address, UdpNetwork, parse_host_port
+from stack.base.errors import RemoteError
+from stack.base.net import Address, UdpNetwork, parse_host_port, resolve_error
 
 from nat.detect import NatReport, detect_on
 from nat.stun.transaction import RetransmitConfig
@@ -42,15 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "two addresses gives filtering too). Default port 3478")
     p.add_argument("--listen", metavar="HOST:PORT", default="0.0.0.0:0",
                    help="local UDP address to test from (default 0.0.0.0:0)")
-    p.add_argument("--timeout", metavar="S", type=float, default=3.0,
+    p.add_argument("--timeout", metavar="S", type=seconds, default=3.0,
                    help="seconds each test waits for an answer (default 3)")
     add_json_flag(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.timeout > 0:
-        raise UsageError("--timeout must be > 0")
     listen = parse_host_port(args.listen)
     servers = [_resolve(parse_host_port(text, DEFAULT_STUN_PORT)) for text in args.stun]
     local_ip = listen[0] if listen[0] != "0.0.0.0" else _route_source_ip(servers[0])
@@ -81,8 +79,8 @@ async def _detect(listen: Address, servers: list[Address], local_ip: str,
 def _resolve(addr: Address) -> Address:
     try:
         infos = socket.getaddrinfo(addr[0], addr[1], socket.AF_INET, socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise RemoteError(f"cannot resolve {addr[0]}: {exc.strerror}") from None
+    except OSError as exc:
+        raise resolve_error(addr[0], exc) from None
     # AF_INET: the sockaddr is (host, port); typeshed types it for every family
     ip, port = infos[0][4][:2]
     return (str(ip), int(port))

@@ -27,10 +27,11 @@ from typing import Any
 from stack.base.addresses import parse_address
 from stack.base.errors import RemoteError, UsageError
 from stack.base.net import parse_host_port
-from stack.cli._common import add_json_flag, print_json
+from stack.cli._common import add_json_flag, print_json, seconds
 from stack.node import Node, operations
 from stack.node.config import DEFAULT_PORT, NodeConfig
 from stack.node.control import ControlClient
+from stack.node.protocols.echo import MAX_ECHO
 
 __all__ = ["register", "running_node", "add_standalone_flag", "add_bootstrap_flag",
            "bootstrap_addrs"]
@@ -63,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "/ip4/../tcp/../tls[/p2p/ID], or a peer id")
         q.add_argument("--transport", choices=["quic", "tls"], default=None,
                        help="default: the multiaddr's, else quic")
-        q.add_argument("--timeout", type=float, default=10.0, metavar="S",
+        q.add_argument("--timeout", type=seconds, default=10.0, metavar="S",
                        help="seconds for the whole exchange (default 10)")
         q.add_argument("--listen", default="0.0.0.0:0", metavar="HOST:PORT",
                        help="our own address, where the peer dials back (default 0.0.0.0:0)")
@@ -87,7 +88,9 @@ def add_bootstrap_flag(parser: argparse.ArgumentParser, what: str) -> None:
 def bootstrap_addrs(args: argparse.Namespace) -> tuple[str, ...]:
     """The ``--bootstrap`` values, each checked now so a typo is a usage error (exit 2)."""
     for text in args.bootstrap:
-        parse_address(text)
+        if parse_address(text).host is None:
+            raise UsageError(f"--bootstrap needs HOST:PORT or a multiaddr with an address, "
+                             f"not {text!r}")
     return tuple(args.bootstrap)
 
 
@@ -144,11 +147,6 @@ def _client_config(args: argparse.Namespace) -> NodeConfig:
                    dht_server=False, publish=False)
 
 
-def _check_timeout(args: argparse.Namespace) -> None:
-    if not args.timeout > 0:  # also catches nan
-        raise UsageError("--timeout must be a positive number of seconds")
-
-
 def add_standalone_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--standalone", action="store_true",
                         help="use a throwaway node even when a node runs in the data dir")
@@ -203,8 +201,10 @@ async def _standalone(args: argparse.Namespace, method: str,
 
 
 def run_connect(args: argparse.Namespace) -> int:
-    _check_timeout(args)
-    parse_address(args.target)  # a usage error before anything starts
+    parse_address(args.target)  # usage errors before anything starts
+    if len(args.message.encode()) > MAX_ECHO:
+        raise UsageError(f"--message is {len(args.message.encode())} bytes; the echo "
+                         f"protocol carries at most {MAX_ECHO}")
     out = _operate(args, "connect", {"target": args.target, "message": args.message,
                                      "transport": args.transport, "timeout": args.timeout})
     if args.json:
@@ -221,7 +221,6 @@ def run_connect(args: argparse.Namespace) -> int:
 def run_ping(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise UsageError("--count must be at least 1")
-    _check_timeout(args)
     parse_address(args.target)
     out = _operate(args, "ping", {"target": args.target, "transport": args.transport,
                                   "count": args.count, "timeout": args.timeout})

@@ -21,6 +21,7 @@ from stack.base.errors import RemoteError, UsageError
 from stack.base.identity import PeerId
 from stack.base.net import format_address
 from stack.node.events import DialbackResult, DialbackRole
+from stack.node.protocols.echo import MAX_ECHO
 
 if TYPE_CHECKING:
     from stack.node.node import Node
@@ -71,6 +72,8 @@ async def connect(node: Node, target: str, *, message: str = "hello",
     """Dial ``target`` (address or peer id), send ``message`` on the echo protocol."""
     address = _target(target)  # a usage error before any work
     timeout = _check_timeout(timeout)
+    if not isinstance(message, str) or len(message.encode()) > MAX_ECHO:
+        raise UsageError(f"the message must be text of at most {MAX_ECHO} bytes")
     conn, reply, rtt = await _within(
         timeout, node.echo(address, message.encode(), transport=transport))
     reachable = await _dialback_verdict(node, conn.peer_id, min(timeout, DIALBACK_WAIT))

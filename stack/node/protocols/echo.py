@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from stack.base.errors import UsageError
 from stack.base.interfaces import Connection, Stream
 from stack.node.router import open_protocol
 
@@ -22,7 +23,11 @@ class EchoProtocol:
 
 
 async def echo(conn: Connection, message: bytes, timeout: float) -> tuple[bytes, float]:
-    """Send ``message``; returns (reply, RTT seconds). ``TimeoutError`` after ``timeout``."""
+    """Send ``message``; returns (reply, RTT seconds). ``TimeoutError`` after ``timeout``;
+    ``UsageError`` for a message over ``MAX_ECHO`` (the peer would reset the stream)."""
+    if len(message) > MAX_ECHO:
+        raise UsageError(f"an echo message carries at most {MAX_ECHO} bytes, "
+                         f"not {len(message)}")
     stream = await open_protocol(conn, PROTO_ECHO)
     loop = asyncio.get_running_loop()
     start = loop.time()
