@@ -50,7 +50,8 @@ def test_host_syntax() -> None:
     assert check_host("relay-1.example.org") == "relay-1.example.org"
     assert check_host("192.0.2.1") == "192.0.2.1"
     # 010.1.1.1 is octal to inet_aton and decimal to others: refused, not guessed
-    for bad in ("999.1.1.1", "1.2.3", "010.1.1.1", "-lead.example", "a..b", "under_score", "h" * 254):
+    for bad in ("999.1.1.1", "1.2.3", "010.1.1.1", "-lead.example", "a..b", "under_score",
+                "h" * 254):
         with pytest.raises(UsageError):
             check_host(bad)
 
