@@ -181,7 +181,8 @@ class Identity:
     @classmethod
     def load(cls, path: Path) -> Identity:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            # O_NONBLOCK: a FIFO in the key's place must not block open() forever
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
             raise CorruptFileError(path, f"cannot open key file: {exc.strerror}") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -43,6 +43,7 @@ import structlog
 from stack.base.addresses import PeerAddress, parse_address
 from stack.base.clock import Clock, SystemClock
 from stack.base.errors import LocalError, StackError, UsageError
+from stack.base.files import remove_stale_temps
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection, Transport
 from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork,
@@ -186,6 +187,9 @@ class Node:
     async def start(self) -> None:
         if self._started:
             raise LocalError("node already started")
+        # What a writer killed mid-write left (one held a copy of a private key).
+        for leftover in remove_stale_temps(self.config.data_dir):
+            log.info("files.stale_temp_removed", path=str(leftover))
         if self.config.control:
             # First: a second node on this data directory fails here, with that reason,
             # before it takes (or fails to take) any port.
