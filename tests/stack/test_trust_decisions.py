@@ -76,7 +76,7 @@ def test_decide_peer_every_case(kind, source, policy, address):
         assert (new.status, new.source, new.fingerprint, new.first_seen) == (
             stored.status, stored.source, stored.fingerprint, stored.first_seen)
         assert new.addresses == (stored.addresses if address is None
-                                 else stored.addresses + (address,))
+                                 else (*stored.addresses, address))
         assert verdict.pin is None
     if d.outcome is Outcome.CHANGED:
         assert d.expected_peer_id == A
@@ -91,7 +91,7 @@ def test_decide_peer_moves_a_seen_address_to_the_end_and_bounds_them():
     again = decide_peer(stored, Observation(A, T0, "10.0.0.3:1"), Policy.AUTO).entry
     assert again.addresses[-1] == "10.0.0.3:1" and len(again.addresses) == MAX_ADDRESSES
     more = decide_peer(stored, Observation(A, T0, "10.0.1.1:1"), Policy.AUTO).entry
-    assert more.addresses == addrs[1:] + ("10.0.1.1:1",)
+    assert more.addresses == (*addrs[1:], "10.0.1.1:1")
 
 
 def test_decide_peer_refuses_an_entry_of_another_peer():

@@ -183,9 +183,9 @@ async def test_requests_queued_during_a_commit_share_the_next_one(tmp_path):
 
 async def test_async_errors_come_through_the_future(tmp_path):
     store = TrustStore(tmp_path, lock_timeout=0.05)
-    with filelock.FileLock(tmp_path / (TRUST_FILE_NAME + ".lock")):
-        with pytest.raises(TrustStoreLockedError):
-            await store.check_peer_async(A)
+    with (filelock.FileLock(tmp_path / (TRUST_FILE_NAME + ".lock")),
+          pytest.raises(TrustStoreLockedError)):
+        await store.check_peer_async(A)
     assert (await store.check_peer_async(A)).outcome is Outcome.NEW
     store.close()
 
@@ -214,8 +214,9 @@ async def main():
     store = TrustStore(Path(sys.argv[1]))
     n = 0
     while True:
-        batch = [store.check_address_async(f"10.1.{(n + i) // 256}.{(n + i) % 256}:39001",
-                                           Identity.from_seed((n + i + 1).to_bytes(32, "big")).peer_id)
+        batch = [store.check_address_async(
+                     f"10.1.{(n + i) // 256}.{(n + i) % 256}:39001",
+                     Identity.from_seed((n + i + 1).to_bytes(32, "big")).peer_id)
                  for i in range(4)]
         for i, fut in enumerate(batch):
             d = await fut
