@@ -11,6 +11,7 @@ from pathlib import Path
 
 from stack.base.identity import Identity
 from stack.base.net import Address
+from stack.store.stores import Stores
 
 __all__ = ["NodeConfig", "DEFAULT_PORT"]
 
@@ -47,6 +48,8 @@ class NodeConfig:
     publish          sign our announcement (seed 004, next persisted sequence number)
                      with our addresses and keep it stored in the DHT
     rng_seed         seed of the DHT's random choices (simulations); None: fresh
+    stores           where trust, sequence numbers and replay state live; None: files in
+                     ``data_dir`` (``Stores.file``). Simulations pass ``Stores.memory()``
     """
 
     data_dir: Path
@@ -72,3 +75,4 @@ class NodeConfig:
     dht_server: bool | None = None
     publish: bool = True
     rng_seed: int | None = None
+    stores: Stores | None = None
