@@ -273,11 +273,12 @@ class Verifier:
         """The persistent replay state (unexpired nonces with expiry, highest seq per peer)
         as msgpack, oldest first. Rate-limit buckets are not persisted."""
         latest = self._latest
-        return msgpack.packb({
+        data: bytes = msgpack.packb({
             "version": _STATE_VERSION,
             "nonces": [[k, exp] for k, exp in self._nonces.items() if exp > latest],
             "seqs": [[p, known[0]] for p, known in self._peers.items()],
         }, use_bin_type=True)
+        return data
 
     @classmethod
     def restore(cls, data: bytes, config: VerifierConfig | None = None) -> Verifier:

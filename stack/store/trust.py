@@ -378,10 +378,8 @@ class TrustStore:
         """
         def apply(state: TrustState, now: float) -> TrustEntry:
             target = self._resolve(state, peer)
-            if isinstance(target, AddressPin):
-                pid = target.changed_to or target.peer_id
-            else:
-                pid = target
+            pid = ((target.changed_to or target.peer_id) if isinstance(target, AddressPin)
+                   else target)
             entry = state.peers.get(str(pid))
             if entry is None:
                 entry = _new_entry(pid, now, Status.TRUSTED, Source.MANUAL, None)

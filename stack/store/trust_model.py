@@ -201,7 +201,7 @@ class TrustDecision:
 
 def _seen(addresses: tuple[str, ...], address: str) -> tuple[str, ...]:
     """``addresses`` with ``address`` moved (or added) to the end, at most MAX_ADDRESSES."""
-    return (tuple(a for a in addresses if a != address) + (address,))[-MAX_ADDRESSES:]
+    return (*(a for a in addresses if a != address), address)[-MAX_ADDRESSES:]
 
 
 def _replace_entry(entry: TrustEntry, **changes: Any) -> TrustEntry:
