@@ -9,8 +9,8 @@ Baseline: ``TrustStore.check_peer`` called on the loop for each (the node before
 change). Ours: ``check_peer_async`` for each, then all the futures awaited (the node
 awaits each before serving its connection). A heartbeat task records the gaps between
 its turns on the loop (stalls) and the run's wall time until every check is durable.
-Both start from a parsed store (steady state). Each round runs both, alternating which goes first, each on a fresh copy of the
-store; we print the medians and the ratios.
+Both start from a parsed store (steady state). Each round runs both, alternating which
+goes first, each on a fresh copy of the store; we print the medians and the ratios.
 
 Usage: python benchmarks/trust_store.py [--arrivals N] [--peers P] [--rounds R]
 """
@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import structlog  # noqa: E402
+import structlog
 
-from stack.base.identity import Identity  # noqa: E402
-from stack.store.trust import TrustStore  # noqa: E402
+from stack.base.identity import Identity
+from stack.store.trust import TrustStore
 
 TARGET = 10.0
 
