@@ -123,7 +123,8 @@ def measure(which: str, nodes: int, lookups: int, idle: int, seed: int,
 
 def row(r: dict) -> str:
     if "dnf" in r:
-        return f"| {r['impl']} | {r['nodes']} | did not finish in {r['dnf']:.0f} s wall | | | | | | |"
+        return (f"| {r['impl']} | {r['nodes']} | did not finish in {r['dnf']:.0f} s wall "
+                "| | | | | | |")
     return (f"| {r['impl']} | {r['nodes']} | {r['succeeded']}/{r['lookups']} "
             f"({100 * r['succeeded'] / r['lookups']:.1f}%) | {r['median_ms']:.0f} | "
             f"{r['p95_ms']:.0f} | {r['dgrams_per_lookup']:.1f} | {r['idle_per_min']:.0f} | "

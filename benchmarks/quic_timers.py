@@ -30,11 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stack.base.clock import SystemClock  # noqa: E402
-from stack.base.identity import Identity  # noqa: E402
-from stack.transport.certs import make_certificate  # noqa: E402
-from stack.transport.options import ConnectionLimits, Registry, TransportOptions  # noqa: E402
-from stack.transport.quic import QuicConn, QuicTransport  # noqa: E402
+from stack.base.clock import SystemClock
+from stack.base.identity import Identity
+from stack.transport.certs import make_certificate
+from stack.transport.options import ConnectionLimits, Registry, TransportOptions
+from stack.transport.quic import QuicConn, QuicTransport
 
 # Idle and keep-alive far enough out that no timer fires during a run, keep-alive first.
 OPTIONS = TransportOptions(idle_timeout=600.0, keep_alive=300.0,

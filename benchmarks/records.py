@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import nacl.signing  # noqa: E402
+import nacl.signing
 
-from stack.base.identity import Identity  # noqa: E402
-from stack.base.records import Envelope, sign_announcement  # noqa: E402
-from stack.base.replay import Result, Verifier  # noqa: E402
+from stack.base.identity import Identity
+from stack.base.records import Envelope, sign_announcement
+from stack.base.replay import Result, Verifier
 
 NOW = 1_700_000_000.0
 TARGET = 0.90
@@ -98,8 +98,8 @@ def main() -> int:
           f"({1e6 / m_ours:.1f} us)")
     print(f"  ratio     {ratio:.3f}  (target >= {TARGET:.2f}: "
           f"{'met' if ratio >= TARGET else 'MISSED'})")
-    print(f"  per-round ratios: min {min(o / b for o, b in zip(ours, base)):.3f} "
-          f"max {max(o / b for o, b in zip(ours, base)):.3f}")
+    print(f"  per-round ratios: min {min(o / b for o, b in zip(ours, base, strict=True)):.3f} "
+          f"max {max(o / b for o, b in zip(ours, base, strict=True)):.3f}")
     return 0
 
 

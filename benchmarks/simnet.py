@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulations.network import SimNetwork  # noqa: E402
-from simulations.vtime import run_virtual  # noqa: E402
+from simulations.network import SimNetwork
+from simulations.vtime import run_virtual
 
 
 def build_and_run(hosts: int, rounds: int, seed: int) -> tuple[float, float, int]:

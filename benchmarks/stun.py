@@ -59,10 +59,10 @@ async def serve_stun() -> None:
 
 async def serve_echo() -> None:
     class Echo(asyncio.DatagramProtocol):
-        def connection_made(self, transport):  # type: ignore[no-untyped-def]
+        def connection_made(self, transport):
             self.transport = transport
 
-        def datagram_received(self, data, addr):  # type: ignore[no-untyped-def]
+        def datagram_received(self, data, addr):
             self.transport.sendto(data, addr)
 
     loop = asyncio.get_running_loop()
@@ -122,14 +122,14 @@ def blast(port: int, seconds: float, sockets: int, window: int,
                 s = key.fileobj
                 while True:
                     try:
-                        s.recv(2048)  # type: ignore[union-attr]
+                        s.recv(2048)
                     except BlockingIOError:
                         break
                     received += 1
                     if now >= counted_from:
                         counted += 1
-                    outstanding[s] = max(0, outstanding[s] - 1)  # type: ignore[index]
-                    last_reply[s] = now  # type: ignore[index]
+                    outstanding[s] = max(0, outstanding[s] - 1)
+                    last_reply[s] = now
         return counted / (time.perf_counter() - counted_from), 1 - received / max(sent, 1)
     finally:
         for s in socks:

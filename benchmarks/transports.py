@@ -61,11 +61,13 @@ class OurQuic:
         self.incoming: asyncio.Queue = asyncio.Queue()
         self.server_id = Identity.generate()
         self.peers = []
-        for ident, sink in ((self.server_id, self.incoming.put_nowait), (Identity.generate(), None)):
+        for ident, sink in ((self.server_id, self.incoming.put_nowait),
+                            (Identity.generate(), None)):
             demux = PortDemux()
             ep = await UdpNetwork().bind(("127.0.0.1", 0), demux)
             t = QuicTransport(send=ep.send, certified=make_certificate(ident, time.time()),
-                              clock=SystemClock(), options=OPTIONS, registry=Registry(OPTIONS.limits),
+                              clock=SystemClock(), options=OPTIONS,
+                              registry=Registry(OPTIONS.limits),
                               on_connection=sink or (lambda c: None))
             demux.register_quic(t)
             self.peers.append((ep, t))
@@ -121,6 +123,7 @@ class RawQuic:
                                    certificate=ck.certificate, private_key=ck.private_key,
                                    max_data=16 << 20, max_stream_data=4 << 20)
         self.done: asyncio.Queue = asyncio.Queue()
+        self._counting: set[asyncio.Future] = set()  # the loop keeps only weak references
 
         def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             async def count() -> None:
@@ -128,7 +131,9 @@ class RawQuic:
                 while data := await reader.read(1 << 20):
                     n += len(data)
                 self.done.put_nowait(n)
-            asyncio.ensure_future(count())
+            task = asyncio.ensure_future(count())
+            self._counting.add(task)
+            task.add_done_callback(self._counting.discard)
 
         self.server = await serve("127.0.0.1", 0, configuration=config, stream_handler=handler)
         self.port = self.server._transport.get_extra_info("sockname")[1]
@@ -331,7 +336,8 @@ def libp2p_row(python: str, handshakes: int, size: int, transport: str) -> dict 
     import subprocess
     for _ in range(2):
         try:
-            out = subprocess.run([python, "-c", LIBP2P_SCRIPT, str(handshakes), str(size), transport],
+            out = subprocess.run([python, "-c", LIBP2P_SCRIPT, str(handshakes), str(size),
+                                  transport],
                                  capture_output=True, text=True, timeout=90,
                                  cwd=tempfile.gettempdir())
             return json.loads(out.stdout.strip().splitlines()[-1])

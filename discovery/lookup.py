@@ -17,6 +17,7 @@ returns and reports each outcome with ``succeeded`` / ``failed``.
 from __future__ import annotations
 
 from bisect import insort
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from stack.base.net import Address
@@ -53,7 +54,7 @@ class Lookup:
     def get(self, node_id: int) -> Candidate | None:
         return self._peers.get(node_id)
 
-    def _window(self):
+    def _window(self) -> Iterator[Candidate]:
         """The k closest candidates that have not failed, closest first."""
         seen = 0
         peers = self._peers
@@ -68,7 +69,7 @@ class Lookup:
 
     def next(self) -> list[Candidate]:
         """Candidates to query now (marked WAITING)."""
-        out = []
+        out: list[Candidate] = []
         if self.in_flight >= self.alpha:
             return out
         for cand in self._window():

@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
@@ -127,13 +128,15 @@ class Reply:
         return bool(self.flags & FLAG_TRUNCATED)
 
 
-def _pack(items: list) -> bytes:
-    return _PREFIX + msgpack.packb(items, use_bin_type=True)
+def _pack(items: list[object]) -> bytes:
+    packed: bytes = msgpack.packb(items, use_bin_type=True)  # msgpack ships no types
+    return _PREFIX + packed
 
 
 def encode_request(req: Request, min_size: int = 0) -> bytes:
     """Encode ``req``, padded with zero bytes to at least ``min_size`` bytes."""
-    items = [req.kind, req.txid, req.sender, req.flags, req.cookie, req.target, req.record, b""]
+    items: list[object] = [req.kind, req.txid, req.sender, req.flags, req.cookie, req.target,
+                           req.record, b""]
     if req.kind == PROVE:
         items.append(req.proof)
     data = _pack(items)
@@ -146,7 +149,7 @@ def encode_request(req: Request, min_size: int = 0) -> bytes:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def encode_contact(c: WireContact) -> list:
+def encode_contact(c: WireContact) -> list[object]:
     """Wire form of a contact (cached: the same contacts are named in many replies; the
     list is only read by msgpack)."""
     return [c.peer_id, socket.inet_aton(c.addr[0]), c.addr[1]]
@@ -154,8 +157,8 @@ def encode_contact(c: WireContact) -> list:
 
 def encode_reply(rep: Reply) -> bytes:
     contacts = [encode_contact(c) for c in rep.contacts]
-    items = [rep.kind | REPLY_BIT, rep.txid, rep.responder, rep.flags, rep.proof,
-             rep.cookie, contacts, rep.record, rep.result]
+    items: list[object] = [rep.kind | REPLY_BIT, rep.txid, rep.responder, rep.flags, rep.proof,
+                           rep.cookie, contacts, rep.record, rep.result]
     if rep.challenge:
         items.append(rep.challenge)
     return _pack(items)
@@ -187,7 +190,7 @@ def _contact(item: object) -> WireContact | None:
 
 # Parsed contacts by their wire triple: the same peers are named in many replies, and a
 # WireContact is immutable, so parse each once (bounded; cleared when full).
-_CONTACTS: dict[tuple, WireContact] = {}
+_CONTACTS: dict[tuple[object, object, object, type], WireContact] = {}
 
 
 def _parse_contact(item: object) -> WireContact | None:
@@ -222,7 +225,8 @@ def decode(data: bytes) -> Request | Reply | None:
     return None
 
 
-def _request(kind: int, items: list) -> Request | None:
+# ``items`` below are decoded msgpack values (Any): each is checked before it is used.
+def _request(kind: int, items: list[Any]) -> Request | None:
     if len(items) != 8:
         return None
     _, txid, sender, flags, cookie, target, record, pad = items
@@ -238,7 +242,7 @@ def _request(kind: int, items: list) -> Request | None:
     return Request(kind, txid, sender, flags, cookie, target, record)
 
 
-def _prove(items: list) -> Request | None:
+def _prove(items: list[Any]) -> Request | None:
     if len(items) != 9:
         return None
     _, nonce, sender, flags, cookie, target, record, pad, proof = items
@@ -249,7 +253,7 @@ def _prove(items: list) -> Request | None:
     return Request(PROVE, nonce, sender, flags, cookie, proof=proof)
 
 
-def _reply(kind: int, items: list) -> Reply | None:
+def _reply(kind: int, items: list[Any]) -> Reply | None:
     if len(items) == 10:
         challenge = items.pop()
         if not _bin(challenge, (TXID_LEN,)):

@@ -33,6 +33,7 @@ restricted-cone, EIM+APDF port-restricted-cone; ADM or APDM -> symmetric.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -430,10 +431,8 @@ async def detect_nat(endpoint_factory: Any, servers: list[Address], clock: Clock
                 break
             deadline = detector.next_timer()
             timeout = None if deadline is None else max(0.0, deadline - clock.now())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
             wake.clear()
             now = clock.now()
             batch, inbox[:] = list(inbox), []

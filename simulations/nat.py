@@ -166,7 +166,7 @@ class Nat:
         if len(self._out) >= self._sweep_at:
             self._sweep(now)
         port = src[1]
-        if not (self.port_preserving and 1024 <= port and self._port_free(port, now)):
+        if not (self.port_preserving and port >= 1024 and self._port_free(port, now)):
             rng = self.network.rng
             port = rng.randrange(1024, 65536)
             tries = 0
@@ -204,6 +204,7 @@ class Nat:
     def _arrive(self, src: Address, dst: Address, data: bytes) -> None:
         """A datagram reaches our public address (scheduled by the network)."""
         net = self.network
+        # the network's _loop is set: datagrams flow only after a bind attached it
         now = net._loop.time()  # type: ignore[union-attr]
         m = self._in.get(dst[1])
         if m is None or m.expires <= now:

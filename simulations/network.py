@@ -33,8 +33,9 @@ port_preserving=True, mapping_timeout=120.0) -> Nat``
 ephemeral, from 49152 up; a taken port or a foreign ip raises ``SimulationError``, a
 ``LocalError``). Receivers get batches (``list[Datagram]``) like ``UdpNetwork``: every
 datagram that reaches an endpoint at the same instant is handed over in one call. A
-receiver that raises is reported to the loop's exception handler; delivery goes on. ``host.crash()`` makes the host drop
-everything in and out (its endpoints stay bound); ``host.restart()`` undoes it.
+receiver that raises is reported to the loop's exception handler; delivery goes on.
+``host.crash()`` makes the host drop everything in and out (its endpoints stay bound);
+``host.restart()`` undoes it.
 
 Routing (trio FakeNet's ``route_packet`` idea): ``SimNetwork._send`` decides where a
 datagram goes; NAT boxes only translate (``Nat.outbound`` on the way out, ``Nat._arrive``
@@ -249,6 +250,7 @@ class SimNetwork:
         except RuntimeError:
             return
         if getattr(loop, "network", False) is None:  # a VirtualEventLoop without a network
+            # a VirtualEventLoop (it has the attribute), typed here as AbstractEventLoop
             loop.network = self  # type: ignore[attr-defined]
 
     def _attach_loop(self) -> asyncio.AbstractEventLoop:
@@ -341,6 +343,7 @@ class SimNetwork:
             if lan is not None:  # same private network: no translation
                 self._schedule(src[0], dst_ip, lan, src, dst, data)
                 return
+            # _loop is set: datagrams flow only after a bind attached it
             src = nat.outbound(src, dst, self._loop.time())  # type: ignore[union-attr]
             if dst_ip == nat.public_ip and not nat.hairpin:
                 nat.stats.dropped_hairpin += 1
@@ -372,6 +375,7 @@ class SimNetwork:
             latency += jitter * (2.0 * rng.random() - 1.0)
             if latency < 0.0:
                 latency = 0.0
+        # _loop is set: this is only called for a datagram being sent (see _send)
         when = self._loop.time() + latency  # type: ignore[union-attr]
         self._seq += 1
         heappush(self._queue, (when, self._seq, target, src, dst, data))
@@ -381,6 +385,7 @@ class SimNetwork:
     def _arm(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        # _loop is set: timers are armed only for datagrams in flight (see _send)
         self._timer = self._loop.call_at(when, self._deliver_due)  # type: ignore[union-attr]
         self._timer_when = when
 
@@ -406,6 +411,7 @@ class SimNetwork:
                 try:
                     endpoint._flush()
                 except Exception as exc:  # a receiver's bug must not stall the network
+                    # _loop is set: this runs as its timer callback
                     self._loop.call_exception_handler({  # type: ignore[union-attr]
                         "message": f"receiver of {endpoint.local_address} raised",
                         "exception": exc})

@@ -14,7 +14,8 @@ API
     When nothing is ready the loop does not block: it moves virtual time straight to the
     next scheduled callback, so ``asyncio.sleep``, ``call_later``, ``wait_for`` and
     ``asyncio.timeout`` cost no wall time. Timers due at the same instant run in the
-    order they were scheduled (asyncio alone leaves ties unordered). Tasks, Events, Queues, Futures work unchanged.
+    order they were scheduled (asyncio alone leaves ties unordered). Tasks, Events, Queues,
+    Futures work unchanged.
     If nothing is ready, nothing is scheduled and no executor job is running, every
     task waits on something that can never happen: ``DeadlockError`` (naming the
     waiting tasks) instead of hanging. ``loop.clock`` is its ``VirtualClock``.
@@ -37,6 +38,7 @@ loop is otherwise idle.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
 import selectors
@@ -62,12 +64,15 @@ class _Timer(asyncio.TimerHandle):
     """
 
     __slots__ = ("_seq",)
+    # TimerHandle's own slots, undeclared in typeshed; the loop below reads them.
+    _when: float
+    _scheduled: bool
 
-    def __init__(self, when, callback, args, loop, context, seq):  # type: ignore[no-untyped-def]
+    def __init__(self, when, callback, args, loop, context, seq):
         super().__init__(when, callback, args, loop, context)
         self._seq = seq
 
-    def __lt__(self, other):  # type: ignore[no-untyped-def]
+    def __lt__(self, other):
         when, other_when = self._when, other._when
         return when < other_when or (when == other_when and self._seq < other._seq)
 
@@ -94,22 +99,22 @@ class _VirtualSelector(selectors.BaseSelector):
         self._real = selectors.DefaultSelector()
         self.loop: VirtualEventLoop | None = None
 
-    def register(self, fileobj, events, data=None):  # type: ignore[no-untyped-def]
+    def register(self, fileobj, events, data=None):
         return self._real.register(fileobj, events, data)
 
-    def unregister(self, fileobj):  # type: ignore[no-untyped-def]
+    def unregister(self, fileobj):
         return self._real.unregister(fileobj)
 
-    def modify(self, fileobj, events, data=None):  # type: ignore[no-untyped-def]
+    def modify(self, fileobj, events, data=None):
         return self._real.modify(fileobj, events, data)
 
-    def get_map(self):  # type: ignore[no-untyped-def]
+    def get_map(self):
         return self._real.get_map()
 
     def close(self) -> None:
         self._real.close()
 
-    def select(self, timeout: float | None = None):  # type: ignore[no-untyped-def]
+    def select(self, timeout: float | None = None):
         loop = self.loop
         assert loop is not None
         if loop._executor_jobs or timeout is None:
@@ -132,6 +137,14 @@ class _VirtualSelector(selectors.BaseSelector):
 class VirtualEventLoop(asyncio.SelectorEventLoop):
     """A selector event loop on virtual time (see the module docstring)."""
 
+    # asyncio.BaseEventLoop internals that _skip_to and _advance read (typeshed declares
+    # no private attributes): the ready queue, the stop flag, the timer heap and the
+    # count of cancelled timers still in it. Annotations only: nothing is set here.
+    _ready: collections.deque[asyncio.Handle]
+    _stopping: bool
+    _scheduled: list[_Timer]  # every timer comes from call_at below
+    _timer_cancelled_count: int
+
     def __init__(self, *, start: float = 1_700_000_000.0,
                  max_time: float | None = None, network: Any = None) -> None:
         selector = _VirtualSelector()
@@ -150,7 +163,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return self._vtime
 
-    def call_at(self, when, callback, *args, context=None):  # type: ignore[no-untyped-def]
+    def call_at(self, when, callback, *args, context=None):
         """asyncio's ``call_at`` with a first-in-first-out order for equal times."""
         if when is None:
             raise TypeError("when cannot be None")
@@ -204,7 +217,7 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         return (f"deadlock at virtual time {self._vtime:.6f} s: nothing ready or scheduled "
                 f"but {len(waiting)} task(s) wait: {names}")
 
-    def run_in_executor(self, executor, func, *args):  # type: ignore[no-untyped-def]
+    def run_in_executor(self, executor, func, *args):
         future = super().run_in_executor(executor, func, *args)
         self._executor_jobs += 1
 
@@ -214,8 +227,8 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         future.add_done_callback(done)
         return future
 
-    async def create_datagram_endpoint(self, protocol_factory, local_addr=None,  # type: ignore[override]
-                                       remote_addr=None, **kwargs):  # type: ignore[no-untyped-def]
+    async def create_datagram_endpoint(self, protocol_factory, local_addr=None,
+                                       remote_addr=None, **kwargs):
         """Bind on the simulated network; see ``simulations.aio.create_datagram_endpoint``."""
         from simulations.aio import create_datagram_endpoint
 

@@ -31,7 +31,8 @@ def test_layer_checker_catches_a_wrong_arrow(tmp_path):
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "tests", "*.egg-info"))
     clock = copy / "stack" / "base" / "clock.py"
     clock.write_text(clock.read_text() + "\nimport stack.cli  # wrong arrow\n")
-    result = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()", "--no-cache"],
+    lint = "from importlinter.cli import lint_imports_command; lint_imports_command()"
+    result = subprocess.run([sys.executable, "-c", lint, "--no-cache"],
                             cwd=copy, capture_output=True, text=True,
                             env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
     assert result.returncode != 0

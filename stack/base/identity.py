@@ -154,7 +154,8 @@ class Identity:
     @classmethod
     def from_private_key_proto(cls, data: bytes) -> Identity:
         """Parse a libp2p ``PrivateKey`` protobuf; ValueError if it is not a sound one."""
-        if len(data) != len(_PRIVKEY_PROTO_PREFIX) + 64 or not data.startswith(_PRIVKEY_PROTO_PREFIX):
+        if (len(data) != len(_PRIVKEY_PROTO_PREFIX) + 64
+                or not data.startswith(_PRIVKEY_PROTO_PREFIX)):
             raise ValueError("not an Ed25519 PrivateKey protobuf")
         body = data[len(_PRIVKEY_PROTO_PREFIX):]
         ident = cls.from_seed(body[:32])
@@ -196,4 +197,5 @@ class Identity:
         try:
             return cls.from_private_key_proto(data)
         except ValueError as exc:
-            raise CorruptFileError(path, f"corrupt key file ({exc}); it was left untouched") from None
+            raise CorruptFileError(
+                path, f"corrupt key file ({exc}); it was left untouched") from None

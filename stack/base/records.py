@@ -30,10 +30,11 @@ RelayedAnnouncement    ``/p2pstack/relayed/1``            ``p2pstack-relayed-ann
 =====================  =================================  ====================================
 
 Payloads are msgpack arrays in the field order below (arrays, not maps: smaller, and no
-key order to agree on, so our encoder's output is deterministic). Peer ids are the libp2p multihash bytes (38), strings
-are UTF-8 ``str``, ``now``-derived times are ``uint`` milliseconds. The seed's
-``algorithm: "Ed25519"`` is implied by the peer-id key type, and its ``signature`` /
-``relaySignature`` are the envelope signatures; the rest map field for field:
+key order to agree on, so our encoder's output is deterministic). Peer ids are the libp2p
+multihash bytes (38), strings are UTF-8 ``str``, ``now``-derived times are ``uint``
+milliseconds. The seed's ``algorithm: "Ed25519"`` is implied by the peer-id key type, and
+its ``signature`` / ``relaySignature`` are the envelope signatures; the rest map field for
+field:
 
 - IdentityExchange: ``[peer_id, display_name, sign_public_key(32), dh_public_key(bin|nil),
   timestamp_ms, addrs]``
@@ -159,7 +160,10 @@ _UVARINTS = [_uvarint(n) for n in range(MAX_RELAYED_SIZE + 1)]
 
 
 def signed_bytes(domain: bytes, payload_type: bytes, payload: bytes) -> bytes:
-    """The exact bytes an envelope signature covers (RFC 0003: each part uvarint-length-prefixed)."""
+    """The exact bytes an envelope signature covers.
+
+    RFC 0003: each part uvarint-length-prefixed.
+    """
     return b"".join((_uvarint(len(domain)), domain, _uvarint(len(payload_type)), payload_type,
                      _uvarint(len(payload)), payload))
 

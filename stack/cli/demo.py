@@ -96,7 +96,7 @@ async def _demo(tmp: Path, count: int, timeout: float, say: Any) -> dict[str, An
             verdict = a.next_event(DialbackResult, role="dialer", peer_id=b.peer_id,
                                    timeout=timeout)
             try:
-                conn, reply, rtt = await asyncio.wait_for(
+                _conn, reply, rtt = await asyncio.wait_for(
                     a.echo(b.peer_id, f"hello from node{i + 1}".encode(), transport="quic"),
                     timeout)
                 dialback = await verdict

@@ -1,8 +1,10 @@
-"""``p2pstack lookup PEER_ID --bootstrap ADDR``: a peer's announcement from the DHT.
+"""``p2pstack lookup PEER_ID [--bootstrap ADDR]``: a peer's announcement from the DHT.
 
-The lookup runs from a throw-away DHT client (a fresh identity, no transports, out of
-others' routing tables), so it never claims this machine's node identity from another
-port. The printed announcement has passed signature and freshness checks (seed 004).
+When a node runs in the data directory the lookup goes through it (its routing table,
+no join). Otherwise, or with ``--standalone``, it runs from a throw-away DHT client (a
+fresh identity, no transports, out of others' routing tables, so it never claims this
+machine's node identity from another port), which needs ``--bootstrap``. The printed
+announcement has passed signature and freshness checks (seed 004).
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 from discovery.errors import DhtTimeout, RecordNotFound
 from stack.cli._common import add_json_flag, print_json, quiet_logging
-from stack.cli.node import add_bootstrap_flag, bootstrap_addrs
-from stack.node.config import NodeConfig
 from stack.base.errors import UsageError
 from stack.base.identity import Identity, PeerId
 from stack.base.net import parse_host_port
-from stack.node import Node
+from stack.cli.node import add_bootstrap_flag, add_standalone_flag, bootstrap_addrs, running_node
+from stack.node import Node, operations
+from stack.node.config import NodeConfig
+from stack.node.control import ControlError
 
 __all__ = ["register"]
 
@@ -31,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds for joining and the lookup (default 15)")
     p.add_argument("--listen", default="0.0.0.0:0", metavar="HOST:PORT",
                    help="our UDP address (default 0.0.0.0:0)")
+    add_standalone_flag(p)
     add_json_flag(p)
     p.set_defaults(handler=run)
 
@@ -38,8 +43,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     quiet_logging(args)
     peer_id = PeerId.parse(args.peer_id)
+    if not args.timeout > 0:  # also catches nan
+        raise UsageError("--timeout must be a positive number of seconds")
+    client = running_node(args, {"--listen": args.listen != "0.0.0.0:0",
+                                 "--bootstrap": bool(args.bootstrap)})
+    if client is not None:
+        with client:
+            try:
+                out = client.call("lookup", {"peer_id": str(peer_id), "timeout": args.timeout},
+                                  timeout=args.timeout + 5.0)
+            except ControlError as exc:
+                if exc.kind not in ("RecordNotFound", "DhtTimeout"):
+                    raise
+                return _not_found(peer_id, exc, args)
+        return _print(out, args)
     if not args.bootstrap:
-        raise UsageError("lookup needs at least one --bootstrap ADDR")
+        raise UsageError("lookup needs at least one --bootstrap ADDR "
+                         "(or a node running in the data dir)")
     config = NodeConfig(data_dir=args.data_dir, listen=parse_host_port(args.listen),
                         identity=Identity.generate(), quic=False, tls=False,
                         stun_server=False, dial_back=False, bootstrap=bootstrap_addrs(args),
@@ -55,17 +75,24 @@ async def _lookup(config: NodeConfig, peer_id: PeerId, args: argparse.Namespace)
         deadline = loop.time() + args.timeout
         await node.join(timeout=args.timeout)
         try:
-            ann = await node.resolve(peer_id, timeout=max(0.1, deadline - loop.time()))
+            out = await operations.lookup(node, str(peer_id),
+                                          timeout=max(0.1, deadline - loop.time()))
         except (RecordNotFound, DhtTimeout) as exc:
-            if args.json:
-                print_json({"peer_id": str(peer_id), "addrs": [], "seq": None,
-                            "timestamp": None, "result": "not_found"})
-            print(f"p2pstack: {exc}", file=sys.stderr)
-            return 1
+            return _not_found(peer_id, exc, args)
     finally:
         await node.stop(grace=0.1)
-    out = {"peer_id": str(ann.peer_id), "addrs": list(ann.addrs), "seq": ann.seq,
-           "timestamp": ann.timestamp_ms, "result": "valid"}
+    return _print(out, args)
+
+
+def _not_found(peer_id: PeerId, exc: Exception, args: argparse.Namespace) -> int:
+    if args.json:
+        print_json({"peer_id": str(peer_id), "addrs": [], "seq": None,
+                    "timestamp": None, "result": "not_found"})
+    print(f"p2pstack: {exc}", file=sys.stderr)
+    return 1
+
+
+def _print(out: dict[str, Any], args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
     else:

@@ -83,8 +83,9 @@ def _resolve(addr: Address) -> Address:
         infos = socket.getaddrinfo(addr[0], addr[1], socket.AF_INET, socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise RemoteError(f"cannot resolve {addr[0]}: {exc.strerror}") from None
+    # AF_INET: the sockaddr is (host, port); typeshed types it for every family
     ip, port = infos[0][4][:2]
-    return (ip, port)
+    return (str(ip), int(port))
 
 
 def _route_source_ip(dest: Address) -> str:

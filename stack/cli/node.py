@@ -3,14 +3,17 @@
 ``node`` runs in the foreground until SIGINT/SIGTERM (exit 0). With ``--json`` its first
 stdout line is ``{"peer_id": ..., "addrs": [multiaddr, ...]}``. With ``--bootstrap ADDR``
 (repeatable) it joins an existing DHT; without, it is the first node of a new one. Either
-way it publishes its signed announcement and keeps it fresh.
+way it publishes its signed announcement and keeps it fresh. It serves the control API
+(``stack.node.control``) on ``DATA_DIR/control.sock``.
 
-``connect TARGET`` and ``ping TARGET`` start a short-lived node on ephemeral ports (so the
-peer can dial us back, seed 000), dial TARGET (``HOST:PORT``, a multiaddr, or a peer id
-in the trust store, or any peer id with ``--bootstrap``: then it is resolved through
-the DHT), and print the reply; ``--json`` gives ``peer_id``,
-``transport``, ``rtt_ms``, ``reply`` (and ``reachable``: the peer's dial-back verdict,
-null if it did not say in time).
+``connect TARGET`` and ``ping TARGET`` dial TARGET (``HOST:PORT``, a multiaddr, a peer id
+in the trust store, or any peer id the DHT knows) and print the reply. When a node runs
+in the data directory they go through it (its port, connections and DHT); otherwise, or
+with ``--standalone``, they start a short-lived node on ephemeral ports (so the peer can
+dial us back, seed 000) that resolves peer ids through ``--bootstrap``. ``--json`` gives
+``peer_id``, ``transport``, ``path``, ``rtt_ms``, ``reply``, ``reachable`` (the peer's
+dial-back verdict, null if it did not say in time) and ``via`` (``node`` or
+``standalone``).
 """
 
 from __future__ import annotations
@@ -18,17 +21,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import statistics
+import sys
 from typing import Any
 
-from stack.cli._common import add_json_flag, print_json
-from stack.node.config import DEFAULT_PORT, NodeConfig
+from stack.base.addresses import parse_address
 from stack.base.errors import RemoteError, UsageError
 from stack.base.net import parse_host_port
-from stack.node import Node
-from stack.base.addresses import parse_address
+from stack.cli._common import add_json_flag, print_json
+from stack.node import Node, operations
+from stack.node.config import DEFAULT_PORT, NodeConfig
+from stack.node.control import ControlClient
 
-__all__ = ["register"]
+__all__ = ["register", "running_node", "add_standalone_flag", "add_bootstrap_flag",
+           "bootstrap_addrs"]
+
+# Beyond the operation's own timeout: the peer's dial-back verdict, and a margin.
+CALL_MARGIN = operations.DIALBACK_WAIT + 5.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            ("ping", "measure the round trip to a peer")):
         q = sub.add_parser(name, help=helptext)
         q.add_argument("target", metavar="ADDRESS|PEER_ID",
-                       help="HOST:PORT, /ip4/../udp/../quic-v1[/p2p/ID], /ip4/../tcp/../tls[/p2p/ID], or a known peer id")
+                       help="HOST:PORT, /ip4/../udp/../quic-v1[/p2p/ID], "
+                            "/ip4/../tcp/../tls[/p2p/ID], or a peer id")
         q.add_argument("--transport", choices=["quic", "tls"], default=None,
                        help="default: the multiaddr's, else quic")
         q.add_argument("--timeout", type=float, default=10.0, metavar="S",
@@ -65,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         else:
             q.add_argument("--count", type=int, default=1, metavar="N",
                            help="round trips on one connection (default 1)")
+        add_standalone_flag(q)
         add_json_flag(q)
         q.set_defaults(handler=run_connect if name == "connect" else run_ping)
 
@@ -88,7 +98,8 @@ def _config(args: argparse.Namespace, **overrides: Any) -> NodeConfig:
 # ------------------------------------------------------------------------------- node
 
 def run_node(args: argparse.Namespace) -> int:
-    config = _config(args, trust_policy=args.trust_policy, dial_back=not args.no_dial_back,
+    config = _config(args, control=True, trust_policy=args.trust_policy,
+                     dial_back=not args.no_dial_back,
                      tls=not args.no_tls, bootstrap=bootstrap_addrs(args),
                      dht_server={"auto": None, "server": True, "client": False}[args.dht_mode])
     return asyncio.run(_serve(config, args.json))
@@ -138,66 +149,72 @@ def _check_timeout(args: argparse.Namespace) -> None:
         raise UsageError("--timeout must be a positive number of seconds")
 
 
-async def _start_client(args: argparse.Namespace) -> Node:
+def add_standalone_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--standalone", action="store_true",
+                        help="use a throwaway node even when a node runs in the data dir")
+
+
+def running_node(args: argparse.Namespace, ignored: dict[str, bool]) -> ControlClient | None:
+    """The control client of the node running in the data dir, unless ``--standalone``;
+    a note on stderr names the flags that only a throwaway node would use."""
+    if args.standalone:
+        return None
+    client = ControlClient.open(args.data_dir)
+    unused = [flag for flag, given in ignored.items() if given]
+    if client is not None and unused:
+        print(f"p2pstack: note: using the node running in {args.data_dir}; "
+              f"{', '.join(unused)} ignored (--standalone for a throwaway node)",
+              file=sys.stderr)
+    return client
+
+
+def _ignored(args: argparse.Namespace) -> dict[str, bool]:
+    return {"--listen": args.listen != "0.0.0.0:0", "--bootstrap": bool(args.bootstrap)}
+
+
+def _operate(args: argparse.Namespace, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run ``method`` on the running node, else on a throwaway one; ``via`` says which."""
+    client = running_node(args, _ignored(args))
+    if client is not None:
+        with client:
+            out = client.call(method, params, timeout=args.timeout + CALL_MARGIN)
+        out["via"] = "node"
+        return out
+    out = asyncio.run(_standalone(args, method, params))
+    out["via"] = "standalone"
+    return out
+
+
+async def _standalone(args: argparse.Namespace, method: str,
+                      params: dict[str, Any]) -> dict[str, Any]:
     node = Node(_client_config(args))
     await node.start()
-    if node.config.bootstrap:
-        try:
-            await _with_timeout(node.join(), args.timeout)
-        except BaseException:
-            await node.stop(grace=0.2)
-            raise
-    return node
-
-
-async def _with_timeout(coro: Any, timeout: float) -> Any:
     try:
-        return await asyncio.wait_for(coro, timeout)
-    except TimeoutError:
-        raise RemoteError(f"no answer within {timeout:g}s") from None
-
-
-async def _reachable(node: Node, peer_id: Any, wait: float) -> bool | None:
-    """The peer's dial-back verdict, waiting up to ``wait`` seconds for it."""
-    queue = node.subscribe()
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while peer_id not in node.reachability and loop.time() < deadline:
+        if node.config.bootstrap:
             try:
-                await asyncio.wait_for(queue.get(), deadline - loop.time())
+                async with asyncio.timeout(args.timeout):
+                    await node.join()
             except TimeoutError:
-                break
+                raise RemoteError(f"no answer within {args.timeout:g}s") from None
+        result: dict[str, Any] = await getattr(operations, method)(node, **params)
+        return result
     finally:
-        node.unsubscribe(queue)
-    result = node.reachability.get(peer_id)
-    return None if result is None else result.ok
+        await node.stop(grace=0.2)
 
 
 def run_connect(args: argparse.Namespace) -> int:
     _check_timeout(args)
-    return asyncio.run(_connect(args))
-
-
-async def _connect(args: argparse.Namespace) -> int:
-    target = parse_address(args.target)  # a usage error before anything starts
-    node = await _start_client(args)
-    try:
-        conn, reply, rtt = await _with_timeout(
-            node.echo(target, args.message.encode(), transport=args.transport), args.timeout)
-        reachable = await _reachable(node, conn.peer_id, min(args.timeout, 6.0))
-        out = {"peer_id": str(conn.peer_id), "transport": conn.transport,
-               "rtt_ms": round(rtt * 1000, 3), "reply": reply.decode("utf-8", "replace"),
-               "reachable": reachable}
-        if args.json:
-            print_json(out)
-        else:
-            print(f"connected to {out['peer_id']} over {out['transport']}")
-            print(f"reply: {out['reply']}  (rtt {out['rtt_ms']} ms)")
-            if reachable is not None:
-                print("the peer dialed us back: " + ("reachable" if reachable else "unreachable"))
-    finally:
-        await node.stop(grace=0.2)
+    parse_address(args.target)  # a usage error before anything starts
+    out = _operate(args, "connect", {"target": args.target, "message": args.message,
+                                     "transport": args.transport, "timeout": args.timeout})
+    if args.json:
+        print_json(out)
+    else:
+        print(f"connected to {out['peer_id']} over {out['transport']} ({out['path']})")
+        print(f"reply: {out['reply']}  (rtt {out['rtt_ms']} ms)")
+        if out["reachable"] is not None:
+            print("the peer dialed us back: "
+                  + ("reachable" if out["reachable"] else "unreachable"))
     return 0
 
 
@@ -205,26 +222,12 @@ def run_ping(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise UsageError("--count must be at least 1")
     _check_timeout(args)
-    return asyncio.run(_ping(args))
-
-
-async def _ping(args: argparse.Namespace) -> int:
-    target = parse_address(args.target)
-    node = await _start_client(args)
-    try:
-        conn, rtt = await _with_timeout(node.ping(target, transport=args.transport),
-                                        args.timeout)
-        rtts = [rtt]
-        for _ in range(args.count - 1):
-            rtts.append((await _with_timeout(node.ping(conn), args.timeout))[1])
-        out = {"peer_id": str(conn.peer_id), "transport": conn.transport,
-               "rtt_ms": round(statistics.median(rtts) * 1000, 3), "reply": "pong",
-               "rtts_ms": [round(r * 1000, 3) for r in rtts]}
-        if args.json:
-            print_json(out)
-        else:
-            for r in out["rtts_ms"]:
-                print(f"pong from {out['peer_id']} over {out['transport']}: {r} ms")
-    finally:
-        await node.stop(grace=0.2)
+    parse_address(args.target)
+    out = _operate(args, "ping", {"target": args.target, "transport": args.transport,
+                                  "count": args.count, "timeout": args.timeout})
+    if args.json:
+        print_json(out)
+    else:
+        for r in out["rtts_ms"]:
+            print(f"pong from {out['peer_id']} over {out['transport']}: {r} ms")
     return 0

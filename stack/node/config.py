@@ -48,6 +48,9 @@ class NodeConfig:
     publish          sign our announcement (seed 004, next persisted sequence number)
                      with our addresses and keep it stored in the DHT
     rng_seed         seed of the DHT's random choices (simulations); None: fresh
+    control          serve the control API on ``data_dir/control.sock`` (what
+                     ``p2pstack node`` does; ``connect``, ``ping``, ``lookup`` and
+                     ``status`` then use this node)
     stores           where trust, sequence numbers and replay state live; None: files in
                      ``data_dir`` (``Stores.file``). Simulations pass ``Stores.memory()``
     """
@@ -75,4 +78,5 @@ class NodeConfig:
     dht_server: bool | None = None
     publish: bool = True
     rng_seed: int | None = None
+    control: bool = False
     stores: Stores | None = None

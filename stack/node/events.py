@@ -26,8 +26,9 @@ from stack.base.interfaces import PathKind
 from stack.store.trust import Outcome
 
 __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityReceived",
-           "DialbackResult", "DialbackRole", "AnnouncementPublished", "ServiceFailed", "NodeEvent",
-           "EventBus", "EventWaiter", "EVENT_NAMES"]
+           "DialbackResult", "DialbackRole", "AnnouncementPublished", "ServiceFailed",
+           "ControlRequest", "ControlOutcome", "NodeEvent", "EventBus", "EventWaiter",
+           "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
 
@@ -103,15 +104,30 @@ class ServiceFailed:
     retry_in: float
 
 
+class ControlOutcome(StrEnum):
+    OK = "ok"                # answered with a result
+    ERROR = "error"          # answered with a named error
+    CANCELLED = "cancelled"  # the client left before the answer; its work was cancelled
+    REFUSED = "refused"      # a client of another user; nothing was read
+
+
+@dataclass(frozen=True)
+class ControlRequest:
+    """The control API (``stack.node.control``) finished one request."""
+    method: str
+    outcome: ControlOutcome
+    error: str | None = None
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
-             | DialbackResult | AnnouncementPublished | ServiceFailed)
+             | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
     ConnectionOpened: "connection.opened", ConnectionClosed: "connection.closed",
     TrustChecked: "trust.checked", IdentityReceived: "identity.received",
     DialbackResult: "dialback.result", AnnouncementPublished: "dht.published",
-    ServiceFailed: "service.failed",
+    ServiceFailed: "service.failed", ControlRequest: "control.request",
 }
 
 E = TypeVar("E")

@@ -53,10 +53,12 @@ from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
+from stack.node import operations
 from stack.node.config import NodeConfig
+from stack.node.control import ControlServer, Method, socket_path
 from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
-                               DialbackResult, DialbackRole, EventBus, EventWaiter, IdentityReceived, NodeEvent,
-                               ServiceFailed, TrustChecked)
+                               DialbackResult, DialbackRole, EventBus, EventWaiter,
+                               IdentityReceived, NodeEvent, ServiceFailed, TrustChecked)
 from stack.node.protocols.autonat import DialBack
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
@@ -140,6 +142,10 @@ class Node:
         self._bootstrap_addrs: list[Address] = []  # resolved config.bootstrap
         self._replicas = 0                 # DHT nodes that stored it at our last put
         self._table_at_put = 0             # our routing-table size at that put
+        # Did a dial-back from our bootstrap node reach us (None: not probed)?
+        self.publicly_reachable: bool | None = None
+        self.control: ControlServer | None = None
+        self._started_at = 0.0
 
     def _build_router(self) -> Router:
         """The built-in protocols. A new protocol is one more ``router.add``."""
@@ -164,6 +170,16 @@ class Node:
         return self.identify.reachability
 
     @property
+    def uptime(self) -> float:
+        """Seconds since ``start()`` (monotonic clock)."""
+        return self.clock.monotonic() - self._started_at if self._started else 0.0
+
+    @property
+    def replicas(self) -> int:
+        """DHT nodes that stored our announcement at its last put."""
+        return self._replicas
+
+    @property
     def peer_id(self) -> PeerId:
         return self.identity.peer_id
 
@@ -178,6 +194,22 @@ class Node:
     async def start(self) -> None:
         if self._started:
             raise LocalError("node already started")
+        if self.config.control:
+            # First: a second node on this data directory fails here, with that reason,
+            # before it takes (or fails to take) any port.
+            await self._start_control()
+        try:
+            await self._start_parts()
+        except BaseException:
+            if self.control is not None:
+                await self.control.stop()
+                self.control = None
+            raise
+        self._started_at = self.clock.monotonic()
+        self._started = True
+        log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
+
+    async def _start_parts(self) -> None:
         certified = make_certificate(self.identity, self.clock.now())  # one for QUIC and TLS
         self._certified = certified
         host, port = self.config.listen
@@ -208,8 +240,6 @@ class Node:
         if self.config.dht:
             self._start_dht()
         await self.router.start()
-        self._started = True
-        log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
     async def _start_tls(self, addr: Address, certified: CertifiedKey) -> None:
         tls = TlsTransport(certified=certified, clock=self.clock, options=self.options,
@@ -227,6 +257,19 @@ class Node:
         self.stun = StunService(StunServer(ServerConfig(primary=local)), self.clock)
         self.stun.add_endpoint(self.endpoint)
         self.demux.register_stun(self.stun.receiver(local))
+
+    async def _start_control(self) -> None:
+        methods: dict[str, Method] = {
+            "status": lambda params: _answer(operations.status(self, **params)),
+            "connect": lambda params: operations.connect(self, **params),
+            "ping": lambda params: operations.ping(self, **params),
+            "lookup": lambda params: operations.lookup(self, **params),
+        }
+        control = ControlServer(socket_path(self.config.data_dir),
+                                {name: _checked(name, m) for name, m in methods.items()},
+                                self.events)
+        await control.start()
+        self.control = control
 
     def _start_dht(self) -> None:
         assert self.endpoint is not None
@@ -287,6 +330,7 @@ class Node:
             finally:
                 verdict.cancel()
         log.info("dht.mode", server=reachable, probed=_addr_text(addr))
+        self.publicly_reachable = reachable
         return reachable
 
     def announced_addrs(self) -> tuple[str, ...]:
@@ -403,6 +447,9 @@ class Node:
         if not self._started:
             return
         self._started = False
+        if self.control is not None:  # first: no new request reaches a stopping node
+            await self.control.stop()
+            self.control = None
         if self.dht is not None:
             self.dht.close()
         # Transports first: their graceful close lets open streams finish, and our
@@ -487,14 +534,16 @@ class Node:
     def _accepted(self, conn: Connection) -> None:
         """A transport authenticated an inbound connection: trust check, then serve."""
         address = _addr_text(conn.remote_address)
-        # A QUIC peer sends from its shared UDP port, a dialable address worth keeping;
-        # a TLS peer from an ephemeral TCP port, which is not.
-        seen_at = address if conn.transport == "quic" else None
+        # Where an inbound connection comes from is not recorded as a dialable address:
+        # a dial-back comes from a fresh UDP port (protocols.autonat), a TLS peer from an
+        # ephemeral TCP port, a NATed peer from a mapping. Dialing one of those later by
+        # peer id spends a whole handshake timeout on a dead port. Dialable addresses
+        # are the ones we dialed, the dial-back proved, and the DHT's signed records.
         if conn.peer_id == self.peer_id:  # our own dial looped back: nothing to trust
             conn.abort("connection from ourselves")
             return
         # Decided off the loop and durable before the application hears of it.
-        pending = self.trust.check_peer_async(conn.peer_id, address=seen_at)
+        pending = self.trust.check_peer_async(conn.peer_id)
         if pending.done():  # a memory store: decided now, as before
             self._admit(conn, address, pending)
         else:
@@ -700,6 +749,22 @@ class Node:
     @property
     def connections(self) -> list[Connection]:
         return list(self._connections)
+
+
+async def _answer(result: dict[str, Any]) -> dict[str, Any]:
+    return result
+
+
+def _checked(name: str, method: Method) -> Method:
+    """``method`` with its params checked: unknown or mistyped ones are a usage error,
+    not a TypeError inside the node."""
+    async def call(params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            work = method(params)
+        except TypeError as exc:
+            raise UsageError(f"{name}: {exc}") from None
+        return await work
+    return call
 
 
 def _dialable(candidates: list[str], transport: str) -> list[str]:

@@ -57,7 +57,7 @@ class Supervisor:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the point: no failure goes unseen
+            except Exception as exc:  # deliberately broad: no failure goes unseen
                 if loop.time() - started >= self.max_backoff:
                     failures = 0
                 failures += 1

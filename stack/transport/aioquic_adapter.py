@@ -28,6 +28,9 @@ from __future__ import annotations
 
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.stream import QuicStream
 from cryptography import x509
 
 __all__ = ["AIOQUIC_VERSION", "PRIVATE_FIELDS", "FlowControlledQuicConnection",
@@ -82,7 +85,8 @@ class FlowControlledQuicConnection(QuicConnection):
     others (and would have to count the bytes the driver drops unread).
     """
 
-    def _write_stream_limits(self, builder, space, stream) -> None:  # type: ignore[override]
+    def _write_stream_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
+                             stream: QuicStream) -> None:
         receiver = stream.receiver
         highest = receiver.highest_offset
         receiver.highest_offset = 0

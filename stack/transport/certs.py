@@ -121,7 +121,7 @@ def make_certificate(identity: Identity, now: float) -> CertifiedKey:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     signed_key = encode_signed_key(_ED25519_PROTO_PREFIX + identity.public_key,
                                    identity.sign(SIGNATURE_PREFIX + spki))
-    start = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    start = datetime.datetime.fromtimestamp(now, datetime.UTC)
     # The subject/issuer carry nothing the protocol relies on; a readable name helps
     # whoever looks at the certificate with openssl.
     name = x509.Name([x509.NameAttribute(x509.NameOID.SERIAL_NUMBER, str(identity.peer_id))])
@@ -149,7 +149,7 @@ def verify_certificate(der: bytes, now: float) -> PeerId:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise InvalidCertificate(f"certificate does not parse: {exc}") from None
-    when = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(now, datetime.UTC)
     if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
         raise InvalidCertificate("certificate is not valid at this time")
     try:

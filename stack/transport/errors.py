@@ -52,9 +52,9 @@ class HandshakeTimeout(HandshakeFailed):
 
 class DialFailed(TransportError):
     """Dialing a peer id failed on every address tried. ``attempts`` lists each
-    ``(address, error)`` in the order tried (a failed DHT lookup as ``"DHT lookup"``), so the real cause is not hidden behind the
-    last one (e.g. a QUIC timeout on the public address, then a different node at an
-    announced 127.0.0.1)."""
+    ``(address, error)`` in the order tried (a failed DHT lookup as ``"DHT lookup"``), so
+    the real cause is not hidden behind the last one (e.g. a QUIC timeout on the public
+    address, then a different node at an announced 127.0.0.1)."""
 
     def __init__(self, peer_id: object, attempts: list[tuple[str, Exception]]) -> None:
         self.peer_id = peer_id

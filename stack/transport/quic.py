@@ -115,6 +115,8 @@ class QuicConn(BaseConnection):
     def __init__(self, driver: QuicTransport, quic: QuicConnection, sock: PathSocket,
                  is_client: bool, expected: PeerId | None) -> None:
         # peer_id stays None until the handshake authenticates the peer
+        # ignored: BaseConnection types peer_id as the authenticated PeerId it is
+        # once open; before the handshake it may be None (see above)
         super().__init__(peer_id=expected,  # type: ignore[arg-type]
                          remote_address=sock.path.address,
                          is_client=is_client, options=driver.options)

@@ -6,7 +6,10 @@ only request a certificate together with OpenSSL's chain verification (which rej
 self-signed certificates) and offers no verify callback. pyOpenSSL (already required by
 aioquic) gives ``set_verify`` with a callback; we accept at that layer and run
 ``verify_certificate`` on the peer's certificate right after the handshake, closing the
-connection on failure before any application byte is processed. TLS runs over memory
+connection on failure before any application byte is processed; the dialer does so before
+its Finished leaves, so a listener it refuses never completes its handshake. The listener
+completes only when the dialer already has; its refusals (certificate, connection limits)
+reach the dialer as a mux GOAWAY with a reason code. TLS runs over memory
 BIOs inside an ``asyncio.Protocol``: bytes in, bytes out, like the QUIC driver.
 
 Settings: TLS 1.3 only; both sides present the identity-bound certificate; ALPN
@@ -17,6 +20,7 @@ Settings: TLS 1.3 only; both sides present the identity-bound certificate; ALPN
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -143,6 +147,12 @@ class TlsConn(BaseConnection):
             if frame_type == mux.PING:
                 self._proto.send(mux.encode(mux.PONG, 0, value))
                 continue
+            if frame_type == mux.GOAWAY and value != 0:
+                # the peer refuses or ends the connection and says why (mux.py)
+                self._closed_by(f"refused by the peer: {mux.goaway_reason(value)}")
+                self._proto.shutdown()
+                self._progressed()
+                return
             if frame_type in (mux.PONG, mux.GOAWAY):
                 continue
             stream = self.streams.get(sid)
@@ -201,6 +211,7 @@ class _TlsProtocol(asyncio.Protocol):
         self.conn: TlsConn | None = None
         self.established = asyncio.get_running_loop().create_future()
         self.paused = False
+        self._tls_done = False  # our TLS handshake completed (the peer may think so too)
         self._timer: asyncio.TimerHandle | None = None
         self._last_rx = 0.0
         self._last_tx = 0.0
@@ -227,7 +238,7 @@ class _TlsProtocol(asyncio.Protocol):
                 self._handshake()
             if self.conn is not None:
                 self._read_plaintext()
-        except TransportError as exc:
+        except (TransportError, LimitExceeded) as exc:
             self._fail(exc)
         except SSL.Error as exc:  # alert, bad record MAC, ...
             error = HandshakeFailed if self.conn is None else ProtocolViolation
@@ -278,8 +289,33 @@ class _TlsProtocol(asyncio.Protocol):
         except SSL.WantReadError:
             self._flush()
             return
+        self._tls_done = True
+        if self.server:
+            self._flush()
+            self._authenticate()
+            return
+        # A TLS 1.3 client completes its handshake when it writes its Finished, before the
+        # listener has seen it; once the Finished leaves, the listener's handshake is done
+        # and it admits us. So the dialer checks the listener (certificate, expected peer
+        # id, ALPN, its own limits) while its last flight is still in the memory BIO -- the
+        # server's CertificateVerify and Finished are verified by now, so the certificate
+        # is proven -- and on refusal drops that flight unsent: the listener's handshake
+        # then fails (EOF) instead of handing its application a connection that is closed
+        # at once. Same order as QUIC, which closes before its Finished is sent.
+        try:
+            self._authenticate()
+        except BaseException:
+            self._discard_output()
+            raise
         self._flush()
-        self._authenticate()
+
+    def _discard_output(self) -> None:
+        """Drop whatever TLS queued for the peer (the dialer's unsent last flight)."""
+        while True:
+            try:
+                self.ssl.bio_read(_READ_SIZE)
+            except SSL.WantReadError:
+                return
 
     def _authenticate(self) -> None:
         owner = self.owner
@@ -291,10 +327,7 @@ class _TlsProtocol(asyncio.Protocol):
         peer_id = owner._verifier.verify(cert.public_bytes(Encoding.DER), owner._clock.now())
         if self.expected is not None and peer_id != self.expected:
             raise PeerIdMismatch(self.expected, peer_id)
-        try:
-            owner._registry.admit(peer_id)
-        except LimitExceeded as exc:
-            raise HandshakeFailed(str(exc)) from None
+        owner._registry.admit(peer_id)  # LimitExceeded, as on QUIC
         conn = TlsConn(self, peer_id, is_client=not self.server)
         conn.registry = owner._registry
         conn.add_close_callback(lambda c: owner._registry.release(c.peer_id))
@@ -317,6 +350,8 @@ class _TlsProtocol(asyncio.Protocol):
                 self.shutdown()
                 return
             self.conn.feed(data)
+            if self.conn.closed:  # e.g. the peer's GOAWAY with a reason: we shut down
+                return
         self._flush()  # post-handshake messages (tickets, key updates) and our replies
 
     def send(self, plaintext: bytes) -> None:
@@ -330,10 +365,8 @@ class _TlsProtocol(asyncio.Protocol):
         self._cancel_timer()
         if self.transport is None or self.transport.is_closing():
             return
-        try:
+        with contextlib.suppress(SSL.Error):  # a broken session has no close_notify to send
             self.ssl.shutdown()
-        except SSL.Error:
-            pass
         self._flush()
         self.transport.close()
 
@@ -344,13 +377,21 @@ class _TlsProtocol(asyncio.Protocol):
         if self.server:
             self.established.exception()
 
-    def _fail(self, exc: TransportError) -> None:
+    def _fail(self, exc: TransportError | LimitExceeded) -> None:
         handshaking = not self.established.done()
         if handshaking:
             self.owner.handshake_failures += 1
             self._fail_established(exc)
         elif self.conn is not None:
             self.conn._closed_by(f"{type(exc).__name__}: {exc}")
+        if handshaking and self.server and self._tls_done:
+            # Our handshake is complete, so the dialer's is too (TLS 1.3: it finished
+            # first) and it believes it is connected: no TLS alert can reach it any more.
+            # Tell it why in a mux GOAWAY, then close_notify, as QUIC puts the reason in
+            # its CONNECTION_CLOSE; the dialer closes with "refused by the peer: <reason>".
+            self.send(mux.encode(mux.GOAWAY, 0, mux.goaway_code(exc)))
+            with contextlib.suppress(SSL.Error):
+                self.ssl.shutdown()
         if self.transport is not None:
             # Write out the alert OpenSSL queued for the failure (certificate_required,
             # RFC 8446 section 4.4.2.4; bad_certificate; ...): it tells the peer why.

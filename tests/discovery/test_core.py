@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from discovery.announcements import AnnouncementValidator
 from discovery.core import DhtConfig, DhtCore
 from discovery.events import BootstrapDone, GetDone, PutDone, RecordRefreshDue
-from discovery.wire import (FIND_NODE, FLAG_SERVER, PING, PROOF_DOMAIN, PROVE, PROVE_DOMAIN,
+from discovery.wire import (FIND_NODE, FLAG_SERVER, PING, PROVE, PROVE_DOMAIN,
                             STORE, Reply, Request, decode, encode_reply, encode_request)
 from dht_corenet import CoreNet
 from dht_helpers import announcement, identities
@@ -119,7 +119,8 @@ def test_prove_only_for_a_pending_challenge_at_that_address_in_time():
     a.receive(sybil_request(PING, pid), X, NOW + 200)
     (reply,) = [decode(d) for d, _ in a.outgoing()]
     a.receive(prove(pid, reply.challenge, peer), X, NOW + 200.1)
-    assert a.stats["proof_ok"] == 1 and a.table.get(int.from_bytes(peer.peer_id.dht_key, "big")).addr == X
+    assert a.stats["proof_ok"] == 1
+    assert a.table.get(int.from_bytes(peer.peer_id.dht_key, "big")).addr == X
 
 
 def test_pending_counter_challenges_are_bounded_under_a_spoofed_flood():
@@ -161,7 +162,7 @@ def test_unvalidated_replies_are_capped_at_three_times_the_request():
         c.bootstrap([nodes[0][1]], net.now)
         net.kick(addr)
         net.run_for(1)
-    a, a_addr = nodes[0]
+    a, _ = nodes[0]
     assert len(a.table) >= 21
     small = sybil_request(FIND_NODE)                       # an attacker does not pad
     a.receive(small, X, net.now)
@@ -286,7 +287,7 @@ def test_put_of_an_invalid_record_is_refused_locally():
 
 
 def test_stale_after_repeated_failures_and_adaptive_timeouts():
-    rng, net, ids, nodes = small_net(23, n=12)
+    _rng, net, _ids, nodes = small_net(23, n=12)
     a, a_addr = nodes[0]
     victim_core, victim_addr = nodes[4]
     vid = victim_core.table.own_id

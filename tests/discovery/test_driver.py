@@ -32,7 +32,7 @@ async def _nodes(n, config=DhtConfig()):
 
 def test_named_errors():
     async def main():
-        net, clock, ids, (a, b, c) = await _nodes(3)
+        net, clock, ids, (_a, b, c) = await _nodes(3)
         with pytest.raises(BootstrapFailed):
             await b.bootstrap([("10.9.9.9", 4001)], timeout=60)
         with pytest.raises(PublishFailed):       # nobody to store on
@@ -61,7 +61,7 @@ def test_named_errors():
 def test_record_source_is_asked_for_a_fresh_record_when_ours_ages():
     async def main():
         config = DhtConfig(republish_interval=3600.0)
-        net, clock, ids, drivers = await _nodes(4, config)
+        _net, clock, ids, drivers = await _nodes(4, config)
         for d in drivers[1:]:
             await d.bootstrap([("10.0.0.1", 4001)])
         seqs = iter(range(2, 100))

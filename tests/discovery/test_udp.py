@@ -27,12 +27,12 @@ async def test_fifty_nodes_on_loopback_resolve_each_other():
         seed_addr = nodes[0].endpoint.local_address
         await asyncio.gather(*(n.bootstrap([seed_addr], timeout=10) for n in nodes[1:]))
         records = []
-        for ident, node in zip(ids, nodes):
+        for ident, node in zip(ids, nodes, strict=True):
             port = node.endpoint.local_address[1]
             records.append(sign_announcement(ident, 1, [f"/ip4/127.0.0.1/udp/{port}/quic-v1"],
                                              clock.now()))
         stored = await asyncio.gather(*(n.publish(r, timeout=10)
-                                        for n, r in zip(nodes, records)))
+                                        for n, r in zip(nodes, records, strict=True)))
         assert min(stored) >= 20
 
         async def resolve_all(i):

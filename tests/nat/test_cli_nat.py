@@ -38,7 +38,7 @@ async def run_cli(*argv: str) -> int:
 
 
 async def test_json_report_against_an_rfc5780_server(capsys: pytest.CaptureFixture[str],
-                                                     tmp_path) -> None:  # type: ignore[no-untyped-def]
+                                                     tmp_path) -> None:
     service = await rfc5780_server()
     primary = service.server.config.primary
     try:
@@ -58,7 +58,7 @@ async def test_json_report_against_an_rfc5780_server(capsys: pytest.CaptureFixtu
 
 
 async def test_human_output_and_listen_flag(capsys: pytest.CaptureFixture[str],
-                                            tmp_path) -> None:  # type: ignore[no-untyped-def]
+                                            tmp_path) -> None:
     service = await rfc5780_server()
     primary = service.server.config.primary
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -76,7 +76,7 @@ async def test_human_output_and_listen_flag(capsys: pytest.CaptureFixture[str],
 
 
 async def test_nothing_answering_is_udp_blocked_exit_1(capsys: pytest.CaptureFixture[str],
-                                                       tmp_path) -> None:  # type: ignore[no-untyped-def]
+                                                       tmp_path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))  # bound and silent: our requests go unanswered
         port = s.getsockname()[1]
@@ -94,12 +94,12 @@ async def test_nothing_answering_is_udp_blocked_exit_1(capsys: pytest.CaptureFix
     ["nat", "--stun", "127.0.0.1:3478", "--listen", "127.0.0.1:70000"],
 ])
 def test_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str],
-                          tmp_path) -> None:  # type: ignore[no-untyped-def]
+                          tmp_path) -> None:
     assert main(["--data-dir", str(tmp_path), *argv]) == 2
     assert capsys.readouterr().err.startswith("p2pstack: error:")
 
 
-def test_missing_stun_flag_exits_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_stun_flag_exits_2(tmp_path) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--data-dir", str(tmp_path), "nat"])
     assert info.value.code == 2

@@ -46,7 +46,7 @@ async def ask(server: tuple[str, int]) -> BindingSuccess:
     clock = SystemClock()
     events: asyncio.Queue = asyncio.Queue()
 
-    def receive(batch):  # type: ignore[no-untyped-def]
+    def receive(batch):
         for data, addr in batch:
             client.receive(data, addr, clock.now())
         while (event := client.next_event()) is not None:
@@ -62,7 +62,7 @@ async def ask(server: tuple[str, int]) -> BindingSuccess:
             try:
                 event = await asyncio.wait_for(
                     events.get(), None if deadline is None else max(0, deadline - clock.now()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 client.handle_timer(clock.now())
                 while (event := client.next_event()) is not None:
                     events.put_nowait(event)
@@ -74,13 +74,13 @@ async def ask(server: tuple[str, int]) -> BindingSuccess:
         endpoint.close()
 
 
-async def test_coturn_answers_our_binding_request_with_rfc5780_attributes(coturn) -> None:  # type: ignore[no-untyped-def]
+async def test_coturn_answers_our_binding_request_with_rfc5780_attributes(coturn) -> None:
     event = await asyncio.wait_for(ask(coturn), 20)
     assert event.other_address == ("127.0.0.2", coturn[1] + 1)
     assert event.response_origin == coturn
 
 
-async def test_detection_against_coturn_on_loopback_is_open(coturn) -> None:  # type: ignore[no-untyped-def]
+async def test_detection_against_coturn_on_loopback_is_open(coturn) -> None:
     await asyncio.wait_for(ask(coturn), 20)  # coturn is up
     report = await detect_on(UdpNetwork(), ("127.0.0.1", 0), [coturn], SystemClock(),
                              config=RetransmitConfig(timeout=2.0))

@@ -32,10 +32,10 @@ STUN_A, STUN_B = "203.0.113.2", "203.0.113.3"
 PUBLIC = "198.51.100.7"
 
 
-def run_matrix(kind: str, seed: int, loss: float, servers=None, alt=True,  # type: ignore[no-untyped-def]
+def run_matrix(kind: str, seed: int, loss: float, servers=None, alt=True,
                hairpin: bool = False):
     """Detect from a host behind ``kind``; returns (report, the site's hairpin setting)."""
-    async def main():  # type: ignore[no-untyped-def]
+    async def main():
         clock = current_clock()
         net = SimNetwork(random.Random(seed), loss=loss)
         stun_host = net.add_host(STUN_A, extra_ips=[STUN_B])
@@ -96,7 +96,7 @@ def test_matrix_kinds_are_the_simulators() -> None:
     ("full-cone", EIM, None),
     ("symmetric", None, "symmetric"),
 ])
-def test_plain_servers_on_different_ips_give_mapping_only(kind: str, mapping, name) -> None:  # type: ignore[no-untyped-def]
+def test_plain_servers_on_different_ips_give_mapping_only(kind: str, mapping, name) -> None:
     """No OTHER-ADDRESS anywhere: mapping from comparing servers; filtering untestable."""
     report, _ = run_matrix(kind, 7, 0.0, servers=[(STUN_A, 3478), ("192.0.2.50", 3478)],
                            alt=False)
@@ -106,7 +106,7 @@ def test_plain_servers_on_different_ips_give_mapping_only(kind: str, mapping, na
 
 def test_plain_servers_same_ip_two_ports_tell_apdm() -> None:
     """Two plain servers on one IP, different ports: symmetric (APDM) is told apart."""
-    async def main():  # type: ignore[no-untyped-def]
+    async def main():
         clock = current_clock()
         net = SimNetwork(random.Random(5))
         host_s = net.add_host(STUN_A)
@@ -124,7 +124,7 @@ def test_plain_servers_same_ip_two_ports_tell_apdm() -> None:
 
 
 def test_nothing_answers_is_udp_blocked_after_the_schedule() -> None:
-    async def main():  # type: ignore[no-untyped-def]
+    async def main():
         clock = current_clock()
         net = SimNetwork(random.Random(3))
         host = net.add_host("192.0.2.9")

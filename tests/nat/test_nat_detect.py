@@ -27,7 +27,7 @@ S1, S2 = ("203.0.113.2", 3478), ("192.0.2.50", 3478)
 FAST = RetransmitConfig(rto=0.1, rc=2, rm=2)
 
 
-def reply(detector: NatDetector, server, mapped=PUBLIC, attrs=None, cls=Class.RESPONSE,  # type: ignore[no-untyped-def]
+def reply(detector: NatDetector, server, mapped=PUBLIC, attrs=None, cls=Class.RESPONSE,
           now=0.05, sent=None):
     """Answer the requests to ``server`` among ``sent`` (default: the detector's output)."""
     for data, dest in (detector.outgoing() if sent is None else sent):
@@ -57,10 +57,10 @@ def test_servers_are_tried_one_at_a_time_until_one_answers() -> None:
     d = NatDetector([S1, S2], LOCAL, config=FAST, rng=random.Random(1))
     d.start(0.0)
     assert [dest for _, dest in d.outgoing()] == [S1]
-    sent: list = []  # type: ignore[type-arg]
+    sent: list = []
     now = 0.0
     while not any(dest == S2 for _, dest in sent):
-        now = d.next_timer()  # type: ignore[assignment]
+        now = d.next_timer()
         d.handle_timer(now)
         sent = d.outgoing()
     assert now == pytest.approx(0.1 + 0.2)  # S1's schedule: sends at 0, 0.1, gives up at 0.3
@@ -177,7 +177,7 @@ IP_ONLY = ServerConfig(primary=("203.0.113.2", 3478), alternate_ip="203.0.113.3"
     (IP_ONLY, "restricted-cone", EIM, None, None),         # ADF|APDF undecided
     (IP_ONLY, "symmetric", None, None, "symmetric"),       # ADM|APDM undecided
 ], ids=lambda v: v if isinstance(v, str) else None)
-def test_half_rfc5780_servers_report_what_they_can(config, kind, mapping, filtering,  # type: ignore[no-untyped-def]
+def test_half_rfc5780_servers_report_what_they_can(config, kind, mapping, filtering,
                                                     name) -> None:
     report = detect_behind(kind, config)
     assert (report.mapping, report.filtering, report.type) == (mapping, filtering, name), report

@@ -307,7 +307,7 @@ addresses = st.one_of(
 @given(st.binary(min_size=12, max_size=12), addresses,
        st.none() | addresses, st.none() | addresses,
        st.none() | st.text(max_size=20), st.booleans())
-def test_fast_success_encoder_matches_aioice(txid, mapped, origin, other, software,  # type: ignore[no-untyped-def]
+def test_fast_success_encoder_matches_aioice(txid, mapped, origin, other, software,
                                              fingerprint) -> None:
     attributes = {"XOR-MAPPED-ADDRESS": mapped, "MAPPED-ADDRESS": mapped}
     if origin is not None:
@@ -325,7 +325,7 @@ def test_fast_success_encoder_matches_aioice(txid, mapped, origin, other, softwa
 @settings(max_examples=300, deadline=None)
 @given(st.binary(min_size=12, max_size=12), st.booleans(),
        st.lists(st.tuples(st.integers(0, 27), st.integers(0, 255)), max_size=2))
-def test_plain_request_fast_path_agrees_with_decode(txid: bytes, fingerprint: bool,  # type: ignore[no-untyped-def]
+def test_plain_request_fast_path_agrees_with_decode(txid: bytes, fingerprint: bool,
                                                     edits) -> None:
     data = bytearray(binding_request(txid, fingerprint=fingerprint))
     for pos, value in edits:

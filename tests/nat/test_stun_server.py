@@ -25,7 +25,7 @@ A, B = "203.0.113.2", "203.0.113.3"
 RFC5780 = ServerConfig(primary=(A, 3478), alternate_ip=B, alternate_port=3479)
 
 
-def answer(server: StunServer, data: bytes, local=None, addr=CLIENT, now=0.0):  # type: ignore[no-untyped-def]
+def answer(server: StunServer, data: bytes, local=None, addr=CLIENT, now=0.0):
     server.receive(data, addr, now, local)
     return server.outgoing()
 
@@ -58,7 +58,8 @@ def test_fingerprint_is_echoed_and_software_sent() -> None:
     ((B, 3478), 0, (B, 3478), (A, 3479)),
     ((B, 3479), 0x06, (A, 3478), (A, 3478)),
 ])
-def test_rfc5780_role_answers_from_the_endpoint_change_request_names(local, flags, via, other) -> None:  # type: ignore[no-untyped-def]
+def test_rfc5780_role_answers_from_the_endpoint_change_request_names(local, flags, via,
+                                                                     other) -> None:
     server = StunServer(RFC5780)
     request = binding_request(TXID, change_ip=bool(flags & 4), change_port=bool(flags & 2))
     [(data, dest, sent_via)] = answer(server, request, local=local)
@@ -73,7 +74,7 @@ def test_rfc5780_role_answers_from_the_endpoint_change_request_names(local, flag
                                     ServerConfig(primary=(A, 3478), alternate_port=3479)])
 def test_change_request_it_cannot_honour_gets_420(config: ServerConfig) -> None:
     server = StunServer(config)
-    [(data, dest, _)] = answer(server, binding_request(TXID, change_ip=True))
+    [(data, _dest, _)] = answer(server, binding_request(TXID, change_ip=True))
     decoded = decode(data)
     assert decoded.message.message_class == Class.ERROR
     assert decoded.message.error_code == 420
@@ -139,7 +140,7 @@ def test_bucket_table_stays_bounded() -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=100), st.sampled_from([None, (B, 3479)]))
-def test_fuzz_server_core_never_raises(data: bytes, local) -> None:  # type: ignore[no-untyped-def]
+def test_fuzz_server_core_never_raises(data: bytes, local) -> None:
     server = StunServer(RFC5780)
     framed = b"\x00\x01" + struct.pack("!H", len(data) & ~3) + b"\x21\x12\xa4\x42" + TXID \
         + data[:len(data) & ~3]
@@ -156,7 +157,7 @@ async def test_node_port_answers_stun_and_routes_responses_to_its_client() -> No
     net, clock = UdpNetwork(), SystemClock()
     got: asyncio.Queue = asyncio.Queue()
 
-    async def node(on_response=None):  # type: ignore[no-untyped-def]
+    async def node(on_response=None):
         demux = PortDemux()
         ep = await net.bind(("127.0.0.1", 0), demux)
         return ep, attach(demux, ep, clock, on_response=on_response)

@@ -20,7 +20,7 @@ MAPPED = ("198.51.100.7", 40000)
 
 
 def response(txid: bytes, attrs: dict | None = None, cls: Class = Class.RESPONSE,
-             **kw) -> bytes:  # type: ignore[type-arg,no-untyped-def]
+             **kw) -> bytes:
     attrs = {"XOR-MAPPED-ADDRESS": MAPPED} if attrs is None else attrs
     return encode(Message(Method.BINDING, cls, txid, attrs), **kw)
 
@@ -67,7 +67,7 @@ def test_timeout_time_is_39_5_seconds_by_default() -> None:
 
 
 @pytest.mark.parametrize("bad", [dict(rto=0), dict(rc=0), dict(rm=-1), dict(timeout=0)])
-def test_bad_config_is_refused(bad: dict) -> None:  # type: ignore[type-arg]
+def test_bad_config_is_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         RetransmitConfig(**bad)
 

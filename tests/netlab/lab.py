@@ -79,7 +79,8 @@ def skip_reason() -> str | None:
         return "the real-NAT lab needs root (network namespaces, nftables)"
     for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("turnserver", "coturn")):
         if shutil.which(tool) is None:
-            return f"the real-NAT lab needs `{tool}` (Debian package {package}; .ci/run installs it)"
+            return (f"the real-NAT lab needs `{tool}` "
+                    f"(Debian package {package}; .ci/run installs it)")
     probe = f"{run_prefix()}probe"
     try:
         _sh("ip", "netns", "add", probe)

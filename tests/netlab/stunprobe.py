@@ -45,7 +45,7 @@ def transact(sock: socket.socket, msg: stun.Message, addr: tuple[str, int],
             sock.settimeout(left)
             try:
                 data, source = sock.recvfrom(2048)
-            except socket.timeout:
+            except TimeoutError:
                 break
             try:
                 reply = stun.parse_message(data)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from netlab.lab import (HAIRPIN_KINDS, NAT_KINDS, STUN_PROBE, Lab, LabError, Site, run_prefix, sweep,
-                        sweep_stale)
+from netlab.lab import (HAIRPIN_KINDS, NAT_KINDS, STUN_PROBE, Lab, LabError, Site, run_prefix,
+                        sweep, sweep_stale)
 
 EIM = EIF = "endpoint-independent"
 ADF = "address-dependent"
@@ -98,7 +98,7 @@ def test_unknown_kind_is_refused(lab: Lab) -> None:
 
 
 def test_lab_error_names_the_failing_command(lab: Lab) -> None:
-    with pytest.raises(LabError, match="ip -n .*no-such-ns"):
+    with pytest.raises(LabError, match=r"ip -n .*no-such-ns"):
         Lab._ip(f"{run_prefix()}no-such-ns", "link", "show")
 
 

@@ -90,7 +90,7 @@ def test_random_port_mapping_does_not_keep_the_private_port():
 def test_port_preservation_yields_when_two_hosts_use_the_same_private_port():
     async def main():
         net = SimNetwork(random.Random(2), jitter=0.0)
-        eps, rec = await servers(net)
+        _eps, rec = await servers(net)
         nat = net.add_nat(NAT_IP, mapping=EIM, filtering=EIF)
         for private in ("192.168.1.2", "192.168.1.3"):
             ep = await nat.add_host(private).bind(("0.0.0.0", 5000), Recorder())
@@ -147,7 +147,7 @@ def test_address_and_port_dependent_filtering_lets_in_the_contacted_endpoint_onl
 def test_hairpinning(hairpin):
     async def main():
         net = SimNetwork(random.Random(1), jitter=0.0)
-        eps, rec = await servers(net)
+        _eps, rec = await servers(net)
         nat = net.add_nat(NAT_IP, mapping=EIM, filtering=EIF, hairpin=hairpin)
         got1, got2 = Recorder(), Recorder()
         e1 = await nat.add_host("192.168.1.2").bind(("0.0.0.0", 5001), got1)
@@ -229,7 +229,7 @@ def test_filter_permissions_expire_per_peer():
     """One EIM mapping kept alive by traffic to S2 does not keep S1's permission."""
     async def main():
         net = SimNetwork(random.Random(1), latency=0.01, jitter=0.0)
-        eps, rec = await servers(net)
+        eps, _rec = await servers(net)
         nat = net.add_nat(NAT_IP, mapping=EIM, filtering=APDF, mapping_timeout=30.0)
         got = Recorder()
         ep = await nat.add_host(PRIVATE).bind(("0.0.0.0", 5000), got)

@@ -218,7 +218,7 @@ def test_per_link_overrides_apply_both_ways_and_fall_back_to_defaults():
         inboxes = [Inbox(), Inbox(), Inbox()]
         ea = await a.bind((A, 1), inboxes[0])
         eb = await b.bind((B, 1), inboxes[1])
-        ec = await c.bind((C, 1), inboxes[2])
+        await c.bind((C, 1), inboxes[2])
         ea.send(b"a->b", (B, 1))
         eb.send(b"b->a", (A, 1))
         ea.send(b"a->c", (C, 1))

@@ -105,7 +105,7 @@ def test_missing_file_is_one_line_exit_1(nodes, tmp_path):
 
 
 def test_refuses_to_overwrite_without_force(nodes, tmp_path):
-    signer, verifier = nodes
+    signer, _verifier = nodes
     path = tmp_path / "a.ann"
     path.write_bytes(b"precious")
     res = cli(signer, "announce", "sign", "--out", str(path))
@@ -117,7 +117,7 @@ def test_refuses_to_overwrite_without_force(nodes, tmp_path):
 
 
 def test_stdout_when_not_a_terminal(nodes):
-    signer, verifier = nodes
+    signer, _verifier = nodes
     res = cli(signer, "announce", "sign", "--addr", "192.0.2.1:39001")
     assert res.returncode == 0
     env, ann = decode_announcement(res.stdout)

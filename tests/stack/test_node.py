@@ -82,6 +82,19 @@ async def test_multiaddrs_and_peer_id_enforcement(nodes) -> None:
     assert (await b.connect(a.peer_id)).peer_id == a.peer_id
 
 
+async def test_a_dial_backs_source_port_is_not_kept_as_the_peers_address(nodes) -> None:
+    # b dials a back from a fresh UDP port; a must not later dial that dead port when it
+    # connects to b by peer id (it did: the whole handshake timeout, then failure).
+    a, b = await nodes(), await nodes()
+    verdict = a.next_event(DialbackResult, role="dialer", timeout=T)
+    await a.connect(addr(b))
+    assert (await verdict).ok is True
+    entry = a.trust.get(b.peer_id)
+    assert entry is not None and entry.addresses == (addr(b),)
+    async with asyncio.timeout(T):
+        assert (await a.connect(b.peer_id)).peer_id == b.peer_id
+
+
 async def test_tofu_new_then_verified(nodes) -> None:
     a, b = await nodes(), await nodes()
     events = b.subscribe()

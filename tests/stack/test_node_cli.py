@@ -30,8 +30,8 @@ def first_line(proc: subprocess.Popen, timeout: float = 20) -> str:
 
 @pytest.fixture
 def node(tmp_path: Path):
-    proc = subprocess.Popen(CLI + ["--data-dir", str(tmp_path / "server"), "node", "--listen",
-                                   "127.0.0.1:0", "--json"],
+    proc = subprocess.Popen([*CLI, "--data-dir", str(tmp_path / "server"), "node", "--listen",
+                             "127.0.0.1:0", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             cwd=ROOT)
     try:
@@ -47,7 +47,8 @@ def test_node_json_connect_ping_and_clean_exit(node, tmp_path: Path) -> None:
     proc, info = node
     assert set(info) == {"peer_id", "addrs"}
     quic, tls = info["addrs"]
-    assert quic.startswith("/ip4/127.0.0.1/udp/") and quic.endswith(f"/quic-v1/p2p/{info['peer_id']}")
+    assert quic.startswith("/ip4/127.0.0.1/udp/")
+    assert quic.endswith(f"/quic-v1/p2p/{info['peer_id']}")
     assert "/tcp/" in tls and tls.endswith(f"/tls/p2p/{info['peer_id']}")
     client = str(tmp_path / "client")
 
@@ -97,7 +98,7 @@ def test_changed_key_is_refused_by_connect(tmp_path: Path) -> None:
     port = None
     for name in ("first", "second"):
         args = ["node", "--json", "--listen", f"127.0.0.1:{port or 0}"]
-        proc = subprocess.Popen(CLI + ["--data-dir", str(tmp_path / name)] + args,
+        proc = subprocess.Popen([*CLI, "--data-dir", str(tmp_path / name), *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                 cwd=ROOT)
         try:

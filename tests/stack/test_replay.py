@@ -321,19 +321,17 @@ def test_corrupt_state_file_is_reported_and_kept(tmp_path, content):
     with pytest.raises(CorruptFileError) as info:
         load_verifier(path)
     assert STATE_FILE_NAME in str(info.value)
-    with pytest.raises(CorruptFileError):
-        with open_verifier(tmp_path):
-            pass
+    with pytest.raises(CorruptFileError), open_verifier(tmp_path):
+        pass
     assert path.read_bytes() == content
 
 
 def test_open_verifier_saves_on_exit_not_on_error(tmp_path):
     with open_verifier(tmp_path) as v:
         assert v.verify(ann(seq=1), NOW).ok
-    with pytest.raises(RuntimeError):
-        with open_verifier(tmp_path) as v:
-            assert v.verify(ann(seq=2), NOW).ok
-            raise RuntimeError("crash before saving")
+    with pytest.raises(RuntimeError), open_verifier(tmp_path) as v:
+        assert v.verify(ann(seq=2), NOW).ok
+        raise RuntimeError("crash before saving")
     with open_verifier(tmp_path) as v:
         assert v.highest_seq(ALICE.peer_id) == 1
 

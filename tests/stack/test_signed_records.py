@@ -263,7 +263,7 @@ def test_wrong_field_types_are_malformed(index, value):
 
 
 def test_extra_and_missing_fields_are_malformed():
-    assert verify_record(_reenvelope(_fields() + [1]), NOW, window=DAY)[0] is Result.MALFORMED
+    assert verify_record(_reenvelope([*_fields(), 1]), NOW, window=DAY)[0] is Result.MALFORMED
     assert verify_record(_reenvelope(_fields()[:-1]), NOW, window=DAY)[0] is Result.MALFORMED
     as_map = dict(enumerate(_fields()))
     assert verify_record(_reenvelope(as_map), NOW, window=DAY)[0] is Result.MALFORMED

@@ -6,8 +6,8 @@ reads the listener's within the handshake timeout (``HandshakeTimeout``), verifi
 waits in the background for the listener's verdict: ``{"ok", "address", "error",
 "observed"}``. The verdict becomes a ``DialbackResult`` (role ``dialer``) in
 ``reachability``; ``observed`` (our address as the listener saw it, identify's
-"observed address") goes to ``on_observed`` with whether the dial-back reached it. A listener that does no dial-backs
-answers ``ok: None`` at once.
+"observed address") goes to ``on_observed`` with whether the dial-back reached it. A
+listener that does no dial-backs answers ``ok: None`` at once.
 
 Listener (``handle``): verifies the dialer's exchange, answers with its own, and unless
 it does no dial-backs (or dialed this connection itself) asks ``autonat`` to dial the

@@ -83,7 +83,7 @@ def test_garbage_and_missing_extension() -> None:
     with pytest.raises(InvalidCertificate, match="parse"):
         verify_certificate(b"\x30\x03junk", NOW)
     key = ec.generate_private_key(ec.SECP256R1())
-    start = datetime.datetime.fromtimestamp(NOW, datetime.timezone.utc)
+    start = datetime.datetime.fromtimestamp(NOW, datetime.UTC)
     plain = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(x509.Name([]))
              .public_key(key.public_key()).serial_number(1)
              .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=1))
@@ -98,7 +98,7 @@ def test_copied_extension_on_another_key_is_rejected() -> None:
     victim = make_certificate(Identity.generate(), NOW)
     ext = victim.certificate.extensions.get_extension_for_oid(LIBP2P_EXTENSION_OID)
     key = ec.generate_private_key(ec.SECP256R1())
-    start = datetime.datetime.fromtimestamp(NOW, datetime.timezone.utc)
+    start = datetime.datetime.fromtimestamp(NOW, datetime.UTC)
     forged = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(x509.Name([]))
               .public_key(key.public_key()).serial_number(2)
               .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=1))

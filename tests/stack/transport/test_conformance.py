@@ -76,20 +76,7 @@ QUIC = Transport(
 
 TLS = Transport(
     name="tls", make_peer=tls_peer, queued=_tls_queued,
-    dialer_address=lambda dialer, conn: conn._proto.transport.get_extra_info("sockname")[:2],
-    known_bugs={
-        "test_dialers_own_connection_limit_is_limit_exceeded":
-            "TlsTransport turns the dialer's own LimitExceeded (registry.admit) into "
-            "HandshakeFailed; QUIC raises LimitExceeded",
-        "test_refused_identity_leaves_no_connection_on_the_listener":
-            "the TLS dialer checks the peer id only after its handshake is done and its "
-            "Finished sent, so the listener admits the dialer and hands its application a "
-            "connection that is closed at once (QUIC closes before its Finished leaves)",
-        "test_refused_dialer_learns_it_was_the_limit":
-            "a TLS listener over its connection limit drops the TCP connection without "
-            "saying why: the dialer sees 'peer closed the connection' (QUIC sends the "
-            "reason 'LimitExceeded')",
-    })
+    dialer_address=lambda dialer, conn: conn._proto.transport.get_extra_info("sockname")[:2])
 
 TRANSPORTS = [pytest.param(QUIC, id="quic"), pytest.param(TLS, id="tls")]
 
@@ -314,7 +301,7 @@ async def test_stream_limit_per_connection(net: Net) -> None:
     with pytest.raises(StreamReset):  # the third concurrent stream is refused by a reset
         await asyncio.wait_for(streams[2].read(), T)
     # the two admitted ones work
-    for opened, got in zip(streams[:2], accepted):
+    for opened, got in zip(streams[:2], accepted, strict=True):  # 2 and 2, asserted above
         assert await asyncio.wait_for(got.read(), T) == b"x"
         await got.write(b"ok")
         assert await asyncio.wait_for(opened.read(), T) == b"ok"

@@ -45,4 +45,4 @@ def test_refusals(bad: str) -> None:
 
 def test_address_property_requires_host() -> None:
     with pytest.raises(UsageError):
-        parse_address(f"/p2p/{A}").address
+        _ = parse_address(f"/p2p/{A}").address

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from stack.transport import mux
-from stack.transport.errors import FrameTooLarge, ProtocolViolation
+from stack.transport.errors import (FrameTooLarge, InvalidCertificate, LimitExceeded,
+                                    ProtocolViolation)
 
 
 def test_golden_frames_both_directions() -> None:
@@ -32,3 +33,13 @@ def test_unknown_type_and_oversized_frame_are_refused() -> None:
         mux.FrameReader().feed(bytes.fromhex("07" "00000001" "00000000"))
     with pytest.raises(FrameTooLarge):
         mux.FrameReader().feed(b"\x00\x00\x00\x00\x01" + (mux.MAX_FRAME + 1).to_bytes(4, "big"))
+
+
+def test_goaway_carries_a_reason_code() -> None:
+    frame = mux.encode(mux.GOAWAY, 0, mux.goaway_code(LimitExceeded("full")))
+    assert frame == bytes.fromhex("06" "00000000" "00000001")
+    assert mux.FrameReader().feed(frame) == [(mux.GOAWAY, 0, 1, b"")]
+    assert mux.goaway_code(InvalidCertificate("forged")) == 2
+    assert mux.goaway_code(ProtocolViolation("other")) == 3  # no code of its own: Refused
+    assert [mux.goaway_reason(c) for c in (0, 1, 2, 3, 99)] == [
+        "NoError", "LimitExceeded", "InvalidCertificate", "Refused", "Refused"]

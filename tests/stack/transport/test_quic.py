@@ -207,7 +207,8 @@ async def test_idle_timeout_closes_and_keep_alive_prevents_it() -> None:
     try:
         conn = await b.transport.dial(a.address, a.identity.peer_id)
         await asyncio.wait_for(conn.wait_closed(), T)
-        assert "idle" in (conn.close_reason or "").lower()  # (was "... or conn.closed": always true)
+        # (was "... or conn.closed": always true)
+        assert "idle" in (conn.close_reason or "").lower()
         kept = await c.transport.dial(a.address, a.identity.peer_id)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(kept.wait_closed(), 1.5)
@@ -344,7 +345,7 @@ def test_a_timer_still_due_after_handling_lets_virtual_time_move() -> None:
             registry=Registry(options.limits), on_connection=lambda conn: None)
         core = LossCheck(sent, delay)
         sock = UdpPathSocket(transport._send, ("10.0.0.1", 1))
-        conn = QuicConn(transport, core, sock, True, None)  # type: ignore[arg-type]
+        conn = QuicConn(transport, core, sock, True, None)
         transport._conns[conn] = None
         transport._flush(conn)
         transport._rearm()

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from stack.base.identity import Identity
 from stack.transport import mux
 from stack.transport.certs import LIBP2P_EXTENSION_OID, CertifiedKey, make_certificate
 from stack.transport.errors import InvalidCertificate, PeerIdMismatch
@@ -45,16 +46,7 @@ async def test_mitm_copying_the_targets_extension_is_rejected(pair) -> None:
     """A MITM that terminates TLS needs a certificate claiming the target's identity; it
     can copy the target's SignedKey but not re-sign it over its own key."""
     a, b = pair
-    victim = make_certificate(a.identity, time.time())
-    ext = victim.certificate.extensions.get_extension_for_oid(LIBP2P_EXTENSION_OID)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    forged = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(x509.Name([]))
-              .public_key(key.public_key()).serial_number(7)
-              .not_valid_before(now - datetime.timedelta(hours=1))
-              .not_valid_after(now + datetime.timedelta(days=1))
-              .add_extension(ext.value, critical=True).sign(key, hashes.SHA256()))
-    mitm = await tls_peer(certified=CertifiedKey(forged, key, forged.public_bytes(Encoding.DER)))
+    mitm = await tls_peer(certified=_forged(a.identity))
     try:
         with pytest.raises(InvalidCertificate):
             await b.transport.dial(mitm.address, a.identity.peer_id)
@@ -62,6 +54,48 @@ async def test_mitm_copying_the_targets_extension_is_rejected(pair) -> None:
             await b.transport.dial((await tls_peer()).address, a.identity.peer_id)
     finally:
         await mitm.aclose()
+
+
+def _forged(victim: Identity) -> CertifiedKey:
+    """A certificate carrying ``victim``'s SignedKey extension over a different key."""
+    cert = make_certificate(victim, time.time())
+    ext = cert.certificate.extensions.get_extension_for_oid(LIBP2P_EXTENSION_OID)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    forged = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(x509.Name([]))
+              .public_key(key.public_key()).serial_number(7)
+              .not_valid_before(now - datetime.timedelta(hours=1))
+              .not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(ext.value, critical=True).sign(key, hashes.SHA256()))
+    return CertifiedKey(forged, key, forged.public_bytes(Encoding.DER))
+
+
+async def test_listener_refusing_the_dialers_certificate_says_why(pair) -> None:
+    """TLS 1.3: the dialer finishes before the listener checks its certificate, so the
+    listener's refusal comes as a mux GOAWAY with a reason code, not as an EOF."""
+    a, _ = pair
+    forger = await tls_peer(certified=_forged(Identity.generate()))
+    try:
+        conn = await asyncio.wait_for(forger.transport.dial(a.address, a.identity.peer_id), T)
+        await asyncio.wait_for(conn.wait_closed(), T)
+        assert conn.close_reason == "refused by the peer: InvalidCertificate"
+        assert a.transport.handshake_failures == 1 and a.incoming.empty()
+    finally:
+        await forger.aclose()
+
+
+async def test_goaway_without_a_reason_is_ignored_and_unknown_reasons_close(pair) -> None:
+    conn, server = await connected(pair)
+    server._proto.send(mux.encode(mux.GOAWAY, 0, 0))
+    stream = await conn.open_stream()
+    await stream.write_message(b"still open")
+    got = await asyncio.wait_for(server.accept_stream(), T)
+    assert await asyncio.wait_for(got.read_message(), T) == b"still open"
+    assert not conn.closed
+    server._proto.send(mux.encode(mux.GOAWAY, 0, 0xBEEF))
+    await asyncio.wait_for(conn.wait_closed(), T)
+    assert conn.close_reason == "refused by the peer: Refused"
+    await asyncio.wait_for(server.wait_closed(), T)  # the receiver closed its side too
 
 
 async def test_client_without_certificate_is_rejected(pair) -> None:
@@ -129,7 +163,7 @@ async def test_silent_connections_from_one_ip_cannot_hold_others_off() -> None:
 
 
 async def test_oversized_frame_closes_only_that_connection(pair) -> None:
-    a, b = pair
+    a, _b = pair
     conn, server = await connected(pair)
     conn._proto.send(b"\x00\x00\x00\x00\x01" + (mux.MAX_FRAME + 1).to_bytes(4, "big"))
     await asyncio.wait_for(server.wait_closed(), T)

@@ -1,0 +1,145 @@
+"""What ``p2pstack connect``, ``ping``, ``lookup`` and ``status`` do with a node.
+
+Each function takes a started ``Node`` and returns a JSON-able dict. The same functions
+serve the control API (``stack.node.control``: the node a user runs) and the CLI's
+throwaway node (when no node runs), so both ways give the same answer in the same shape.
+Failures are the node's named errors; ``timeout`` bounds the whole operation
+(``RemoteError`` "no answer within ...").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import stack
+from stack.base.addresses import PeerAddress, parse_address
+from stack.base.errors import RemoteError, UsageError
+from stack.base.identity import PeerId
+from stack.base.net import format_address
+from stack.node.events import DialbackResult, DialbackRole
+
+if TYPE_CHECKING:
+    from stack.node.node import Node
+
+__all__ = ["connect", "ping", "lookup", "status", "DIALBACK_WAIT"]
+
+DIALBACK_WAIT = 6.0  # at most this long for the peer's dial-back verdict after an echo
+T = TypeVar("T")
+
+
+def _target(text: object) -> PeerAddress:
+    if not isinstance(text, str):
+        raise UsageError("target must be an address or a peer id (a string)")
+    return parse_address(text)
+
+
+def _check_timeout(timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise UsageError("timeout must be a positive number of seconds")  # nan too
+    return float(timeout)
+
+
+async def _within(timeout: float, work: Awaitable[T]) -> T:
+    try:
+        async with asyncio.timeout(timeout):
+            return await work
+    except TimeoutError:
+        raise RemoteError(f"no answer within {timeout:g}s") from None
+
+
+async def _dialback_verdict(node: Node, peer_id: PeerId, wait: float) -> bool | None:
+    """The peer's dial-back verdict on us (seed 000), waiting up to ``wait`` seconds;
+    None when it did not say in time (or does not dial back)."""
+    waiter = node.next_event(DialbackResult, peer_id=peer_id, role=DialbackRole.DIALER,
+                             timeout=wait)
+    known = node.reachability.get(peer_id)  # registered first: no verdict slips between
+    if known is not None:
+        waiter.cancel()
+        return known.ok
+    try:
+        return (await waiter).ok
+    except TimeoutError:
+        return None
+
+
+async def connect(node: Node, target: str, *, message: str = "hello",
+                  transport: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """Dial ``target`` (address or peer id), send ``message`` on the echo protocol."""
+    address = _target(target)  # a usage error before any work
+    timeout = _check_timeout(timeout)
+    conn, reply, rtt = await _within(
+        timeout, node.echo(address, message.encode(), transport=transport))
+    reachable = await _dialback_verdict(node, conn.peer_id, min(timeout, DIALBACK_WAIT))
+    return {"peer_id": str(conn.peer_id), "transport": conn.transport,
+            "path": str(conn.path.kind), "rtt_ms": round(rtt * 1000, 3),
+            "reply": reply.decode("utf-8", "replace"), "reachable": reachable}
+
+
+async def ping(node: Node, target: str, *, transport: str | None = None, count: int = 1,
+               timeout: float = 10.0) -> dict[str, Any]:
+    """``count`` ping round trips on one connection to ``target``."""
+    address = _target(target)
+    timeout = _check_timeout(timeout)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UsageError("count must be at least 1")
+    conn, rtt = await _within(timeout, node.ping(address, transport=transport))
+    rtts = [rtt]
+    for _ in range(count - 1):
+        rtts.append((await _within(timeout, node.ping(conn)))[1])
+    return {"peer_id": str(conn.peer_id), "transport": conn.transport,
+            "path": str(conn.path.kind), "rtt_ms": round(statistics.median(rtts) * 1000, 3),
+            "reply": "pong", "rtts_ms": [round(r * 1000, 3) for r in rtts]}
+
+
+async def lookup(node: Node, peer_id: str, *, timeout: float = 15.0) -> dict[str, Any]:
+    """``peer_id``'s verified announcement from the DHT (``RecordNotFound``, ``DhtTimeout``)."""
+    if not isinstance(peer_id, str):
+        raise UsageError("peer_id must be a string")
+    ann = await node.resolve(PeerId.parse(peer_id), timeout=_check_timeout(timeout))
+    return {"peer_id": str(ann.peer_id), "addrs": list(ann.addrs), "seq": ann.seq,
+            "timestamp": ann.timestamp_ms, "result": "valid"}
+
+
+def status(node: Node) -> dict[str, Any]:
+    """The node's state: who it is, where it listens, what it announces, what it knows
+    of its NAT, its DHT and its connections."""
+    dht = node.dht
+    return {
+        "peer_id": str(node.peer_id),
+        "fingerprint": node.identity.fingerprint,
+        "version": stack.__version__,
+        "pid": os.getpid(),
+        "uptime_s": round(node.uptime, 3),
+        "data_dir": str(node.config.data_dir),
+        "listen": {"udp": format_address(node.udp_address),
+                   "tls": (None if node.tls_address is None
+                           else format_address(node.tls_address))},
+        "addrs": node.addrs(),
+        "announced": list(node.announced_addrs()),
+        # What the node knows of its NAT today: the address peers saw (announced once
+        # confirmed) and whether a dial-back reached it. NAT behaviour discovery in the
+        # running node comes with the traversal issue; until then "behaviour" is null.
+        "nat": {"observed_address": (None if node.observed_address is None
+                                     else format_address(node.observed_address)),
+                "publicly_reachable": node.publicly_reachable,
+                "behaviour": None},
+        "dht": None if dht is None else {
+            "mode": "server" if dht.core.server else "client",
+            "table_size": len(dht.core.table),
+            "records_stored": len(dht.core.store),
+            "published_seq": None if node.published is None else node.published.seq,
+            "replicas": node.replicas,
+        },
+        "connections": sorted(
+            ({"peer_id": str(c.peer_id), "transport": c.transport,
+              "path": str(c.path.kind), "remote": format_address(c.remote_address),
+              "direction": "outbound" if c.is_client else "inbound"}
+             for c in node.connections),
+            key=lambda c: (c["peer_id"], c["transport"], c["remote"])),
+        "services": sorted(node.supervisor.services),
+        "service_restarts": dict(sorted(node.supervisor.restarts.items())),
+    }
