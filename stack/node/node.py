@@ -634,7 +634,7 @@ class Node:
         proved first), then those of its DHT announcement. ``DialFailed`` lists every
         address tried and why it failed."""
         assert target.peer_id is not None
-        entry = self.trust.get(target.peer_id)
+        entry = await self.trust.get_async(target.peer_id)  # read off the loop
         known = list(reversed(entry.addresses)) if entry is not None else []
         if entry is not None and entry.reachable and entry.dialback_address:
             known.insert(0, entry.dialback_address)  # proven by our dial-back

@@ -104,8 +104,8 @@ Blocking and the event loop
 The plain methods (``check_peer``, ``approve``, ...) are synchronous: with the file
 storage each does blocking file I/O (a mutation costs an fsync'd write, ~1-15 ms here).
 The CLI uses them. Code on an event loop uses ``check_peer_async``,
-``check_address_async`` and ``record_dialback_async``: they return an ``asyncio.Future``
-and never touch a file on the loop. With a blocking storage the work runs on the
+``check_address_async``, ``record_dialback_async`` and ``get_async``: they return an
+``asyncio.Future`` and never touch a file on the loop. With a blocking storage the work runs on the
 store's single writer thread, which commits everything queued since its last commit
 in ONE lock + re-read + write + fsync (group commit), deciding each request against
 the freshly read file, in submission order. When the future completes, the decision
@@ -332,6 +332,21 @@ class TrustStore:
         address = _address_key(address)
         _log_dialback(peer_id, ok, address, error)
         return self._submit(self._dialback_op(peer_id, ok, address))
+
+    def get_async(self, peer_id: PeerId) -> asyncio.Future[TrustEntry | None]:
+        """``get`` for code on an event loop: with a blocking storage the file is read
+        on the writer thread, after the commit in flight (requests queued behind that
+        commit may not be visible yet); with a memory storage the future is done on
+        return."""
+        loop = asyncio.get_running_loop()
+        if not self.storage.blocking:
+            fut: asyncio.Future[TrustEntry | None] = loop.create_future()
+            try:
+                fut.set_result(self.get(peer_id))
+            except Exception as exc:
+                fut.set_exception(exc)
+            return fut
+        return loop.run_in_executor(self._writer_thread(), self.get, peer_id)
 
     def _peer_op(self, peer_id: PeerId, address: str | None, source: Source) -> _Op:
         policy = self.policy

@@ -160,3 +160,24 @@ async def test_memory_stores_write_no_state_file(nodes, tmp_path):
     await b.connect(addr(a))
     assert b.trust.get(a.peer_id) is not None and a.trust.get(b.peer_id) is not None
     assert not any(tmp_path.rglob("*"))
+
+
+class ReadRecordingStorage(FileTrustStorage):
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.read_threads: list[int] = []
+
+    def read(self):
+        self.read_threads.append(threading.get_ident())
+        return super().read()
+
+
+async def test_dialing_a_peer_id_reads_the_trust_store_off_the_loop(nodes, tmp_path):
+    storage = ReadRecordingStorage(tmp_path / "b")
+    a = await nodes("a")
+    b = await nodes("b", stores=trust_stores(storage))
+    await b.connect(addr(a), identify=False)       # b learns a's address
+    storage.read_threads.clear()
+    conn = await b.connect(a.peer_id, identify=False)
+    assert conn.peer_id == a.peer_id
+    assert storage.read_threads and threading.get_ident() not in storage.read_threads

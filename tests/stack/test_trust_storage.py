@@ -248,3 +248,28 @@ def test_kill_9_loses_no_reported_pin(tmp_path, count):
     for n in reported:
         assert f"10.1.{n // 256}.{n % 256}:39001" in pins, f"pin {n} was reported, then lost"
     assert store.corrupt_backups == []
+
+
+async def test_get_async_reads_off_the_loop_thread(tmp_path):
+    class ReadRecording(FileTrustStorage):
+        threads: list[int] = []
+
+        def read(self):
+            self.threads.append(threading.get_ident())
+            return super().read()
+
+    storage = ReadRecording(tmp_path)
+    store = TrustStore(storage=storage)
+    await store.check_peer_async(A, address="10.0.0.1:1")
+    entry = await store.get_async(A)
+    assert entry.addresses == ("10.0.0.1:1",)
+    assert await store.get_async(B) is None
+    assert storage.threads and threading.get_ident() not in storage.threads
+    store.close()
+
+
+async def test_get_async_on_memory_is_done_at_once():
+    store = TrustStore.memory()
+    await store.check_peer_async(A)
+    fut = store.get_async(A)
+    assert fut.done() and fut.result().peer_id == A
