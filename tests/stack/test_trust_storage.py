@@ -252,7 +252,9 @@ def test_kill_9_loses_no_reported_pin(tmp_path, count):
 
 async def test_get_async_reads_off_the_loop_thread(tmp_path):
     class ReadRecording(FileTrustStorage):
-        threads: list[int] = []
+        def __init__(self, data_dir):
+            super().__init__(data_dir)
+            self.threads: list[int] = []
 
         def read(self):
             self.threads.append(threading.get_ident())
