@@ -14,7 +14,11 @@ The network and clock are injected, so the same Node runs on the simulator (QUIC
 Trust (DESIGN.md section 5, seeds 000/001): dialing a peer id enforces it
 (``PeerIdMismatch``) and asks ``TrustStore.check_peer``; dialing an address asks
 ``check_address`` (TOFU pin, "changed" refused); accepting asks ``check_peer``. A refusal
-closes the connection and raises ``TrustRefused`` (dial) or drops it (accept).
+closes the connection and raises ``TrustRefused`` (dial) or drops it (accept). The
+checks run off the event loop (``check_*_async``); a decision is emitted as
+``TrustChecked`` and acted on only once its records are durable, so after a ``kill -9``
+every pin the application saw is on disk. State lives in ``config.stores``
+(``Stores.file(data_dir)`` by default; simulations use ``Stores.memory()``).
 
 Bidirectional trust (seed 000): the identify protocol's listener dials the dialer back
 (``protocols.autonat``); the dialer learns the outcome (``DialbackResult`` event,
