@@ -181,3 +181,47 @@ async def test_dialing_a_peer_id_reads_the_trust_store_off_the_loop(nodes, tmp_p
     conn = await b.connect(a.peer_id, identify=False)
     assert conn.peer_id == a.peer_id
     assert storage.read_threads and threading.get_ident() not in storage.read_threads
+
+
+async def test_kill_9_of_a_node_loses_no_peer_it_served(tmp_path):
+    """A real ``p2pstack node`` process serves echo to five new peers; an echo reply
+    means it served the connection, so the peer's entry must already be on disk: kill -9
+    right after the last reply and read its trust store."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from stack.store.trust import TrustStore
+
+    root = Path(__file__).resolve().parents[2]
+    server_dir = tmp_path / "server"
+    proc = subprocess.Popen([sys.executable, "-m", "stack.cli", "--data-dir", str(server_dir),
+                             "node", "--listen", "127.0.0.1:0", "--json", "--no-dial-back",
+                             "--no-tls"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    clients: list[Node] = []
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 20)
+        quic = json.loads(line)["addrs"][0]
+        for i in range(5):
+            client = Node(NodeConfig(data_dir=tmp_path / f"c{i}", listen=("127.0.0.1", 0),
+                                     tls=False, dht=False, stores=Stores.memory(),
+                                     identity=Identity.from_seed(bytes([40 + i]) * 32)))
+            clients.append(client)
+            await client.start()
+            conn = await client.connect(quic, identify=False)
+            _, reply, _ = await client.echo(conn, b"hello %d" % i)
+            assert reply == b"hello %d" % i
+        proc.send_signal(signal.SIGKILL)       # at once: no graceful stop
+        assert await asyncio.to_thread(proc.wait, 10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for client in clients:
+            await client.stop(grace=0.1)
+    store = TrustStore(server_dir)
+    assert {c.peer_id for c in clients} <= {e.peer_id for e in store.entries()}
+    assert store.corrupt_backups == []
