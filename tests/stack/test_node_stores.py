@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -17,7 +21,7 @@ from stack.node.config import NodeConfig
 from stack.store.replay import MemoryReplayStore
 from stack.store.sequence import FileSequence, MemorySequence
 from stack.store.stores import Stores
-from stack.store.trust import TRUST_FILE_NAME, FileTrustStorage, MemoryTrustStorage
+from stack.store.trust import TRUST_FILE_NAME, FileTrustStorage, MemoryTrustStorage, TrustStore
 from discovery.errors import PublishFailed
 
 T = 10.0
@@ -187,13 +191,6 @@ async def test_kill_9_of_a_node_loses_no_peer_it_served(tmp_path):
     """A real ``p2pstack node`` process serves echo to five new peers; an echo reply
     means it served the connection, so the peer's entry must already be on disk: kill -9
     right after the last reply and read its trust store."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from stack.store.trust import TrustStore
-
     root = Path(__file__).resolve().parents[2]
     server_dir = tmp_path / "server"
     proc = subprocess.Popen([sys.executable, "-m", "stack.cli", "--data-dir", str(server_dir),
