@@ -275,3 +275,39 @@ async def test_get_async_on_memory_is_done_at_once():
     await store.check_peer_async(A)
     fut = store.get_async(A)
     assert fut.done() and fut.result().peer_id == A
+
+
+# ------------------------------------------------------------------ file format
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "trusted_peers_v1.json"
+
+
+def _golden_ops(store: TrustStore, clock: ManualClock) -> None:
+    p = [Identity.from_seed(bytes([i]) * 32).peer_id for i in range(1, 6)]
+    store.check_address("10.0.0.1:39001", p[0])
+    clock.advance(5)
+    store.check_address("10.0.0.1:39001", p[1])
+    store.check_peer(p[2], address="10.0.0.3:1", source="invite")
+    store.block(p[3])
+    store.record_dialback(p[0], True, "10.0.0.1:39001")
+    clock.advance(7)
+    store.approve("10.0.0.1:39001")
+    store.check_peer(p[4])
+    store.untrust(p[4])
+
+
+def test_file_is_byte_identical_to_the_format_before_the_split(tmp_path):
+    """tests/stack/golden/trusted_peers_v1.json was written by the trust store as it was
+    before issue 8 (one module, commit bc458cb) doing the same operations."""
+    clock = ManualClock(T0)
+    _golden_ops(TrustStore(tmp_path, clock=clock), clock)
+    assert (tmp_path / TRUST_FILE_NAME).read_bytes() == GOLDEN.read_bytes()
+
+
+def test_an_existing_file_loads_and_a_no_op_leaves_its_bytes(tmp_path):
+    (tmp_path / TRUST_FILE_NAME).write_bytes(GOLDEN.read_bytes())
+    store = TrustStore(tmp_path, clock=ManualClock(T0))
+    assert len(store.entries()) == 4 and len(store.address_pins()) == 1
+    store.approve(Identity.from_seed(bytes([1]) * 32).peer_id)     # already trusted
+    assert (tmp_path / TRUST_FILE_NAME).read_bytes() == GOLDEN.read_bytes()
+    assert store.corrupt_backups == []
