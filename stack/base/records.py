@@ -417,7 +417,7 @@ def sign_announcement(identity: Identity, seq: int, addrs: list[str] | tuple[str
                       previous: tuple[PeerId, ...] | list[PeerId] = ()) -> bytes:
     """Build and sign an announcement envelope of ``identity`` at ``now`` (Unix s).
 
-    ``seq`` must be fresh (see ``stack.base.replay.next_sequence``). Raises ``RecordTooLarge``
+    ``seq`` must be fresh (see ``stack.store.sequence``). Raises ``RecordTooLarge``
     over 1000 bytes and ``MalformedRecord`` (a ``ValueError``) for a field the decoder would
     refuse.
     """

@@ -31,26 +31,21 @@ therefore bounds how often a *real* peer gets announcements accepted (and, once 
 bucket is empty, rejects further records claiming it before any crypto); bounding CPU
 spent on forgeries is the driver's job, per source address.
 
-Persistence: the replay state (nonces with expiry, highest seq per peer) lives in
-``replay_state.msgpack`` in the data directory; ``open_verifier`` loads it under a file
-lock and saves it atomically. Our own sequence number lives in ``sequence``;
-``next_sequence`` reserves and persists the next one before returning it, so a restart
-never reuses one.
+Persistence: ``dump()`` / ``restore()`` turn the replay state (nonces with expiry,
+highest seq per peer) into bytes and back; where those bytes live (``replay_state.msgpack``
+in the data directory, or memory) is ``stack.store.replay``'s business, and our own
+sequence numbers are ``stack.store.sequence``'s. This module does no I/O.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import filelock
 import msgpack
 
-from stack.base.errors import CorruptFileError, DataFileError, LocalError
-from stack.base.files import atomic_write, ensure_data_dir
+from stack.base.errors import LocalError
 from stack.base.identity import PeerId
 from stack.base.records import (
     ANNOUNCEMENT_TYPE,
@@ -70,18 +65,9 @@ __all__ = [
     "VerifierConfig",
     "Outcome",
     "Verifier",
-    "open_verifier",
-    "load_verifier",
-    "save_verifier",
-    "next_sequence",
-    "STATE_FILE_NAME",
-    "SEQUENCE_FILE_NAME",
 ]
 
-STATE_FILE_NAME = "replay_state.msgpack"
-SEQUENCE_FILE_NAME = "sequence"
 _STATE_VERSION = 1
-_LOCK_TIMEOUT = 30.0  # seconds; another p2pstack process holding the lock longer is stuck
 _VALID = Result.VALID  # an Enum attribute lookup costs ~0.1 us on 3.11: not in the hot path
 
 
@@ -287,11 +273,12 @@ class Verifier:
         """The persistent replay state (unexpired nonces with expiry, highest seq per peer)
         as msgpack, oldest first. Rate-limit buckets are not persisted."""
         latest = self._latest
-        return msgpack.packb({
+        data: bytes = msgpack.packb({
             "version": _STATE_VERSION,
             "nonces": [[k, exp] for k, exp in self._nonces.items() if exp > latest],
             "seqs": [[p, known[0]] for p, known in self._peers.items()],
         }, use_bin_type=True)
+        return data
 
     @classmethod
     def restore(cls, data: bytes, config: VerifierConfig | None = None) -> Verifier:
@@ -321,82 +308,3 @@ class Verifier:
         while len(v._peers) > v.config.max_tracked_peers:
             v._peers.popitem(last=False)
         return v
-
-
-# ---------------------------------------------------------------------------- files
-
-def _lock(data_dir: Path, name: str) -> filelock.FileLock:
-    return filelock.FileLock(str(data_dir / f"{name}.lock"), timeout=_LOCK_TIMEOUT, mode=0o600)
-
-
-def load_verifier(path: Path, config: VerifierConfig | None = None) -> Verifier:
-    """A verifier with the state saved at ``path`` (fresh if there is no file).
-
-    Raises ``CorruptFileError`` naming the file if it does not parse; the file is kept.
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return Verifier(config)
-    except OSError as exc:
-        raise CorruptFileError(path, f"cannot read replay state: {exc.strerror}") from None
-    try:
-        return Verifier.restore(data, config)
-    except ValueError as exc:
-        raise CorruptFileError(path, f"corrupt replay state ({exc}); it was left untouched") \
-            from None
-
-
-def save_verifier(verifier: Verifier, path: Path) -> None:
-    """Write the verifier's replay state to ``path`` atomically (mode 0600)."""
-    atomic_write(path, verifier.dump(), 0o600)
-
-
-@contextmanager
-def open_verifier(data_dir: Path, config: VerifierConfig | None = None) -> Iterator[Verifier]:
-    """Load the data directory's verifier under its file lock; save it when the block
-    exits normally. Two processes verifying at once therefore never lose a nonce."""
-    data_dir = ensure_data_dir(Path(data_dir))
-    path = data_dir / STATE_FILE_NAME
-    with _locked(data_dir, STATE_FILE_NAME):
-        verifier = load_verifier(path, config)
-        yield verifier
-        save_verifier(verifier, path)
-
-
-@contextmanager
-def _locked(data_dir: Path, name: str) -> Iterator[None]:
-    lock = _lock(data_dir, name)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise LocalError(f"{data_dir / name}: locked by another process for "
-                         f"{_LOCK_TIMEOUT:.0f} s") from None
-    except OSError as exc:  # e.g. a directory where the lock file goes
-        raise DataFileError(lock.lock_file, f"cannot take the lock: {exc.strerror}") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def next_sequence(data_dir: Path) -> int:
-    """Reserve our next announcement sequence number (1, 2, ...) and persist it before
-    returning, under a file lock: no two calls, in any processes, across restarts, ever
-    return the same number. ``CorruptFileError`` if the ``sequence`` file is damaged."""
-    data_dir = ensure_data_dir(Path(data_dir))
-    path = data_dir / SEQUENCE_FILE_NAME
-    with _locked(data_dir, SEQUENCE_FILE_NAME):
-        try:
-            text = path.read_bytes()
-        except FileNotFoundError:
-            last = 0
-        except OSError as exc:
-            raise CorruptFileError(path, f"cannot read: {exc.strerror}") from None
-        else:
-            body = text.strip()
-            if not body.isdigit() or int(body) >= MAX_SEQ:
-                raise CorruptFileError(path, "not a sequence number; it was left untouched")
-            last = int(body)
-        atomic_write(path, b"%d\n" % (last + 1), 0o600)
-        return last + 1

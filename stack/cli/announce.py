@@ -23,7 +23,8 @@ from stack.base.identity import Identity
 from stack.base.net import parse_host_port
 from stack.base.records import (MAX_RELAYED_SIZE, MAX_SEQ, MalformedRecord, RecordTooLarge, Result,
                            sign_announcement)
-from stack.base.replay import next_sequence, open_verifier
+from stack.store.replay import open_verifier
+from stack.store.sequence import next_sequence
 from stack.store.trust import TrustStore
 
 log = structlog.get_logger(__name__)

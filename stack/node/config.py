@@ -11,6 +11,7 @@ from pathlib import Path
 
 from stack.base.identity import Identity
 from stack.base.net import Address
+from stack.store.stores import Stores
 
 __all__ = ["NodeConfig", "DEFAULT_PORT"]
 
@@ -50,6 +51,8 @@ class NodeConfig:
     control          serve the control API on ``data_dir/control.sock`` (what
                      ``p2pstack node`` does; ``connect``, ``ping``, ``lookup`` and
                      ``status`` then use this node)
+    stores           where trust, sequence numbers and replay state live; None: files in
+                     ``data_dir`` (``Stores.file``). Simulations pass ``Stores.memory()``
     """
 
     data_dir: Path
@@ -76,3 +79,4 @@ class NodeConfig:
     publish: bool = True
     rng_seed: int | None = None
     control: bool = False
+    stores: Stores | None = None

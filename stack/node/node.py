@@ -14,7 +14,11 @@ The network and clock are injected, so the same Node runs on the simulator (QUIC
 Trust (DESIGN.md section 5, seeds 000/001): dialing a peer id enforces it
 (``PeerIdMismatch``) and asks ``TrustStore.check_peer``; dialing an address asks
 ``check_address`` (TOFU pin, "changed" refused); accepting asks ``check_peer``. A refusal
-closes the connection and raises ``TrustRefused`` (dial) or drops it (accept).
+closes the connection and raises ``TrustRefused`` (dial) or drops it (accept). The
+checks run off the event loop (``check_*_async``); a decision is emitted as
+``TrustChecked`` and acted on only once its records are durable, so after a ``kill -9``
+every pin the application saw is on disk. State lives in ``config.stores``
+(``Stores.file(data_dir)`` by default; simulations use ``Stores.memory()``).
 
 Bidirectional trust (seed 000): the identify protocol's listener dials the dialer back
 (``protocols.autonat``); the dialer learns the outcome (``DialbackResult`` event,
@@ -50,7 +54,6 @@ from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwo
                             format_address)
 from stack.base.port import DHT_BYTE, PortDemux
 from stack.base.records import Announcement, RecordTooLarge, sign_announcement
-from stack.base.replay import next_sequence
 from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
@@ -67,6 +70,7 @@ from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
 from stack.node.protocols.ping import PROTO_PING, PingProtocol, ping_once
 from stack.node.router import Router
 from stack.node.supervisor import Supervisor
+from stack.store.stores import Stores
 from stack.store.trust import TrustDecision, TrustStore
 from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
 from stack.transport.errors import DialFailed, TransportError, TrustRefused
@@ -102,7 +106,15 @@ class Node:
             self.identity = config.identity
         else:
             self.identity, _ = Identity.load_or_create(config.data_dir)
-        self.trust = TrustStore(config.data_dir, policy=config.trust_policy, clock=self.clock)
+        # Durable state (trust, sequence numbers, replay): files in data_dir unless the
+        # config brings its own (simulations: Stores.memory()). The node never does
+        # file I/O for them on the event loop: trust checks go through the store's
+        # writer thread (check_*_async), sequence numbers are reserved ahead in blocks.
+        self.stores = config.stores if config.stores is not None else Stores.file(config.data_dir)
+        self.trust = TrustStore(storage=self.stores.trust, policy=config.trust_policy,
+                                clock=self.clock)
+        if config.dht and config.publish:
+            self.stores.sequence.prefetch()  # reserve a block now, on a background thread
         self.options = TransportOptions(
             handshake_timeout=config.handshake_timeout, idle_timeout=config.idle_timeout,
             keep_alive=config.keep_alive,
@@ -347,7 +359,7 @@ class Node:
         """A fresh announcement of our current addresses with the next sequence number.
         Addresses that would push the record past the DHT's 1000 bytes are left out."""
         addrs = self.announced_addrs()
-        seq = next_sequence(self.config.data_dir)
+        seq = self.stores.sequence.next()  # from the reserved block: no I/O here
         while True:
             try:
                 record = sign_announcement(self.identity, seq, addrs, self.clock.now(),
@@ -366,6 +378,7 @@ class Node:
         """Sign and publish our announcement now; returns how many DHT nodes stored it.
         ``PublishFailed`` when none did."""
         dht = self._dht()
+        await self.stores.sequence.ready()  # a block reservation in flight, off the loop
         stored = await dht.publish(self._sign_announcement(), timeout)
         self._replicas, self._table_at_put = stored, len(dht.core.table)
         assert self.published is not None
@@ -537,8 +550,18 @@ class Node:
         if conn.peer_id == self.peer_id:  # our own dial looped back: nothing to trust
             conn.abort("connection from ourselves")
             return
+        # Decided off the loop and durable before the application hears of it.
+        pending = self.trust.check_peer_async(conn.peer_id)
+        if pending.done():  # a memory store: decided now, as before
+            self._admit(conn, address, pending)
+        else:
+            pending.add_done_callback(lambda fut: self._admit(conn, address, fut))
+
+    def _admit(self, conn: Connection, address: str,
+               pending: asyncio.Future[TrustDecision]) -> None:
+        """An inbound connection's trust decision is in (and durable): serve or drop."""
         try:
-            decision = self.trust.check_peer(conn.peer_id)
+            decision = pending.result()
         except StackError as exc:  # e.g. the trust store is locked by another process
             log.error("trust.error", peer_id=str(conn.peer_id), error=str(exc))
             conn.abort("trust store unavailable")
@@ -546,6 +569,8 @@ class Node:
         self._trust_event(decision, address, inbound=True)
         if not decision.allowed:
             conn.abort(f"trust refused: {decision.outcome}")
+            return
+        if conn.closed or not self._started:  # it went away while we were deciding
             return
         self._serve(conn, inbound=True)
 
@@ -591,13 +616,16 @@ class Node:
         # The address as dialed (a name resolved to its IP), so that "localhost:P" and
         # "127.0.0.1:P" are one TOFU pin.
         address = _addr_text(conn.remote_address)
-        try:
+        try:  # decided off the loop; durable before we report or serve it
             if target.peer_id is not None:
-                decision = self.trust.check_peer(conn.peer_id, address=address)
+                decision = await self.trust.check_peer_async(conn.peer_id, address=address)
             else:
-                decision = self.trust.check_address(address, conn.peer_id)
+                decision = await self.trust.check_address_async(address, conn.peer_id)
         except StackError:
             conn.abort("trust store unavailable")
+            raise
+        except BaseException:  # cancelled while the decision was being stored
+            conn.abort("cancelled")
             raise
         self._trust_event(decision, address, inbound=False)
         if not decision.allowed:
@@ -614,7 +642,7 @@ class Node:
         proved first), then those of its DHT announcement. ``DialFailed`` lists every
         address tried and why it failed."""
         assert target.peer_id is not None
-        entry = self.trust.get(target.peer_id)
+        entry = await self.trust.get_async(target.peer_id)  # read off the loop
         known = list(reversed(entry.addresses)) if entry is not None else []
         if entry is not None and entry.reachable and entry.dialback_address:
             known.insert(0, entry.dialback_address)  # proven by our dial-back

@@ -81,12 +81,15 @@ carries its key, so it can be pinned before first contact); ``untrust`` of somet
 not in the store, and an address naming nothing, raise ``UnknownPeerError``; text that
 is neither raises ``InvalidPeerId`` (a ``UsageError``).
 
-Crash and concurrency safety
-----------------------------
-Every mutation takes ``trusted_peers.json.lock`` (``filelock``), re-reads the file,
-applies the change, writes it with ``atomic_write`` (temp + fsync + rename) and releases
-the lock, so a crash leaves the old or the new file and two processes never lose each
-other's entries. Reads take no lock (a rename is atomic) unless the file is corrupt.
+Storage, crash and concurrency safety
+-------------------------------------
+Decisions are pure functions (``stack.store.trust_decisions``); the records live in a
+``TrustStorage`` (``stack.store.trust_storage``): ``FileTrustStorage`` (this file) or
+``MemoryTrustStorage`` (simulations, unit tests). With the file, every mutation takes
+``trusted_peers.json.lock`` (``filelock``), re-reads the file, applies the change,
+writes it with ``atomic_write`` (temp + fsync + rename) and releases the lock, so a crash
+leaves the old or the new file and two processes never lose each other's entries.
+Reads take no lock (a rename is atomic) unless the file is corrupt.
 
 A corrupt store (not JSON, or not this schema) is never silently reset: it is renamed
 to ``trusted_peers.json.corrupt-<UTC time>`` (under the lock), an error event
@@ -96,33 +99,75 @@ CONTINUES WITH AN EMPTY STORE. Consequence, stated on purpose: under the auto po
 peers are pinned afresh on their next contact, exactly the seeds' recovery ("remove the
 old entry and reconnect"); the old pins stay in the moved-aside file for inspection.
 
-Every method does blocking file I/O (a mutation costs an fsync'd write, ~1-15 ms here);
-asyncio callers on a hot path can wrap it in ``asyncio.to_thread``. A store caches its
-last parse keyed by the file's exact bytes, so unchanged files are not re-parsed.
+Blocking and the event loop
+---------------------------
+The plain methods (``check_peer``, ``approve``, ...) are synchronous: with the file
+storage each does blocking file I/O (a mutation costs an fsync'd write, ~1-15 ms here).
+The CLI uses them. Code on an event loop uses ``check_peer_async``,
+``check_address_async``, ``record_dialback_async`` and ``get_async``: they return an
+``asyncio.Future`` and never touch a file on the loop. With a blocking storage the work runs on the
+store's single writer thread, which commits everything queued since its last commit
+in ONE lock + re-read + write + fsync (group commit), deciding each request against
+the freshly read file, in submission order. When the future completes, the decision
+and the records it changed are durable (on disk, fsync'd); so a caller that acts on
+a decision only after awaiting it - the Node emits ``TrustChecked`` / serves the
+connection only then - never acted on a pin a ``kill -9`` can lose. A request whose
+future has not completed when the process dies may be lost; nothing was reported for
+it. With a non-blocking storage (memory) the future is already done on return.
 """
 
 from __future__ import annotations
 
-import enum
-import json
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import filelock
 import structlog
 
 from stack.base.clock import Clock, SystemClock
-from stack.base.errors import DataFileError, LocalError, UsageError
-from stack.base.files import atomic_write, ensure_data_dir
-from stack.base.identity import InvalidPeerId, PeerId
+from stack.base.errors import UsageError
+from stack.base.identity import PeerId
+from stack.store.trust_decisions import (
+    Observation,
+    Verdict,
+    apply_dialback,
+    decide_address,
+    decide_peer,
+)
+from stack.store.trust_model import (
+    MAX_ADDRESSES,
+    TRUST_FILE_NAME,
+    AddressPin,
+    AmbiguousPeerError,
+    Outcome,
+    Policy,
+    Source,
+    Status,
+    TrustDecision,
+    TrustEntry,
+    TrustStoreLockedError,
+    UnknownPeerError,
+    _address_key,
+    _looks_like_address,
+    _replace_entry,
+    _replace_pin,
+    _seen,
+    _source,
+)
+from stack.store.trust_storage import (
+    LOCK_TIMEOUT,
+    FileTrustStorage,
+    MemoryTrustStorage,
+    TrustState,
+    TrustStorage,
+)
 
 __all__ = [
     "TRUST_FILE_NAME",
+    "MAX_ADDRESSES",
     "TrustStore",
     "TrustEntry",
     "AddressPin",
@@ -134,264 +179,79 @@ __all__ = [
     "UnknownPeerError",
     "AmbiguousPeerError",
     "TrustStoreLockedError",
+    "TrustStorage",
+    "FileTrustStorage",
+    "MemoryTrustStorage",
 ]
-
-TRUST_FILE_NAME = "trusted_peers.json"
-FORMAT_VERSION = 1
-MAX_ADDRESSES = 16          # addresses seen kept per peer (most recent)
-LOCK_TIMEOUT = 10.0         # seconds to wait for another process's update
-_LOCK_POLL = 0.005          # seconds between lock attempts (filelock's default is 50 ms)
 
 log = structlog.get_logger("stack.store.trust")
 _T = TypeVar("_T")
+_Op = Callable[[TrustState, float], Any]
 
 
-class Outcome(enum.StrEnum):
-    NEW = "new"
-    VERIFIED = "verified"
-    CHANGED = "changed"
-    PENDING = "pending"
-    BLOCKED = "blocked"
+class _Failed:
+    """One queued request's exception, carried out of a group commit."""
 
+    __slots__ = ("exc",)
 
-class Status(enum.StrEnum):
-    TRUSTED = "trusted"
-    PENDING = "pending"
-    BLOCKED = "blocked"
-
-
-class Source(enum.StrEnum):
-    TOFU = "tofu"
-    MANUAL = "manual"
-    INVITE = "invite"
-
-
-class Policy(enum.StrEnum):
-    AUTO = "auto"       # trust on first use
-    MANUAL = "manual"   # new peers wait for approval
-
-
-class UnknownPeerError(LocalError):
-    """The peer (id or address) named by the user is not in the trust store."""
-
-
-class AmbiguousPeerError(LocalError):
-    """An address names more than one peer in the trust store."""
-
-
-class TrustStoreLockedError(LocalError):
-    """Another process held the trust store lock for longer than the lock timeout."""
-
-
-@dataclass(frozen=True, slots=True)
-class TrustEntry:
-    """One peer in the store. Times are Unix seconds (whole seconds, as stored)."""
-
-    peer_id: PeerId
-    fingerprint: str
-    status: Status
-    source: Source
-    first_seen: float
-    last_seen: float
-    addresses: tuple[str, ...] = ()
-    reachable: bool | None = None          # None: never dialled back
-    last_dialback: float | None = None
-    dialback_address: str | None = None
-
-    @property
-    def trusted(self) -> bool:
-        return self.status is Status.TRUSTED
-
-    def to_json(self) -> dict[str, Any]:
-        """The entry as stored in the file (ISO-8601 times)."""
-        return {
-            "peer_id": str(self.peer_id),
-            "fingerprint": self.fingerprint,
-            "first_seen": _iso(self.first_seen),
-            "last_seen": _iso(self.last_seen),
-            "status": self.status.value,
-            "source": self.source.value,
-            "addresses": list(self.addresses),
-            "reachable": self.reachable,
-            "last_dialback": None if self.last_dialback is None else _iso(self.last_dialback),
-            "dialback_address": self.dialback_address,
-        }
-
-    @classmethod
-    def from_json(cls, key: str, obj: Any) -> TrustEntry:
-        """Parse one stored entry; ValueError (with the reason) if it is not one."""
-        if not isinstance(obj, dict):
-            raise ValueError(f"peer {key!r}: not an object")
-        try:
-            peer_id = PeerId.parse(key)
-        except InvalidPeerId:
-            raise ValueError(f"peer key {key!r} is not a peer id") from None
-        if obj.get("peer_id", key) != key:
-            raise ValueError(f"peer {key!r}: peer_id field differs from its key")
-        addresses = obj.get("addresses", [])
-        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
-            raise ValueError(f"peer {key!r}: addresses must be a list of strings")
-        reachable = obj.get("reachable")
-        if reachable is not None and not isinstance(reachable, bool):
-            raise ValueError(f"peer {key!r}: reachable must be true, false or null")
-        dialback_address = obj.get("dialback_address")
-        if dialback_address is not None and not isinstance(dialback_address, str):
-            raise ValueError(f"peer {key!r}: dialback_address must be a string or null")
-        return cls(
-            peer_id=peer_id,
-            fingerprint=_str_field(obj, "fingerprint", key),
-            status=Status(_str_field(obj, "status", key)),
-            source=Source(_str_field(obj, "source", key)),
-            first_seen=_parse_iso(_str_field(obj, "first_seen", key)),
-            last_seen=_parse_iso(_str_field(obj, "last_seen", key)),
-            addresses=tuple(addresses),
-            reachable=reachable,
-            last_dialback=_optional_time(obj.get("last_dialback"), key),
-            dialback_address=dialback_address,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class AddressPin:
-    """An address-dial TOFU pin: the first peer seen at ``address``."""
-
-    address: str
-    peer_id: PeerId
-    first_seen: float
-    last_seen: float
-    changed_to: PeerId | None = None       # a different peer seen (and refused) here
-    changed_at: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "peer_id": str(self.peer_id),
-            "first_seen": _iso(self.first_seen),
-            "last_seen": _iso(self.last_seen),
-            "changed_to": None if self.changed_to is None else str(self.changed_to),
-            "changed_at": None if self.changed_at is None else _iso(self.changed_at),
-        }
-
-    @classmethod
-    def from_json(cls, address: str, obj: Any) -> AddressPin:
-        if not isinstance(obj, dict):
-            raise ValueError(f"address {address!r}: not an object")
-        changed_to = obj.get("changed_to")
-        if changed_to is not None and not isinstance(changed_to, str):
-            raise ValueError(f"address {address!r}: changed_to must be a peer id or null")
-        try:
-            return cls(
-                address=address,
-                peer_id=PeerId.parse(_str_field(obj, "peer_id", address)),
-                first_seen=_parse_iso(_str_field(obj, "first_seen", address)),
-                last_seen=_parse_iso(_str_field(obj, "last_seen", address)),
-                changed_to=None if changed_to is None else PeerId.parse(changed_to),
-                changed_at=_optional_time(obj.get("changed_at"), address),
-            )
-        except InvalidPeerId as exc:
-            raise ValueError(f"address {address!r}: {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class TrustDecision:
-    """The store's answer for one connection.
-
-    ``expected_fingerprint`` is what the store had pinned (None for a new peer);
-    ``received_fingerprint`` the fingerprint of the key the connection proved. On
-    ``changed`` they differ and ``expected_peer_id`` names the pinned peer.
-    """
-
-    outcome: Outcome
-    allowed: bool
-    peer_id: PeerId
-    address: str | None
-    expected_fingerprint: str | None
-    received_fingerprint: str
-    expected_peer_id: PeerId | None = None
-
-
-@dataclass
-class _State:
-    """The whole file, parsed. Mutated only inside ``TrustStore._update``.
-
-    ``lines`` memoises each record's serialised line, keyed by the record object (they
-    are frozen), so a write re-encodes only the records that changed.
-    """
-
-    peers: dict[str, TrustEntry]
-    pins: dict[str, AddressPin]
-    lines: dict[str, tuple[object, str]]
-
-    @classmethod
-    def empty(cls) -> _State:
-        return cls({}, {}, {})
-
-    def copy(self) -> _State:
-        return _State(dict(self.peers), dict(self.pins), self.lines)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> _State:
-        try:
-            obj = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not JSON ({exc})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("peers"), dict):
-            raise ValueError('no "peers" object at the top level')
-        version = obj.get("version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"unsupported version {version!r}")
-        pins = obj.get("addresses", {})
-        if not isinstance(pins, dict):
-            raise ValueError('"addresses" must be an object')
-        return cls({k: TrustEntry.from_json(k, v) for k, v in obj["peers"].items()},
-                   {a: AddressPin.from_json(a, v) for a, v in pins.items()}, {})
-
-    def to_bytes(self) -> bytes:
-        """Indented JSON with one record per line: readable, diffable, and cheap to
-        rewrite (C encoder per record; unchanged records reuse their memoised line)."""
-        memo: dict[str, tuple[object, str]] = {}
-
-        def section(tag: str, records: dict[str, Any]) -> str:
-            out = []
-            for key, record in records.items():
-                cached = self.lines.get(tag + key)
-                if cached is None or cached[0] is not record:
-                    cached = (record, f"    {json.dumps(key)}: "
-                                      f"{json.dumps(record.to_json(), sort_keys=True)}")
-                memo[tag + key] = cached
-                out.append(cached[1])
-            return "{\n" + ",\n".join(out) + "\n  }" if out else "{}"
-
-        text = (f'{{\n  "version": {FORMAT_VERSION},\n'
-                f'  "peers": {section("p", self.peers)},\n'
-                f'  "addresses": {section("a", self.pins)}\n}}\n')
-        self.lines = memo
-        return text.encode()
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
 
 
 class TrustStore:
-    """``trusted_peers.json`` in ``data_dir``; see the module docstring for the rules.
+    """The trust store; see the module docstring for the rules.
 
-    ``policy`` is ``"auto"`` (TOFU: a new peer is trusted on first use) or ``"manual"``
-    (a new peer is recorded ``pending`` until approved). ``clock`` supplies the
-    first/last-seen times. ``lock_timeout`` (seconds) bounds the wait for another
-    process's update (then TrustStoreLockedError). Each call reads the file afresh, so
-    several stores (or processes) on one data directory see each other's changes.
+    Give it either ``data_dir`` (``trusted_peers.json`` there, ``FileTrustStorage``) or
+    ``storage`` (any ``TrustStorage``, e.g. ``MemoryTrustStorage()``). ``policy`` is
+    ``"auto"`` (TOFU: a new peer is trusted on first use) or ``"manual"`` (a new peer is
+    recorded ``pending`` until approved). ``clock`` supplies the first/last-seen times.
+    ``lock_timeout`` (seconds, file only) bounds the wait for another process's update
+    (then TrustStoreLockedError). Each call reads the storage afresh, so several stores
+    (or processes) on one data directory see each other's changes.
     """
 
-    def __init__(self, data_dir: Path, *, policy: str = "auto",
-                 clock: Clock | None = None, lock_timeout: float = LOCK_TIMEOUT) -> None:
+    def __init__(self, data_dir: Path | None = None, *, policy: str = "auto",
+                 clock: Clock | None = None, lock_timeout: float = LOCK_TIMEOUT,
+                 storage: TrustStorage | None = None) -> None:
         try:
             self.policy = Policy(policy)
         except ValueError:
             raise UsageError(f"trust policy must be auto or manual, not {policy!r}") from None
-        self.data_dir = Path(data_dir)
-        self.path = self.data_dir / TRUST_FILE_NAME
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.corrupt_backups: list[Path] = []
-        self._cached: tuple[bytes | None, _State] = (None, _State.empty())
-        self._lock = filelock.FileLock(self.data_dir / (TRUST_FILE_NAME + ".lock"),
-                                       timeout=lock_timeout, mode=0o600,
-                                       poll_interval=_LOCK_POLL)
+        if (data_dir is None) == (storage is None):
+            raise UsageError("TrustStore needs a data_dir or a storage (one of them)")
+        if storage is None:
+            assert data_dir is not None
+            storage = FileTrustStorage(Path(data_dir), clock=self.clock,
+                                       lock_timeout=lock_timeout)
+        self.storage: TrustStorage = storage
+        # the async path (see "Blocking and the event loop"); touched on the loop only
+        self._queue: list[tuple[_Op, float, asyncio.Future[Any]]] = []
+        self._committing = False
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_lock = threading.Lock()
+
+    @classmethod
+    def memory(cls, *, policy: str = "auto", clock: Clock | None = None) -> TrustStore:
+        """A store in memory (``MemoryTrustStorage``): simulations and unit tests."""
+        return cls(policy=policy, clock=clock, storage=MemoryTrustStorage())
+
+    @property
+    def data_dir(self) -> Path | None:
+        return getattr(self.storage, "data_dir", None)
+
+    @property
+    def path(self) -> Path:
+        """The trust file (file storage only)."""
+        path = getattr(self.storage, "path", None)
+        if path is None:
+            raise AttributeError("this trust store has no file")
+        return Path(path)
+
+    @property
+    def corrupt_backups(self) -> list[Path]:
+        """Corrupt files moved aside (oldest first); the CLI warns about them."""
+        return self.storage.corrupt_backups
 
     # ----------------------------------------------------------------- reading
 
@@ -421,38 +281,20 @@ class TrustStore:
         """Decide on a connection to or from ``peer_id`` (dial by id, or accept).
 
         ``address`` (where the peer was seen) is recorded in the entry's addresses but
-        not pinned: an accepted connection comes from an ephemeral port.
+        not pinned: an accepted connection comes from an ephemeral port. Blocking with
+        a file storage; see ``check_peer_async``.
         """
-        src = _source(source)
-
-        def apply(state: _State, now: float) -> TrustDecision:
-            return self._decide_peer(state, now, peer_id, address, src)
-
-        return self._update(apply)
+        return self._update(self._peer_op(peer_id, address, _source(source)))
 
     def check_address(self, address: str, peer_id: PeerId) -> TrustDecision:
         """Decide on a dial of ``address`` that reached ``peer_id`` (address TOFU).
 
         The first peer seen at ``address`` is pinned there. A different peer later is
         ``changed`` and refused (and remembered as the pin's ``changed_to``) until the
-        user approves it or untrusts the address.
+        user approves it or untrusts the address. Blocking with a file storage; see
+        ``check_address_async``.
         """
-        address = _address_key(address)
-
-        def apply(state: _State, now: float) -> TrustDecision:
-            pin = state.pins.get(address)
-            if pin is not None and pin.peer_id != peer_id:
-                state.pins[address] = _replace_pin(pin, changed_to=peer_id, changed_at=now)
-                old = state.peers.get(str(pin.peer_id))
-                expected = old.fingerprint if old is not None else pin.peer_id.fingerprint
-                return _changed(peer_id, address, expected, pin.peer_id)
-            if pin is None:
-                state.pins[address] = AddressPin(address, peer_id, now, now)
-            else:
-                state.pins[address] = _replace_pin(pin, last_seen=now)
-            return self._decide_peer(state, now, peer_id, address, Source.TOFU)
-
-        return self._update(apply)
+        return self._update(self._address_op(_address_key(address), peer_id))
 
     def record_dialback(self, peer_id: PeerId, ok: bool, address: str, *,
                         error: str | None = None) -> TrustEntry | None:
@@ -463,25 +305,82 @@ class TrustStore:
         meanwhile): the event is still logged, nothing is stored.
         """
         address = _address_key(address)
-        if ok:
-            log.info("peer.reachable", peer_id=str(peer_id), address=address,
-                     message=f"Mutual trust established with {address}")
-        else:
-            log.warning("peer.dialback_failed", peer_id=str(peer_id), address=address,
-                        error=error,
-                        message=f"Reverse connection failed: {error or 'unreachable'}."
-                                " Continuing anyway...")
+        _log_dialback(peer_id, ok, address, error)
+        return self._update(self._dialback_op(peer_id, ok, address))
 
-        def apply(state: _State, now: float) -> TrustEntry | None:
+    def check_peer_async(self, peer_id: PeerId, *, address: str | None = None,
+                         source: str = "tofu") -> asyncio.Future[TrustDecision]:
+        """``check_peer`` for code on an event loop: no file I/O on the loop.
+
+        Returns a future of the decision. With a blocking storage it completes once the
+        decision's records are durable (see "Blocking and the event loop" in the module
+        docstring); act on the decision only after awaiting it. With a memory storage it
+        is done on return. Errors (``TrustStoreLockedError``, ``DataFileError``) come
+        through the future. The time recorded is the clock's at the call.
+        """
+        return self._submit(self._peer_op(peer_id, address, _source(source)))
+
+    def check_address_async(self, address: str,
+                            peer_id: PeerId) -> asyncio.Future[TrustDecision]:
+        """``check_address`` for code on an event loop; as ``check_peer_async``."""
+        return self._submit(self._address_op(_address_key(address), peer_id))
+
+    def record_dialback_async(self, peer_id: PeerId, ok: bool, address: str, *,
+                              error: str | None = None
+                              ) -> asyncio.Future[TrustEntry | None]:
+        """``record_dialback`` for code on an event loop; as ``check_peer_async``."""
+        address = _address_key(address)
+        _log_dialback(peer_id, ok, address, error)
+        return self._submit(self._dialback_op(peer_id, ok, address))
+
+    def get_async(self, peer_id: PeerId) -> asyncio.Future[TrustEntry | None]:
+        """``get`` for code on an event loop: with a blocking storage the file is read
+        on the writer thread, after the commit in flight (requests queued behind that
+        commit may not be visible yet); with a memory storage the future is done on
+        return."""
+        loop = asyncio.get_running_loop()
+        if not self.storage.blocking:
+            fut: asyncio.Future[TrustEntry | None] = loop.create_future()
+            try:
+                fut.set_result(self.get(peer_id))
+            except Exception as exc:
+                fut.set_exception(exc)
+            return fut
+        return loop.run_in_executor(self._writer_thread(), self.get, peer_id)
+
+    def _peer_op(self, peer_id: PeerId, address: str | None, source: Source) -> _Op:
+        policy = self.policy
+
+        def apply(state: TrustState, now: float) -> TrustDecision:
+            obs = Observation(peer_id, now, address, source)
+            verdict = decide_peer(state.peers.get(str(peer_id)), obs, policy)
+            return _store(state, verdict, obs, policy)
+
+        return apply
+
+    def _address_op(self, address: str, peer_id: PeerId) -> _Op:
+        policy = self.policy
+
+        def apply(state: TrustState, now: float) -> TrustDecision:
+            obs = Observation(peer_id, now, address, Source.TOFU)
+            pin = state.pins.get(address)
+            pinned = state.peers.get(str(pin.peer_id)) if pin is not None else None
+            verdict = decide_address(pin, pinned, state.peers.get(str(peer_id)), obs, policy)
+            return _store(state, verdict, obs, policy)
+
+        return apply
+
+    @staticmethod
+    def _dialback_op(peer_id: PeerId, ok: bool, address: str) -> _Op:
+        def apply(state: TrustState, now: float) -> TrustEntry | None:
             entry = state.peers.get(str(peer_id))
             if entry is None:
                 return None
-            entry = _replace_entry(entry, reachable=ok, last_dialback=now,
-                                   dialback_address=address)
+            entry = apply_dialback(entry, ok, address, now)
             state.peers[str(peer_id)] = entry
             return entry
 
-        return self._update(apply)
+        return apply
 
     # ------------------------------------------------------------ user actions
 
@@ -492,12 +391,10 @@ class TrustStore:
         pinned address: on an address whose pin saw a changed key, the pin moves to the
         new peer; otherwise the pinned peer is approved.
         """
-        def apply(state: _State, now: float) -> TrustEntry:
+        def apply(state: TrustState, now: float) -> TrustEntry:
             target = self._resolve(state, peer)
-            if isinstance(target, AddressPin):
-                pid = target.changed_to or target.peer_id
-            else:
-                pid = target
+            pid = ((target.changed_to or target.peer_id) if isinstance(target, AddressPin)
+                   else target)
             entry = state.peers.get(str(pid))
             if entry is None:
                 entry = _new_entry(pid, now, Status.TRUSTED, Source.MANUAL, None)
@@ -522,7 +419,7 @@ class TrustStore:
         """Forget ``peer``: a peer id loses its entry and its address pins; an address
         loses only its pin. The next contact is ``new`` again (seed 001 ``untrust_peer``).
         Raises UnknownPeerError if there is nothing to forget."""
-        def apply(state: _State, now: float) -> None:
+        def apply(state: TrustState, now: float) -> None:
             target = self._resolve(state, peer)
             if isinstance(target, AddressPin):
                 del state.pins[target.address]
@@ -545,7 +442,7 @@ class TrustStore:
 
     def block(self, peer: PeerId | str) -> TrustEntry:
         """Block ``peer`` (a peer id, added if unknown; or the peer pinned at an address)."""
-        def apply(state: _State, now: float) -> TrustEntry:
+        def apply(state: TrustState, now: float) -> TrustEntry:
             target = self._resolve(state, peer)
             pid = target.peer_id if isinstance(target, AddressPin) else target
             entry = state.peers.get(str(pid))
@@ -566,46 +463,9 @@ class TrustStore:
 
     # --------------------------------------------------------------- internals
 
-    def _decide_peer(self, state: _State, now: float, peer_id: PeerId,
-                     address: str | None, source: Source) -> TrustDecision:
-        key = str(peer_id)
-        received = peer_id.fingerprint
-        entry = state.peers.get(key)
-        if entry is None:
-            approved = source is not Source.TOFU or self.policy is Policy.AUTO
-            status = Status.TRUSTED if approved else Status.PENDING
-            state.peers[key] = _new_entry(peer_id, now, status, source, address)
-            fields = dict(peer_id=key, fingerprint=received, address=address,
-                          source=source.value, policy=self.policy.value)
-            if approved:
-                log.warning("peer.new", **fields, status=status.value, message=(
-                    f"New peer: {address or key} (fingerprint: {received})"
-                    + ("  Auto-trusting (TOFU)" if source is Source.TOFU else "")))
-                return TrustDecision(Outcome.NEW, True, peer_id, address, None, received)
-            log.warning("peer.pending", **fields, message=(
-                f"New peer: {address or key} (fingerprint: {received})"
-                "  Waiting for approval: p2pstack trust approve " + key))
-            return TrustDecision(Outcome.PENDING, False, peer_id, address, None, received)
+    # --------------------------------------------------------------- internals
 
-        state.peers[key] = _touch(entry, now, address)
-        expected = entry.fingerprint
-        if expected != received:
-            return _changed(peer_id, address, expected, peer_id)
-        if entry.status is Status.BLOCKED:
-            log.warning("peer.blocked", peer_id=key, fingerprint=received, address=address,
-                        message=f"Refused blocked peer: {address or key}")
-            return TrustDecision(Outcome.BLOCKED, False, peer_id, address, expected, received)
-        if entry.status is Status.PENDING:
-            log.warning("peer.pending", peer_id=key, fingerprint=received, address=address,
-                        source=entry.source.value, policy=self.policy.value,
-                        message=f"Peer {address or key} is waiting for approval:"
-                                f" p2pstack trust approve {key}")
-            return TrustDecision(Outcome.PENDING, False, peer_id, address, expected, received)
-        log.info("peer.verified", peer_id=key, fingerprint=received, address=address,
-                 message=f"Verified known peer: {address or key}")
-        return TrustDecision(Outcome.VERIFIED, True, peer_id, address, expected, received)
-
-    def _resolve(self, state: _State, peer: PeerId | str) -> PeerId | AddressPin:
+    def _resolve(self, state: TrustState, peer: PeerId | str) -> PeerId | AddressPin:
         """A peer id as given, or the pin at an address, or the one peer seen there."""
         if isinstance(peer, PeerId):
             return peer
@@ -623,170 +483,154 @@ class TrustStore:
             raise UnknownPeerError(f"unknown peer address: {text}")
         return seen[0]
 
-    def _read(self) -> _State:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return _State.empty()
-        except OSError as exc:
-            raise DataFileError(self.path, f"cannot read trust store: {exc.strerror}") from None
-        try:
-            return self._parse(data)
-        except ValueError:
-            with self._locked():       # only one process may move the file aside
-                return self._load_locked()[0]
 
-    def _load_locked(self) -> tuple[_State, bytes | None]:
-        """The state, and the file's bytes (None if there is no file, or it was corrupt
-        and has just been moved aside)."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return _State.empty(), None
-        except OSError as exc:
-            raise DataFileError(self.path, f"cannot read trust store: {exc.strerror}") from None
-        try:
-            return self._parse(data), data
-        except ValueError as exc:
-            self._move_aside(str(exc))
-            return _State.empty(), None
+    def _read(self) -> TrustState:
+        return self.storage.read()
 
-    def _parse(self, data: bytes) -> _State:
-        """Parse the file, reusing the last parse when the bytes are identical (exact,
-        so never stale: another process's write changes the bytes)."""
-        cached = self._cached          # one read: other threads may replace it
-        if data != cached[0]:
-            cached = (data, _State.from_bytes(data))
-            self._cached = cached
-        return cached[1].copy()
+    def _now(self) -> float:
+        return float(int(self.clock.now()))
 
-    def _move_aside(self, problem: str) -> None:
-        stamp = datetime.fromtimestamp(self.clock.now(), UTC).strftime("%Y%m%dT%H%M%SZ")
-        backup = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while backup.exists():
-            backup = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-            n += 1
-        os.rename(self.path, backup)
-        self.corrupt_backups.append(backup)
-        log.error("trust.store_corrupt", path=str(self.path), moved_to=str(backup),
-                  problem=problem,
-                  message=f"corrupt trust store {self.path} ({problem}); moved to"
-                          f" {backup}; continuing with an empty trust store")
+    def _update(self, apply: Callable[[TrustState, float], _T]) -> _T:
+        """One synchronous read-modify-write of the storage (blocking with a file)."""
+        now = self._now()
+        return self.storage.update(lambda state: apply(state, now))
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        ensure_data_dir(self.data_dir)
-        try:
-            self._lock.acquire()
-        except filelock.Timeout:
-            raise TrustStoreLockedError(
-                f"{self._lock.lock_file}: trust store locked by another process for"
-                f" more than {self._lock.timeout:g} s") from None
-        except OSError as exc:  # e.g. a directory where the lock file goes
-            raise DataFileError(self._lock.lock_file,
-                                f"cannot take the lock: {exc.strerror}") from None
-        try:
-            yield
-        finally:
-            self._lock.release()
+    # ------------------------------------------------------- the async path
 
-    def _update(self, apply: Callable[[_State, float], _T]) -> _T:
-        """Lock, re-read, apply, write if anything changed, unlock."""
-        with self._locked():
-            state, on_disk = self._load_locked()
-            result = apply(state, float(int(self.clock.now())))
-            if on_disk is None and not state.peers and not state.pins:
-                return result      # nothing to store: create no file
-            after = state.to_bytes()
-            if after != on_disk:
-                atomic_write(self.path, after, mode=0o600)
-                self._cached = (after, state.copy())
-            return result
+    def _submit(self, op: _Op) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        now = self._now()
+        if not self.storage.blocking:
+            try:
+                fut.set_result(self.storage.update(lambda state: op(state, now)))
+            except Exception as exc:
+                fut.set_exception(exc)
+            return fut
+        self._queue.append((op, now, fut))
+        if not self._committing:
+            self._commit_next(loop)
+        return fut
+
+    def _commit_next(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand everything queued to the writer thread as one commit; when it is done,
+        complete the futures and start the next commit if more has been queued."""
+        batch, self._queue = self._queue, []
+        self._committing = True
+        job = loop.run_in_executor(self._writer_thread(), self._commit,
+                                   [(op, now) for op, now, _ in batch])
+
+        def done(job: asyncio.Future[list[Any]]) -> None:
+            self._committing = False
+            try:
+                results = job.result()
+            except Exception as exc:      # the whole commit failed: lock, unwritable
+                results = [_Failed(exc)] * len(batch)
+            for (_, _, fut), result in zip(batch, results, strict=True):
+                if fut.done():            # cancelled by its caller
+                    continue
+                if isinstance(result, _Failed):
+                    fut.set_exception(result.exc)
+                else:
+                    fut.set_result(result)
+            if self._queue:
+                self._commit_next(loop)
+
+        job.add_done_callback(done)
+
+    def _commit(self, batch: list[tuple[_Op, float]]) -> list[Any]:
+        """On the writer thread: apply every request, in order, in one update."""
+        def apply(state: TrustState) -> list[Any]:
+            out: list[Any] = []
+            for op, now in batch:
+                try:
+                    out.append(op(state, now))
+                except Exception as exc:  # ops raise before they change anything
+                    out.append(_Failed(exc))
+            return out
+
+        return self.storage.update(apply)
+
+    def _writer_thread(self) -> ThreadPoolExecutor:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1,
+                                                  thread_name_prefix="trust-writer")
+            return self._writer
+
+    def close(self) -> None:
+        """Wait for the writer thread (if any) to finish what it has, and stop it."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
 
 
 # ------------------------------------------------------------------- helpers
 
 
-def _changed(peer_id: PeerId, address: str | None, expected: str,
-             expected_peer_id: PeerId) -> TrustDecision:
-    received = peer_id.fingerprint
-    who = address or str(peer_id)
-    log.error("cert.changed", peer=who, address=address, peer_id=str(peer_id),
-              expected_peer_id=str(expected_peer_id), expected=expected, received=received,
-              message=f"WARNING: Certificate changed for peer {who}! Expected: {expected}"
-                      f" Received: {received} This could indicate a security issue!")
-    return TrustDecision(Outcome.CHANGED, False, peer_id, address, expected, received,
-                         expected_peer_id)
+def _store(state: TrustState, verdict: Verdict, obs: Observation,
+           policy: Policy) -> TrustDecision:
+    """Put a verdict's records into ``state`` and log its event."""
+    if verdict.entry is not None:
+        state.peers[str(obs.peer_id)] = verdict.entry
+    if verdict.pin is not None:
+        state.pins[verdict.pin.address] = verdict.pin
+    _log_decision(verdict, obs, policy)
+    return verdict.decision
+
+
+def _log_decision(verdict: Verdict, obs: Observation, policy: Policy) -> None:
+    """The structlog event of one decision (seeds 000/001 wording)."""
+    d = verdict.decision
+    key, received, address = str(d.peer_id), d.received_fingerprint, d.address
+    who = address or key
+    if d.outcome is Outcome.CHANGED:
+        assert d.expected_fingerprint is not None and d.expected_peer_id is not None
+        expected = d.expected_fingerprint
+        log.error("cert.changed", peer=who, address=address, peer_id=key,
+                  expected_peer_id=str(d.expected_peer_id), expected=expected,
+                  received=received,
+                  message=f"WARNING: Certificate changed for peer {who}! Expected: {expected}"
+                          f" Received: {received} This could indicate a security issue!")
+    elif d.expected_fingerprint is None:      # a new peer: trusted or pending
+        assert verdict.entry is not None
+        fields = dict(peer_id=key, fingerprint=received, address=address,
+                      source=obs.source.value, policy=policy.value)
+        if d.allowed:
+            log.warning("peer.new", **fields, status=verdict.entry.status.value, message=(
+                f"New peer: {who} (fingerprint: {received})"
+                + ("  Auto-trusting (TOFU)" if obs.source is Source.TOFU else "")))
+        else:
+            log.warning("peer.pending", **fields, message=(
+                f"New peer: {who} (fingerprint: {received})"
+                "  Waiting for approval: p2pstack trust approve " + key))
+    elif d.outcome is Outcome.BLOCKED:
+        log.warning("peer.blocked", peer_id=key, fingerprint=received, address=address,
+                    message=f"Refused blocked peer: {who}")
+    elif d.outcome is Outcome.PENDING:
+        assert verdict.entry is not None
+        log.warning("peer.pending", peer_id=key, fingerprint=received, address=address,
+                    source=verdict.entry.source.value, policy=policy.value,
+                    message=f"Peer {who} is waiting for approval:"
+                            f" p2pstack trust approve {key}")
+    else:
+        log.info("peer.verified", peer_id=key, fingerprint=received, address=address,
+                 message=f"Verified known peer: {who}")
+
+
+def _log_dialback(peer_id: PeerId, ok: bool, address: str, error: str | None) -> None:
+    if ok:
+        log.info("peer.reachable", peer_id=str(peer_id), address=address,
+                 message=f"Mutual trust established with {address}")
+    else:
+        log.warning("peer.dialback_failed", peer_id=str(peer_id), address=address,
+                    error=error,
+                    message=f"Reverse connection failed: {error or 'unreachable'}."
+                            " Continuing anyway...")
 
 
 def _new_entry(peer_id: PeerId, now: float, status: Status, source: Source,
                address: str | None) -> TrustEntry:
     return TrustEntry(peer_id, peer_id.fingerprint, status, source, now, now,
                       () if address is None else (address,))
-
-
-def _touch(entry: TrustEntry, now: float, address: str | None) -> TrustEntry:
-    addresses = entry.addresses if address is None else _seen(entry.addresses, address)
-    return _replace_entry(entry, last_seen=now, addresses=addresses)
-
-
-def _seen(addresses: tuple[str, ...], address: str) -> tuple[str, ...]:
-    """``addresses`` with ``address`` moved (or added) to the end, at most MAX_ADDRESSES."""
-    return (tuple(a for a in addresses if a != address) + (address,))[-MAX_ADDRESSES:]
-
-
-def _replace_entry(entry: TrustEntry, **changes: Any) -> TrustEntry:
-    return replace(entry, **changes)
-
-
-def _replace_pin(pin: AddressPin, **changes: Any) -> AddressPin:
-    return replace(pin, **changes)
-
-
-def _source(source: str) -> Source:
-    try:
-        return Source(source)
-    except ValueError:
-        raise UsageError(f"trust source must be tofu, manual or invite, not {source!r}") from None
-
-
-def _looks_like_address(text: str) -> bool:
-    """Peer ids are base58 (no ':' or '/'); ``HOST:PORT`` and multiaddrs have one."""
-    return ":" in text or "/" in text
-
-
-def _address_key(address: str) -> str:
-    address = address.strip()
-    if not address:
-        raise UsageError("empty address")
-    return address
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_iso(text: str) -> float:
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"bad time {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
-def _str_field(obj: dict[str, Any], name: str, key: str) -> str:
-    value = obj.get(name)
-    if not isinstance(value, str):
-        raise ValueError(f"{key!r}: field {name!r} missing or not a string")
-    return value
-
-
-def _optional_time(value: Any, key: str) -> float | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{key!r}: a time must be an ISO-8601 string")
-    return _parse_iso(value)

@@ -46,6 +46,7 @@ import pytest
 from simulations.network import SimNetwork
 from simulations.vtime import current_clock, run_virtual
 from stack.node.config import NodeConfig
+from stack.store.stores import Stores
 from stack.base.identity import Identity
 from stack.node import ADDRESS_CHECK_INTERVAL, AnnouncementPublished, Node
 
@@ -82,7 +83,7 @@ class Sim:
         config = NodeConfig(data_dir=self.tmp / f"n{len(self.nodes)}", listen=(ip, PORT),
                             tls=False, identity=Identity.from_rng(self.rng),
                             rng_seed=self.rng.getrandbits(64), dial_back_timeout=3.0,
-                            **overrides)
+                            stores=Stores.memory(), **overrides)
         node = Node(config, network=host, clock=self.clock)
         self.nodes.append(node)  # before start: stop() covers a failed join too
         await node.start()
@@ -114,7 +115,10 @@ def simulate(tmp: Path, seed: int, scenario, **kw):
             return await scenario(sim)
         finally:
             await sim.stop()
-    return run_virtual(main())
+    result = run_virtual(main())
+    # memory stores and given identities: a simulated node writes no file
+    assert not tmp.exists() or not any(tmp.rglob("*")), f"seed={seed}: files written"
+    return result
 
 
 # ------------------------------------------------------------------- public network

@@ -13,6 +13,7 @@ from simulations.network import SimNetwork
 from simulations.vtime import current_clock, run_virtual
 from stack.base.identity import Identity
 from stack.node import DialbackResult, Node, NodeConfig
+from stack.store.stores import Stores
 
 PORT = 39001
 
@@ -32,7 +33,8 @@ def test_observed_address_is_announced_once_confirmed(tmp_path, kind, after_one,
         async def node(host, ip, **kw):
             n = Node(NodeConfig(data_dir=tmp_path / ip, listen=(ip, PORT), tls=False,
                                 dht=False, identity=Identity.from_rng(rng),
-                                dial_back_timeout=2.0, **kw), network=host, clock=clock)
+                                dial_back_timeout=2.0, stores=Stores.memory(), **kw),
+                     network=host, clock=clock)
             nodes.append(n)
             await n.start()
             return n

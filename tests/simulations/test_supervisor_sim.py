@@ -15,6 +15,7 @@ from simulations.network import SimNetwork
 from simulations.vtime import current_clock, run_virtual
 from stack.base.identity import Identity
 from stack.node import AnnouncementPublished, Node, NodeConfig, ServiceFailed
+from stack.store.stores import Stores
 
 PORT = 39001
 A, B = "198.51.100.1", "198.51.100.2"
@@ -27,11 +28,12 @@ def test_publisher_survives_a_dht_timeout_and_publishes_once_the_network_is_back
         clock = current_clock()
         a_host, b_host = net.add_host(A), net.add_host(B)
         a = Node(NodeConfig(data_dir=tmp_path / "a", listen=(A, PORT), tls=False,
-                            identity=Identity.from_rng(rng), rng_seed=1),
+                            identity=Identity.from_rng(rng), rng_seed=1, stores=Stores.memory()),
                  network=a_host, clock=clock)
         b = Node(NodeConfig(data_dir=tmp_path / "b", listen=(B, PORT), tls=False,
                             identity=Identity.from_rng(rng), rng_seed=2,
-                            bootstrap=(f"{A}:{PORT}",), dht_server=True),
+                            bootstrap=(f"{A}:{PORT}",), dht_server=True,
+                            stores=Stores.memory()),
                  network=b_host, clock=clock)
         try:
             await a.start()

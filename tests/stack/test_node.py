@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from stack.node.config import NodeConfig
+from stack.store.stores import Stores
 from stack.base.identity import Identity
 from stack.node import (ConnectionClosed, ConnectionOpened, DialbackResult, IdentityReceived,
                         Node, TrustChecked)
@@ -224,7 +225,8 @@ def test_quic_pair_on_the_simulator(tmp_path: Path) -> None:
         made = []
         for i, ip in enumerate(("198.51.100.1", "198.51.100.2")):
             config = NodeConfig(data_dir=tmp_path / f"sim{i}", listen=(ip, 39001), tls=False,
-                                identity=Identity.from_rng(rng), dial_back_timeout=3.0)
+                                identity=Identity.from_rng(rng), dial_back_timeout=3.0,
+                                stores=Stores.memory())
             node = Node(config, network=net.add_host(ip), clock=clock)
             await node.start()
             made.append(node)

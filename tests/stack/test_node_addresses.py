@@ -10,6 +10,7 @@ import pytest
 
 from simulations.network import SimNetwork
 from simulations.vtime import current_clock, run_virtual
+from stack.store.stores import Stores
 from discovery.errors import RecordNotFound
 from stack.base.identity import Identity
 from stack.base.net import interface_ipv4s
@@ -29,7 +30,8 @@ def test_a_wildcard_listener_announces_its_interface_addresses_not_loopback(tmp_
         net = SimNetwork(random.Random(1))
         host = net.add_host("198.51.100.7", extra_ips=["203.0.113.7"])
         node = Node(NodeConfig(data_dir=tmp_path / "n", listen=("0.0.0.0", 39001), tls=False,
-                               dht=False, identity=Identity.from_seed(b"\x07" * 32)),
+                               dht=False, identity=Identity.from_seed(b"\x07" * 32),
+                               stores=Stores.memory()),
                     network=host, clock=current_clock())
         await node.start()
         try:

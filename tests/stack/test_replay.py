@@ -23,17 +23,13 @@ from stack.base.records import (
     timestamp_ms,
 )
 from stack.base.replay import (
-    SEQUENCE_FILE_NAME,
-    STATE_FILE_NAME,
     Outcome,
     Result,
     Verifier,
     VerifierConfig,
-    load_verifier,
-    next_sequence,
-    open_verifier,
-    save_verifier,
 )
+from stack.store.replay import STATE_FILE_NAME, load_verifier, open_verifier, save_verifier
+from stack.store.sequence import SEQUENCE_FILE_NAME, next_sequence
 
 NOW = 1_700_000_000.0
 ALICE = Identity.from_seed(bytes(range(32)))
@@ -358,7 +354,7 @@ def test_next_sequence_corrupt_file_is_kept(tmp_path):
 _WORKER = """
 import sys
 from pathlib import Path
-from stack.base.replay import next_sequence
+from stack.store.sequence import next_sequence
 print(" ".join(str(next_sequence(Path(sys.argv[1]))) for _ in range(int(sys.argv[2]))))
 """
 
@@ -380,7 +376,7 @@ import sys
 from pathlib import Path
 from stack.base.identity import Identity
 from stack.base.records import sign_announcement
-from stack.base.replay import open_verifier
+from stack.store.replay import open_verifier
 now = 1_700_000_000.0
 ident = Identity.from_seed(bytes([int(sys.argv[2])]) * 32)
 for seq in range(1, 6):

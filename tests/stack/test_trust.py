@@ -414,9 +414,8 @@ def test_bad_entry_field_is_corrupt(tmp_path, clock, auto):
 def test_lock_held_elsewhere_gives_named_error(tmp_path, clock):
     store = TrustStore(tmp_path, clock=clock, lock_timeout=0.05)
     other = filelock.FileLock(tmp_path / (TRUST_FILE_NAME + ".lock"))
-    with other:
-        with pytest.raises(TrustStoreLockedError, match="locked by another process"):
-            store.check_peer(A)
+    with other, pytest.raises(TrustStoreLockedError, match="locked by another process"):
+        store.check_peer(A)
     assert store.check_peer(A).outcome is Outcome.NEW
 
 

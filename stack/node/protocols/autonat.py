@@ -69,8 +69,8 @@ class DialBack:
         with contextlib.suppress(StackError):
             # record_dialback logs the seed's "Mutual trust established" / "Reverse
             # connection failed ... Continuing anyway" lines.
-            self._trust.record_dialback(conn.peer_id, result.ok is True,
-                                        result.address or observed_ip,
-                                        error=result.error)
+            await self._trust.record_dialback_async(conn.peer_id, result.ok is True,
+                                                    result.address or observed_ip,
+                                                    error=result.error)
         self._events.emit(result, "info" if result.ok else "warning")
         return result
