@@ -30,6 +30,13 @@ Rules:
   one claiming a known contact's address: that may be spoofed) are at most
   ``amplification`` x its request (contacts are trimmed, a record that does not fit is
   withheld with the truncated flag); STORE needs the cookie.
+- State and work an unauthenticated sender can cause (issue 14 section 1): the
+  challenge-backoff and pending-nonce tables are bounded (``max_challenges``) and expire
+  in O(1) amortised (``guard.ExpiringKeys``); signing a proof, a counter-challenge and
+  checking a STORE's record for a *stranger* (not a contact at its proven address) each
+  spend a token of its source IP's budget (``stranger_rate``/``stranger_burst``, per IP,
+  not per port). Over budget: the request is dropped (a STORE answered ``rate_limited``;
+  a counter-challenge left out), counted as ``work_limited``.
 - Timeouts are adaptive: RFC 6298 RTO from the contact's RTT estimate, or from the
   estimate over all peers for a stranger.
 - Remote garbage never raises: every rejection increments ``stats[reason]``.
@@ -38,7 +45,8 @@ Rules:
 amplification_drop (a reply that cannot fit even without contacts), peer_mismatch (the
 wrong peer answered at an address), proof_failed (a missing or bad identity proof: Sybil
 ids without keys), proof_ok, challenge_sent (PING challenges and counter-challenges),
-unexpected_prove, timeout, store_<result> (STOREs we served,
+unexpected_prove, work_limited (a stranger's IP over its work budget), timeout,
+store_<result> (STOREs we served,
 see ``discovery.records``), get_rejected_<code> (invalid records a GET was offered),
 put_rejected_<result> (replicas refusing our STORE), repairs (stale holders updated).
 """
@@ -54,7 +62,7 @@ from dataclasses import dataclass
 
 from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInfo, PutDone,
                               RecordRefreshDue)
-from discovery.guard import COOKIE_EPOCH, Cookies, RateLimiter
+from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, RateLimiter
 from discovery.lookup import SUCCEEDED, Lookup
 from discovery.records import RecordInfo, RecordStore, RecordValidator, dht_key_of
 from discovery.routing import RoutingTable, RttEstimator
@@ -64,6 +72,7 @@ from discovery.wire import (FIND_NODE, FIND_VALUE, FLAG_SERVER, FLAG_TRUNCATED,
                             encode_reply, encode_request)
 from stack.base.identity import Identity, verify_signature
 from stack.base.net import Address
+from stack.base.ratelimit import TokenBuckets
 
 __all__ = ["DhtConfig", "DhtCore"]
 
@@ -93,6 +102,12 @@ class DhtConfig:
     min_unvalidated_request: int = 400  # pad un-cookied requests so a full reply fits
     challenge_backoff: float = 60.0  # do not re-challenge the same (peer, address) sooner
     prove_window: float = 10.0       # a counter-challenge must be answered within this
+    max_challenges: int = 4096       # bound of the challenge-backoff and pending-nonce tables
+    # Work done for an unauthenticated source (not a contact at its proven address):
+    # signing a proof, a counter-challenge, checking a STORE's record. One token each,
+    # per source IP (not per port: one host has 64k ports).
+    stranger_rate: float = 50.0
+    stranger_burst: float = 200.0
     maintenance_interval: float = 300.0  # record expiry and republish checks
 
 
@@ -136,9 +151,11 @@ class DhtCore:
         self._cookies = Cookies(rng.randbytes(32))
         self._limiter = RateLimiter(config.rate, config.burst)
         self._their_cookies: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
-        self._challenged: dict[tuple[int, Address], float] = {}
+        # (node id, address) challenged within ``challenge_backoff``
+        self._challenged = ExpiringKeys(config.challenge_backoff, config.max_challenges)
         # counter-challenge nonce -> (peer id, address, sent at); single use
-        self._pending_proves: dict[bytes, tuple[bytes, Address, float]] = {}
+        self._pending_proves = ExpiringKeys(config.prove_window, config.max_challenges)
+        self._work = TokenBuckets(config.stranger_rate, config.stranger_burst)
         # (node id, address) we have a proof request out to, and how many per bucket: a
         # peer is asked once at a time, and a bucket no more often than it has room
         self._asking: set[tuple[int, Address]] = set()
@@ -289,6 +306,10 @@ class DhtCore:
             self._on_prove(req, addr, now)
             return
         sender_id = _node_id(req.sender)
+        known = self.table.get(sender_id)
+        stranger = known is None or known.addr != addr
+        if req.want_proof and stranger and not self._work_allowed(addr, now):
+            return
         validated = self._cookies.check(req.cookie, addr, now)
         contacts: list[WireContact] = []
         record = b""
@@ -300,7 +321,12 @@ class DhtCore:
             if req.kind == FIND_VALUE:
                 record = self.store.get(req.target, now)
         elif req.kind == STORE:
-            result = self.store.offer(req.target, req.record, now) if validated else "no_cookie"
+            if not validated:
+                result = "no_cookie"
+            elif stranger and not self._work_allowed(addr, now):
+                result = "rate_limited"
+            else:
+                result = self.store.offer(req.target, req.record, now)
             self.stats["store_" + result] += 1
         flags = FLAG_SERVER if self.server else 0
         proof = self.identity.sign(PROOF_DOMAIN + req.txid) if req.want_proof else b""
@@ -346,20 +372,17 @@ class DhtCore:
         if not self._wants(node_id, addr):
             self.table.add_candidate(peer_id, node_id, addr)
             return b""
-        if not self._may_challenge(node_id, addr, now):
+        if not self._may_challenge(node_id, addr, now, stranger=True):
             return b""
         nonce = self._rng.randbytes(8)
-        pending = self._pending_proves
-        if len(pending) >= 4096:  # bounded under a flood of spoofed sources: oldest goes
-            del pending[next(iter(pending))]
-        pending[nonce] = (peer_id, addr, now)
+        # bounded under a flood of spoofed sources: expired and then oldest nonces go
+        self._pending_proves.add(nonce, now, (peer_id, addr, now))
         return nonce
 
     def _on_prove(self, req: Request, addr: Address, now: float) -> None:
         """A peer answers our counter-challenge: it holds its key and receives at ``addr``."""
-        pending = self._pending_proves.pop(req.txid, None)
-        if (pending is None or pending[0] != req.sender or pending[1] != addr
-                or now - pending[2] > self.config.prove_window):
+        pending = self._pending_proves.pop(req.txid, now)  # None once expired
+        if pending is None or pending[0] != req.sender or pending[1] != addr:
             self.stats["unexpected_prove"] += 1
             return
         if not verify_signature(req.sender[-32:], PROVE_DOMAIN + req.txid, req.proof):
@@ -373,16 +396,25 @@ class DhtCore:
             self._rtt.sample(rtt)
             self.table.get(node_id).rtt.sample(rtt)
 
-    def _may_challenge(self, node_id: int, addr: Address, now: float) -> bool:
-        """At most one challenge per (peer, address) per ``challenge_backoff``."""
+    def _may_challenge(self, node_id: int, addr: Address, now: float,
+                       stranger: bool = False) -> bool:
+        """At most one challenge per (peer, address) per ``challenge_backoff`` (a bounded
+        table, O(1) per call); a ``stranger``'s request also spends its IP's budget."""
         key = (node_id, addr)
-        if self._challenged.get(key, -_INF) > now:
+        if self._challenged.get(key, now) is not None:
             return False
-        if len(self._challenged) > 4096:
-            self._challenged = {k: t for k, t in self._challenged.items() if t > now}
-        self._challenged[key] = now + self.config.challenge_backoff
+        if stranger and not self._work_allowed(addr, now):
+            return False
+        self._challenged.add(key, now, True)
         self.stats["challenge_sent"] += 1
         return True
+
+    def _work_allowed(self, addr: Address, now: float) -> bool:
+        """Spend one token of the source IP's budget for work done for a stranger."""
+        if self._work.allow(addr[0], now):
+            return True
+        self.stats["work_limited"] += 1
+        return False
 
     def _wants(self, node_id: int, addr: Address) -> bool:
         """Would a proof from ``node_id`` at ``addr`` change the table, counting the

@@ -1,0 +1,114 @@
+"""Issue 14 section 1: state and work an unauthenticated sender can create in a DhtCore.
+
+Cores are driven directly (sans-I/O, virtual time). Costs are asserted as table sizes and
+entries touched, never as times (benchmarks/dht_floods.py measures the times).
+"""
+
+import random
+
+from discovery.announcements import AnnouncementValidator
+from discovery.core import DhtConfig, DhtCore
+from discovery.wire import (FIND_NODE, FLAG_SERVER, FLAG_WANT_PROOF, PING, PROVE,
+                            PROVE_DOMAIN, Request, decode, encode_request)
+from stack.base.identity import Identity
+
+NOW = 1_700_000_000.0
+KEYLESS = bytes.fromhex("002408011220")  # identity-multihash prefix of an Ed25519 key
+
+
+def core(seed: int, **cfg) -> DhtCore:
+    rng = random.Random(seed)
+    return DhtCore(Identity.from_rng(rng), AnnouncementValidator(), rng, DhtConfig(**cfg))
+
+
+def request(kind: int, sender: bytes, flags: int = FLAG_SERVER, txid: bytes = b"12345678",
+            cookie: bytes = b"") -> bytes:
+    return encode_request(Request(kind, txid, sender, flags, cookie,
+                                  bytes(32) if kind != PING else b""))
+
+
+def replies_to(a: DhtCore, addr) -> list:
+    return [decode(d) for d, dst in a.outgoing() if dst == addr]
+
+
+# ---- counter-challenge tables ------------------------------------------------------------
+
+def test_challenge_tables_stay_bounded_and_each_request_touches_o1_entries():
+    """A flood of PINGs with the server flag from fresh keyless ids at distinct (spoofed)
+    IPs, all inside one backoff period: every one is challenged (each IP is within its
+    budget), but the tables hold at most ``max_challenges`` and the entries each request
+    touches stay constant as the flood grows (the old table was rebuilt, every entry
+    copied, on each insert past 4,096 live entries)."""
+    a = core(1)
+    rng = random.Random(2)
+    bound = 4096  # DhtConfig.max_challenges
+
+    def flood(start: int, count: int) -> None:
+        for i in range(start, start + count):
+            ip = f"10.{i // 62500}.{(i // 250) % 250}.{i % 250 + 1}"
+            a.receive(request(PING, KEYLESS + rng.randbytes(32)), (ip, 666), NOW + i * 1e-3)
+            a.outgoing()
+
+    flood(0, 12_000)
+    assert a.stats["challenge_sent"] == 12_000
+    assert len(a._challenged) <= bound and len(a._pending_proves) <= bound
+    # amortised per request: examine the head (1), evict one (1), nothing else
+    assert a._challenged.touched <= 2 * 12_000 and a._pending_proves.touched <= 2 * 12_000
+    # flat: with the tables full, 4,000 more requests cost what the first 4,000 did
+    before = (a._challenged.touched, a._pending_proves.touched)
+    flood(12_000, 4_000)
+    assert a._challenged.touched - before[0] <= 2 * 4_000
+    assert a._pending_proves.touched - before[1] <= 2 * 4_000
+    assert len(a._challenged) <= bound and len(a._pending_proves) <= bound
+
+
+def test_expired_challenges_leave_the_tables_without_a_scan():
+    a = core(1, challenge_backoff=60.0, prove_window=10.0)
+    rng = random.Random(3)
+    for i in range(1000):
+        a.receive(request(PING, KEYLESS + rng.randbytes(32)), (f"10.1.{i // 250}.{i % 250}", 1),
+                  NOW)
+    a.outgoing()
+    assert len(a._challenged) == 1000 and len(a._pending_proves) == 1000
+    before = a._challenged.touched
+    a.receive(request(PING, KEYLESS + rng.randbytes(32)), ("10.2.0.1", 1), NOW + 61)
+    # the thousand expired entries went in one pass, each touched once, and are gone
+    assert len(a._challenged) == 1 and a._challenged.touched - before <= 1000 + 1
+    assert len(a._pending_proves) == 1
+
+
+def test_a_flood_from_one_ip_with_many_ports_cannot_exhaust_other_ips_budgets():
+    """5,000 ports of one IP send PINGs (server flag, fresh keyless ids) and FIND_NODEs
+    asking for our proof: the IP gets at most its burst of challenges and signatures.
+    An honest peer at another IP, arriving in the same second, is challenged, proves
+    itself and enters the table; a stranger at a third IP still gets our proof."""
+    a = core(1)
+    rng = random.Random(4)
+    flood_ip = "66.6.6.6"
+    burst = 200  # DhtConfig.stranger_burst
+    for port in range(1, 5001):
+        a.receive(request(PING, KEYLESS + rng.randbytes(32)), (flood_ip, port), NOW)
+        a.receive(request(FIND_NODE, KEYLESS + rng.randbytes(32),
+                          FLAG_SERVER | FLAG_WANT_PROOF), (flood_ip, port), NOW)
+    out = a.outgoing()
+    challenges = sum(1 for d, _ in out if decode(d).challenge)
+    proofs = sum(1 for d, _ in out if decode(d).proof)
+    assert challenges + proofs <= burst, (challenges, proofs)
+    assert a.stats["work_limited"] >= 10_000 - burst
+    assert len(a._challenged) <= burst and len(a._pending_proves) <= burst
+
+    honest = Identity.from_rng(random.Random(5))
+    pid, addr = honest.peer_id.multihash, ("10.0.0.7", 4001)
+    a.receive(request(PING, pid), addr, NOW + 0.5)
+    (reply,) = replies_to(a, addr)
+    assert len(reply.challenge) == 8
+    a.receive(encode_request(Request(PROVE, reply.challenge, pid, FLAG_SERVER,
+                                     proof=honest.sign(PROVE_DOMAIN + reply.challenge))),
+              addr, NOW + 0.6)
+    assert a.table.get(int.from_bytes(honest.peer_id.dht_key, "big")) is not None
+
+    other = ("10.0.0.8", 4001)
+    a.receive(request(FIND_NODE, Identity.from_rng(random.Random(6)).peer_id.multihash,
+                      FLAG_WANT_PROOF), other, NOW + 0.7)
+    (reply,) = replies_to(a, other)
+    assert len(reply.proof) == 64
