@@ -22,6 +22,11 @@ Rules:
   without keys end there); a PROVE for no pending challenge of that peer at that address
   as ``unexpected_prove``; a PROVE is never answered (nothing to reflect). Addresses
   change only through a new proof.
+- Probation (issue 14 section 1): a peer that entered through a one-way PROVE is PINGed
+  once; FIND_NODE answers name only contacts that have answered a request of ours and
+  not failed since (``RoutingTable`` rules), so identities that prove themselves and
+  vanish are never passed on. Any failed RPC (a lookup's too) hides a contact at once;
+  one that never answered is dropped at once, others after ``stale_failures``.
 - A GET keeps at most ``quorum - copies found`` RPCs in flight (and at most ``alpha``):
   more could only be answered after it has stopped.
 - Client mode (``config.server = False``): requests carry no server flag, so nobody adds us.
@@ -316,7 +321,8 @@ class DhtCore:
         result = ""
         if req.kind in (FIND_NODE, FIND_VALUE):
             target = int.from_bytes(req.target, "big")
-            contacts = [c.wire for c in self.table.closest(target, self.config.k + 1)
+            # only contacts seen to answer us (probation: issue 14 section 1)
+            contacts = [c.wire for c in self.table.closest(target, self.config.k + 1, True)
                         if c.node_id != sender_id][:self.config.k]
             if req.kind == FIND_VALUE:
                 record = self.store.get(req.target, now)
@@ -367,7 +373,7 @@ class DhtCore:
         our reply if its proof would change our table, else b""."""
         known = self.table.get(node_id)
         if known is not None and known.addr == addr:
-            self.table.record_success(node_id)
+            self.table.touch(node_id)
             return b""
         if not self._wants(node_id, addr):
             self.table.add_candidate(peer_id, node_id, addr)
@@ -394,7 +400,13 @@ class DhtCore:
             # reply out, PROVE back: one round trip, as good an RTT sample as any
             rtt = now - pending[2]
             self._rtt.sample(rtt)
-            self.table.get(node_id).rtt.sample(rtt)
+            contact = self.table.get(node_id)
+            contact.rtt.sample(rtt)
+            if not contact.answered:
+                # probation: handed to others only once it answers a request of ours;
+                # a PROVE-and-vanish identity times out here and is dropped
+                self._request(PING, addr, now, expected=req.sender, node_id=node_id,
+                              want_proof=False)
 
     def _may_challenge(self, node_id: int, addr: Address, now: float,
                        stranger: bool = False) -> bool:
@@ -462,7 +474,7 @@ class DhtCore:
                 return
             self.stats["proof_ok"] += 1
             if rep.server:
-                self.table.add_proven(rep.responder, node_id, rpc.addr)
+                self.table.add_proven(rep.responder, node_id, rpc.addr, answered=True)
         else:
             self.table.record_success(node_id)
         if rep.challenge and self.server:

@@ -112,3 +112,95 @@ def test_a_flood_from_one_ip_with_many_ports_cannot_exhaust_other_ips_budgets():
                       FLAG_WANT_PROOF), other, NOW + 0.7)
     (reply,) = replies_to(a, other)
     assert len(reply.proof) == 64
+
+
+# ---- dead Sybils: probation ---------------------------------------------------------------
+
+def cookie_of(a: DhtCore, addr, now: float) -> bytes:
+    a.receive(request(PING, Identity.from_rng(random.Random(77)).peer_id.multihash, 0), addr,
+              now)
+    (reply,) = replies_to(a, addr)
+    return reply.cookie
+
+
+def answer_contacts(a: DhtCore, target: bytes, now: float) -> set[bytes]:
+    """The peers ``a`` hands a stranger (with a cookie, so nothing is trimmed) in a
+    FIND_NODE answer for ``target``."""
+    asker = ("10.200.0.1", 4001)
+    cookie = cookie_of(a, asker, now)
+    a.receive(encode_request(Request(FIND_NODE, b"87654321",
+                                     Identity.from_rng(random.Random(78)).peer_id.multihash,
+                                     0, cookie, target)), asker, now)
+    (reply,) = replies_to(a, asker)
+    return {c.peer_id for c in reply.contacts}
+
+
+def shuttle(a: DhtCore, a_addr, b: DhtCore, b_addr, now: float) -> None:
+    for _ in range(8):
+        moved = False
+        for data, dst in a.outgoing():
+            if dst == b_addr:
+                b.receive(data, a_addr, now)
+                moved = True
+        for data, dst in b.outgoing():
+            if dst == a_addr:
+                a.receive(data, b_addr, now)
+                moved = True
+        if not moved:
+            return
+
+
+def test_identities_that_prove_themselves_and_vanish_are_never_handed_out():
+    """One honest peer joins through ``a`` (PROVE, then answers a's PING: verified). 100
+    Sybils with real keys answer a's counter-challenge with a PROVE and vanish. a's
+    FIND_NODE answers name only the honest peer; the Sybils' probation PINGs time out
+    and they leave the table."""
+    a, a_addr = core(1), ("10.0.0.1", 4001)
+    b, b_addr = core(2), ("10.0.0.2", 4001)
+    b.bootstrap([a_addr], NOW)
+    shuttle(b, b_addr, a, a_addr, NOW)
+    assert answer_contacts(a, bytes(32), NOW) == {b.peer_id}
+    rng = random.Random(9)
+    sybils = [Identity.from_rng(rng) for _ in range(100)]
+    for i, s in enumerate(sybils):
+        addr = (f"10.66.{i // 250}.{i % 250 + 1}", 4001)
+        a.receive(request(PING, s.peer_id.multihash), addr, NOW + 1)
+        (reply,) = replies_to(a, addr)
+        a.receive(encode_request(Request(PROVE, reply.challenge, s.peer_id.multihash,
+                                         FLAG_SERVER,
+                                         proof=s.sign(PROVE_DOMAIN + reply.challenge))),
+                  addr, NOW + 1.05)
+    entered = len(a.table) - 1
+    assert entered >= 40, entered          # they did get in (buckets with room)
+    assert answer_contacts(a, bytes(32), NOW + 1.1) == {b.peer_id}
+    now = NOW + 1.1
+    while (t := a.next_timer()) is not None and t < NOW + 30:
+        now = t
+        a.handle_timer(now)
+        a.outgoing()                       # the Sybils are gone: nothing answers
+    assert len(a.table) == 1 and a.stats["timeout"] >= entered
+
+
+def test_a_contact_that_times_out_in_a_lookup_is_no_longer_handed_out():
+    from dht_corenet import CoreNet
+    from dht_helpers import identities
+
+    rng = random.Random(23)
+    net = CoreNet(rng)
+    nodes = [net.add(i, AnnouncementValidator()) for i in identities(rng, 12)]
+    for c, addr in nodes[1:]:
+        c.bootstrap([nodes[0][1]], net.now)
+        net.kick(addr)
+        net.run_for(1)
+    net.run_for(10)
+    a, a_addr = nodes[0]
+    victim, victim_addr = nodes[4]
+    vid = victim.table.own_id
+    assert victim.peer_id in answer_contacts(a, victim.key, net.now)
+    net.crashed.add(victim_addr)
+    op = a.start_lookup(victim.key, net.now)
+    net.kick(a_addr)
+    net.wait(a_addr, op)
+    # one failed lookup RPC: marked at once (not handed out), dropped after stale_failures
+    assert a.table.get(vid) is not None and a.table.get(vid).failures == 1
+    assert victim.peer_id not in answer_contacts(a, victim.key, net.now)
