@@ -44,6 +44,9 @@ Rules:
   a counter-challenge left out), counted as ``work_limited``.
 - Timeouts are adaptive: RFC 6298 RTO from the contact's RTT estimate, or from the
   estimate over all peers for a stranger.
+- Record store (issue 14 section 1): each source IP may hold ``max_records_per_ip``
+  records here; a full store evicts a record of a lower priority class (publisher not
+  proven, we not among the closest) for a newcomer of a higher one (``discovery.records``).
 - Remote garbage never raises: every rejection increments ``stats[reason]``.
 
 ``stats`` keys: oversize, malformed, unexpected_reply, rate_limited, self_request,
@@ -101,6 +104,7 @@ class DhtConfig:
     republish_interval: float = 4 * 3600.0  # publisher re-puts its record this often
     record_window: float = 24 * 3600.0   # freshness window of stored records
     max_records: int = 65536
+    max_records_per_ip: int = 256    # records one source IP may have stored here (quota)
     rate: float = 100.0              # requests per second per source address
     burst: float = 200.0
     amplification: int = 3           # reply <= 3 x request for sources without our cookie
@@ -149,7 +153,8 @@ class DhtCore:
         self.key: bytes = identity.peer_id.dht_key
         self.table = RoutingTable(int.from_bytes(self.key, "big"), config.k,
                                   config.stale_failures)
-        self.store = RecordStore(validator, config.record_window, config.max_records)
+        self.store = RecordStore(validator, config.record_window, config.max_records,
+                                 config.max_records_per_ip)
         self.validator = validator
         self.stats: Counter[str] = Counter()
         self._rng = rng
@@ -332,7 +337,8 @@ class DhtCore:
             elif stranger and not self._work_allowed(addr, now):
                 result = "rate_limited"
             else:
-                result = self.store.offer(req.target, req.record, now)
+                result = self.store.offer(req.target, req.record, now, addr[0],
+                                          self._store_priority(req.target))
             self.stats["store_" + result] += 1
         flags = FLAG_SERVER if self.server else 0
         proof = self.identity.sign(PROOF_DOMAIN + req.txid) if req.want_proof else b""
@@ -347,6 +353,16 @@ class DhtCore:
                 self.stats["amplification_drop"] += 1
                 return
         self._out.append((data, addr))
+
+    def _store_priority(self, key: bytes) -> int:
+        """A STORE's priority class (``discovery.records``): +2 when the record's
+        publisher is proven (its node id, which is the key, is in our routing table), +1
+        when we are among the k closest nodes to the key that we know of."""
+        table, k = self.table, self.config.k
+        key_id = int.from_bytes(key, "big")
+        closest = table.closest(key_id, k)
+        close = len(closest) < k or (table.own_id ^ key_id) < (closest[-1].node_id ^ key_id)
+        return 2 * (table.get(key_id) is not None) + close
 
     def _fit(self, reply: Reply, data: bytes, budget: int) -> bytes | None:
         """Shrink a reply to ``budget`` bytes: trim far contacts, then withhold the record."""
@@ -794,7 +810,8 @@ class _GetOp(_LookupOp):
                                    want_proof=False)
                 repaired += 1
         if self.core.store.get(self.target, now) not in (b"", record):
-            self.core.store.offer(self.target, record, now)  # our own stale replica too
+            self.core.store.offer(self.target, record, now,  # our own stale replica too
+                                  priority=self.core._store_priority(self.target))
         self.core.stats["repairs"] += repaired
         self.core._emit(GetDone(self.op_id, self.target, record, info.seq,
                                 len(self.holders), repaired, None))

@@ -1,25 +1,42 @@
 """DHT values: signed announcements, checked by an injected validator, kept by replicas.
 
-Acceptance rules for a STORE (issue 5 section 2), in order; the first failing rule names
-the result:
+Acceptance rules for a STORE (issue 5 section 2, issue 14 section 1), in order; the first
+failing rule names the result:
 
     too_large        the record exceeds 1000 bytes
+    unchanged        the very same record is already stored (a publisher's re-put; no
+                     signature check for known bytes)
+    over_quota       a new key, and the storing source (an IP) already holds
+                     ``max_per_source`` records here (checked before the signature)
     <validator code> the validator rejects it (bad signature, malformed, expired, ...)
     wrong_key        the key is not SHA-256 of the record's peer-id bytes
     stale_seq        the stored record for the key has a higher sequence number, or the
                      same one with different bytes (a replay or an equivocation)
-    unchanged        the very same record is already stored (a publisher's re-put)
-    stored           accepted
+    full             the store holds ``max_records`` fresh records, none of them in a
+                     lower priority class than this one
+    stored           accepted (possibly evicting one lower-priority record: ``evicted``)
+
+Priority (given by the caller, 0-3): +2 when the record's publisher is proven (its
+identity is in our routing table), +1 when we are among the k closest nodes to the key
+that we know of. A full store evicts the oldest record of the lowest class below the
+newcomer's, so self-signed records from fresh identities cannot keep a proven
+publisher's record out, and a flood from one source stops at its quota.
 
 The validator is stateless (no nonce consumption): a DHT serves the same record to many
 readers, so replay protection is the strictly increasing sequence number.
-Expiry: a stored record is dropped once its timestamp is older than the window; keeping
-it alive is the publisher's job (periodic re-publish), not the replicas'.
+Expiry: a stored record is dropped once its timestamp is older than the window (a heap
+by timestamp: O(log n) per record, no scans); keeping it alive is the publisher's job
+(periodic re-publish), not the replicas'. A record's quota is charged to the source that
+first stored its key, until it expires or is evicted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
+from collections import Counter, OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,39 +66,64 @@ def dht_key_of(peer_id: bytes) -> bytes:
     return hashlib.sha256(peer_id).digest()
 
 
+PRIORITIES = 4  # priority classes 0..3 (see the module rules)
+
+
 @dataclass(slots=True)
 class _Stored:
     data: bytes
     info: RecordInfo
+    source: Hashable | None   # charged for the quota (None: not counted)
+    priority: int
+    stamp: int                # matches its live entry in the expiry heap
 
 
 class RecordStore:
-    """A replica's records, bounded in number; see the module rules."""
+    """A replica's records, bounded in number and per source; see the module rules."""
 
-    def __init__(self, validator: RecordValidator, window: float, max_records: int) -> None:
+    def __init__(self, validator: RecordValidator, window: float, max_records: int,
+                 max_per_source: int | None = None) -> None:
         self.validator = validator
         self.window = window
         self.max_records = max_records
+        self.max_per_source = max_per_source
+        self.evicted = 0
         self._records: dict[bytes, _Stored] = {}
+        self._classes: list[OrderedDict[bytes, None]] = [OrderedDict()
+                                                         for _ in range(PRIORITIES)]
+        self._per_source: Counter[Hashable] = Counter()
+        self._expiry: list[tuple[float, int, bytes]] = []  # (timestamp, stamp, key)
+        self._stamps = itertools.count()
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def held_by(self, source: Hashable) -> int:
+        """How many records ``source`` is charged for."""
+        return self._per_source.get(source, 0)
 
     def get(self, key: bytes, now: float) -> bytes:
         stored = self._records.get(key)
         if stored is None:
             return b""
         if stored.info.timestamp < now - self.window:
-            del self._records[key]
+            self._remove(key)
             return b""
         return stored.data
 
-    def offer(self, key: bytes, data: bytes, now: float) -> str:
+    def offer(self, key: bytes, data: bytes, now: float, source: Hashable | None = None,
+              priority: int = 0) -> str:
         if len(data) > MAX_RECORD:
             return "too_large"
+        priority = max(0, min(PRIORITIES - 1, priority))
         stored = self._records.get(key)
         if stored is not None and stored.data == data:
+            if priority > stored.priority:
+                self._classify(key, stored, priority)
             return "unchanged"  # cheap re-put: no signature check needed for known bytes
+        if (stored is None and source is not None and self.max_per_source is not None
+                and self._per_source.get(source, 0) >= self.max_per_source):
+            return "over_quota"
         code, info = self.validator.check(data, now)
         if info is None:
             return code
@@ -92,12 +134,56 @@ class RecordStore:
         if stored is None and len(self._records) >= self.max_records:
             self.expire(now)
             if len(self._records) >= self.max_records:
-                return "full"
-        self._records[key] = _Stored(data, info)
+                victim = self._victim(priority)
+                if victim is None:
+                    return "full"
+                self._remove(victim)
+                self.evicted += 1
+        stamp = next(self._stamps)
+        if stored is None:
+            stored = self._records[key] = _Stored(data, info, source, -1, stamp)
+            if source is not None:
+                self._per_source[source] += 1
+        else:  # a newer record for the key: the quota stays with the first source
+            stored.data, stored.info, stored.stamp = data, info, stamp
+        self._classify(key, stored, max(priority, stored.priority))
+        heapq.heappush(self._expiry, (info.timestamp, stamp, key))
+        if len(self._expiry) > 2 * len(self._records) + 1024:
+            self._expiry = [(s.info.timestamp, s.stamp, k) for k, s in self._records.items()]
+            heapq.heapify(self._expiry)
         return "stored"
 
     def expire(self, now: float) -> int:
-        old = [k for k, s in self._records.items() if s.info.timestamp < now - self.window]
-        for key in old:
-            del self._records[key]
-        return len(old)
+        limit = now - self.window
+        heap, records = self._expiry, self._records
+        gone = 0
+        while heap and heap[0][0] < limit:
+            _, stamp, key = heapq.heappop(heap)
+            stored = records.get(key)
+            if stored is not None and stored.stamp == stamp:
+                self._remove(key)
+                gone += 1
+        return gone
+
+    def _victim(self, priority: int) -> bytes | None:
+        """The oldest record of the lowest class below ``priority``, if any."""
+        for cls in self._classes[:priority]:
+            if cls:
+                return next(iter(cls))
+        return None
+
+    def _classify(self, key: bytes, stored: _Stored, priority: int) -> None:
+        if stored.priority >= 0:
+            del self._classes[stored.priority][key]
+        stored.priority = priority
+        self._classes[priority][key] = None
+
+    def _remove(self, key: bytes) -> None:
+        stored = self._records.pop(key)
+        del self._classes[stored.priority][key]
+        if stored.source is not None:
+            left = self._per_source[stored.source] - 1
+            if left:
+                self._per_source[stored.source] = left
+            else:
+                del self._per_source[stored.source]

@@ -9,7 +9,7 @@ import random
 from discovery.announcements import AnnouncementValidator
 from discovery.core import DhtConfig, DhtCore
 from discovery.wire import (FIND_NODE, FLAG_SERVER, FLAG_WANT_PROOF, PING, PROVE,
-                            PROVE_DOMAIN, Request, decode, encode_request)
+                            PROVE_DOMAIN, STORE, Request, decode, encode_request)
 from stack.base.identity import Identity
 
 NOW = 1_700_000_000.0
@@ -204,3 +204,71 @@ def test_a_contact_that_times_out_in_a_lookup_is_no_longer_handed_out():
     # one failed lookup RPC: marked at once (not handed out), dropped after stale_failures
     assert a.table.get(vid) is not None and a.table.get(vid).failures == 1
     assert victim.peer_id not in answer_contacts(a, victim.key, net.now)
+
+
+# ---- record store exhaustion ---------------------------------------------------------------
+
+def flood_store(a: DhtCore, ip: str, ports: range, rng: random.Random, now: float,
+                spacing: float = 0.0) -> list[str]:
+    """Self-signed records of fresh identities, STOREd (with a cookie) from ``ip``, one
+    per port, ``spacing`` seconds apart."""
+    from dht_helpers import announcement
+
+    results = []
+    for i, port in enumerate(ports):
+        addr, now = (ip, port), now + spacing * bool(i)
+        cookie = cookie_of(a, addr, now)
+        ident = Identity.from_rng(rng)
+        a.receive(encode_request(Request(STORE, b"storeit!", ident.peer_id.multihash, 0,
+                                         cookie, ident.peer_id.dht_key,
+                                         announcement(ident, 1, now, rng))), addr, now)
+        (reply,) = replies_to(a, addr)
+        results.append(reply.result)
+    return results
+
+
+def test_a_store_flood_cannot_keep_an_honest_record_out():
+    """The store (60 records here) is filled with self-signed records of fresh
+    identities from three IPs; later STOREs of the same kind get ``full``. An honest
+    publisher that proved itself to the node (it is in the routing table) still gets its
+    record stored (a flood record is evicted), and the flood that follows cannot push it
+    out again."""
+    from dht_helpers import announcement
+
+    from discovery.events import PutDone
+
+    a, a_addr = core(1, max_records=60), ("10.0.0.1", 4001)
+    b, b_addr = core(2), ("10.0.0.2", 4001)
+    b.bootstrap([a_addr], NOW)
+    shuttle(b, b_addr, a, a_addr, NOW)
+    rng = random.Random(10)
+    results = []
+    for ip in ("66.6.6.1", "66.6.6.2", "66.6.6.3"):
+        results += flood_store(a, ip, range(1000, 1020), rng, NOW + 1)
+    assert results == ["stored"] * 60 and len(a.store) == 60
+    assert flood_store(a, "66.6.6.4", range(1000, 1005), rng, NOW + 2) == ["full"] * 5
+
+    honest = Identity.from_rng(random.Random(2))           # b's identity (core(2))
+    assert honest.peer_id.multihash == b.peer_id
+    record = announcement(honest, 1, NOW + 3, rng)
+    while b.next_event() is not None:
+        pass
+    op = b.put(record, NOW + 3)
+    shuttle(b, b_addr, a, a_addr, NOW + 3)
+    assert b.next_event() == PutDone(op, b.key, 1, None)
+    assert a.store.get(b.key, NOW + 3) == record and len(a.store) == 60
+
+    assert flood_store(a, "66.6.6.5", range(1000, 1020), rng, NOW + 4) == ["full"] * 20
+    assert a.store.get(b.key, NOW + 4) == record
+
+
+def test_one_ip_with_many_ports_stops_at_its_quota():
+    """300 self-signed records from one IP (a port each): 256 (the per-IP quota) are
+    stored, the rest get ``over_quota`` before any signature check; another IP is not
+    affected. (20 a second: below the IP's work budget, which would stop it too.)"""
+    a = core(1, max_records=1000)
+    rng = random.Random(11)
+    results = flood_store(a, "66.6.6.6", range(1, 301), rng, NOW, spacing=0.05)
+    assert results == ["stored"] * 256 + ["over_quota"] * 44
+    assert a.stats["store_over_quota"] == 44
+    assert flood_store(a, "10.0.0.9", range(1, 3), rng, NOW + 16) == ["stored"] * 2

@@ -62,3 +62,40 @@ def test_store_is_bounded():
     codes = [store.offer(i.peer_id.dht_key, announcement(i, 1, NOW, rng), NOW) for i in ids]
     assert codes == ["stored", "stored", "full"]
     assert dht_key_of(ids[0].peer_id.multihash) == ids[0].peer_id.dht_key
+
+
+def test_per_source_quota_and_priority_eviction():
+    rng = random.Random(9)
+    store = RecordStore(AnnouncementValidator(), window=3600, max_records=3, max_per_source=2)
+    ids = [Identity.from_rng(rng) for _ in range(6)]
+
+    def offer(i, source, priority=0):
+        return store.offer(ids[i].peer_id.dht_key, announcement(ids[i], 1, NOW, rng), NOW,
+                           source, priority)
+
+    assert [offer(0, "6.6.6.6"), offer(1, "6.6.6.6"), offer(2, "6.6.6.6")] == \
+        ["stored", "stored", "over_quota"]
+    assert offer(2, "7.7.7.7", priority=1) == "stored"
+    assert offer(3, "8.8.8.8") == "full"                  # nothing below class 0
+    assert offer(3, "8.8.8.8", priority=3) == "stored"    # the oldest class-0 record goes
+    assert store.evicted == 1 and store.get(ids[0].peer_id.dht_key, NOW) == b""
+    assert store.held_by("6.6.6.6") == 1                  # its quota is freed
+    assert offer(4, "8.8.8.8", priority=1) == "stored"    # then the other class-0 one
+    assert store.get(ids[1].peer_id.dht_key, NOW) == b""
+    assert offer(5, "9.9.9.9", priority=1) == "full"      # equals do not evict
+    assert offer(5, "9.9.9.9", priority=2) == "stored"    # the oldest class-1 record goes
+    assert store.get(ids[2].peer_id.dht_key, NOW) == b""
+    assert all(store.get(ids[i].peer_id.dht_key, NOW) for i in (3, 4, 5))
+
+
+def test_expiry_follows_the_newest_record_of_a_key():
+    rng = random.Random(10)
+    alice = Identity.from_rng(rng)
+    key = alice.peer_id.dht_key
+    store = RecordStore(AnnouncementValidator(), window=24 * 3600, max_records=10)
+    assert store.offer(key, announcement(alice, 1, NOW - 23 * 3600, rng), NOW) == "stored"
+    newer = announcement(alice, 2, NOW, rng)
+    assert store.offer(key, newer, NOW) == "stored"
+    assert store.expire(NOW + 2 * 3600) == 0              # seq 1's entry is stale, not ours
+    assert store.get(key, NOW + 2 * 3600) == newer
+    assert store.expire(NOW + 25 * 3600) == 1 and len(store) == 0
