@@ -162,9 +162,11 @@ class DhtCore:
         self._limiter = RateLimiter(config.rate, config.burst)
         self._their_cookies: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
         # (node id, address) challenged within ``challenge_backoff``
-        self._challenged = ExpiringKeys(config.challenge_backoff, config.max_challenges)
+        self._challenged: ExpiringKeys[tuple[int, Address], bool] = ExpiringKeys(
+            config.challenge_backoff, config.max_challenges)
         # counter-challenge nonce -> (peer id, address, sent at); single use
-        self._pending_proves = ExpiringKeys(config.prove_window, config.max_challenges)
+        self._pending_proves: ExpiringKeys[bytes, tuple[bytes, Address, float]] = \
+            ExpiringKeys(config.prove_window, config.max_challenges)
         self._work = TokenBuckets(config.stranger_rate, config.stranger_burst)
         # (node id, address) we have a proof request out to, and how many per bucket: a
         # peer is asked once at a time, and a bucket no more often than it has room
@@ -417,6 +419,7 @@ class DhtCore:
             rtt = now - pending[2]
             self._rtt.sample(rtt)
             contact = self.table.get(node_id)
+            assert contact is not None  # add_proven just put it there
             contact.rtt.sample(rtt)
             if not contact.answered:
                 # probation: handed to others only once it answers a request of ours;

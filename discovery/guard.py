@@ -20,12 +20,16 @@ from __future__ import annotations
 import hmac
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 from stack.base.net import Address
 
 __all__ = ["RateLimiter", "Cookies", "ExpiringKeys", "COOKIE_EPOCH"]
 
 COOKIE_EPOCH = 300.0
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 class RateLimiter:
@@ -74,7 +78,7 @@ class Cookies:
                 or hmac.compare_digest(cookie, self.make(addr, now, -1)))
 
 
-class ExpiringKeys:
+class ExpiringKeys(Generic[K, V]):
     """A bounded set of keys, each live for ``ttl`` seconds after its (re)insertion, with
     a value. Times are parameters; a clock that steps backwards only delays expiry."""
 
@@ -84,29 +88,29 @@ class ExpiringKeys:
         self.ttl = ttl
         self.max_keys = max_keys
         self.touched = 0  # entries examined or removed by expiry and eviction, in total
-        self._keys: OrderedDict[Hashable, tuple[float, object]] = OrderedDict()
+        self._keys: OrderedDict[K, tuple[float, V]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def __contains__(self, key: Hashable) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._keys
 
-    def get(self, key: Hashable, now: float, default: object = None) -> object:
-        """The value of a live ``key`` (inserted less than ``ttl`` ago), else ``default``."""
+    def get(self, key: K, now: float) -> V | None:
+        """The value of a live ``key`` (inserted less than ``ttl`` ago), else None."""
         entry = self._keys.get(key)
         if entry is None or entry[0] <= now:
-            return default
+            return None
         return entry[1]
 
-    def pop(self, key: Hashable, now: float, default: object = None) -> object:
-        """Remove ``key``; its value if it was live, else ``default``."""
+    def pop(self, key: K, now: float) -> V | None:
+        """Remove ``key``; its value if it was live, else None."""
         entry = self._keys.pop(key, None)
         if entry is None or entry[0] <= now:
-            return default
+            return None
         return entry[1]
 
-    def add(self, key: Hashable, now: float, value: object = None) -> None:
+    def add(self, key: K, now: float, value: V) -> None:
         """Insert (or restart) ``key``; expired keys go first, then the oldest if full."""
         keys = self._keys
         self.expire(now)

@@ -22,6 +22,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from discovery.wire import WireContact
@@ -197,8 +198,8 @@ class RoutingTable:
         def key(c: Contact) -> int:
             return c.node_id ^ target
 
-        def pick(contacts):
-            return [c for c in contacts if c.verified] if verified_only else contacts
+        def pick(contacts: Iterable[Contact]) -> list[Contact]:
+            return [c for c in contacts if c.verified] if verified_only else list(contacts)
 
         d = self.bucket_index(target)
         buckets = self._buckets
