@@ -38,10 +38,12 @@ Rules:
 - State and work an unauthenticated sender can cause (issue 14 section 1): the
   challenge-backoff and pending-nonce tables are bounded (``max_challenges``) and expire
   in O(1) amortised (``guard.ExpiringKeys``); signing a proof, a counter-challenge and
-  checking a STORE's record for a *stranger* (not a contact at its proven address) each
-  spend a token of its source IP's budget (``stranger_rate``/``stranger_burst``, per IP,
-  not per port). Over budget: the request is dropped (a STORE answered ``rate_limited``;
-  a counter-challenge left out), counted as ``work_limited``.
+  checking a STORE's record for a *stranger* (anyone but a contact at its proven address
+  that echoes our cookie) each spend a token of its source IP's budget
+  (``stranger_rate``/``stranger_burst``, per IP, not per port; requests with our cookie
+  have their own, so a spoofer cannot spend an IP's real budget). Over budget: the
+  request is dropped (a STORE answered ``rate_limited``; a counter-challenge left out),
+  counted as ``work_limited``.
 - Timeouts are adaptive: RFC 6298 RTO from the contact's RTT estimate, or from the
   estimate over all peers for a stranger.
 - Record store (issue 14 section 1): each source IP may hold ``max_records_per_ip``
@@ -318,11 +320,15 @@ class DhtCore:
             self._on_prove(req, addr, now)
             return
         sender_id = _node_id(req.sender)
-        known = self.table.get(sender_id)
-        stranger = known is None or known.addr != addr
-        if req.want_proof and stranger and not self._work_allowed(addr, now):
-            return
         validated = self._cookies.check(req.cookie, addr, now)
+        known = self.table.get(sender_id)
+        # A stranger: anyone but a contact at its proven address that also shows it
+        # receives there (our cookie). Its budget is its IP's; requests with our cookie
+        # spend a separate one, so spoofing an IP cannot use up that IP's real budget.
+        stranger = not (validated and known is not None and known.addr == addr)
+        budget = (addr[0], validated)
+        if req.want_proof and stranger and not self._work_allowed(budget, now):
+            return
         contacts: list[WireContact] = []
         record = b""
         result = ""
@@ -336,7 +342,7 @@ class DhtCore:
         elif req.kind == STORE:
             if not validated:
                 result = "no_cookie"
-            elif stranger and not self._work_allowed(addr, now):
+            elif stranger and not self._work_allowed(budget, now):
                 result = "rate_limited"
             else:
                 result = self.store.offer(req.target, req.record, now, addr[0],
@@ -344,7 +350,8 @@ class DhtCore:
             self.stats["store_" + result] += 1
         flags = FLAG_SERVER if self.server else 0
         proof = self.identity.sign(PROOF_DOMAIN + req.txid) if req.want_proof else b""
-        challenge = self._consider(req.sender, sender_id, addr, now) if req.server else b""
+        challenge = (self._consider(req.sender, sender_id, addr, budget, now) if req.server
+                     else b"")
         reply = Reply(req.kind, req.txid, self.peer_id, flags, proof,
                       self._cookies.make(addr, now), tuple(contacts), record, result,
                       challenge)
@@ -386,7 +393,8 @@ class DhtCore:
                                       reply.result, reply.challenge))
         return data
 
-    def _consider(self, peer_id: bytes, node_id: int, addr: Address, now: float) -> bytes:
+    def _consider(self, peer_id: bytes, node_id: int, addr: Address,
+                  budget: tuple[str, bool], now: float) -> bytes:
         """A server-mode peer sent us a request: returns the counter-challenge nonce for
         our reply if its proof would change our table, else b""."""
         known = self.table.get(node_id)
@@ -396,7 +404,7 @@ class DhtCore:
         if not self._wants(node_id, addr):
             self.table.add_candidate(peer_id, node_id, addr)
             return b""
-        if not self._may_challenge(node_id, addr, now, stranger=True):
+        if not self._may_challenge(node_id, addr, now, budget):
             return b""
         nonce = self._rng.randbytes(8)
         # bounded under a flood of spoofed sources: expired and then oldest nonces go
@@ -428,21 +436,23 @@ class DhtCore:
                               want_proof=False)
 
     def _may_challenge(self, node_id: int, addr: Address, now: float,
-                       stranger: bool = False) -> bool:
+                       budget: tuple[str, bool] | None = None) -> bool:
         """At most one challenge per (peer, address) per ``challenge_backoff`` (a bounded
-        table, O(1) per call); a ``stranger``'s request also spends its IP's budget."""
+        table, O(1) per call); one answering a request also spends a token of ``budget``
+        (the requester's IP budget)."""
         key = (node_id, addr)
         if self._challenged.get(key, now) is not None:
             return False
-        if stranger and not self._work_allowed(addr, now):
+        if budget is not None and not self._work_allowed(budget, now):
             return False
         self._challenged.add(key, now, True)
         self.stats["challenge_sent"] += 1
         return True
 
-    def _work_allowed(self, addr: Address, now: float) -> bool:
-        """Spend one token of the source IP's budget for work done for a stranger."""
-        if self._work.allow(addr[0], now):
+    def _work_allowed(self, budget: tuple[str, bool], now: float) -> bool:
+        """Spend one token of a budget ((source IP, with our cookie)) for work done for
+        a stranger."""
+        if self._work.allow(budget, now):
             return True
         self.stats["work_limited"] += 1
         return False

@@ -114,6 +114,26 @@ def test_a_flood_from_one_ip_with_many_ports_cannot_exhaust_other_ips_budgets():
     assert len(reply.proof) == 64
 
 
+def test_spoofing_an_ip_cannot_spend_its_budget_for_requests_with_our_cookie():
+    """2,000 requests asking for our proof, spoofed from a victim's IP (any port, no
+    cookie), use up that IP's budget for un-cookied work; the victim itself, echoing the
+    cookie we gave it earlier, still gets its proof and a counter-challenge."""
+    a = core(1)
+    rng = random.Random(7)
+    victim = ("10.0.0.7", 4001)
+    honest = Identity.from_rng(random.Random(5))
+    cookie = cookie_of(a, victim, NOW)
+    for port in range(1, 2001):
+        a.receive(request(FIND_NODE, KEYLESS + rng.randbytes(32), FLAG_SERVER | FLAG_WANT_PROOF),
+                  ("10.0.0.7", port), NOW + 1)
+    a.outgoing()
+    assert a.stats["work_limited"] >= 2000 - 200
+    a.receive(request(FIND_NODE, honest.peer_id.multihash, FLAG_SERVER | FLAG_WANT_PROOF,
+                      cookie=cookie), victim, NOW + 1)
+    (reply,) = replies_to(a, victim)
+    assert len(reply.proof) == 64 and len(reply.challenge) == 8
+
+
 # ---- dead Sybils: probation ---------------------------------------------------------------
 
 def cookie_of(a: DhtCore, addr, now: float) -> bytes:
