@@ -14,10 +14,12 @@
    production) is filled with self-signed records of fresh identities from many IPs,
    then honest publishers STORE their own records while the flood goes on. Honest
    publishers are of two kinds: in the node's routing table (they proved themselves to
-   it; what a replica sees of a publisher that walked to its own key) and not. Also one
-   IP with many ports storing as fast as its work budget lets it. Ours: the current
-   store (per-IP quota, priority eviction). Baseline: the same store with the previous
-   policy (no quota; a full store answers ``full``). Cookies are taken from the core's
+   it; what a replica sees of a publisher that walked to its own key) and not. The
+   flood comes from 100 records per IP, then from one IP per record (where fairness
+   between sources ends). Also one IP with many ports storing as fast as its work
+   budget lets it. Ours: the current store (per-IP quota, priority eviction, fairness
+   between sources). Baseline: the same store with the previous policy (no quota; a
+   full store answers ``full``). Cookies are taken from the core's
    own cookie function (the flood is assumed to receive at its addresses).
 
 Deterministic (seeded identities and nonces); only the times vary between runs.
@@ -175,7 +177,7 @@ class PreviousStore(RecordStore):
     def __init__(self, validator, window, max_records, max_per_source=None) -> None:
         super().__init__(validator, window, max_records, None)
 
-    def _victim(self, priority):
+    def _victim(self, priority, source):
         return None
 
 
@@ -187,12 +189,12 @@ def _store(core: DhtCore, ident: Identity, addr, record: bytes, now: float) -> s
     return decode(out[-1][0]).result if out else "dropped"
 
 
-def store_flood(previous: bool, size: int) -> dict[str, str]:
+def store_flood(previous: bool, size: int, per_ip: int) -> dict[str, str]:
     rng = random.Random(7)
     core = _core(DhtCore, max_records=size)
     if previous:
         core.store = PreviousStore(core.validator, core.config.record_window, size)
-    flood_ips = size // 100 + 1
+    flood_ips = size // per_ip + 1
     # honest publishers: half of them proven (in the routing table), half not
     honest = []
     for i in range(40):
@@ -203,49 +205,58 @@ def store_flood(previous: bool, size: int) -> dict[str, str]:
         honest.append((ident, addr, proven))
     now = NOW
     stored = 0
-    for i in range(flood_ips * 100):  # 100 per IP, each IP 10 a second: within its budget
+    for i in range(flood_ips * per_ip):  # each IP 10 a second: within its work budget
         ident = Identity.from_rng(rng)
-        addr = (_ip(i % flood_ips), 2000 + i)
+        addr = (_ip(i % flood_ips), 2000 + i % 60000)
         now = NOW + i / (10 * flood_ips)
         stored += _store(core, ident, addr, announcement(ident, 1, now, rng), now) == "stored"
     full_after_flood = len(core.store)
     results: dict[bool, list[str]] = {True: [], False: []}
     for j, (ident, addr, proven) in enumerate(honest):  # interleaved with more flood
-        for _ in range(20):
+        for n in range(20):
             f = Identity.from_rng(rng)
             now += 0.01
-            _store(core, f, (_ip(flood_ips + j), 3000 + j), announcement(f, 1, now, rng), now)
+            ip = _ip(flood_ips + (j * 20 + n if per_ip == 1 else j))
+            _store(core, f, (ip, 3000 + j), announcement(f, 1, now, rng), now)
         results[proven].append(_store(core, ident, addr, announcement(ident, 1, now, rng), now))
-    kept = sum(1 for ident, _, proven in honest
-               if proven and core.store.get(ident.peer_id.dht_key, now))
-    n_proven = len(results[True])
-    # one IP, many ports, as fast as its work budget lets it (50 a second)
-    one_ip = _core(DhtCore, max_records=size)
+    kept = {p: sum(1 for ident, _, proven in honest
+                   if proven == p and core.store.get(ident.peer_id.dht_key, now))
+            for p in (True, False)}
+    rows = {
+        f"flood, {per_ip}/IP: stored (store size)": f"{stored} ({full_after_flood}/{size})",
+    }
+    for p, name in ((True, "in table"), (False, "not in table")):
+        n = len(results[p])
+        rows[f"  honest, publisher {name}: stored"] = f"{results[p].count('stored')}/{n}"
+        rows["    ... still held after the flood" + " " * p] = f"{kept[p]}/{n}"
+    return rows
+
+
+def one_ip(previous: bool, size: int) -> dict[str, str]:
+    """One IP, many ports, as fast as its work budget lets it (50 a second)."""
+    rng = random.Random(8)
+    core = _core(DhtCore, max_records=size)
     if previous:
-        one_ip.store = PreviousStore(one_ip.validator, one_ip.config.record_window, size)
-    one = [0, 0]
+        core.store = PreviousStore(core.validator, core.config.record_window, size)
+    stored = 0
     for i in range(1000):
         ident = Identity.from_rng(rng)
         t = NOW + i * 0.02
-        r = _store(one_ip, ident, ("66.6.6.6", 1 + i), announcement(ident, 1, t, rng), t)
-        one[r == "stored"] += 1
-    return {
-        "flood stored (store size)": f"{stored} ({full_after_flood}/{size})",
-        "honest, publisher in table: stored": f"{results[True].count('stored')}/{n_proven}",
-        "  ... still held after the flood": f"{kept}/{n_proven}",
-        "honest, publisher not in table: stored":
-            f"{results[False].count('stored')}/{len(results[False])}",
-        "one IP x 1,000 ports: stored": f"{one[1]}/1000",
-    }
+        r = _store(core, ident, ("66.6.6.6", 1 + i), announcement(ident, 1, t, rng), t)
+        stored += r == "stored"
+    return {"one IP x 1,000 ports: stored": f"{stored}/1000"}
 
 
 def records(size: int) -> None:
     print(f"\n2. honest STOREs while self-signed records of fresh identities flood a "
           f"{size}-record store")
-    prev, ours = store_flood(True, size), store_flood(False, size)
-    print(f"  {'':<40}  {'previous':>14}  {'ours':>14}")
-    for key in ours:
-        print(f"  {key:<40}  {prev[key]:>14}  {ours[key]:>14}")
+    print(f"  {'':<44}  {'previous':>16}  {'ours':>16}")
+    for run in (lambda prev: store_flood(prev, size, 100),
+                lambda prev: store_flood(prev, size, 1),
+                lambda prev: one_ip(prev, size)):
+        prev, ours = run(True), run(False)
+        for key in ours:
+            print(f"  {key:<44}  {prev[key]:>16}  {ours[key]:>16}")
 
 
 def main() -> int:

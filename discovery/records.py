@@ -12,15 +12,21 @@ failing rule names the result:
     wrong_key        the key is not SHA-256 of the record's peer-id bytes
     stale_seq        the stored record for the key has a higher sequence number, or the
                      same one with different bytes (a replay or an equivocation)
-    full             the store holds ``max_records`` fresh records, none of them in a
-                     lower priority class than this one
-    stored           accepted (possibly evicting one lower-priority record: ``evicted``)
+    full             the store holds ``max_records`` fresh records and none may be
+                     evicted for this one (see below)
+    stored           accepted (possibly evicting one record: ``evicted``)
 
 Priority (given by the caller, 0-3): +2 when the record's publisher is proven (its
 identity is in our routing table), +1 when we are among the k closest nodes to the key
-that we know of. A full store evicts the oldest record of the lowest class below the
-newcomer's, so self-signed records from fresh identities cannot keep a proven
-publisher's record out, and a flood from one source stops at its quota.
+that we know of. A full store evicts, for a newcomer:
+
+1. the oldest record of the lowest class below the newcomer's, so self-signed records
+   from fresh identities cannot keep a proven publisher's record out; else
+2. fairness between sources: when some source holds more than one record more than the
+   newcomer's source, one of its oldest records (among its 8 oldest) of a class no
+   higher than the newcomer's. A flood from many sources thus cannot keep out a source
+   that holds fewer records than the flood's biggest; it would need as many sources as
+   records. A flood from one source stops at its quota.
 
 The validator is stateless (no nonce consumption): a DHT serves the same record to many
 readers, so replay protection is the strictly increasing sequence number.
@@ -35,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
@@ -91,7 +97,10 @@ class RecordStore:
         self._records: dict[bytes, _Stored] = {}
         self._classes: list[OrderedDict[bytes, None]] = [OrderedDict()
                                                          for _ in range(PRIORITIES)]
-        self._per_source: Counter[Hashable] = Counter()
+        # source -> its keys, oldest first; and the sources by how many they hold
+        self._keys_of: dict[Hashable, OrderedDict[bytes, None]] = {}
+        self._sources_holding: dict[int, dict[Hashable, None]] = {}
+        self._most = 0  # the most records any source holds
         self._expiry: list[tuple[float, int, bytes]] = []  # (timestamp, stamp, key)
         self._stamps = itertools.count()
 
@@ -100,7 +109,8 @@ class RecordStore:
 
     def held_by(self, source: Hashable) -> int:
         """How many records ``source`` is charged for."""
-        return self._per_source.get(source, 0)
+        keys = self._keys_of.get(source)
+        return len(keys) if keys is not None else 0
 
     def get(self, key: bytes, now: float) -> bytes:
         stored = self._records.get(key)
@@ -122,7 +132,7 @@ class RecordStore:
                 self._classify(key, stored, priority)
             return "unchanged"  # cheap re-put: no signature check needed for known bytes
         if (stored is None and source is not None and self.max_per_source is not None
-                and self._per_source.get(source, 0) >= self.max_per_source):
+                and self.held_by(source) >= self.max_per_source):
             return "over_quota"
         code, info = self.validator.check(data, now)
         if info is None:
@@ -134,7 +144,7 @@ class RecordStore:
         if stored is None and len(self._records) >= self.max_records:
             self.expire(now)
             if len(self._records) >= self.max_records:
-                victim = self._victim(priority)
+                victim = self._victim(priority, source)
                 if victim is None:
                     return "full"
                 self._remove(victim)
@@ -143,7 +153,11 @@ class RecordStore:
         if stored is None:
             stored = self._records[key] = _Stored(data, info, source, -1, stamp)
             if source is not None:
-                self._per_source[source] += 1
+                keys = self._keys_of.get(source)
+                if keys is None:
+                    keys = self._keys_of[source] = OrderedDict()
+                keys[key] = None
+                self._recount(source, len(keys) - 1, len(keys))
         else:  # a newer record for the key: the quota stays with the first source
             stored.data, stored.info, stored.stamp = data, info, stamp
         self._classify(key, stored, max(priority, stored.priority))
@@ -165,12 +179,30 @@ class RecordStore:
                 gone += 1
         return gone
 
-    def _victim(self, priority: int) -> bytes | None:
-        """The oldest record of the lowest class below ``priority``, if any."""
+    def _victim(self, priority: int, source: Hashable | None) -> bytes | None:
+        """What a newcomer of ``priority`` from ``source`` may evict (module rules)."""
         for cls in self._classes[:priority]:
             if cls:
                 return next(iter(cls))
+        if self._most > (self.held_by(source) if source is not None else 0) + 1:
+            biggest = next(iter(self._sources_holding[self._most]))
+            for key in itertools.islice(self._keys_of[biggest], 8):
+                if self._records[key].priority <= priority:
+                    return key
         return None
+
+    def _recount(self, source: Hashable, old: int, new: int) -> None:
+        """``source`` now holds ``new`` records instead of ``old`` (they differ by one)."""
+        holding = self._sources_holding
+        if old:
+            group = holding[old]
+            del group[source]
+            if not group:
+                del holding[old]
+        if new:
+            holding.setdefault(new, {})[source] = None
+        if new > self._most or (old == self._most and old not in holding):
+            self._most = new
 
     def _classify(self, key: bytes, stored: _Stored, priority: int) -> None:
         if stored.priority >= 0:
@@ -182,8 +214,8 @@ class RecordStore:
         stored = self._records.pop(key)
         del self._classes[stored.priority][key]
         if stored.source is not None:
-            left = self._per_source[stored.source] - 1
-            if left:
-                self._per_source[stored.source] = left
-            else:
-                del self._per_source[stored.source]
+            keys = self._keys_of[stored.source]
+            del keys[key]
+            if not keys:
+                del self._keys_of[stored.source]
+            self._recount(stored.source, len(keys) + 1, len(keys))
