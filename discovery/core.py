@@ -22,6 +22,11 @@ Rules:
   without keys end there); a PROVE for no pending challenge of that peer at that address
   as ``unexpected_prove``; a PROVE is never answered (nothing to reflect). Addresses
   change only through a new proof.
+- Probation (issue 14 section 1): a peer that entered through a one-way PROVE is PINGed
+  once; FIND_NODE answers name only contacts that have answered a request of ours and
+  not failed since (``RoutingTable`` rules), so identities that prove themselves and
+  vanish are never passed on. Any failed RPC (a lookup's too) hides a contact at once;
+  one that never answered is dropped at once, others after ``stale_failures``.
 - A GET keeps at most ``quorum - copies found`` RPCs in flight (and at most ``alpha``):
   more could only be answered after it has stopped.
 - Client mode (``config.server = False``): requests carry no server flag, so nobody adds us.
@@ -30,15 +35,28 @@ Rules:
   one claiming a known contact's address: that may be spoofed) are at most
   ``amplification`` x its request (contacts are trimmed, a record that does not fit is
   withheld with the truncated flag); STORE needs the cookie.
+- State and work an unauthenticated sender can cause (issue 14 section 1): the
+  challenge-backoff and pending-nonce tables are bounded (``max_challenges``) and expire
+  in O(1) amortised (``guard.ExpiringKeys``); signing a proof, a counter-challenge and
+  checking a STORE's record for a *stranger* (anyone but a contact at its proven address
+  that echoes our cookie) each spend a token of its source IP's budget
+  (``stranger_rate``/``stranger_burst``, per IP, not per port; requests with our cookie
+  have their own, so a spoofer cannot spend an IP's real budget). Over budget: the
+  request is dropped (a STORE answered ``rate_limited``; a counter-challenge left out),
+  counted as ``work_limited``.
 - Timeouts are adaptive: RFC 6298 RTO from the contact's RTT estimate, or from the
   estimate over all peers for a stranger.
+- Record store (issue 14 section 1): each source IP may hold ``max_records_per_ip``
+  records here; a full store evicts a record of a lower priority class (publisher not
+  proven, we not among the closest) for a newcomer of a higher one (``discovery.records``).
 - Remote garbage never raises: every rejection increments ``stats[reason]``.
 
 ``stats`` keys: oversize, malformed, unexpected_reply, rate_limited, self_request,
 amplification_drop (a reply that cannot fit even without contacts), peer_mismatch (the
 wrong peer answered at an address), proof_failed (a missing or bad identity proof: Sybil
 ids without keys), proof_ok, challenge_sent (PING challenges and counter-challenges),
-unexpected_prove, timeout, store_<result> (STOREs we served,
+unexpected_prove, work_limited (a stranger's IP over its work budget), timeout,
+store_<result> (STOREs we served,
 see ``discovery.records``), get_rejected_<code> (invalid records a GET was offered),
 put_rejected_<result> (replicas refusing our STORE), repairs (stale holders updated).
 """
@@ -54,7 +72,7 @@ from dataclasses import dataclass
 
 from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInfo, PutDone,
                               RecordRefreshDue)
-from discovery.guard import COOKIE_EPOCH, Cookies, RateLimiter
+from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, RateLimiter
 from discovery.lookup import SUCCEEDED, Lookup
 from discovery.records import RecordInfo, RecordStore, RecordValidator, dht_key_of
 from discovery.routing import RoutingTable, RttEstimator
@@ -64,6 +82,7 @@ from discovery.wire import (FIND_NODE, FIND_VALUE, FLAG_SERVER, FLAG_TRUNCATED,
                             encode_reply, encode_request)
 from stack.base.identity import Identity, verify_signature
 from stack.base.net import Address
+from stack.base.ratelimit import TokenBuckets
 
 __all__ = ["DhtConfig", "DhtCore"]
 
@@ -87,12 +106,19 @@ class DhtConfig:
     republish_interval: float = 4 * 3600.0  # publisher re-puts its record this often
     record_window: float = 24 * 3600.0   # freshness window of stored records
     max_records: int = 65536
+    max_records_per_ip: int = 256    # records one source IP may have stored here (quota)
     rate: float = 100.0              # requests per second per source address
     burst: float = 200.0
     amplification: int = 3           # reply <= 3 x request for sources without our cookie
     min_unvalidated_request: int = 400  # pad un-cookied requests so a full reply fits
     challenge_backoff: float = 60.0  # do not re-challenge the same (peer, address) sooner
     prove_window: float = 10.0       # a counter-challenge must be answered within this
+    max_challenges: int = 4096       # bound of the challenge-backoff and pending-nonce tables
+    # Work done for an unauthenticated source (not a contact at its proven address):
+    # signing a proof, a counter-challenge, checking a STORE's record. One token each,
+    # per source IP (not per port: one host has 64k ports).
+    stranger_rate: float = 50.0
+    stranger_burst: float = 200.0
     maintenance_interval: float = 300.0  # record expiry and republish checks
 
 
@@ -129,16 +155,21 @@ class DhtCore:
         self.key: bytes = identity.peer_id.dht_key
         self.table = RoutingTable(int.from_bytes(self.key, "big"), config.k,
                                   config.stale_failures)
-        self.store = RecordStore(validator, config.record_window, config.max_records)
+        self.store = RecordStore(validator, config.record_window, config.max_records,
+                                 config.max_records_per_ip)
         self.validator = validator
         self.stats: Counter[str] = Counter()
         self._rng = rng
         self._cookies = Cookies(rng.randbytes(32))
         self._limiter = RateLimiter(config.rate, config.burst)
         self._their_cookies: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
-        self._challenged: dict[tuple[int, Address], float] = {}
+        # (node id, address) challenged within ``challenge_backoff``
+        self._challenged: ExpiringKeys[tuple[int, Address], bool] = ExpiringKeys(
+            config.challenge_backoff, config.max_challenges)
         # counter-challenge nonce -> (peer id, address, sent at); single use
-        self._pending_proves: dict[bytes, tuple[bytes, Address, float]] = {}
+        self._pending_proves: ExpiringKeys[bytes, tuple[bytes, Address, float]] = \
+            ExpiringKeys(config.prove_window, config.max_challenges)
+        self._work = TokenBuckets(config.stranger_rate, config.stranger_burst)
         # (node id, address) we have a proof request out to, and how many per bucket: a
         # peer is asked once at a time, and a bucket no more often than it has room
         self._asking: set[tuple[int, Address]] = set()
@@ -290,31 +321,58 @@ class DhtCore:
             return
         sender_id = _node_id(req.sender)
         validated = self._cookies.check(req.cookie, addr, now)
+        known = self.table.get(sender_id)
+        # A stranger: anyone but a contact at its proven address that also shows it
+        # receives there (our cookie). Its budget is its IP's; requests with our cookie
+        # spend a separate one, so spoofing an IP cannot use up that IP's real budget.
+        stranger = not (validated and known is not None and known.addr == addr)
+        budget = (addr[0], validated)
+        if req.want_proof and stranger and not self._work_allowed(budget, now):
+            return
         contacts: list[WireContact] = []
         record = b""
         result = ""
         if req.kind in (FIND_NODE, FIND_VALUE):
             target = int.from_bytes(req.target, "big")
-            contacts = [c.wire for c in self.table.closest(target, self.config.k + 1)
+            # only contacts seen to answer us (probation: issue 14 section 1)
+            contacts = [c.wire for c in self.table.closest(target, self.config.k + 1, True)
                         if c.node_id != sender_id][:self.config.k]
             if req.kind == FIND_VALUE:
                 record = self.store.get(req.target, now)
         elif req.kind == STORE:
-            result = self.store.offer(req.target, req.record, now) if validated else "no_cookie"
+            if not validated:
+                result = "no_cookie"
+            elif stranger and not self._work_allowed(budget, now):
+                result = "rate_limited"
+            else:
+                result = self.store.offer(req.target, req.record, now, addr[0],
+                                          self._store_priority(req.target))
             self.stats["store_" + result] += 1
         flags = FLAG_SERVER if self.server else 0
         proof = self.identity.sign(PROOF_DOMAIN + req.txid) if req.want_proof else b""
-        challenge = self._consider(req.sender, sender_id, addr, now) if req.server else b""
+        challenge = (self._consider(req.sender, sender_id, addr, budget, now) if req.server
+                     else b"")
         reply = Reply(req.kind, req.txid, self.peer_id, flags, proof,
                       self._cookies.make(addr, now), tuple(contacts), record, result,
                       challenge)
         data = encode_reply(reply)
         if not validated:
-            data = self._fit(reply, data, self.config.amplification * size)
-            if data is None:
+            fitted = self._fit(reply, data, self.config.amplification * size)
+            if fitted is None:
                 self.stats["amplification_drop"] += 1
                 return
+            data = fitted
         self._out.append((data, addr))
+
+    def _store_priority(self, key: bytes) -> int:
+        """A STORE's priority class (``discovery.records``): +2 when the record's
+        publisher is proven (its node id, which is the key, is in our routing table), +1
+        when we are among the k closest nodes to the key that we know of."""
+        table, k = self.table, self.config.k
+        key_id = int.from_bytes(key, "big")
+        closest = table.closest(key_id, k)
+        close = len(closest) < k or (table.own_id ^ key_id) < (closest[-1].node_id ^ key_id)
+        return 2 * (table.get(key_id) is not None) + close
 
     def _fit(self, reply: Reply, data: bytes, budget: int) -> bytes | None:
         """Shrink a reply to ``budget`` bytes: trim far contacts, then withhold the record."""
@@ -336,30 +394,28 @@ class DhtCore:
                                       reply.result, reply.challenge))
         return data
 
-    def _consider(self, peer_id: bytes, node_id: int, addr: Address, now: float) -> bytes:
+    def _consider(self, peer_id: bytes, node_id: int, addr: Address,
+                  budget: tuple[str, bool], now: float) -> bytes:
         """A server-mode peer sent us a request: returns the counter-challenge nonce for
         our reply if its proof would change our table, else b""."""
         known = self.table.get(node_id)
         if known is not None and known.addr == addr:
-            self.table.record_success(node_id)
+            self.table.touch(node_id)
             return b""
         if not self._wants(node_id, addr):
             self.table.add_candidate(peer_id, node_id, addr)
             return b""
-        if not self._may_challenge(node_id, addr, now):
+        if not self._may_challenge(node_id, addr, now, budget):
             return b""
         nonce = self._rng.randbytes(8)
-        pending = self._pending_proves
-        if len(pending) >= 4096:  # bounded under a flood of spoofed sources: oldest goes
-            del pending[next(iter(pending))]
-        pending[nonce] = (peer_id, addr, now)
+        # bounded under a flood of spoofed sources: expired and then oldest nonces go
+        self._pending_proves.add(nonce, now, (peer_id, addr, now))
         return nonce
 
     def _on_prove(self, req: Request, addr: Address, now: float) -> None:
         """A peer answers our counter-challenge: it holds its key and receives at ``addr``."""
-        pending = self._pending_proves.pop(req.txid, None)
-        if (pending is None or pending[0] != req.sender or pending[1] != addr
-                or now - pending[2] > self.config.prove_window):
+        pending = self._pending_proves.pop(req.txid, now)  # None once expired
+        if pending is None or pending[0] != req.sender or pending[1] != addr:
             self.stats["unexpected_prove"] += 1
             return
         if not verify_signature(req.sender[-32:], PROVE_DOMAIN + req.txid, req.proof):
@@ -371,18 +427,36 @@ class DhtCore:
             # reply out, PROVE back: one round trip, as good an RTT sample as any
             rtt = now - pending[2]
             self._rtt.sample(rtt)
-            self.table.get(node_id).rtt.sample(rtt)
+            contact = self.table.get(node_id)
+            assert contact is not None  # add_proven just put it there
+            contact.rtt.sample(rtt)
+            if not contact.answered:
+                # probation: handed to others only once it answers a request of ours;
+                # a PROVE-and-vanish identity times out here and is dropped
+                self._request(PING, addr, now, expected=req.sender, node_id=node_id,
+                              want_proof=False)
 
-    def _may_challenge(self, node_id: int, addr: Address, now: float) -> bool:
-        """At most one challenge per (peer, address) per ``challenge_backoff``."""
+    def _may_challenge(self, node_id: int, addr: Address, now: float,
+                       budget: tuple[str, bool] | None = None) -> bool:
+        """At most one challenge per (peer, address) per ``challenge_backoff`` (a bounded
+        table, O(1) per call); one answering a request also spends a token of ``budget``
+        (the requester's IP budget)."""
         key = (node_id, addr)
-        if self._challenged.get(key, -_INF) > now:
+        if self._challenged.get(key, now) is not None:
             return False
-        if len(self._challenged) > 4096:
-            self._challenged = {k: t for k, t in self._challenged.items() if t > now}
-        self._challenged[key] = now + self.config.challenge_backoff
+        if budget is not None and not self._work_allowed(budget, now):
+            return False
+        self._challenged.add(key, now, True)
         self.stats["challenge_sent"] += 1
         return True
+
+    def _work_allowed(self, budget: tuple[str, bool], now: float) -> bool:
+        """Spend one token of a budget ((source IP, with our cookie)) for work done for
+        a stranger."""
+        if self._work.allow(budget, now):
+            return True
+        self.stats["work_limited"] += 1
+        return False
 
     def _wants(self, node_id: int, addr: Address) -> bool:
         """Would a proof from ``node_id`` at ``addr`` change the table, counting the
@@ -399,6 +473,7 @@ class DhtCore:
 
     def _release(self, rpc: _Rpc) -> None:
         if rpc.asking:
+            assert rpc.node_id is not None  # only a proof request to a known id is "asking"
             rpc.asking = False
             self._asking.discard((rpc.node_id, rpc.addr))
             index = self.table.bucket_index(rpc.node_id)
@@ -430,7 +505,7 @@ class DhtCore:
                 return
             self.stats["proof_ok"] += 1
             if rep.server:
-                self.table.add_proven(rep.responder, node_id, rpc.addr)
+                self.table.add_proven(rep.responder, node_id, rpc.addr, answered=True)
         else:
             self.table.record_success(node_id)
         if rep.challenge and self.server:
@@ -750,7 +825,8 @@ class _GetOp(_LookupOp):
                                    want_proof=False)
                 repaired += 1
         if self.core.store.get(self.target, now) not in (b"", record):
-            self.core.store.offer(self.target, record, now)  # our own stale replica too
+            self.core.store.offer(self.target, record, now,  # our own stale replica too
+                                  priority=self.core._store_priority(self.target))
         self.core.stats["repairs"] += repaired
         self.core._emit(GetDone(self.op_id, self.target, record, info.seq,
                                 len(self.holders), repaired, None))

@@ -7,18 +7,29 @@
   spoofed victim). Un-cookied requests get replies at most ``amplification`` times their
   own size (QUIC's RFC 9000 section 8 rule), so the DHT is no reflection amplifier.
   Epochs are 5 minutes; the previous epoch's cookie stays valid.
+- ``ExpiringKeys``: keys that expire a constant ``ttl`` after insertion, at most
+  ``max_keys`` of them (the oldest goes first). Expiry is insertion + ttl, so insertion
+  order is expiry order: expiring pops from the front of an ``OrderedDict`` and stops at
+  the first live key. Every call touches O(1) entries amortised (``touched`` counts
+  them), however many live keys a flood has put in (issue 14 section 1).
 """
+
 
 from __future__ import annotations
 
 import hmac
 from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 from stack.base.net import Address
 
-__all__ = ["RateLimiter", "Cookies", "COOKIE_EPOCH"]
+__all__ = ["RateLimiter", "Cookies", "ExpiringKeys", "COOKIE_EPOCH"]
 
 COOKIE_EPOCH = 300.0
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 class RateLimiter:
@@ -65,3 +76,54 @@ class Cookies:
             return False
         return (hmac.compare_digest(cookie, self.make(addr, now))
                 or hmac.compare_digest(cookie, self.make(addr, now, -1)))
+
+
+class ExpiringKeys(Generic[K, V]):
+    """A bounded set of keys, each live for ``ttl`` seconds after its (re)insertion, with
+    a value. Times are parameters; a clock that steps backwards only delays expiry."""
+
+    def __init__(self, ttl: float, max_keys: int) -> None:
+        if ttl <= 0 or max_keys < 1:
+            raise ValueError("ttl > 0 and max_keys >= 1 are required")
+        self.ttl = ttl
+        self.max_keys = max_keys
+        self.touched = 0  # entries examined or removed by expiry and eviction, in total
+        self._keys: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def get(self, key: K, now: float) -> V | None:
+        """The value of a live ``key`` (inserted less than ``ttl`` ago), else None."""
+        entry = self._keys.get(key)
+        if entry is None or entry[0] <= now:
+            return None
+        return entry[1]
+
+    def pop(self, key: K, now: float) -> V | None:
+        """Remove ``key``; its value if it was live, else None."""
+        entry = self._keys.pop(key, None)
+        if entry is None or entry[0] <= now:
+            return None
+        return entry[1]
+
+    def add(self, key: K, now: float, value: V) -> None:
+        """Insert (or restart) ``key``; expired keys go first, then the oldest if full."""
+        keys = self._keys
+        self.expire(now)
+        if keys.pop(key, None) is None and len(keys) >= self.max_keys:
+            keys.popitem(last=False)
+            self.touched += 1
+        keys[key] = (now + self.ttl, value)
+
+    def expire(self, now: float) -> None:
+        keys = self._keys
+        while keys:
+            key, (expires, _) = next(iter(keys.items()))
+            self.touched += 1
+            if expires > now:
+                return
+            del keys[key]

@@ -1,25 +1,48 @@
 """DHT values: signed announcements, checked by an injected validator, kept by replicas.
 
-Acceptance rules for a STORE (issue 5 section 2), in order; the first failing rule names
-the result:
+Acceptance rules for a STORE (issue 5 section 2, issue 14 section 1), in order; the first
+failing rule names the result:
 
     too_large        the record exceeds 1000 bytes
+    unchanged        the very same record is already stored (a publisher's re-put; no
+                     signature check for known bytes)
+    over_quota       a new key, and the storing source (an IP) already holds
+                     ``max_per_source`` records here (checked before the signature)
     <validator code> the validator rejects it (bad signature, malformed, expired, ...)
     wrong_key        the key is not SHA-256 of the record's peer-id bytes
     stale_seq        the stored record for the key has a higher sequence number, or the
                      same one with different bytes (a replay or an equivocation)
-    unchanged        the very same record is already stored (a publisher's re-put)
-    stored           accepted
+    full             the store holds ``max_records`` fresh records and none may be
+                     evicted for this one (see below)
+    stored           accepted (possibly evicting one record: ``evicted``)
+
+Priority (given by the caller, 0-3): +2 when the record's publisher is proven (its
+identity is in our routing table), +1 when we are among the k closest nodes to the key
+that we know of. A full store evicts, for a newcomer:
+
+1. the oldest record of the lowest class below the newcomer's, so self-signed records
+   from fresh identities cannot keep a proven publisher's record out; else
+2. fairness between sources: when some source holds more than one record more than the
+   newcomer's source, one of its oldest records (among its 8 oldest) of a class no
+   higher than the newcomer's. A flood from many sources thus cannot keep out a source
+   that holds fewer records than the flood's biggest; it would need as many sources as
+   records. A flood from one source stops at its quota.
 
 The validator is stateless (no nonce consumption): a DHT serves the same record to many
 readers, so replay protection is the strictly increasing sequence number.
-Expiry: a stored record is dropped once its timestamp is older than the window; keeping
-it alive is the publisher's job (periodic re-publish), not the replicas'.
+Expiry: a stored record is dropped once its timestamp is older than the window (a heap
+by timestamp: O(log n) per record, no scans); keeping it alive is the publisher's job
+(periodic re-publish), not the replicas'. A record's quota is charged to the source that
+first stored its key, until it expires or is evicted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,39 +72,68 @@ def dht_key_of(peer_id: bytes) -> bytes:
     return hashlib.sha256(peer_id).digest()
 
 
+PRIORITIES = 4  # priority classes 0..3 (see the module rules)
+
+
 @dataclass(slots=True)
 class _Stored:
     data: bytes
     info: RecordInfo
+    source: Hashable | None   # charged for the quota (None: not counted)
+    priority: int
+    stamp: int                # matches its live entry in the expiry heap
 
 
 class RecordStore:
-    """A replica's records, bounded in number; see the module rules."""
+    """A replica's records, bounded in number and per source; see the module rules."""
 
-    def __init__(self, validator: RecordValidator, window: float, max_records: int) -> None:
+    def __init__(self, validator: RecordValidator, window: float, max_records: int,
+                 max_per_source: int | None = None) -> None:
         self.validator = validator
         self.window = window
         self.max_records = max_records
+        self.max_per_source = max_per_source
+        self.evicted = 0
         self._records: dict[bytes, _Stored] = {}
+        self._classes: list[OrderedDict[bytes, None]] = [OrderedDict()
+                                                         for _ in range(PRIORITIES)]
+        # source -> its keys, oldest first; and the sources by how many they hold
+        self._keys_of: dict[Hashable, OrderedDict[bytes, None]] = {}
+        self._sources_holding: dict[int, dict[Hashable, None]] = {}
+        self._most = 0  # the most records any source holds
+        self._expiry: list[tuple[float, int, bytes]] = []  # (timestamp, stamp, key)
+        self._stamps = itertools.count()
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def held_by(self, source: Hashable) -> int:
+        """How many records ``source`` is charged for."""
+        keys = self._keys_of.get(source)
+        return len(keys) if keys is not None else 0
 
     def get(self, key: bytes, now: float) -> bytes:
         stored = self._records.get(key)
         if stored is None:
             return b""
         if stored.info.timestamp < now - self.window:
-            del self._records[key]
+            self._remove(key)
             return b""
         return stored.data
 
-    def offer(self, key: bytes, data: bytes, now: float) -> str:
+    def offer(self, key: bytes, data: bytes, now: float, source: Hashable | None = None,
+              priority: int = 0) -> str:
         if len(data) > MAX_RECORD:
             return "too_large"
+        priority = max(0, min(PRIORITIES - 1, priority))
         stored = self._records.get(key)
         if stored is not None and stored.data == data:
+            if priority > stored.priority:
+                self._classify(key, stored, priority)
             return "unchanged"  # cheap re-put: no signature check needed for known bytes
+        if (stored is None and source is not None and self.max_per_source is not None
+                and self.held_by(source) >= self.max_per_source):
+            return "over_quota"
         code, info = self.validator.check(data, now)
         if info is None:
             return code
@@ -92,12 +144,78 @@ class RecordStore:
         if stored is None and len(self._records) >= self.max_records:
             self.expire(now)
             if len(self._records) >= self.max_records:
-                return "full"
-        self._records[key] = _Stored(data, info)
+                victim = self._victim(priority, source)
+                if victim is None:
+                    return "full"
+                self._remove(victim)
+                self.evicted += 1
+        stamp = next(self._stamps)
+        if stored is None:
+            stored = self._records[key] = _Stored(data, info, source, -1, stamp)
+            if source is not None:
+                keys = self._keys_of.get(source)
+                if keys is None:
+                    keys = self._keys_of[source] = OrderedDict()
+                keys[key] = None
+                self._recount(source, len(keys) - 1, len(keys))
+        else:  # a newer record for the key: the quota stays with the first source
+            stored.data, stored.info, stored.stamp = data, info, stamp
+        self._classify(key, stored, max(priority, stored.priority))
+        heapq.heappush(self._expiry, (info.timestamp, stamp, key))
+        if len(self._expiry) > 2 * len(self._records) + 1024:
+            self._expiry = [(s.info.timestamp, s.stamp, k) for k, s in self._records.items()]
+            heapq.heapify(self._expiry)
         return "stored"
 
     def expire(self, now: float) -> int:
-        old = [k for k, s in self._records.items() if s.info.timestamp < now - self.window]
-        for key in old:
-            del self._records[key]
-        return len(old)
+        limit = now - self.window
+        heap, records = self._expiry, self._records
+        gone = 0
+        while heap and heap[0][0] < limit:
+            _, stamp, key = heapq.heappop(heap)
+            stored = records.get(key)
+            if stored is not None and stored.stamp == stamp:
+                self._remove(key)
+                gone += 1
+        return gone
+
+    def _victim(self, priority: int, source: Hashable | None) -> bytes | None:
+        """What a newcomer of ``priority`` from ``source`` may evict (module rules)."""
+        for cls in self._classes[:priority]:
+            if cls:
+                return next(iter(cls))
+        if self._most > (self.held_by(source) if source is not None else 0) + 1:
+            biggest = next(iter(self._sources_holding[self._most]))
+            for key in itertools.islice(self._keys_of[biggest], 8):
+                if self._records[key].priority <= priority:
+                    return key
+        return None
+
+    def _recount(self, source: Hashable, old: int, new: int) -> None:
+        """``source`` now holds ``new`` records instead of ``old`` (they differ by one)."""
+        holding = self._sources_holding
+        if old:
+            group = holding[old]
+            del group[source]
+            if not group:
+                del holding[old]
+        if new:
+            holding.setdefault(new, {})[source] = None
+        if new > self._most or (old == self._most and old not in holding):
+            self._most = new
+
+    def _classify(self, key: bytes, stored: _Stored, priority: int) -> None:
+        if stored.priority >= 0:
+            del self._classes[stored.priority][key]
+        stored.priority = priority
+        self._classes[priority][key] = None
+
+    def _remove(self, key: bytes) -> None:
+        stored = self._records.pop(key)
+        del self._classes[stored.priority][key]
+        if stored.source is not None:
+            keys = self._keys_of[stored.source]
+            del keys[key]
+            if not keys:
+                del self._keys_of[stored.source]
+            self._recount(stored.source, len(keys) + 1, len(keys))

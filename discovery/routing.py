@@ -7,14 +7,22 @@ Rules:
   address changes only through ``add_proven`` (another proof).
 - A full bucket keeps its old contacts (they have shown they stay up); newcomers wait in a
   bounded per-bucket replacement cache of unproven candidates.
-- A contact goes stale after ``stale_failures`` consecutive failed RPCs (one lost datagram
-  is not enough). A stale contact is dropped; the newest replacement is offered to the
-  caller for a challenge, and enters only once it proves itself.
+- Probation (issue 14 section 1): a contact is *verified* once it has answered a request
+  of ours (``add_proven(..., answered=True)`` or ``record_success``) and has not failed
+  since. Only verified contacts are handed to others (``closest(..., verified_only=True)``),
+  so identities that prove themselves once and vanish are never passed on. A request from
+  a contact (``touch``) refreshes its place but verifies nothing (it may be spoofed).
+- A contact that has never answered is dropped at its first failed RPC. A verified one is
+  hidden from others at its first failure and dropped after ``stale_failures``
+  consecutive ones (one lost datagram is not enough); an answer restores it. A dropped
+  contact's bucket offers its newest replacement to the caller for a challenge; it enters
+  only once it proves itself.
 - Each contact keeps an RTT estimate (RFC 6298 smoothing) for adaptive timeouts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from discovery.wire import WireContact
@@ -53,11 +61,17 @@ class Contact:
     node_id: int
     addr: Address
     failures: int = 0
+    answered: bool = False   # it has answered a request of ours (at ``addr``)
     rtt: RttEstimator = field(default_factory=RttEstimator)
     wire: WireContact = field(init=False)  # how replies name it (kept with ``addr``)
 
     def __post_init__(self) -> None:
         self.wire = WireContact(self.peer_id, self.addr)
+
+    @property
+    def verified(self) -> bool:
+        """Seen to respond, and no failure since: may be handed to others."""
+        return self.answered and not self.failures
 
 
 class RoutingTable:
@@ -73,7 +87,7 @@ class RoutingTable:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Contact]:
         return iter(self._by_id.values())
 
     def bucket_index(self, node_id: int) -> int:
@@ -97,14 +111,18 @@ class RoutingTable:
             return known.addr != addr
         return len(self._buckets[self.bucket_index(node_id)]) < self.k
 
-    def add_proven(self, peer_id: bytes, node_id: int, addr: Address) -> bool:
-        """Insert or refresh a proven contact (its address is updated). True if in the table."""
+    def add_proven(self, peer_id: bytes, node_id: int, addr: Address,
+                   answered: bool = False) -> bool:
+        """Insert or refresh a proven contact (its address is updated). ``answered``: the
+        proof came in an answer to our request (not a one-way PROVE), so it is verified
+        at once. True if in the table."""
         if node_id == self.own_id:
             return False
         index = self.bucket_index(node_id)
         bucket = self._buckets[index]
         known = self._by_id.get(node_id)
         if known is not None:
+            known.answered = answered or (known.answered and known.addr == addr)
             known.addr = addr
             known.wire = WireContact(peer_id, addr)
             known.failures = 0
@@ -115,7 +133,7 @@ class RoutingTable:
             self.add_candidate(peer_id, node_id, addr)
             return False
         self._replacements[index].pop(node_id, None)
-        contact = Contact(peer_id, node_id, addr)
+        contact = Contact(peer_id, node_id, addr, answered=answered)
         self._lowest = min(self._lowest, index)
         bucket.append(contact)
         self._by_id[node_id] = contact
@@ -132,21 +150,33 @@ class RoutingTable:
             del cache[next(iter(cache))]
 
     def record_success(self, node_id: int) -> None:
+        """The contact answered a request of ours: verified, most recently seen."""
         contact = self._by_id.get(node_id)
         if contact is not None:
             contact.failures = 0
+            contact.answered = True
+            bucket = self._buckets[self.bucket_index(node_id)]
+            bucket.remove(contact)
+            bucket.append(contact)
+
+    def touch(self, node_id: int) -> None:
+        """The contact sent us a request from its address: most recently seen, nothing
+        more (a request proves no liveness: its source may be spoofed)."""
+        contact = self._by_id.get(node_id)
+        if contact is not None:
             bucket = self._buckets[self.bucket_index(node_id)]
             bucket.remove(contact)
             bucket.append(contact)
 
     def record_failure(self, node_id: int) -> tuple[bytes, int, Address] | None:
-        """Count a failed RPC. When the contact goes stale it is dropped and the newest
-        replacement candidate (peer_id, node_id, addr) is returned for a challenge."""
+        """Count a failed RPC (the contact is no longer verified). When it goes stale (at
+        once if it never answered) it is dropped and the newest replacement candidate
+        (peer_id, node_id, addr) is returned for a challenge."""
         contact = self._by_id.get(node_id)
         if contact is None:
             return None
         contact.failures += 1
-        if contact.failures < self.stale_failures:
+        if contact.answered and contact.failures < self.stale_failures:
             return None
         index = self.bucket_index(node_id)
         self._buckets[index].remove(contact)
@@ -157,8 +187,9 @@ class RoutingTable:
         cand_id, (peer_id, addr) = cache.popitem()
         return peer_id, cand_id, addr
 
-    def closest(self, target: int, count: int) -> list[Contact]:
-        """The ``count`` contacts closest to ``target`` by XOR distance, exactly.
+    def closest(self, target: int, count: int, verified_only: bool = False) -> list[Contact]:
+        """The ``count`` contacts closest to ``target`` by XOR distance, exactly (only
+        verified ones with ``verified_only``: what we hand to others).
 
         Contacts in the target's bucket are closer than any other; buckets below it all
         share the same top distance bit and are sorted together; buckets above it are
@@ -167,19 +198,22 @@ class RoutingTable:
         def key(c: Contact) -> int:
             return c.node_id ^ target
 
+        def pick(contacts: Iterable[Contact]) -> list[Contact]:
+            return [c for c in contacts if c.verified] if verified_only else list(contacts)
+
         d = self.bucket_index(target)
         buckets = self._buckets
         if d < 0:  # the target is our own id
-            return sorted(self._by_id.values(), key=key)[:count]
-        out = sorted(buckets[d], key=key)
+            return sorted(pick(self._by_id.values()), key=key)[:count]
+        out = sorted(pick(buckets[d]), key=key)
         if len(out) < count:
-            lower = [c for i in range(self._lowest, d) for c in buckets[i]]
+            lower = [c for i in range(self._lowest, d) for c in pick(buckets[i])]
             lower.sort(key=key)
             out.extend(lower)
         i = d + 1
         while len(out) < count and i < BITS:
             if buckets[i]:
-                out.extend(sorted(buckets[i], key=key))
+                out.extend(sorted(pick(buckets[i]), key=key))
             i += 1
         return out[:count]
 

@@ -62,3 +62,72 @@ def test_store_is_bounded():
     codes = [store.offer(i.peer_id.dht_key, announcement(i, 1, NOW, rng), NOW) for i in ids]
     assert codes == ["stored", "stored", "full"]
     assert dht_key_of(ids[0].peer_id.multihash) == ids[0].peer_id.dht_key
+
+
+def test_priority_eviction():
+    rng = random.Random(9)
+    store = RecordStore(AnnouncementValidator(), window=3600, max_records=3)
+    ids = [Identity.from_rng(rng) for _ in range(6)]
+
+    def offer(i, priority=0):
+        return store.offer(ids[i].peer_id.dht_key, announcement(ids[i], 1, NOW, rng), NOW,
+                           None, priority)
+
+    assert [offer(0), offer(1), offer(2, priority=1)] == ["stored"] * 3
+    assert offer(3) == "full"                             # nothing below class 0
+    assert offer(3, priority=3) == "stored"               # the oldest class-0 record goes
+    assert store.evicted == 1 and store.get(ids[0].peer_id.dht_key, NOW) == b""
+    assert offer(4, priority=1) == "stored"               # then the other class-0 one
+    assert store.get(ids[1].peer_id.dht_key, NOW) == b""
+    assert offer(5, priority=1) == "full"                 # equals do not evict
+    assert offer(5, priority=2) == "stored"               # the oldest class-1 record goes
+    assert store.get(ids[2].peer_id.dht_key, NOW) == b""
+    assert all(store.get(ids[i].peer_id.dht_key, NOW) for i in (3, 4, 5))
+
+
+def test_per_source_quota():
+    rng = random.Random(9)
+    store = RecordStore(AnnouncementValidator(), window=3600, max_records=10, max_per_source=2)
+    ids = [Identity.from_rng(rng) for _ in range(4)]
+    codes = [store.offer(i.peer_id.dht_key, announcement(i, 1, NOW, rng), NOW, src)
+             for i, src in zip(ids, ["6.6.6.6"] * 3 + ["7.7.7.7"], strict=True)]
+    assert codes == ["stored", "stored", "over_quota", "stored"]
+    assert (store.held_by("6.6.6.6"), store.held_by("7.7.7.7")) == (2, 1)
+
+
+def test_fairness_between_sources_of_one_class():
+    """A full store takes a newcomer's record from the source holding the most (if it
+    holds more than one more than the newcomer's source), never a higher class's."""
+    rng = random.Random(12)
+    store = RecordStore(AnnouncementValidator(), window=3600, max_records=4)
+    ids = [Identity.from_rng(rng) for _ in range(8)]
+
+    def offer(i, source, priority=0):
+        return store.offer(ids[i].peer_id.dht_key, announcement(ids[i], 1, NOW, rng), NOW,
+                           source, priority)
+
+    assert [offer(0, "A"), offer(1, "A"), offer(2, "A"), offer(3, "B")] == ["stored"] * 4
+    assert offer(4, "C") == "stored" and store.get(ids[0].peer_id.dht_key, NOW) == b""
+    assert offer(5, "D") == "stored" and store.get(ids[1].peer_id.dht_key, NOW) == b""
+    assert [store.held_by(s) for s in "ABCD"] == [1, 1, 1, 1]
+    assert offer(6, "E") == "full"                        # balanced: nobody gives way
+    assert offer(6, "A") == "full"
+    assert store.evicted == 2
+
+    store = RecordStore(AnnouncementValidator(), window=3600, max_records=2)
+    assert [offer(0, "A", 3), offer(1, "A", 3)] == ["stored"] * 2
+    assert offer(2, "C", 0) == "full"                     # A's records are a higher class
+    assert offer(2, "C", 3) == "stored"                   # same class: A gives way
+
+
+def test_expiry_follows_the_newest_record_of_a_key():
+    rng = random.Random(10)
+    alice = Identity.from_rng(rng)
+    key = alice.peer_id.dht_key
+    store = RecordStore(AnnouncementValidator(), window=24 * 3600, max_records=10)
+    assert store.offer(key, announcement(alice, 1, NOW - 23 * 3600, rng), NOW) == "stored"
+    newer = announcement(alice, 2, NOW, rng)
+    assert store.offer(key, newer, NOW) == "stored"
+    assert store.expire(NOW + 2 * 3600) == 0              # seq 1's entry is stale, not ours
+    assert store.get(key, NOW + 2 * 3600) == newer
+    assert store.expire(NOW + 25 * 3600) == 1 and len(store) == 0

@@ -48,8 +48,8 @@ def test_full_bucket_keeps_old_contacts_and_caches_newcomers():
 def test_one_failure_is_not_stale_three_are_and_a_replacement_is_offered():
     table = RoutingTable(OWN, k=2, stale_failures=3)
     far = [(1 << 255) | i for i in range(1, 5)]
-    for n in far[:2]:
-        table.add_proven(pid(n), n, ("1.1.1.1", n & 0xFF))
+    for n in far[:2]:  # both answered a request of ours (past probation)
+        table.add_proven(pid(n), n, ("1.1.1.1", n & 0xFF), answered=True)
     table.add_candidate(pid(far[2]), far[2], ("1.1.1.3", 3))
     assert table.record_failure(far[0]) is None
     assert table.get(far[0]) is not None
@@ -92,3 +92,26 @@ def test_rtt_estimator_follows_rfc6298():
     for _ in range(50):
         est.sample(0.01)
     assert est.rto(1.0, 0.2, 5.0) == 0.2                  # clamped at the floor
+
+
+def test_probation_unverified_contacts_are_not_handed_out_and_go_at_their_first_failure():
+    table = RoutingTable(OWN, k=20, stale_failures=3)
+    far = [(1 << 255) | i for i in range(1, 6)]
+    table.add_proven(pid(far[0]), far[0], ("1.1.1.1", 1), answered=True)   # answered us
+    for n in far[1:]:
+        table.add_proven(pid(n), n, ("1.1.1.2", n & 0xFF))                 # one-way PROVE
+    assert [c.node_id for c in table.closest(far[0], 20, verified_only=True)] == [far[0]]
+    assert len(table.closest(far[0], 20)) == 5                             # our own lookups
+    table.touch(far[1])                                                    # a request: no
+    assert len(table.closest(far[0], 20, verified_only=True)) == 1
+    table.record_success(far[1])                                           # an answer: yes
+    assert len(table.closest(far[0], 20, verified_only=True)) == 2
+    table.record_failure(far[2])                                           # never answered
+    assert table.get(far[2]) is None
+    table.record_failure(far[0])                     # verified: hidden at once, kept
+    assert table.get(far[0]) is not None
+    assert [c.node_id for c in table.closest(far[0], 20, verified_only=True)] == [far[1]]
+    table.record_success(far[0])
+    assert len(table.closest(far[0], 20, verified_only=True)) == 2
+    table.add_proven(pid(far[0]), far[0], ("9.9.9.9", 9))     # moved by a PROVE: probation
+    assert [c.node_id for c in table.closest(far[0], 20, verified_only=True)] == [far[1]]
