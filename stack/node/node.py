@@ -207,6 +207,11 @@ class Node:
             # before it takes (or fails to take) any port.
             await self._start_control()
         try:
+            if self.config.dht and self.config.publish:
+                # A node that cannot number its announcements (a corrupt ``sequence``, a
+                # read-only data directory) could never be found: it fails here, with
+                # the file named, instead of running unfindable.
+                await self.stores.sequence.ready()
             await self._start_parts()
         except BaseException:
             if self.control is not None:

@@ -28,7 +28,7 @@ from typing import Protocol
 import filelock
 
 from stack.base.errors import CorruptFileError, DataFileError, LocalError
-from stack.base.files import atomic_write, ensure_data_dir
+from stack.base.files import atomic_write, ensure_data_dir, read_regular
 from stack.base.replay import Verifier, VerifierConfig
 
 __all__ = ["STATE_FILE_NAME", "ReplayStore", "FileReplayStore", "MemoryReplayStore",
@@ -36,6 +36,9 @@ __all__ = ["STATE_FILE_NAME", "ReplayStore", "FileReplayStore", "MemoryReplaySto
 
 STATE_FILE_NAME = "replay_state.msgpack"
 _LOCK_TIMEOUT = 30.0  # seconds; another p2pstack process holding the lock longer is stuck
+
+MAX_REPLAY_FILE = 64 << 20  # bytes
+
 
 
 class ReplayStore(Protocol):
@@ -99,12 +102,9 @@ def load_verifier(path: Path, config: VerifierConfig | None = None) -> Verifier:
 
     Raises ``CorruptFileError`` naming the file if it does not parse; the file is kept.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = read_regular(path, MAX_REPLAY_FILE)  # DataFileError for a FIFO, a device...
+    if data is None:
         return Verifier(config)
-    except OSError as exc:
-        raise CorruptFileError(path, f"cannot read replay state: {exc.strerror}") from None
     try:
         return Verifier.restore(data, config)
     except ValueError as exc:

@@ -45,7 +45,7 @@ from typing import Protocol
 import filelock
 
 from stack.base.errors import CorruptFileError, DataFileError, LocalError
-from stack.base.files import atomic_write, ensure_data_dir
+from stack.base.files import atomic_write, ensure_data_dir, read_regular
 from stack.base.records import MAX_SEQ
 
 __all__ = ["SEQUENCE_FILE_NAME", "SequenceStore", "FileSequence", "MemorySequence",
@@ -198,14 +198,12 @@ class FileSequence:
 
 def read_mark(path: Path) -> int:
     """The number in a ``sequence`` file (0 if there is none). ``CorruptFileError``."""
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
+    text = read_regular(path, 64)  # DataFileError for a FIFO or a 5,000-digit file
+    if text is None:
         return 0
-    except OSError as exc:
-        raise CorruptFileError(path, f"cannot read: {exc.strerror}") from None
     body = text.strip()
-    if not body.isdigit() or int(body) >= MAX_SEQ:
+    # 20 digits hold MAX_SEQ; checked first, as int() refuses more than 4,300 digits
+    if not body.isdigit() or len(body) > 20 or int(body) >= MAX_SEQ:
         raise CorruptFileError(path, "not a sequence number; it was left untouched")
     return int(body)
 

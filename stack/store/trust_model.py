@@ -243,7 +243,13 @@ def _parse_iso(text: str) -> float:
         raise ValueError(f"bad time {text!r}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    try:
+        t = dt.timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"time out of range {text!r}") from None
+    if not 0 <= t < 2**37:  # before 1970 or after year 6325: not a time we wrote
+        raise ValueError(f"time out of range {text!r}")
+    return t
 
 
 def _str_field(obj: dict[str, Any], name: str, key: str) -> str:

@@ -37,7 +37,7 @@ import structlog
 
 from stack.base.clock import Clock, SystemClock
 from stack.base.errors import DataFileError
-from stack.base.files import atomic_write, ensure_data_dir
+from stack.base.files import atomic_write, ensure_data_dir, read_regular
 from stack.store.trust_model import (
     FORMAT_VERSION,
     TRUST_FILE_NAME,
@@ -54,6 +54,9 @@ _LOCK_POLL = 0.005          # seconds between lock attempts (filelock's default 
 
 log = structlog.get_logger("stack.store.trust")
 _T = TypeVar("_T")
+
+MAX_TRUST_FILE = 64 << 20  # bytes; ~100x what 10,000 peers take
+
 
 
 @dataclass
@@ -82,6 +85,8 @@ class TrustState:
             obj = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not JSON ({exc})") from None
+        except RecursionError:  # a hand-edited or hostile file: "[[[[..." thousands deep
+            raise ValueError("JSON nested too deeply") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("peers"), dict):
             raise ValueError('no "peers" object at the top level')
         version = obj.get("version", FORMAT_VERSION)
@@ -180,12 +185,9 @@ class FileTrustStorage:
                                        poll_interval=_LOCK_POLL)
 
     def read(self) -> TrustState:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+        data = read_regular(self.path, MAX_TRUST_FILE)  # DataFileError: a FIFO, too big...
+        if data is None:
             return TrustState.empty()
-        except OSError as exc:
-            raise DataFileError(self.path, f"cannot read trust store: {exc.strerror}") from None
         try:
             return self._parse(data)
         except ValueError:
@@ -208,12 +210,9 @@ class FileTrustStorage:
     def _load_locked(self) -> tuple[TrustState, bytes | None]:
         """The state, and the file's bytes (None if there is no file, or it was corrupt
         and has just been moved aside)."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+        data = read_regular(self.path, MAX_TRUST_FILE)
+        if data is None:
             return TrustState.empty(), None
-        except OSError as exc:
-            raise DataFileError(self.path, f"cannot read trust store: {exc.strerror}") from None
         try:
             return self._parse(data), data
         except ValueError as exc:
