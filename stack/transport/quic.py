@@ -41,6 +41,7 @@ import asyncio
 import heapq
 import itertools
 import ssl
+from collections import Counter
 from collections.abc import Callable
 
 from aioquic.quic import events
@@ -55,7 +56,8 @@ from stack.base.errors import LocalError
 from stack.base.interfaces import Path, PathKind, PathSocket
 from stack.base.net import Address, Datagram, resolve_ipv4
 from stack.transport.aioquic_adapter import (FlowControlledQuicConnection,
-                                             ServerQuicConnection, grant_stream_credit,
+                                             ServerQuicConnection, amplification_budget,
+                                             grant_stream_credit,
                                              host_cids, is_first_flight,
                                              peer_certificate, unacked_bytes)
 from stack.transport.base import BaseConnection
@@ -221,6 +223,8 @@ class QuicTransport:
         self._closed = False
         self.dropped = 0
         self.handshake_failures = 0
+        # why datagrams were refused or withheld, by name (see ``_flush``)
+        self.stats: Counter[str] = Counter()
 
     # --- configuration ------------------------------------------------------------------
     def _configuration(self, is_client: bool) -> QuicConfiguration:
@@ -446,10 +450,21 @@ class QuicTransport:
         self._rearm()
 
     def _flush(self, conn: QuicConn) -> None:
+        """Send what ``conn`` has to send. Toward an address a server connection has not
+        validated, nothing past RFC 9000 section 8.1's budget (three times the bytes
+        received from it) leaves: aioquic builds its packets within it, but not its
+        CONNECTION_CLOSE, so a close that would exceed it (a half-open handshake's at
+        its timeout, say) is withheld and the connection goes silently."""
         sock = conn.path_socket
         home = conn.remote_address
         send = self._send
+        budget = None if conn.is_client else amplification_budget(conn.quic)
         for data, addr in conn.quic.datagrams_to_send(now=self._clock.monotonic()):
+            if budget is not None and addr == home:
+                if len(data) > budget:
+                    self.stats["amplification_withheld"] += 1
+                    continue
+                budget -= len(data)
             if addr == home:
                 sock.send(data)
             else:
