@@ -248,6 +248,11 @@ class QuicTransport:
         self._half_open_total = 0
         self._retry_secret = os.urandom(32)         # keys this transport's Retry tokens
 
+    @property
+    def half_open(self) -> int:
+        """Inbound handshakes in progress (what the Retry threshold is compared with)."""
+        return self._half_open_total
+
     # --- configuration ------------------------------------------------------------------
     def _configuration(self, is_client: bool) -> QuicConfiguration:
         return QuicConfiguration(

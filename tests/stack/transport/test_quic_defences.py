@@ -131,7 +131,7 @@ def test_per_ip_cap_on_half_open_handshakes() -> None:
         assert len(server._conns) == 4
         # half-open ones that time out free their IP's share
         await asyncio.sleep(server.options.handshake_timeout + 1.0)
-        assert not server._conns and not server._half_open and not server._half_open_total
+        assert not server._conns and not server._half_open and not server.half_open
         server([(_initial(_client_at()), ("10.0.1.1", 6000))])
         assert len(server._conns) == 1 and server.stats["half_open_ip_capped"] == 2
 
@@ -147,7 +147,7 @@ async def test_completed_handshakes_leave_the_per_ip_count() -> None:
     try:
         for _ in range(4):
             await asyncio.wait_for(b.transport.dial(a.address, a.identity.peer_id), 5.0)
-        assert a.transport._half_open_total == 0 and not a.transport._half_open
+        assert a.transport.half_open == 0 and not a.transport._half_open
         assert a.transport.stats["half_open_ip_capped"] == 0
         assert a.transport.stats["retry_sent"] == 0
     finally:
