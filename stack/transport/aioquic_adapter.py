@@ -161,10 +161,10 @@ def pending_close_event(quic: QuicConnection) -> events.ConnectionTerminated | N
 
 
 def amplification_budget(quic: QuicConnection) -> int | None:
-    """The bytes ``quic`` may still send to its peer's current address under RFC 9000
-    section 8.1 (three times what arrived from it, less what was sent to it), or None
-    once that address is validated (a client's always is: it chose the address). 0
-    before anything arrived."""
+    """The bytes ``quic`` may still send to its peer's current address
+    (``get_peer_address()``) under RFC 9000 section 8.1 (three times what arrived from
+    it, less what was sent to it), or None once that address is validated (a client's
+    always is: it chose the address). 0 before anything arrived."""
     paths = quic._network_paths
     if not paths:
         return 0

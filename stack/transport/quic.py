@@ -62,7 +62,6 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.buffer import Buffer
 from aioquic.quic.packet import QuicProtocolVersion, encode_quic_retry, pull_quic_header
-from aioquic.quic.retry import encode_address
 
 from stack.base.clock import Clock
 from stack.base.identity import PeerId
@@ -416,7 +415,8 @@ class QuicTransport:
         return head + self._token_tag(head, addr, retry_scid)
 
     def _token_tag(self, head: bytes, addr: Address, retry_scid: bytes) -> bytes:
-        message = head + encode_address(addr) + bytes([len(retry_scid)]) + retry_scid
+        # the host as the socket layer spelled it (any path's address, not only IPs)
+        message = b"%s%s\0%d\0%s" % (head, addr[0].encode(), addr[1], retry_scid)
         return hmac.new(self._retry_secret, message, hashlib.sha256).digest()[:_TOKEN_TAG]
 
     def _check_token(self, token: bytes, addr: Address, dcid: bytes) -> bytes | None:
@@ -425,11 +425,7 @@ class QuicTransport:
         if len(token) < 9 + _TOKEN_TAG or len(token) != 9 + token[8] + _TOKEN_TAG:
             return None
         head, tag = token[:-_TOKEN_TAG], token[-_TOKEN_TAG:]
-        try:
-            expected = self._token_tag(head, addr, dcid)
-        except ValueError:  # not an IP literal: no token was issued to it
-            return None
-        if not hmac.compare_digest(tag, expected):
+        if not hmac.compare_digest(tag, self._token_tag(head, addr, dcid)):
             return None
         age = self._clock.monotonic() - int.from_bytes(token[:8], "big", signed=True) / 1000
         if not -1.0 <= age <= RETRY_TOKEN_LIFETIME:
@@ -578,9 +574,11 @@ class QuicTransport:
         sock = conn.path_socket
         home = conn.remote_address
         send = self._send
-        budget = None if conn.is_client else amplification_budget(conn.quic)
-        for data, addr in conn.quic.datagrams_to_send(now=self._clock.monotonic()):
-            if budget is not None and addr == home:
+        quic = conn.quic
+        budget = None if conn.is_client else amplification_budget(quic)
+        peer = None if budget is None else quic.get_peer_address()  # the budget's address
+        for data, addr in quic.datagrams_to_send(now=self._clock.monotonic()):
+            if budget is not None and addr == peer:
                 if len(data) > budget:
                     self.stats["amplification_withheld"] += 1
                     continue
