@@ -2,9 +2,9 @@
 handshakes (RFC 9000 section 8.1.2), its stateless tokens, and the per-IP cap.
 
 The counters and token checks run sans-I/O on virtual time (datagrams handed to the
-transport, its replies collected); the flood runs on real 127.0.0.x UDP sockets, where
-the kernel queues the flood's datagrams ahead of the dialer's (sent first), so the
-server has seen all of them when the dial's Initial arrives."""
+transport, its replies collected); the flood runs on real 127.0.0.x UDP sockets, and the
+dial starts once the server has handled every flood datagram (a tap on its port says
+when), so each run sees the same order."""
 
 from __future__ import annotations
 
@@ -159,6 +159,26 @@ async def _flood_sockets(ips: list[str]) -> list:
     return [await UdpNetwork().bind((ip, 0), lambda batch: None) for ip in ips]
 
 
+class Seen:
+    """A tap that counts the datagrams a server handled, and wakes whoever waits for n."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+
+    def __call__(self, batch: list) -> None:
+        self.count += len(batch)
+        for n, future in self._waiters:
+            if self.count >= n and not future.done():
+                future.set_result(None)
+
+    async def at_least(self, n: int) -> None:
+        if self.count < n:
+            future = asyncio.get_running_loop().create_future()
+            self._waiters.append((n, future))
+            await asyncio.wait_for(future, 5.0)
+
+
 @pytest.mark.parametrize("shape", ["one IP, many ports", "many IPs"])
 async def test_a_legitimate_dialer_connects_through_a_half_open_flood(shape: str) -> None:
     """Valid Initials (aioquic clients that never continue) from 40 sources fill what
@@ -169,7 +189,8 @@ async def test_a_legitimate_dialer_connects_through_a_half_open_flood(shape: str
     well within its handshake timeout."""
     limits = ConnectionLimits(max_connections=8, max_handshakes_per_ip=4,
                               quic_retry_threshold=6)
-    server = await quic_peer(options=TransportOptions(limits=limits))
+    seen = Seen()
+    server = await quic_peer(options=TransportOptions(limits=limits), tap=seen)
     dialer = await quic_peer(options=TransportOptions(handshake_timeout=2.0))
     flood = 40
     ips = ["127.0.0.2"] * flood if shape == "one IP, many ports" else [
@@ -178,6 +199,7 @@ async def test_a_legitimate_dialer_connects_through_a_half_open_flood(shape: str
     try:
         for sock in sockets:
             sock.send(_initial(_client_at(server.address)), server.address)
+        await seen.at_least(flood)
         conn = await dialer.transport.dial(server.address, server.identity.peer_id)
         assert conn.peer_id == server.identity.peer_id
         stats = server.transport.stats
@@ -201,15 +223,18 @@ async def test_without_the_defences_the_flood_locks_the_dialer_out() -> None:
     the dialer times out: what the test above guards against."""
     limits = ConnectionLimits(max_connections=8, max_handshakes_per_ip=1000,
                               quic_retry_threshold=1000)
-    server = await quic_peer(options=TransportOptions(limits=limits))
+    seen = Seen()
+    server = await quic_peer(options=TransportOptions(limits=limits), tap=seen)
     dialer = await quic_peer(options=TransportOptions(handshake_timeout=1.0))
     sockets = await _flood_sockets([f"127.0.0.{10 + i}" for i in range(40)])
     try:
         for sock in sockets:
             sock.send(_initial(_client_at(server.address)), server.address)
+        await seen.at_least(40)
         with pytest.raises(HandshakeTimeout):
             await dialer.transport.dial(server.address, server.identity.peer_id)
         assert server.transport.stats["table_full"] >= 40 - 16
+        assert server.transport.half_open == 16
     finally:
         for sock in sockets:
             sock.close()
