@@ -428,7 +428,7 @@ class QuicTransport:
         if not hmac.compare_digest(tag, self._token_tag(head, addr, dcid)):
             return None
         age = self._clock.monotonic() - int.from_bytes(token[:8], "big", signed=True) / 1000
-        if not -1.0 <= age <= RETRY_TOKEN_LIFETIME:
+        if not 0.0 <= age <= RETRY_TOKEN_LIFETIME:  # issue time rounds down: age >= 0
             return None
         return head[9:]
 

@@ -13,9 +13,11 @@ import ssl
 import time
 
 import pytest
+from aioquic.buffer import Buffer
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import pull_quic_header
 
 from simulations.vtime import current_clock, run_virtual
 from stack.base.identity import Identity
@@ -106,17 +108,23 @@ def test_forged_replayed_and_expired_tokens_are_dropped_and_counted() -> None:
         client = _client_at()
         server([(_initial(client), ("10.0.1.2", 5000))])
         assert server.stats["retry_sent"] == 1
-        client.receive_datagram(sent.pop()[0], SERVER, now=0.0)
+        retry = sent.pop()[0]
+        client.receive_datagram(retry, SERVER, now=0.0)
         again = _initial(client)
         # a real token from another port or IP than it was issued to
         server([(again, ("10.0.1.2", 5001)), (again, ("10.0.1.3", 5000))])
         assert server.stats["token_invalid"] == 4
-        # and the right address, too late
+        # from the right address, for another connection (a token opens one, not many)
+        token = pull_quic_header(Buffer(data=retry), host_cid_length=8).token
+        other = _client_at(token=token)
+        server([(_initial(other), ("10.0.1.2", 5000))])
+        assert server.stats["token_invalid"] == 5
+        # and the right address and connection, too late
         await asyncio.sleep(RETRY_TOKEN_LIFETIME + 0.01)  # virtual time
         server([(again, ("10.0.1.2", 5000))])
-        assert server.stats["token_invalid"] == 5
+        assert server.stats["token_invalid"] == 6
         assert not sent and not server._conns and server.stats["retry_validated"] == 0
-        assert server.dropped == 5 + 1  # and the Retry'd Initial
+        assert server.dropped == 6 + 1  # and the Retry'd Initial
 
     run_virtual(main())
 
