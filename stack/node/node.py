@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 from collections.abc import AsyncIterator
@@ -54,6 +55,10 @@ from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
+from nat.errors import RelayRefused
+from nat.relay.client import ReservationKeeper
+from nat.relay.limits import RelayLimits, RelayMode
+from nat.relay.server import RelayServer
 from stack.node import operations
 from stack.node.config import NodeConfig
 from stack.node.control import ControlServer, Method, socket_path
@@ -64,6 +69,7 @@ from stack.node.protocols.autonat import DialBack
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
 from stack.node.protocols.ping import PROTO_PING, PingProtocol, ping_once
+from stack.node.protocols.relay import RelayStopProtocol, dial_relayed
 from stack.node.router import Router
 from stack.node.supervisor import Supervisor
 from stack.store.trust import TrustDecision, TrustStore
@@ -154,7 +160,51 @@ class Node:
             dial_back=dial_back, spawn=self.supervisor.spawn, on_observed=self._learn_observed)
         for protocol in (self.identify, PingProtocol(), EchoProtocol()):
             router.add(protocol)
+        self._add_relay_protocols(router)
         return router
+
+    def _add_relay_protocols(self, router: Router) -> None:
+        """Relay (issue 9): the hop service unless ``relay_service`` is off; the stop
+        side always (it accepts circuits only from relays we hold a reservation on)."""
+        try:
+            mode = RelayMode(self.config.relay_service)
+        except ValueError:
+            raise UsageError(f"relay_service must be off, limited or full, "
+                             f"not {self.config.relay_service!r}") from None
+        self.relay_server: RelayServer | None = None
+        if mode is not RelayMode.OFF:
+            limits = self.config.relay_limits or RelayLimits.for_mode(mode)
+            self.relay_server = RelayServer(limits, clock=self.clock,
+                                            timeout=self.options.handshake_timeout,
+                                            addrs=self.addrs,
+                                            accepting=lambda: self.publicly_reachable is not False)
+            router.add(self.relay_server)
+        self.relays = ReservationKeeper(me=self.peer_id, dial=self._dial_relay, clock=self.clock,
+                                        timeout=self.options.handshake_timeout,
+                                        on_change=self._relayed_addrs_changed)
+        router.add(RelayStopProtocol(keeper=self.relays, accept_path=self._accept_path,
+                                     timeout=self.options.handshake_timeout,
+                                     spawn=self.supervisor.spawn))
+
+    def _accept_path(self, sock: Any, on_closed: Any) -> Any:
+        return None if self.quic is None else self.quic.accept_path(sock, on_closed)
+
+    async def _dial_relay(self, relay: str) -> Connection:
+        return await self.connect(relay, identify=False)
+
+    def _relayed_addrs_changed(self) -> None:
+        """A reservation came or went: publish the new address list now (not at the next
+        minute's check), once we have published at all."""
+        if self.dht is not None and self._record is not None and self._started:
+            async def republish() -> None:
+                with contextlib.suppress(StackError):
+                    await self.republish_if_moved()
+            self.supervisor.spawn(republish())
+
+    def _start_relays(self) -> None:
+        for relay in self.config.relays:
+            self.supervisor.run(f"relay.reservation {relay}",
+                                functools.partial(self.relays.service, relay))
 
     @property
     def reachability(self) -> dict[PeerId, DialbackResult]:
@@ -199,6 +249,7 @@ class Node:
             raise
         self._started_at = self.clock.monotonic()
         self._started = True
+        self._start_relays()
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
     async def _start_parts(self) -> None:
@@ -332,6 +383,7 @@ class Node:
         out = []
         if self.observed_address is not None and self.quic is not None:
             out.append(PeerAddress(*self.observed_address, "quic").multiaddr())
+        out.extend(self.relays.addrs())  # before our own: a NATed node's way in
         for text in self.addrs():
             parsed = parse_address(text)
             text = PeerAddress(parsed.host, parsed.port, parsed.transport).multiaddr()
@@ -576,7 +628,7 @@ class Node:
         elif isinstance(target, str):
             target = parse_address(target)
         if target.relay is not None:
-            raise UsageError("relayed (p2p-circuit) addresses are dialed by the relay client")
+            return await self._connect_relayed(target, identify)
         name = transport or target.transport or "quic"
         if target.host is None:
             return await self._connect_known(target, name, identify)
@@ -643,10 +695,49 @@ class Node:
             else:
                 if (conn := await dial(list(announcement.addrs))) is not None:
                     return conn
+                known = [*announcement.addrs, *known]
+        # No direct address worked (or the peer announced none): through its relays.
+        for text in _relayed(known, target.peer_id):
+            try:
+                return await self.connect(text, identify=identify)
+            except (TransportError, RelayRefused) as exc:
+                attempts.append((text, exc))
         if not attempts:
             raise LocalError(f"no known address for {target.peer_id}; "
                              "dial a multiaddr or HOST:PORT first, or use --bootstrap")
         raise DialFailed(target.peer_id, attempts)
+
+    async def _connect_relayed(self, target: PeerAddress, identify: bool) -> Connection:
+        """QUIC to ``target`` (a p2p-circuit address) through its relay: reuse our
+        connection to the relay or dial it, CONNECT, then the end-to-end handshake
+        (``protocols.relay.dial_relayed``). The trust store records the relayed address.
+        ``RelayRefused`` names a relay's refusal."""
+        assert target.relay is not None and target.peer_id is not None
+        if target.peer_id == self.peer_id:
+            raise UsageError(f"{target.multiaddr()} is this node itself")
+        quic = self._transport("quic")
+        assert isinstance(quic, QuicTransport)
+        relay = next((c for c in self._connections
+                      if c.peer_id == target.relay and not c.closed), None)
+        if relay is None:
+            relay = await self.connect(PeerAddress(target.host, target.port, target.transport,
+                                                   target.relay), identify=False)
+        conn = await dial_relayed(quic, relay, target.peer_id,
+                                  timeout=self.options.handshake_timeout)
+        address = target.multiaddr()
+        try:
+            decision = self.trust.check_peer(conn.peer_id, address=address)
+        except StackError:
+            conn.abort("trust store unavailable")
+            raise
+        self._trust_event(decision, address, inbound=False)
+        if not decision.allowed:
+            conn.abort(f"trust refused: {decision.outcome}")
+            raise TrustRefused(str(decision.outcome), _refusal_message(decision, address))
+        self._serve(conn, inbound=False)
+        if identify:
+            await self.identify.exchange(conn)
+        return conn
 
     # ----------------------------------------------------------------- protocols
 
@@ -758,6 +849,17 @@ def _dialable(candidates: list[str], transport: str) -> list[str]:
     if all(loopback for _, loopback in parsed):
         return [text for text, _ in parsed]
     return [text for text, loopback in parsed if not loopback]
+
+
+def _relayed(candidates: list[str], peer_id: PeerId) -> list[str]:
+    """The p2p-circuit addresses of ``peer_id`` among ``candidates``, in order, once each."""
+    out: list[str] = []
+    for text in candidates:
+        with contextlib.suppress(UsageError):
+            address = parse_address(text)
+            if address.relay is not None and address.peer_id == peer_id and text not in out:
+                out.append(text)
+    return out
 
 
 def _refusal_message(decision: TrustDecision, address: str) -> str:
