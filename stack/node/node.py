@@ -717,8 +717,10 @@ class Node:
             raise UsageError(f"{target.multiaddr()} is this node itself")
         quic = self._transport("quic")
         assert isinstance(quic, QuicTransport)
+        # One we dialed: an inbound connection from the relay may be its dial-back,
+        # from a port that serves no protocols.
         relay = next((c for c in self._connections
-                      if c.peer_id == target.relay and not c.closed), None)
+                      if c.peer_id == target.relay and c.is_client and not c.closed), None)
         if relay is None:
             relay = await self.connect(PeerAddress(target.host, target.port, target.transport,
                                                    target.relay), identify=False)

@@ -5,22 +5,29 @@ tampers or impersonates fails the end-to-end handshake."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+import time
+from pathlib import Path as FsPath
 
 import pytest
 
 from nat.errors import RelayRefused
+from nat.relay.client import reserve
 from nat.relay.limits import RelayLimits
-from nat.relay.wire import Status
-from stack.base.interfaces import PathKind
-from stack.node import Node
+from nat.relay.circuit import CircuitSocket, FrameReader
+from nat.relay.wire import (PROTO_HOP, PROTO_STOP, HopMessage, HopType, Reservation, Status,
+                            StopMessage, StopType, decode_hop, decode_stop, encode_frame,
+                            encode_hop, encode_stop)
+from stack.base.identity import PeerId
+from stack.base.interfaces import Path, PathKind
+from stack.node import AnnouncementPublished, Node, ServiceFailed
 from stack.node.config import NodeConfig
+from stack.transport.errors import HandshakeFailed, PeerIdMismatch, TransportError
 
 T = 10.0
 
 
 @pytest.fixture
-async def nodes(tmp_path: Path):
+async def nodes(tmp_path: FsPath):
     created: list[Node] = []
 
     async def make(**overrides) -> Node:
@@ -64,3 +71,196 @@ async def test_reserve_and_connect_by_relayed_multiaddr(nodes) -> None:
     _, rtt = await b.ping(conn)
     assert rtt > 0
     assert r.relay_server.stats["granted.circuits"] == 1
+
+
+async def test_connect_by_peer_id_when_the_announcement_has_only_a_relayed_address(nodes) -> None:
+    r = await nodes(relay_service="limited", dht=True)
+    boot = (f"127.0.0.1:{r.udp_address[1]}",)
+    a = await nodes(dht=True, bootstrap=boot, relays=(quic_addr(r),), advertise=())
+    b = await nodes(dht=True, bootstrap=boot)
+    published = asyncio.ensure_future(_published_with_relay(a))
+    await a.join(timeout=T)
+    await b.join(timeout=T)
+    [relayed] = await reserved(a)
+    assert (await asyncio.wait_for(published, T)).addrs == (relayed,)
+    conn, reply, _ = await b.echo(a.peer_id, b"by peer id")
+    assert reply == b"by peer id" and conn.peer_id == a.peer_id
+    assert conn.path.kind is PathKind.RELAYED and conn.path.relay == r.peer_id
+    # the relayed address is what B's trust store now knows of A
+    assert b.trust.get(a.peer_id).addresses[-1] == relayed
+
+
+async def _published_with_relay(node: Node) -> AnnouncementPublished:
+    while True:
+        event = await node.next_event(AnnouncementPublished, timeout=2 * T)
+        if any("p2p-circuit" in text for text in event.addrs):
+            return event
+
+
+# ------------------------------------------------------------------------ refusals
+
+async def test_no_reservation_is_a_named_refusal_and_counted(nodes) -> None:
+    r = await nodes(relay_service="limited")
+    a, b = await nodes(), await nodes()  # A never reserved
+    with pytest.raises(RelayRefused) as info:
+        await b.connect(f"{quic_addr(r)}/p2p-circuit/p2p/{a.peer_id}")
+    assert info.value.status is Status.NO_RESERVATION and info.value.relay == r.peer_id
+    assert "NO_RESERVATION" in str(info.value)
+    assert r.relay_server.stats["refused.no_reservation"] == 1
+
+
+async def test_a_node_without_the_relay_service_does_not_serve_hop(nodes) -> None:
+    r = await nodes()  # relay_service="off": the NodeConfig default
+    assert r.relay_server is None and r.router.get(b"/p2pstack/relay/hop/1") is None
+    a = await nodes(relays=(quic_addr(r),))
+    failed = await a.next_event(ServiceFailed, timeout=T)
+    assert failed.service.startswith("relay.reservation") and not a.relays.addrs()
+
+
+async def test_too_many_reservations(nodes) -> None:
+    r = await nodes(relay_service="limited", relay_limits=RelayLimits(max_reservations=1))
+    a = await nodes(relays=(quic_addr(r),))
+    await reserved(a)
+    c = await nodes()
+    conn = await c.connect(quic_addr(r), identify=False)
+    with pytest.raises(RelayRefused) as info:
+        await reserve(conn, T)
+    assert info.value.status is Status.RESERVATION_REFUSED
+    assert r.relay_server.stats["refused.reservations"] == 1
+    # a configured relay that refuses is a named service failure, retried with backoff
+    d = await nodes(relays=(quic_addr(r),))
+    failed = await d.next_event(ServiceFailed, timeout=T)
+    assert "RESERVATION_REFUSED" in failed.error
+    # and the relay keeps serving the reservation it holds
+    _, reply, _ = await c.echo(a.relays.addrs()[0], b"still serving")
+    assert reply == b"still serving"
+
+
+async def test_too_many_circuits(nodes) -> None:
+    r = await nodes(relay_service="limited", relay_limits=RelayLimits(max_circuits=1))
+    a = await nodes(relays=(quic_addr(r),))
+    [relayed] = await reserved(a)
+    b, c = await nodes(), await nodes()
+    first = await b.connect(relayed)
+    with pytest.raises(RelayRefused) as info:
+        await c.connect(relayed)
+    assert info.value.status is Status.RESOURCE_LIMIT_EXCEEDED
+    assert r.relay_server.stats["refused.circuits"] == 1
+    await first.close(0.1)  # the slot comes back once the circuit ends
+    async def freed() -> None:
+        while r.relay_server.table.circuits:
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(freed(), T)
+    _, reply, _ = await c.echo(relayed, b"a slot again")
+    assert reply == b"a slot again"
+
+
+async def _closed_by_relay(conn) -> None:
+    await asyncio.wait_for(conn.wait_closed(), T)
+    assert "RESOURCE_LIMIT_EXCEEDED" in conn.close_reason
+    error = conn.path_socket.error
+    assert isinstance(error, RelayRefused) and error.status is Status.RESOURCE_LIMIT_EXCEEDED
+
+
+async def test_data_limit_ends_the_circuit_with_a_named_status(nodes) -> None:
+    r = await nodes(relay_service="limited", relay_limits=RelayLimits(circuit_data=48 * 1024))
+    a = await nodes(relays=(quic_addr(r),))
+    [relayed] = await reserved(a)
+    b = await nodes()
+    conn, reply, _ = await b.echo(relayed, b"small")
+    assert reply == b"small"
+    with pytest.raises(TransportError):
+        await b.echo(conn, b"x" * 60000)
+    await _closed_by_relay(conn)
+    assert r.relay_server.stats["refused.data_limit"] == 1
+    assert r.relay_server.stats["ended.data_limit"] == 1
+    _, reply, _ = await b.echo(relayed, b"next circuit")  # the relay keeps serving
+    assert reply == b"next circuit"
+
+
+async def test_duration_limit_ends_the_circuit_with_a_named_status(nodes) -> None:
+    r = await nodes(relay_service="limited", relay_limits=RelayLimits(circuit_duration=1.0))
+    a = await nodes(relays=(quic_addr(r),))
+    [relayed] = await reserved(a)
+    b = await nodes()
+    conn, reply, _ = await b.echo(relayed, b"quick")
+    assert reply == b"quick"
+    await _closed_by_relay(conn)
+    assert r.relay_server.stats["refused.duration_limit"] == 1
+    _, reply, _ = await b.echo(relayed, b"next circuit")
+    assert reply == b"next circuit"
+
+
+async def test_stop_from_a_peer_we_hold_no_reservation_on_is_refused(nodes) -> None:
+    a, evil = await nodes(), await nodes()
+    conn = await evil.connect(quic_addr(a), identify=False)
+    stream = await conn.open_stream()
+    await stream.write_message(PROTO_STOP)
+    await stream.write_message(encode_stop(StopMessage(StopType.CONNECT, evil.peer_id.multihash)))
+    reply = decode_stop(await asyncio.wait_for(stream.read_message(), T))
+    assert reply.status is Status.PERMISSION_DENIED
+
+
+# ----------------------------------------------------------- a relay that misbehaves
+
+class EvilRelay:
+    """A hop service that grants everything, then either flips a bit in every datagram
+    it forwards (``tamper``) or ends the circuit itself, answering QUIC with its own
+    identity (``impersonate``). Built from the public codec only."""
+
+    protocol_id = PROTO_HOP
+
+    def __init__(self, node: Node, mode: str) -> None:
+        self.node = node
+        self.mode = mode
+        self.reserved: dict[PeerId, object] = {}
+        self.forwarded = 0
+
+    async def handle(self, conn, stream) -> None:
+        msg = decode_hop(await stream.read_message())
+        if msg.type is HopType.RESERVE:
+            self.reserved[conn.peer_id] = conn
+            await stream.write_message(encode_hop(HopMessage(
+                HopType.STATUS, reservation=Reservation(int(time.time()) + 3600),
+                status=Status.OK)))
+            await stream.close()
+            return
+        await stream.write_message(encode_hop(HopMessage(HopType.STATUS, status=Status.OK)))
+        if self.mode == "impersonate":
+            sock = CircuitSocket(stream, Path(PathKind.RELAYED, conn.remote_address))
+            await sock.run(self.node.quic.accept_path(sock))
+            return
+        target = self.reserved[PeerId.from_bytes(msg.peer)]
+        stop = await target.open_stream()
+        await stop.write_message(PROTO_STOP)
+        await stop.write_message(encode_stop(StopMessage(StopType.CONNECT, conn.peer_id.multihash)))
+        assert decode_stop(await stop.read_message()).status is Status.OK
+        await asyncio.gather(self._flip(stream, stop), self._flip(stop, stream))
+
+    async def _flip(self, src, dst) -> None:
+        reader = FrameReader()
+        while data := await src.read():
+            for datagram in reader.feed(data):
+                self.forwarded += 1
+                # the middle byte: inside a packet (a datagram may end in bytes that
+                # belong to none), so in what AEAD protects
+                mid = len(datagram) // 2
+                spoiled = datagram[:mid] + bytes([datagram[mid] ^ 1]) + datagram[mid + 1:]
+                await dst.write(encode_frame(spoiled))
+
+
+@pytest.mark.parametrize("mode, error", [("tamper", HandshakeFailed),
+                                         ("impersonate", PeerIdMismatch)])
+async def test_a_misbehaving_relay_fails_the_end_to_end_handshake(nodes, mode, error) -> None:
+    r = await nodes()
+    evil = EvilRelay(r, mode)
+    r.router.add(evil)
+    a = await nodes(relays=(quic_addr(r),))
+    [relayed] = await reserved(a)
+    b = await nodes(handshake_timeout=2.0)
+    with pytest.raises(error):
+        await b.connect(relayed)
+    assert not [c for c in b.connections if c.peer_id == a.peer_id]
+    assert not [c for c in a.connections if c.peer_id == b.peer_id]
+    if mode == "tamper":
+        assert evil.forwarded > 0  # it did carry (and spoil) the handshake
