@@ -118,15 +118,18 @@ class ActiveReservation:
 class ReservationKeeper:
     """Keeps a reservation on each configured relay (one supervised service each:
     ``service(relay)``). ``addrs()`` are our relayed multiaddrs through the relays that
-    hold a live reservation; ``on_change()`` runs when that list changes."""
+    hold a live reservation; ``on_change()`` runs when that list changes; a connection
+    lost while ``running()`` says False (the node is stopping) is no failure."""
 
     def __init__(self, *, me: PeerId, dial: Callable[[str], Awaitable[Connection]],
-                 clock: Clock, timeout: float, on_change: Callable[[], None]) -> None:
+                 clock: Clock, timeout: float, on_change: Callable[[], None],
+                 running: Callable[[], bool] = lambda: True) -> None:
         self._me = me
         self._dial = dial
         self._clock = clock
         self._timeout = timeout
         self._on_change = on_change
+        self._running = running
         self.active: dict[str, ActiveReservation] = {}   # configured address -> reservation
 
     def addrs(self) -> list[str]:
@@ -169,6 +172,7 @@ class ReservationKeeper:
                 wait = self.active[relay].renew_at - now
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(conn.wait_closed(), wait)
-            raise ConnectionError(f"connection to relay {conn.peer_id} closed")
+            if self._running():  # else: we are shutting down, nothing failed
+                raise ConnectionError(f"connection to relay {conn.peer_id} closed")
         finally:
             self._drop(relay)

@@ -181,7 +181,8 @@ class Node:
             router.add(self.relay_server)
         self.relays = ReservationKeeper(me=self.peer_id, dial=self._dial_relay, clock=self.clock,
                                         timeout=self.options.handshake_timeout,
-                                        on_change=self._relayed_addrs_changed)
+                                        on_change=self._relayed_addrs_changed,
+                                        running=lambda: self._started)
         router.add(RelayStopProtocol(keeper=self.relays, accept_path=self._accept_path,
                                      timeout=self.options.handshake_timeout,
                                      spawn=self.supervisor.spawn))
