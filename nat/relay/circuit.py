@@ -94,9 +94,13 @@ class CircuitSocket:
         self._wakeup.set()
 
     async def _write_loop(self) -> None:
+        """Drain the queue onto the stream; after ``close()``, what is queued still goes
+        (a CONNECTION_CLOSE queued just before must reach the peer), then FIN."""
         with contextlib.suppress(RemoteError):
-            while not self._closed:
+            while True:
                 if not self._queue:
+                    if self._closed:
+                        break
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
@@ -104,6 +108,7 @@ class CircuitSocket:
                 self.sent += len(self._queue)
                 self._queue.clear()
                 await self.stream.write(chunk)
+            await self.stream.close()
         self._closed = True
 
     async def run(self, receive: Callable[[list[bytes]], None]) -> Status | None:
@@ -125,15 +130,16 @@ class CircuitSocket:
         await self.close()
         return self.ended
 
-    async def close(self) -> None:
-        """Stop sending and end our direction (FIN); idempotent."""
+    async def close(self, flush: float = 1.0) -> None:
+        """Stop taking datagrams, send the queued ones (up to ``flush`` seconds), then
+        end our direction (FIN); idempotent."""
         self._closed = True
         self._wakeup.set()
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, RemoteError):
-            await self._writer
-        with contextlib.suppress(RemoteError):
-            await self.stream.close()
+        with contextlib.suppress(TimeoutError, RemoteError):
+            await asyncio.wait_for(asyncio.shield(self._writer), flush)
+        if not self._writer.done():
+            self._writer.cancel()
+            self.stream.reset()
 
 
 class ByteBucket:

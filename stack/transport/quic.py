@@ -57,7 +57,8 @@ from stack.base.net import Address, Datagram, resolve_ipv4
 from stack.transport.aioquic_adapter import (FlowControlledQuicConnection,
                                              ServerQuicConnection, grant_stream_credit,
                                              host_cids, is_first_flight,
-                                             peer_certificate, unacked_bytes)
+                                             peer_certificate, pending_close_event,
+                                             unacked_bytes)
 from stack.transport.base import BaseConnection
 from stack.transport.certs import CertificateVerifier, CertifiedKey
 from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
@@ -112,7 +113,14 @@ class PathReceiver:
 
     def close(self, reason: str) -> None:
         for conn in list(self._transport._conns):
-            if conn.path_socket is self.sock:
+            if conn.path_socket is not self.sock:
+                continue
+            event = pending_close_event(conn.quic)
+            if event is not None:
+                # Closing already (e.g. the peer's CONNECTION_CLOSE, whose draining period
+                # would end it later): it ends now, with that reason, not ours.
+                self._transport._on_terminated(conn, event)
+            else:
                 conn.abort(reason)
 
 
