@@ -115,19 +115,21 @@ class CircuitSocket:
         """Read frames until the circuit ends; returns (and keeps in ``ended``) the
         relay's status if it ended it."""
         reader = FrameReader()
-        with contextlib.suppress(RemoteError):
-            while not self._closed:
-                data = await self.stream.read(READ_CHUNK)
-                if not data:
-                    break
-                datagrams = reader.feed(data)
-                if datagrams:
-                    self.received += len(datagrams)
-                    receive(datagrams)
-                if reader.ended is not None or reader.malformed:
-                    break
-        self.ended = reader.ended
-        await self.close()
+        try:
+            with contextlib.suppress(RemoteError):
+                while not self._closed:
+                    data = await self.stream.read(READ_CHUNK)
+                    if not data:
+                        break
+                    datagrams = reader.feed(data)
+                    if datagrams:
+                        self.received += len(datagrams)
+                        receive(datagrams)
+                    if reader.ended is not None or reader.malformed:
+                        break
+            self.ended = reader.ended
+        finally:  # cancelled too: the writer task must not outlive the circuit
+            await self.close()
         return self.ended
 
     async def close(self, flush: float = 1.0) -> None:
@@ -171,12 +173,14 @@ class SpliceResult:
 
 
 async def splice(a: Stream, b: Stream, limit: Limit, *, rate: int = 0,
-                 monotonic: Callable[[], float]) -> SpliceResult:
+                 monotonic: Callable[[], float],
+                 result: SpliceResult | None = None) -> SpliceResult:
     """Forward circuit frames between ``a`` and ``b`` until one side ends or a limit
     is hit; then both get the relay's end frame (a limit: RESOURCE_LIMIT_EXCEEDED) and
     FIN. ``limit.data`` counts frame bytes per direction; ``rate`` (bytes/s per
-    direction, 0: none) drops frames over it."""
-    result = SpliceResult()
+    direction, 0: none) drops frames over it. ``result`` (counted into as it runs, so a
+    caller can watch a live circuit) is returned."""
+    result = result if result is not None else SpliceResult()
     done = asyncio.Event()
 
     async def pump(src: Stream, dst: Stream, index: int) -> None:

@@ -28,7 +28,7 @@ from stack.base.errors import RemoteError
 from stack.base.identity import InvalidPeerId, PeerId
 from stack.base.interfaces import Connection, Stream
 
-from nat.relay.circuit import splice
+from nat.relay.circuit import SpliceResult, splice
 from nat.relay.limits import Decision, RelayLimits, RelayTable
 from nat.relay.wire import (MAX_MESSAGE, PROTO_HOP, PROTO_STOP, HopMessage, HopType,
                             Limit, MalformedMessage, Reservation, Status, StopMessage,
@@ -55,15 +55,21 @@ class RelayServer:
         self._accepting = accepting
         self._watched: set[Connection] = set()
         self.ended: Counter[str] = Counter()    # circuits by how they ended
-        self.rate_dropped = 0
+        self._rate_dropped = 0                   # by the circuits that ended
+        self._live: set[SpliceResult] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def rate_dropped(self) -> int:
+        """Datagrams dropped over the per-circuit rate limit, live circuits included."""
+        return self._rate_dropped + sum(r.rate_dropped for r in self._live)
 
     @property
     def stats(self) -> dict[str, int]:
         return {**{f"refused.{k}": v for k, v in self.table.refused.items()},
                 **{f"granted.{k}": v for k, v in self.table.granted.items()},
                 **{f"ended.{k}": v for k, v in self.ended.items()},
-                "circuits": self.table.circuits,
+                "circuits": self.table.circuits, "rate_dropped": self.rate_dropped,
                 "reservations": self.table.reservations(self._clock.monotonic())}
 
     async def _reply(self, stream: Stream, status: Status, *,
@@ -153,10 +159,15 @@ class RelayServer:
             except RemoteError:
                 stop.reset()
                 raise
-            result = await splice(stream, stop, limit or Limit(), rate=self.limits.circuit_rate,
-                                  monotonic=self._clock.monotonic)
+            result = SpliceResult()
+            self._live.add(result)
+            try:
+                await splice(stream, stop, limit or Limit(), rate=self.limits.circuit_rate,
+                             monotonic=self._clock.monotonic, result=result)
+            finally:
+                self._live.discard(result)
+                self._rate_dropped += result.rate_dropped
             self.ended[result.reason] += 1
-            self.rate_dropped += result.rate_dropped
             if result.reason in ("data_limit", "duration_limit"):
                 self.table.refuse(Status.RESOURCE_LIMIT_EXCEEDED, result.reason)
         finally:

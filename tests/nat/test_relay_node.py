@@ -14,7 +14,8 @@ from nat.errors import RelayRefused
 from nat.relay.client import reserve
 from nat.relay.limits import RelayLimits
 from nat.relay.circuit import CircuitSocket, FrameReader
-from nat.relay.wire import (PROTO_HOP, PROTO_STOP, HopMessage, HopType, Reservation, Status,
+from nat.relay.wire import (PROTO_HOP, PROTO_STOP, HopMessage, HopType, Limit, Reservation,
+                            Status,
                             StopMessage, StopType, decode_hop, decode_stop, encode_frame,
                             encode_hop, encode_stop)
 from stack.base.identity import PeerId
@@ -264,3 +265,50 @@ async def test_a_misbehaving_relay_fails_the_end_to_end_handshake(nodes, mode, e
     assert not [c for c in a.connections if c.peer_id == b.peer_id]
     if mode == "tamper":
         assert evil.forwarded > 0  # it did carry (and spoil) the handshake
+
+
+# -------------------------------------------------------------- the relay's other rules
+
+async def test_full_relay_has_no_data_cap_and_drops_over_its_rate(nodes) -> None:
+    assert RelayLimits.for_mode("full").limit == Limit(0, 0)
+    r = await nodes(relay_service="full", relay_limits=RelayLimits(
+        circuit_duration=0, circuit_data=0, circuit_rate=64 * 1024))
+    a = await nodes(relays=(quic_addr(r),))
+    [relayed] = await reserved(a)
+    b = await nodes()
+    conn, _, _ = await b.echo(relayed, b"hello")
+    for i in range(3):  # 3 x 50 KB each way: past the limited relay's 128 KiB
+        _, reply, _ = await asyncio.wait_for(b.echo(conn, bytes([i]) * 50000), 3 * T)
+        assert reply == bytes([i]) * 50000
+    stats = r.relay_server.stats
+    assert "refused.data_limit" not in stats and not conn.closed
+    assert r.relay_server.rate_dropped > 0  # QUIC inside backed off and recovered
+
+
+async def test_reservations_are_refused_while_we_are_not_publicly_reachable(nodes) -> None:
+    r = await nodes(relay_service="limited")
+    r.publicly_reachable = False  # what a failed dial-back probe in join() concludes
+    c = await nodes()
+    conn = await c.connect(quic_addr(r), identify=False)
+    with pytest.raises(RelayRefused) as info:
+        await reserve(conn, T)
+    assert info.value.status is Status.RESERVATION_REFUSED
+    assert r.relay_server.stats["refused.not_public"] == 1
+
+
+@pytest.mark.parametrize("body, status, reason", [
+    (b"\x93\x00\x00\x00", Status.MALFORMED_MESSAGE, "malformed"),
+    (encode_hop(HopMessage(HopType.STATUS, status=Status.OK)), Status.UNEXPECTED_MESSAGE,
+     "unexpected"),
+    (encode_hop(HopMessage(HopType.CONNECT)), Status.UNEXPECTED_MESSAGE, "unexpected"),
+])
+async def test_malformed_and_unexpected_hop_messages(nodes, body, status, reason) -> None:
+    r, c = await nodes(relay_service="limited"), await nodes()
+    conn = await c.connect(quic_addr(r), identify=False)
+    for _ in range(2):  # answered each time: the relay keeps serving
+        stream = await conn.open_stream()
+        await stream.write_message(PROTO_HOP)
+        await stream.write_message(body)
+        reply = decode_hop(await asyncio.wait_for(stream.read_message(), T))
+        assert (reply.type, reply.status) == (HopType.STATUS, status)
+    assert r.relay_server.stats[f"refused.{reason}"] == 2
