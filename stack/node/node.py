@@ -27,6 +27,13 @@ our addresses, the next persisted sequence number), retrying until some DHT node
 it, then re-publishes when our addresses change; the DHT driver re-signs it as it ages.
 ``node.resolve(peer_id)`` returns a peer's verified announcement, and ``connect(peer_id)``
 falls back to it when the trust store knows no address of that peer.
+
+Relay (issue 9, ``nat.relay``): with ``config.relay_service`` the node serves circuit
+relay v2 (``/p2pstack/relay/hop/1``); with ``config.relays`` it keeps a reservation on
+each (``relay.reservation <addr>`` services) and announces its relayed addresses ahead of
+its listen addresses. ``connect`` dials a p2p-circuit address through the relay, and a
+peer id through the relayed addresses it knows or the DHT announces once the direct ones
+failed; the connection's path is RELAYED (``protocols.relay``).
 """
 
 from __future__ import annotations
