@@ -33,6 +33,7 @@ counts are over live, unexpired reservations.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
@@ -82,7 +83,7 @@ class RelayLimits:
     @property
     def limit(self) -> Limit:
         """The per-circuit limit as the wire states it."""
-        return Limit(int(self.circuit_duration), self.circuit_data)
+        return Limit(math.ceil(self.circuit_duration), self.circuit_data)  # whole seconds
 
 
 @dataclass(frozen=True)

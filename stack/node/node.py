@@ -697,7 +697,7 @@ class Node:
             try:
                 announcement = await self.resolve(target.peer_id)
             except (RecordNotFound, DhtTimeout) as exc:
-                if not attempts:
+                if not attempts and not _relayed(known, target.peer_id):
                     raise
                 attempts.append(("DHT lookup", exc))
             else:

@@ -312,3 +312,17 @@ async def test_malformed_and_unexpected_hop_messages(nodes, body, status, reason
         reply = decode_hop(await asyncio.wait_for(stream.read_message(), T))
         assert (reply.type, reply.status) == (HopType.STATUS, status)
     assert r.relay_server.stats[f"refused.{reason}"] == 2
+
+
+async def test_a_relayed_address_in_the_trust_store_is_used_by_peer_id_without_a_dht(
+        nodes) -> None:
+    """B reached A through R once; later ``connect(A's peer id)`` (no DHT on B) uses the
+    relayed address its trust store recorded."""
+    r = await nodes(relay_service="limited")
+    a = await nodes(relays=(quic_addr(r),))
+    [relayed] = await reserved(a)
+    b = await nodes()
+    first = await b.connect(relayed)
+    await first.close(0.1)
+    conn, reply, _ = await b.echo(a.peer_id, b"again, by peer id")
+    assert reply == b"again, by peer id" and conn.path.kind is PathKind.RELAYED
