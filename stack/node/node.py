@@ -43,7 +43,7 @@ import contextlib
 import functools
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import structlog
@@ -52,7 +52,7 @@ from stack.base.addresses import PeerAddress, parse_address
 from stack.base.clock import Clock, SystemClock
 from stack.base.errors import LocalError, StackError, UsageError
 from stack.base.identity import Identity, PeerId
-from stack.base.interfaces import Connection, Transport
+from stack.base.interfaces import Connection, PathSocket, Transport
 from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork,
                             format_address)
 from stack.base.port import DHT_BYTE, PortDemux
@@ -83,7 +83,7 @@ from stack.store.trust import TrustDecision, TrustStore
 from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
 from stack.transport.errors import DialFailed, TransportError, TrustRefused
 from stack.transport.options import ConnectionLimits, Registry, TransportOptions
-from stack.transport.quic import QuicTransport
+from stack.transport.quic import PathReceiver, QuicConn, QuicTransport
 from stack.transport.tls import TlsTransport
 
 __all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustChecked",
@@ -194,7 +194,8 @@ class Node:
                                      timeout=self.options.handshake_timeout,
                                      spawn=self.supervisor.spawn))
 
-    def _accept_path(self, sock: Any, on_closed: Any) -> Any:
+    def _accept_path(self, sock: PathSocket,
+                     on_closed: Callable[[QuicConn], None]) -> PathReceiver | None:
         return None if self.quic is None else self.quic.accept_path(sock, on_closed)
 
     async def _dial_relay(self, relay: str) -> Connection:
@@ -706,6 +707,8 @@ class Node:
                 known = [*announcement.addrs, *known]
         # No direct address worked (or the peer announced none): through its relays.
         for text in _relayed(known, target.peer_id):
+            if parse_address(text).relay == self.peer_id:
+                continue  # through ourselves: we are its relay (the reservation's connection)
             try:
                 return await self.connect(text, identify=identify)
             except (TransportError, RelayRefused) as exc:

@@ -8,7 +8,10 @@ Paths: each connection sends through a ``PathSocket`` (``stack.base.interfaces``
 dial to an address and every accepted connection get a ``UdpPathSocket`` on the shared
 port; ``dial_path`` takes any other (punched, relayed), so every path carries the same
 end-to-end QUIC. Whatever path a datagram came over, it reaches ``__call__`` and is
-routed by connection id.
+routed by connection id. A path that is not the shared port (a relayed circuit) has its
+own receiver: ``accept_path(sock)`` accepts connections arriving over it (the relayed
+target's side), ``path_receiver(sock)`` takes what comes back to a ``dial_path``; each
+delivers only to the connections on its socket.
 
 Timers: each connection's next deadline (the earliest of aioquic's loss/ack/idle timer,
 our keep-alive and, while half open, the handshake deadline) sits in one heap, with lazy
