@@ -24,7 +24,9 @@ circuit_rate (each way)    0 (none)    1 MiB/s     (datagrams over the rate are 
 Other refusals the relay counts: ``no_reservation`` (NO_RESERVATION), ``connection_failed``
 (CONNECTION_FAILED: the target's stop stream failed or refused), ``malformed``
 (MALFORMED_MESSAGE), ``unexpected`` (UNEXPECTED_MESSAGE), ``self`` (PERMISSION_DENIED: a
-CONNECT to oneself).
+CONNECT to oneself), ``relayed`` (PERMISSION_DENIED: a RESERVE or CONNECT over a relayed
+connection: no circuits of circuits), ``not_public`` (RESERVATION_REFUSED: AutoNAT says we
+are not publicly reachable).
 
 A reservation belongs to the connection it was made on (circuit v2: it is valid while
 that connection lives); a RESERVE on the same connection renews it. Per-peer and per-IP

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from stack.base.clock import Clock
 from stack.base.errors import RemoteError
 from stack.base.identity import InvalidPeerId, PeerId
-from stack.base.interfaces import Connection, Stream
+from stack.base.interfaces import Connection, PathKind, Stream
 
 from nat.relay.circuit import SpliceResult, splice
 from nat.relay.limits import Decision, RelayLimits, RelayTable
@@ -94,7 +94,10 @@ class RelayServer:
         except MalformedMessage:
             await self._refuse(stream, self.table.refuse(Status.MALFORMED_MESSAGE, "malformed"))
             return
-        if msg.type is HopType.RESERVE:
+        if conn.path.kind is PathKind.RELAYED and msg.type is not HopType.STATUS:
+            # no reservations or circuits over a circuit (circuit v2: relays refuse them)
+            await self._refuse(stream, self.table.refuse(Status.PERMISSION_DENIED, "relayed"))
+        elif msg.type is HopType.RESERVE:
             await self._reserve(conn, stream)
         elif msg.type is HopType.CONNECT and msg.peer is not None:
             await self._connect(conn, stream, msg.peer)

@@ -326,3 +326,16 @@ async def test_a_relayed_address_in_the_trust_store_is_used_by_peer_id_without_a
     await first.close(0.1)
     conn, reply, _ = await b.echo(a.peer_id, b"again, by peer id")
     assert reply == b"again, by peer id" and conn.path.kind is PathKind.RELAYED
+
+
+async def test_no_reservations_or_circuits_over_a_relayed_connection(nodes) -> None:
+    r = await nodes(relay_service="limited")
+    r2 = await nodes(relay_service="limited", relays=(quic_addr(r),))  # a relay behind a relay
+    [relayed] = await reserved(r2)
+    b = await nodes()
+    conn = await b.connect(relayed, identify=False)
+    assert conn.path.kind is PathKind.RELAYED
+    with pytest.raises(RelayRefused) as info:
+        await reserve(conn, T)
+    assert info.value.status is Status.PERMISSION_DENIED
+    assert r2.relay_server.stats["refused.relayed"] == 1
