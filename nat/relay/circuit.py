@@ -23,10 +23,13 @@ from collections.abc import Callable
 
 from stack.base.errors import RemoteError
 from stack.base.interfaces import Path, Stream
+from stack.base.ratelimit import TokenBuckets
+
+from nat.errors import RelayRefused
 
 from nat.relay.wire import FRAME_HEADER, Limit, Status, encode_frame, end_frame
 
-__all__ = ["FrameReader", "CircuitSocket", "splice", "SpliceResult", "ByteBucket"]
+__all__ = ["FrameReader", "CircuitSocket", "splice", "SpliceResult"]
 
 MAX_QUEUE = 256          # datagrams queued for the stream before send() drops
 READ_CHUNK = 1 << 16
@@ -78,11 +81,18 @@ class CircuitSocket:
         self._queue: deque[bytes] = deque()
         self._wakeup = asyncio.Event()
         self._closed = False
-        self.ended: Status | None = None
+        self.ended: Status | None = None   # the status the relay ended the circuit with
         self.dropped = 0
         self.sent = 0
         self.received = 0
         self._writer = asyncio.ensure_future(self._write_loop())
+
+    @property
+    def error(self) -> RelayRefused | None:
+        """The relay's end of the circuit as the named error (None: not ended by it)."""
+        if self.ended is None:
+            return None
+        return RelayRefused(self.ended, "the relay ended the circuit", self.path.relay)
 
     def send(self, data: bytes) -> None:
         if self._closed or not data:
@@ -144,24 +154,6 @@ class CircuitSocket:
             self.stream.reset()
 
 
-class ByteBucket:
-    """A token bucket of bytes: ``rate`` per second, ``rate`` of burst (one second)."""
-
-    def __init__(self, rate: int, now: float) -> None:
-        self.rate = rate
-        self.tokens = float(rate)
-        self.at = now
-
-    def take(self, count: int, now: float) -> bool:
-        if now > self.at:
-            self.tokens = min(float(self.rate), self.tokens + (now - self.at) * self.rate)
-            self.at = now
-        if self.tokens < count:
-            return False
-        self.tokens -= count
-        return True
-
-
 class SpliceResult:
     """How a splice ended: ``reason`` is ``closed`` (an end closed or reset its stream),
     ``data_limit``, ``duration_limit`` or ``malformed``; byte counts per direction."""
@@ -185,7 +177,8 @@ async def splice(a: Stream, b: Stream, limit: Limit, *, rate: int = 0,
 
     async def pump(src: Stream, dst: Stream, index: int) -> None:
         reader = FrameReader()
-        bucket = ByteBucket(rate, monotonic()) if rate else None
+        # bytes per second, one second of burst
+        bucket = TokenBuckets(rate, rate, max_keys=1) if rate else None
         try:
             while True:
                 data = await src.read(READ_CHUNK)
@@ -197,7 +190,7 @@ async def splice(a: Stream, b: Stream, limit: Limit, *, rate: int = 0,
                     if limit.data and result.forwarded[index] + size > limit.data:
                         result.reason = "data_limit"
                         break
-                    if bucket is not None and not bucket.take(size, monotonic()):
+                    if bucket is not None and not bucket.allow(index, monotonic(), size):
                         result.rate_dropped += 1
                         continue
                     result.forwarded[index] += size

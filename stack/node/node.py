@@ -736,7 +736,8 @@ class Node:
             relay = await self.connect(PeerAddress(target.host, target.port, target.transport,
                                                    target.relay), identify=False)
         conn = await dial_relayed(quic, relay, target.peer_id,
-                                  timeout=self.options.handshake_timeout)
+                                  timeout=self.options.handshake_timeout,
+                                  spawn=self.supervisor.spawn)
         address = target.multiaddr()
         try:
             decision = self.trust.check_peer(conn.peer_id, address=address)

@@ -12,7 +12,8 @@ the target over the circuit (``QuicTransport.dial_path``), authenticated end to 
 relay that tampers with packets or answers in the target's place fails the handshake
 (``HandshakeFailed`` / ``PeerIdMismatch``). The connection's ``path`` is RELAYED with
 the relay's peer id; when the relay ends the circuit (a limit), the connection closes
-with the status in its reason and ``conn.path_socket.error`` is the ``RelayRefused``.
+with the status in its reason and ``conn.path_socket.error`` (a ``CircuitSocket``'s) is
+the ``RelayRefused``.
 """
 
 from __future__ import annotations
@@ -25,36 +26,25 @@ import structlog
 
 from stack.base.identity import PeerId
 from stack.base.interfaces import Connection, Path, PathKind, Stream
-from nat.errors import RelayRefused
 from nat.relay.circuit import CircuitSocket
 from nat.relay.client import ReservationKeeper, answer_stop, connect, read_stop
 from nat.relay.wire import PROTO_HOP, PROTO_STOP, Status
 from stack.transport.quic import PathReceiver, QuicConn, QuicTransport
 
-__all__ = ["PROTO_HOP", "PROTO_STOP", "RelayStopProtocol", "RelayedSocket", "dial_relayed"]
+__all__ = ["PROTO_HOP", "PROTO_STOP", "RelayStopProtocol", "dial_relayed"]
 
 log = structlog.get_logger("p2pstack.relay")
 
-Spawn = Callable[[Coroutine[Any, Any, Any]], object]
+Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
 
-class RelayedSocket(CircuitSocket):
-    """A circuit end with the error the relay ended it with (None: not ended by it)."""
-
-    @property
-    def error(self) -> RelayRefused | None:
-        if self.ended is None:
-            return None
-        return RelayRefused(self.ended, "the relay ended the circuit", self.path.relay)
-
-
-def _reason(sock: RelayedSocket) -> str:
+def _reason(sock: CircuitSocket) -> str:
     if sock.ended is None:
         return "relay circuit closed"
     return f"relay ended the circuit: {sock.ended.name}"
 
 
-async def _pump(sock: RelayedSocket, receiver: PathReceiver) -> None:
+async def _pump(sock: CircuitSocket, receiver: PathReceiver) -> None:
     try:
         await sock.run(receiver)
     finally:
@@ -84,7 +74,7 @@ class RelayStopProtocol:
             self.refused += 1
             await answer_stop(stream, Status.PERMISSION_DENIED)
             return
-        sock = RelayedSocket(stream, Path(PathKind.RELAYED, conn.remote_address, conn.peer_id))
+        sock = CircuitSocket(stream, Path(PathKind.RELAYED, conn.remote_address, conn.peer_id))
         receiver = self._accept_path(sock, lambda c: self._spawn(sock.close()))
         if receiver is None:  # no QUIC on this node
             self.refused += 1
@@ -98,13 +88,14 @@ class RelayStopProtocol:
 
 
 async def dial_relayed(quic: QuicTransport, relay: Connection, target: PeerId, *,
-                       timeout: float) -> QuicConn:
+                       timeout: float, spawn: Spawn) -> QuicConn:
     """QUIC to ``target`` through a circuit on ``relay``; ``RelayRefused`` if the relay
-    refuses, the transport's errors if the end-to-end handshake fails."""
+    refuses, the transport's errors if the end-to-end handshake fails. ``spawn`` runs
+    the circuit's reader (the node's supervisor: its failure is logged, never lost)."""
     stream, _limit = await connect(relay, target, timeout)
-    sock = RelayedSocket(stream, Path(PathKind.RELAYED, relay.remote_address, relay.peer_id))
+    sock = CircuitSocket(stream, Path(PathKind.RELAYED, relay.remote_address, relay.peer_id))
     receiver = quic.path_receiver(sock)
-    pump = asyncio.ensure_future(_pump(sock, receiver))
+    pump = spawn(_pump(sock, receiver))
     try:
         conn = await quic.dial_path(sock, target)
     except BaseException:
