@@ -11,13 +11,14 @@ from pathlib import Path as FsPath
 import pytest
 
 from nat.errors import RelayRefused
+from nat.relay.client import connect as relay_connect
 from nat.relay.client import reserve
 from nat.relay.limits import RelayLimits
 from nat.relay.circuit import CircuitSocket, FrameReader
 from nat.relay.wire import (PROTO_HOP, PROTO_STOP, HopMessage, HopType, Limit, Reservation,
                             Status,
                             StopMessage, StopType, decode_hop, decode_stop, encode_frame,
-                            encode_hop, encode_stop)
+                            encode_hop, encode_stop, end_frame)
 from stack.base.identity import PeerId
 from stack.base.interfaces import Path, PathKind
 from stack.node import AnnouncementPublished, Node, ServiceFailed
@@ -339,3 +340,41 @@ async def test_no_reservations_or_circuits_over_a_relayed_connection(nodes) -> N
         await reserve(conn, T)
     assert info.value.status is Status.PERMISSION_DENIED
     assert r2.relay_server.stats["refused.relayed"] == 1
+
+
+async def test_garbage_stop_message_is_answered_malformed(nodes) -> None:
+    a, evil = await nodes(), await nodes()
+    conn = await evil.connect(quic_addr(a), identify=False)
+    stream = await conn.open_stream()
+    await stream.write_message(PROTO_STOP)
+    await stream.write_message(b"\xff\x00garbage")
+    assert decode_stop(await asyncio.wait_for(stream.read_message(), T)).status is \
+        Status.MALFORMED_MESSAGE
+
+
+async def test_garbage_on_a_circuit_is_dropped_and_everyone_keeps_serving(nodes) -> None:
+    r = await nodes(relay_service="limited")
+    a = await nodes(relays=(quic_addr(r),))
+    [relayed] = await reserved(a)
+    b = await nodes()
+    to_relay = await b.connect(quic_addr(r), identify=False)
+    # datagrams that are no QUIC A can use: dropped and counted by A's transport
+    stream, _ = await relay_connect(to_relay, a.peer_id, T)
+    dropped = a.quic.dropped
+    await stream.write(b"".join(encode_frame(bytes([0xC0 | i]) + b"\x00" * 50)
+                                for i in range(8)))
+    async def counted() -> None:
+        while a.quic.dropped < dropped + 8:
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(counted(), T)
+    stream.reset()
+    # an end frame is the relay's word alone: sent by an end, it ends the circuit
+    stream, _ = await relay_connect(to_relay, a.peer_id, T)
+    await stream.write(end_frame(Status.OK))
+    reader = FrameReader()
+    while (data := await asyncio.wait_for(stream.read(), T)) and reader.ended is None:
+        reader.feed(data)
+    assert reader.ended is Status.CONNECTION_FAILED
+    assert r.relay_server.stats["ended.malformed"] == 1
+    _, reply, _ = await b.echo(relayed, b"still fine")
+    assert reply == b"still fine"
