@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from nat.relay.limits import RelayLimits
 from stack.base.interfaces import PathKind
 from tests.simulations.test_node_sim import PORT, SETTLE, Sim, public_ip, simulate
@@ -37,7 +39,8 @@ async def _announced_relayed(sim: Sim, node) -> str:
     raise AssertionError(sim.fail("no relayed address announced"))
 
 
-def test_symmetric_nat_node_is_reachable_by_peer_id_through_a_relay(tmp_path):
+@pytest.mark.parametrize("seed, loss", [(41, 0.0), (43, 0.02)])
+def test_symmetric_nat_node_is_reachable_by_peer_id_through_a_relay(tmp_path, seed, loss):
     async def scenario(sim: Sim):
         publics, relay, (a, c) = await _relay_network(sim)
         relayed = await _announced_relayed(sim, a)
@@ -55,11 +58,12 @@ def test_symmetric_nat_node_is_reachable_by_peer_id_through_a_relay(tmp_path):
         assert reply == b"symmetric to symmetric", sim.fail("echo from the other NAT")
         assert conn.path.kind is PathKind.RELAYED
         _, rtt = await c.ping(conn)
-        assert rtt > 4 * 0.02, sim.fail(f"rtt {rtt}: a relayed round trip is 4 hops")
+        # 4 one-way trips of 20 +- 5 ms (C-R, R-A, A-R, R-C); a direct one would be 2
+        assert rtt > 4 * 0.015, sim.fail(f"rtt {rtt}: a relayed round trip is 4 trips")
         stats = relay.relay_server.stats
         assert stats["granted.circuits"] == 2 and stats["granted.reservations"] == 2, stats
 
-    simulate(tmp_path, 41, scenario)
+    simulate(tmp_path, seed, scenario, loss=loss)
 
 
 def test_reservations_are_renewed_on_virtual_time(tmp_path):
