@@ -118,11 +118,13 @@ class ActiveReservation:
 class ReservationKeeper:
     """Keeps a reservation on each configured relay (one supervised service each:
     ``service(relay)``). ``addrs()`` are our relayed multiaddrs through the relays that
-    hold a live reservation; ``on_change()`` runs when that list changes; a connection
+    hold a live reservation; ``on_change(reservation, held)`` runs after each reservation
+    or renewal (``held`` True) and when one is lost (False); a connection
     lost while ``running()`` says False (the node is stopping) is no failure."""
 
     def __init__(self, *, me: PeerId, dial: Callable[[str], Awaitable[Connection]],
-                 clock: Clock, timeout: float, on_change: Callable[[], None],
+                 clock: Clock, timeout: float,
+                 on_change: Callable[[ActiveReservation, bool], None],
                  running: Callable[[], bool] = lambda: True) -> None:
         self._me = me
         self._dial = dial
@@ -144,8 +146,9 @@ class ReservationKeeper:
                    for r in self.active.values())
 
     def _drop(self, relay: str) -> None:
-        if self.active.pop(relay, None) is not None:
-            self._on_change()
+        lost = self.active.pop(relay, None)
+        if lost is not None:
+            self._on_change(lost, False)
 
     def _lifetime(self, reservation: Reservation) -> float:
         return max(MIN_RENEW, reservation.expire - self._clock.now())
@@ -164,12 +167,11 @@ class ReservationKeeper:
                 address = PeerAddress(host, port, conn.transport, self._me,
                                       relay=conn.peer_id).multiaddr()
                 renewals = current.renewals + 1 if current is not None else 0
-                self.active[relay] = ActiveReservation(
+                held = self.active[relay] = ActiveReservation(
                     conn.peer_id, conn, address, now + max(MIN_RENEW, lifetime * 0.75),
                     now + lifetime, limit, renewals)
-                if current is None or current.address != address:
-                    self._on_change()
-                wait = self.active[relay].renew_at - now
+                self._on_change(held, True)
+                wait = held.renew_at - now
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(conn.wait_closed(), wait)
             if self._running():  # else: we are shutting down, nothing failed

@@ -63,7 +63,7 @@ from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
 from nat.errors import RelayRefused
-from nat.relay.client import ReservationKeeper
+from nat.relay.client import ActiveReservation, ReservationKeeper
 from nat.relay.limits import RelayLimits, RelayMode
 from nat.relay.server import RelayServer
 from stack.node import operations
@@ -71,7 +71,8 @@ from stack.node.config import NodeConfig
 from stack.node.control import ControlServer, Method, socket_path
 from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
                                DialbackResult, DialbackRole, EventBus, EventWaiter,
-                               IdentityReceived, NodeEvent, ServiceFailed, TrustChecked)
+                               IdentityReceived, NodeEvent, RelayReservation, ServiceFailed,
+                               TrustChecked)
 from stack.node.protocols.autonat import DialBack
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
@@ -201,9 +202,16 @@ class Node:
     async def _dial_relay(self, relay: str) -> Connection:
         return await self.connect(relay, identify=False)
 
-    def _relayed_addrs_changed(self) -> None:
-        """A reservation came or went: publish the new address list now (not at the next
-        minute's check), once we have published at all."""
+    def _relayed_addrs_changed(self, reservation: ActiveReservation, held: bool) -> None:
+        """A reservation was made, renewed or lost: an event, and when our relayed
+        addresses changed, a fresh announcement now (not at the next minute's check),
+        once we have published at all."""
+        self.events.emit(RelayReservation(
+            reservation.relay, reservation.address, held, reservation.renewals,
+            max(0.0, reservation.expires_at - self.clock.monotonic()) if held else 0.0),
+            "info" if held else "warning")
+        if held and reservation.renewals:
+            return  # a renewal: same address
         if self.dht is not None and self._record is not None and self._started:
             async def republish() -> None:
                 with contextlib.suppress(StackError):

@@ -21,7 +21,7 @@ from nat.relay.wire import (PROTO_HOP, PROTO_STOP, HopMessage, HopType, Limit, R
                             encode_hop, encode_stop, end_frame)
 from stack.base.identity import PeerId
 from stack.base.interfaces import Path, PathKind
-from stack.node import AnnouncementPublished, Node, ServiceFailed
+from stack.node import AnnouncementPublished, Node, RelayReservation, ServiceFailed
 from stack.node.config import NodeConfig
 from stack.transport.errors import HandshakeFailed, PeerIdMismatch, TransportError
 
@@ -51,12 +51,15 @@ def quic_addr(node: Node) -> str:
     return f"/ip4/127.0.0.1/udp/{node.udp_address[1]}/quic-v1/p2p/{node.peer_id}"
 
 
-async def reserved(node: Node, count: int = 1) -> list[str]:
-    async def wait() -> list[str]:
-        while len(node.relays.addrs()) < count:
-            await asyncio.sleep(0.02)
-        return node.relays.addrs()
-    return await asyncio.wait_for(wait(), T)
+async def reserved(node: Node) -> list[str]:
+    """Our relayed addresses once the first reservation is held (the event, registered
+    before looking, so one that already happened is not waited for)."""
+    waiter = node.next_event(RelayReservation, held=True, timeout=T)
+    if not node.relays.addrs():
+        event = await waiter
+        assert event.renewals == 0 and event.expires_in > 3000
+    waiter.cancel()
+    return node.relays.addrs()
 
 
 async def test_reserve_and_connect_by_relayed_multiaddr(nodes) -> None:

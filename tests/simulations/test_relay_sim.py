@@ -12,6 +12,7 @@ import pytest
 
 from nat.relay.limits import RelayLimits
 from stack.base.interfaces import PathKind
+from stack.node import AnnouncementPublished, RelayReservation
 from tests.simulations.test_node_sim import PORT, SETTLE, Sim, public_ip, simulate
 
 TTL = 600.0  # a short reservation lifetime: renewals every 450 s
@@ -31,12 +32,16 @@ async def _relay_network(sim: Sim):
 
 
 async def _announced_relayed(sim: Sim, node) -> str:
-    for _ in range(60):
-        relayed = [a for a in node.published.addrs if "p2p-circuit" in a] if node.published else []
-        if relayed:
-            return relayed[0]
-        await asyncio.sleep(5)
-    raise AssertionError(sim.fail("no relayed address announced"))
+    """Our relayed address once an announcement carrying it is stored."""
+    while True:
+        if node.published is not None:
+            relayed = [a for a in node.published.addrs if "p2p-circuit" in a]
+            if relayed and node.replicas:
+                return relayed[0]
+        try:
+            await node.next_event(AnnouncementPublished, timeout=300)
+        except TimeoutError:
+            raise AssertionError(sim.fail("no relayed address announced")) from None
 
 
 @pytest.mark.parametrize("seed, loss", [(41, 0.0), (43, 0.02)])
@@ -72,7 +77,11 @@ def test_reservations_are_renewed_on_virtual_time(tmp_path):
         await _announced_relayed(sim, a)
         [held] = a.relays.active.values()
         first_conn = held.conn
+        events = a.subscribe()
         await asyncio.sleep(3 * 3600.0)  # 3 h: 18 lifetimes of a 600 s reservation
+        renewed = [e for e in (events.get_nowait() for _ in range(events.qsize()))
+                   if isinstance(e, RelayReservation)]
+        assert renewed and all(e.held and e.renewals > 0 for e in renewed), sim.fail(renewed)
         [held] = a.relays.active.values()
         assert held.conn is first_conn, sim.fail("the reservation moved to a new connection")
         assert held.renewals >= 3 * 3600 / (0.75 * TTL) - 1, sim.fail(f"{held.renewals} renewals")
