@@ -167,6 +167,9 @@ def status(node: Node) -> dict[str, Any]:
               "direction": "outbound" if c.is_client else "inbound"}
              for c in node.connections),
             key=lambda c: (c["peer_id"], c["transport"], c["remote"])),
+        "relay": {"service": node.config.relay_service,
+                  "stats": None if node.relay_server is None else node.relay_server.stats,
+                  "reservations": node.relays.addrs()},
         "services": sorted(node.supervisor.services),
         "service_restarts": dict(sorted(node.supervisor.restarts.items())),
     }

@@ -8,7 +8,10 @@ Paths: each connection sends through a ``PathSocket`` (``stack.base.interfaces``
 dial to an address and every accepted connection get a ``UdpPathSocket`` on the shared
 port; ``dial_path`` takes any other (punched, relayed), so every path carries the same
 end-to-end QUIC. Whatever path a datagram came over, it reaches ``__call__`` and is
-routed by connection id.
+routed by connection id. A path that is not the shared port (a relayed circuit) has its
+own receiver: ``accept_path(sock)`` accepts connections arriving over it (the relayed
+target's side), ``path_receiver(sock)`` takes what comes back to a ``dial_path``; each
+delivers only to the connections on its socket.
 
 Timers: each connection's next deadline (the earliest of aioquic's loss/ack/idle timer,
 our keep-alive and, while half open, the handshake deadline) sits in one heap, with lazy
@@ -72,7 +75,8 @@ from stack.transport.aioquic_adapter import (FlowControlledQuicConnection,
                                              ServerQuicConnection, amplification_budget,
                                              grant_stream_credit,
                                              host_cids, is_first_flight,
-                                             peer_certificate, unacked_bytes)
+                                             peer_certificate, pending_close_event,
+                                             unacked_bytes)
 from stack.transport.base import BaseConnection
 from stack.transport.certs import CertificateVerifier, CertifiedKey
 from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
@@ -81,7 +85,7 @@ from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
 from stack.transport.options import ALPN, Registry, TransportOptions
 from stack.transport.streams import Stream
 
-__all__ = ["QuicTransport", "QuicConn", "UdpPathSocket"]
+__all__ = ["QuicTransport", "QuicConn", "UdpPathSocket", "PathReceiver"]
 
 CID_LENGTH = 8
 MIN_INITIAL_SIZE = 1200             # RFC 9000 section 14.1: smaller Initials are dropped
@@ -105,6 +109,39 @@ class UdpPathSocket:
 
     def send(self, data: bytes) -> None:
         self._send(data, self._address)
+
+
+class PathReceiver:
+    """Datagrams that arrived over one ``PathSocket`` (a relayed circuit, say), for the
+    transport: ``receiver(batch)``. Built by ``QuicTransport.accept_path`` (new
+    connections may arrive over the path) or ``path_receiver`` (the dialer's side: only
+    connections already on it). A datagram reaches only a connection that sends through
+    this very socket, so one path cannot inject packets into another's connections.
+    ``close(reason)`` aborts the connections on the path (the path is gone)."""
+
+    __slots__ = ("sock", "accept", "on_closed", "_transport")
+
+    def __init__(self, transport: QuicTransport, sock: PathSocket, accept: bool,
+                 on_closed: Callable[[QuicConn], None] | None) -> None:
+        self._transport = transport
+        self.sock = sock
+        self.accept = accept
+        self.on_closed = on_closed
+
+    def __call__(self, batch: list[bytes]) -> None:
+        self._transport._receive_path(self, batch)
+
+    def close(self, reason: str) -> None:
+        for conn in list(self._transport._conns):
+            if conn.path_socket is not self.sock:
+                continue
+            event = pending_close_event(conn.quic)
+            if event is not None:
+                # Closing already (e.g. the peer's CONNECTION_CLOSE, whose draining period
+                # would end it later): it ends now, with that reason, not ours.
+                self._transport._on_terminated(conn, event)
+            else:
+                conn.abort(reason)
 
 
 def _fail(future: asyncio.Future, exc: Exception, *, awaited: bool) -> None:
@@ -298,6 +335,77 @@ class QuicTransport:
             conn.abort("handshake timeout")
             raise HandshakeTimeout(f"no QUIC handshake with {addr[0]}:{addr[1]} "
                                    f"within {self.options.handshake_timeout}s") from None
+        return conn
+
+    # --- other paths (relayed) ----------------------------------------------------------
+    def accept_path(self, sock: PathSocket,
+                    on_closed: Callable[[QuicConn], None] | None = None) -> PathReceiver:
+        """Accept QUIC connections arriving over ``sock``: feed what comes over it to
+        the returned receiver. A connection accepted there sends through ``sock``, is
+        authenticated as any other and goes to ``on_connection``; ``on_closed`` is
+        called with it when it closes (or fails its handshake). No Retry or address
+        validation: the path is already a stream the peer had to open."""
+        return PathReceiver(self, sock, True, on_closed)
+
+    def path_receiver(self, sock: PathSocket) -> PathReceiver:
+        """The receiver for the datagrams coming back over a ``dial_path`` socket."""
+        return PathReceiver(self, sock, False, None)
+
+    def _receive_path(self, receiver: PathReceiver, batch: list[bytes]) -> None:
+        now = self._clock.monotonic()
+        sock = receiver.sock
+        addr = sock.path.address
+        touched: dict[QuicConn, None] = {}
+        for data in batch:
+            conn = self._route_path(receiver, data) if len(data) > 1 else None
+            if conn is None:
+                self.dropped += 1
+                continue
+            conn.quic.receive_datagram(data, addr, now)
+            conn.last_activity = now
+            touched[conn] = None
+        for conn in touched:
+            if not conn.is_client and is_first_flight(conn.quic):
+                self._forget(conn)  # as in __call__: no state for undecryptable noise
+                self.dropped += 1
+                continue
+            self._process(conn)
+        self._rearm()
+
+    def _route_path(self, receiver: PathReceiver, data: bytes) -> QuicConn | None:
+        sock = receiver.sock
+        if data[0] & 0x80:
+            if len(data) < 7:
+                return None
+            dcid = data[6:6 + data[5]]
+            conn = self._by_cid.get(dcid)
+            if conn is None and receiver.accept and not self._closed:
+                conn = self._accept_on_path(data, sock, dcid, receiver.on_closed)
+        else:
+            conn = self._by_cid.get(data[1:1 + CID_LENGTH])
+        return conn if conn is not None and conn.path_socket is sock else None
+
+    def _accept_on_path(self, data: bytes, sock: PathSocket, dcid: bytes,
+                        on_closed: Callable[[QuicConn], None] | None) -> QuicConn | None:
+        """``_accept`` for a connection arriving over ``sock`` (same Initial checks)."""
+        version = int.from_bytes(data[1:5], "big")
+        packet_type = (data[0] & 0x30) >> 4
+        initial_type = 0 if version == QuicProtocolVersion.VERSION_1 else 1
+        if (len(data) < MIN_INITIAL_SIZE or version not in _VERSIONS
+                or packet_type != initial_type or len(dcid) < 8):
+            return None
+        if len(self._conns) >= 2 * self._registry.limits.max_connections:
+            return None
+        quic = ServerQuicConnection(configuration=self._configuration(False),
+                                    original_destination_connection_id=dcid)
+        conn = QuicConn(self, quic, sock, False, None)
+        conn.handshake_deadline = self._clock.monotonic() + self.options.handshake_timeout
+        self._conns[conn] = None
+        conn.cids.add(dcid)
+        self._by_cid[dcid] = conn
+        self._register_cids(conn)
+        if on_closed is not None:
+            conn.add_close_callback(lambda c: on_closed(conn))
         return conn
 
     # --- receiving ----------------------------------------------------------------------
