@@ -38,7 +38,8 @@ from matplotlib.figure import Figure
 from simulations.runner import OUTCOMES, RunResult
 from stack.base.errors import UsageError
 
-__all__ = ["build_report", "write_report", "prepare_out_dir", "without_wall", "ReportError",
+__all__ = ["build_report", "write_report", "prepare_out_dir", "without_wall", "report_json",
+           "render_markdown", "ReportError",
            "FORMAT", "PLOTTERS"]
 
 FORMAT = 1  # report.json's format version
@@ -124,6 +125,9 @@ def build_report(result: RunResult, *, wall_seconds: float, started_at: str) -> 
                                           if result.replicas else None)},
         "churn": {k: result.churn[k] for k in ("join", "leave", "crash", "rejoin")},
         "routing_at_end": last,
+        "partition": (None if result.partition is None else
+                      {"start": result.partition[0], "healed": result.partition[1],
+                       "nodes_cut_off": result.partition[2]}),
     }
     return {
         "format": FORMAT,
@@ -222,6 +226,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         ("routing table at end: mean / min size, dead entries",
          "-" if routing is None else f"{routing['mean_size']:.1f} / {routing['min_size']}, "
                                      f"{_pct(routing['dead_fraction'])}"),
+        ("partition", "-" if s["partition"] is None else
+         f"{s['partition']['nodes_cut_off']} nodes cut off at {s['partition']['start']:.0f} s, "
+         + ("never healed" if s["partition"]["healed"] is None
+            else f"healed at {s['partition']['healed']:.0f} s")),
         ("simulated time", f"{s['sim_seconds']:.0f} s"),
         ("wall time", f"{report['wall']['seconds']:.1f} s"),
     ]
@@ -270,6 +278,11 @@ def _shade_phases(ax: Any, report: dict[str, Any], scale: float = 60.0) -> None:
     for p in report["phases"]:
         ax.axvspan(p["start"] / scale, p["end"] / scale, color=colours.get(p["name"], "#f4f4f4"),
                    alpha=0.5, lw=0)
+    split = report["summary"]["partition"]
+    if split is not None:
+        end = split["healed"] if split["healed"] is not None else report["summary"]["sim_seconds"]
+        ax.axvspan(split["start"] / scale, end / scale, color="#f4c0c0", alpha=0.4, lw=0,
+                   label=f"partition ({split['nodes_cut_off']} nodes cut off)")
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -305,8 +318,10 @@ def plot_success_rate(report: dict[str, Any], path: Path) -> None:
               if b["rate"] is not None]
     _shade_phases(ax, report)
     if points:
-        ax.plot([p[0] + bucket / 120.0 for p in points], [p[1] for p in points], marker="o")
+        ax.plot([p[0] + bucket / 120.0 for p in points], [p[1] for p in points], marker="o",
+                label="lookups that found the peer's record")
         ax.set_ylim(min(0.0, *(p[1] for p in points)) - 2, 102)
+        ax.legend(loc="lower left", fontsize="small")
     else:
         _empty(ax, "no lookups")
     ax.set_xlabel(f"simulated time (min; {bucket:g} s buckets, by lookup start)")

@@ -22,6 +22,7 @@ Measured (all on the simulated clock, in ``bucket``-second buckets from the star
   total equals ``SimNetwork.stats.sent``;
 - routing-table health at each bucket boundary over the live server nodes: mean and
   minimum table size, fraction of entries pointing at a departed node, fraction verified;
+- the partition (when it started and healed, how many nodes it cut off);
 - the network's and the NAT boxes' counters, the DHT cores' ``stats`` summed, join and
   publish outcomes, churn events.
 
@@ -123,6 +124,8 @@ class RunResult:
     publishes: Counter[str] = field(default_factory=Counter)   # ok / failed
     replicas: list[int] = field(default_factory=list)          # per successful publish
     churn: Counter[str] = field(default_factory=Counter)       # join / leave / crash / rejoin
+    # the partition: simulated start and end (None: not healed), nodes cut off
+    partition: tuple[float, float | None, int] | None = None
     dht_stats: Counter[str] = field(default_factory=Counter)   # DhtCore.stats, summed
     nat_kinds: Counter[str] = field(default_factory=Counter)   # initial nodes per kind
     nat_stats: Counter[str] = field(default_factory=Counter)   # NatStats, summed
@@ -229,6 +232,7 @@ class _DhtEngine:
         self.phase = "setup"
         self.planned = 0.0
         self.end = 0.0  # when the workload phase ends
+        self.background: list[asyncio.Future[None]] = []  # cancelled at the end of the run
         self.config = DhtConfig()
         self.client_config = DhtConfig(server=False)
 
@@ -367,8 +371,8 @@ class _DhtEngine:
         kinds = self._kinds_for(n)
         self.result.nat_kinds.update(kinds)
         initial = [self._add_peer(kind) for kind in kinds]
-        ticker = asyncio.ensure_future(self._tick())
-        sampler = asyncio.ensure_future(self._sample_routing())
+        self.background += [asyncio.ensure_future(self._tick()),
+                            asyncio.ensure_future(self._sample_routing())]
         try:
             await self._phase("join", self._join_all(initial))
             if sc.workload.publish:
@@ -377,8 +381,8 @@ class _DhtEngine:
             if sc.idle:
                 await self._phase("idle", asyncio.sleep(sc.idle))
         finally:
-            ticker.cancel()
-            sampler.cancel()
+            for task in self.background:
+                task.cancel()
         self._finish()
         return self.result
 
@@ -426,6 +430,9 @@ class _DhtEngine:
                 await asyncio.sleep(gap)
                 fire()
 
+        if sc.partition.fraction and sc.partition.at < sc.duration:
+            # in the background: it may heal after the workload, in the idle phase
+            self.background.append(asyncio.ensure_future(self._partition()))
         await asyncio.gather(*(poisson(rate, fire) for rate, fire in processes if rate > 0))
         await asyncio.sleep(max(0.0, end - self.now()))
         # lookups, joins and rejoins still out finish (or time out) here; a rejoin that
@@ -435,6 +442,21 @@ class _DhtEngine:
             await asyncio.gather(*pending)
 
     # ---- workload and churn -----------------------------------------------------------
+
+    async def _partition(self) -> None:
+        """Cut ``fraction`` of the live nodes (never node 0) off, then heal."""
+        spec = self.sc.partition
+        await asyncio.sleep(spec.at)
+        candidates = [i for i in self.live if i != 0]
+        cut = self.rng.sample(candidates, min(len(candidates),
+                                              round(spec.fraction * len(self.live))))
+        self.net.partition({self.peers[i].public_ip: 1 for i in cut})
+        start = self.now()
+        self.result.partition = (start, None, len(cut))
+        if spec.heal_after:
+            await asyncio.sleep(spec.heal_after)
+            self.net.heal()
+            self.result.partition = (start, self.now(), len(cut))
 
     def _random_live(self, *, exclude: int | None = None, published: bool = False,
                      churnable: bool = False) -> _Peer | None:

@@ -45,6 +45,12 @@ The format (every key optional; the defaults are the ``dht`` built-in)::
                                  # its identity (new process: empty table, seq + 1);
                                  # 0 = it stays away
 
+    [partition]                  # split the network during the workload (0 = never)
+    fraction = 0.0               # share of the live nodes cut off from the rest (and from
+                                 # node 0); nodes that join meanwhile are on node 0's side
+    at = 60.0                    # seconds into the workload phase
+    heal_after = 120.0           # seconds until it heals (0 = it never does)
+
     [measure]
     bucket = 60.0                # seconds per bucket of the time series
     plots = ["lookup_latency_cdf", "success_rate", "datagrams_by_kind", "routing_health"]
@@ -73,7 +79,7 @@ from simulations.nat import NAT_KINDS
 from stack.base.errors import UsageError
 
 __all__ = ["ScenarioError", "Scenario", "NetworkSpec", "JoinSpec", "WorkloadSpec",
-           "ChurnSpec", "MeasureSpec", "PLOTS", "ENGINES", "BUILTINS", "builtin",
+           "ChurnSpec", "PartitionSpec", "MeasureSpec", "PLOTS", "ENGINES", "BUILTINS", "builtin",
            "load_scenario", "parse_scenario", "apply_overrides", "resolve_scenario"]
 
 PLOTS = ("lookup_latency_cdf", "success_rate", "datagrams_by_kind", "routing_health")
@@ -121,6 +127,13 @@ class ChurnSpec:
 
 
 @dataclass(frozen=True)
+class PartitionSpec:
+    fraction: float = 0.0
+    at: float = 60.0
+    heal_after: float = 120.0
+
+
+@dataclass(frozen=True)
 class MeasureSpec:
     bucket: float = 60.0
     plots: tuple[str, ...] = PLOTS
@@ -138,6 +151,7 @@ class Scenario:
     join: JoinSpec = field(default_factory=JoinSpec)
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     churn: ChurnSpec = field(default_factory=ChurnSpec)
+    partition: PartitionSpec = field(default_factory=PartitionSpec)
     measure: MeasureSpec = field(default_factory=MeasureSpec)
 
     def to_dict(self) -> dict[str, Any]:
@@ -241,6 +255,11 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
         "leaves_per_minute": _number(0.0, 1e5),
         "crashes_per_minute": _number(0.0, 1e5),
         "rejoin_after": _number(0.0, 86400.0 * 365),
+    }),
+    "partition": (PartitionSpec, {
+        "fraction": _number(0.0, 0.99),
+        "at": _number(0.0, 86400.0 * 365),
+        "heal_after": _number(0.0, 86400.0 * 365),
     }),
     "measure": (MeasureSpec, {"bucket": _number(1.0, 86400.0), "plots": _plots}),
 }
@@ -443,5 +462,23 @@ joins_per_minute = 2.0
 leaves_per_minute = 2.0
 crashes_per_minute = 2.0
 rejoin_after = 120.0
+""",
+    "partition": """
+name = "partition"
+description = "A third of the network is cut off for two minutes, then the split heals."
+duration = 360.0
+idle = 60.0
+[network]
+nodes = 200
+latency = 0.025
+jitter = 0.010
+[workload]
+lookups_per_minute = 240.0
+[partition]
+fraction = 0.33
+at = 60.0
+heal_after = 120.0
+[measure]
+bucket = 30.0
 """,
 }

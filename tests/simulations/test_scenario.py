@@ -40,6 +40,10 @@ joins_per_minute = 1
 leaves_per_minute = 2
 crashes_per_minute = 3
 rejoin_after = 45
+[partition]
+fraction = 0.25
+at = 10
+heal_after = 0
 [measure]
 bucket = 30
 plots = ["success_rate", "lookup_latency_cdf"]
@@ -61,6 +65,7 @@ def test_a_full_file_parses_to_what_it_says(tmp_path):
     assert (sc.churn.joins_per_minute, sc.churn.leaves_per_minute,
             sc.churn.crashes_per_minute, sc.churn.rejoin_after) == (1.0, 2.0, 3.0, 45.0)
     assert sc.churn.active
+    assert (sc.partition.fraction, sc.partition.at, sc.partition.heal_after) == (0.25, 10, 0)
     assert (sc.measure.bucket, sc.measure.plots) == (30.0, ("success_rate",
                                                              "lookup_latency_cdf"))
     assert parse_scenario(sc.to_dict()) == sc  # the report's copy reads back the same
@@ -80,6 +85,7 @@ def test_builtins_parse(name):
     assert sc.name == name and sc.engine == "dht"
     assert parse_scenario(sc.to_dict()) == sc
     assert builtin("churn").churn.active and not builtin("dht").churn.active
+    assert builtin("partition").partition.fraction > 0 and not builtin("dht").partition.fraction
 
 
 BAD = [
@@ -103,6 +109,9 @@ BAD = [
     ("[workload]\nlookups_per_minute = \"lots\"", "workload.lookups_per_minute: must be"),
     ("[churn]\ncrashes_per_minute = -2", "churn.crashes_per_minute: must be a number >= 0"),
     ("[churn]\nrejoin_after = inf", "churn.rejoin_after: must be a number"),
+    ("[partition]\nfraction = 1", "partition.fraction: must be a number >= 0 and <= 0.99"),
+    ("[partition]\nat = -1", "partition.at: must be a number >= 0"),
+    ("[partition]\nheal_after = \"soon\"", "partition.heal_after: must be a number"),
     ("[measure]\nbucket = 0", "measure.bucket: must be a number >= 1"),
     ("[measure]\nplots = [\"pie\"]", "measure.plots: unknown plot 'pie'"),
     ("[measure]\nplots = \"success_rate\"", "measure.plots: must be a list"),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.report import build_report, prepare_out_dir, write_report
+from simulations.report import build_report, prepare_out_dir, render_markdown, write_report
 from simulations.runner import OUTCOMES, datagram_kind, run_scenario
 from simulations.scenario import BUILTINS, resolve_scenario
 from stack.cli import main
@@ -98,6 +98,21 @@ def test_the_report_agrees_with_the_simulator(churn_run):
     assert len(routing) == int(result.sim_time // 30)
     assert max(r["dead_fraction"] for r in routing) > 0
     assert all(r["live_servers"] > 0 and r["min_size"] <= r["mean_size"] for r in routing)
+
+
+def test_a_partition_cuts_and_heals():
+    scenario = resolve_scenario("partition", ["nodes=30", "duration=150", "idle=30",
+                                              "at=30", "heal_after=60", "fraction=0.4"])
+    result = run_scenario(scenario, 2)
+    report = build_report(result, wall_seconds=0.0, started_at="")
+    split = report["summary"]["partition"]
+    workload = next(p for p in report["phases"] if p["name"] == "workload")
+    assert split["start"] == pytest.approx(workload["start"] + 30)
+    assert split["healed"] == pytest.approx(split["start"] + 60)
+    assert split["nodes_cut_off"] == 12
+    assert report["network"]["dropped_partition"] == result.net.stats.dropped_partition > 0
+    assert not result.net._sides  # healed
+    assert "12 nodes cut off" in render_markdown(report)
 
 
 def _nats(result):
