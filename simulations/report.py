@@ -87,12 +87,18 @@ def build_report(result: RunResult, *, wall_seconds: float, started_at: str) -> 
     per_bucket: dict[int, Counter[str]] = {}
     for s in counted:
         per_bucket.setdefault(int(s.start // bucket), Counter())[s.outcome] += 1
+    bucket_latencies: dict[int, list[float]] = {}
+    for s in counted:
+        if s.latency is not None:
+            bucket_latencies.setdefault(int(s.start // bucket), []).append(s.latency)
     for i in range(series_len):
         c = per_bucket.get(i, Counter())
         total = sum(c.values())
         ok = sum(c[o] for o in _SUCCESS)
+        lat = sorted(bucket_latencies.get(i, []))
         success.append({"start": i * bucket, "lookups": total, "succeeded": ok,
-                        "rate": ok / total if total else None})
+                        "rate": ok / total if total else None,
+                        "latency_p50": _quantile(lat, 0.5), "latency_p95": _quantile(lat, 0.95)})
     last = result.routing[-1] if result.routing else None
     summary = {
         "nodes": {"initial": sc.network.nodes, "started": result.nodes_started,
@@ -269,7 +275,7 @@ def _figure() -> tuple[Figure, Any]:
 
 
 def _title(ax: Any, what: str, report: dict[str, Any]) -> None:
-    ax.set_title(f"{what}\nscenario {report['scenario']['name']}, "
+    ax.set_title(pad=14, label=f"{what}\nscenario {report['scenario']['name']}, "
                  f"{report['scenario']['network']['nodes']} nodes, seed {report['seed']}")
 
 
@@ -278,6 +284,8 @@ def _shade_phases(ax: Any, report: dict[str, Any], scale: float = 60.0) -> None:
     for p in report["phases"]:
         ax.axvspan(p["start"] / scale, p["end"] / scale, color=colours.get(p["name"], "#f4f4f4"),
                    alpha=0.5, lw=0)
+        ax.text((p["start"] + p["end"]) / 2 / scale, 1.0, p["name"], ha="center", va="bottom",
+                fontsize="x-small", color="#666666", transform=ax.get_xaxis_transform())
     split = report["summary"]["partition"]
     if split is not None:
         end = split["healed"] if split["healed"] is not None else report["summary"]["sim_seconds"]
