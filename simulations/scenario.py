@@ -68,6 +68,7 @@ e.g. ``[partition]``, with its dataclass), ``BUILTINS`` (a new built-in scenario
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -80,7 +81,7 @@ from stack.base.errors import UsageError
 
 __all__ = ["ScenarioError", "Scenario", "NetworkSpec", "JoinSpec", "WorkloadSpec",
            "ChurnSpec", "PartitionSpec", "MeasureSpec", "PLOTS", "ENGINES", "BUILTINS", "builtin",
-           "load_scenario", "parse_scenario", "apply_overrides", "resolve_scenario"]
+           "load_scenario", "parse_scenario", "to_toml", "apply_overrides", "resolve_scenario"]
 
 PLOTS = ("lookup_latency_cdf", "success_rate", "datagrams_by_kind", "routing_health")
 ENGINES = ("dht",)
@@ -169,6 +170,41 @@ class Scenario:
             else:
                 out[f.name] = value
         return out
+
+
+def to_toml(scenario: Scenario) -> str:
+    """The scenario as a TOML file that ``load_scenario`` reads back to the same value
+    (``p2pstack simulate SCENARIO --show``: a built-in to copy and edit)."""
+    table = scenario.to_dict()
+    lines = []
+    for key, value in table.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {_toml_literal(value)}")
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines += ["", f"[{key}]"]
+            nested = []
+            for sub, item in value.items():
+                if isinstance(item, dict):
+                    nested.append((sub, item))
+                else:
+                    lines.append(f"{sub} = {_toml_literal(item)}")
+            for sub, item in nested:
+                lines += ["", f"[{key}.{sub}]"]
+                lines += [f"{k} = {_toml_literal(v)}" for k, v in item.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
+    raise TypeError(f"no TOML literal for {value!r}")
 
 
 # ---- checking values: each returns the value or raises ValueError(what was expected) ----

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where the report goes (default: ./simulate-SCENARIO-SEED)")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty --out directory (overwriting report files)")
+    p.add_argument("--show", action="store_true",
+                   help="print the scenario (with --set applied) as TOML and exit: a "
+                        "built-in to copy and edit")
     add_json_flag(p)
     p.set_defaults(handler=run)
 
@@ -92,10 +95,13 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     from simulations.report import build_report, prepare_out_dir, write_report
     from simulations.runner import run_scenario
-    from simulations.scenario import resolve_scenario
+    from simulations.scenario import resolve_scenario, to_toml
 
     quiet_logging(args, logging.ERROR)
     scenario = resolve_scenario(args.scenario, args.settings)
+    if args.show:
+        sys.stdout.write(to_toml(scenario))
+        return 0
     seed = scenario.seed if args.seed is None else args.seed
     out = Path(args.out) if args.out is not None else Path(f"simulate-{scenario.name}-{seed}")
     _check_out(out, args.force)  # before the run: a refusal should not cost the run

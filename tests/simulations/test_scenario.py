@@ -8,7 +8,8 @@ import tomllib
 import pytest
 
 from simulations.scenario import (BUILTINS, PLOTS, Scenario, ScenarioError, apply_overrides,
-                                  builtin, load_scenario, parse_scenario, resolve_scenario)
+                                  builtin, load_scenario, parse_scenario, resolve_scenario,
+                                  to_toml)
 from stack.base.errors import UsageError
 
 FULL = """
@@ -183,3 +184,13 @@ def test_apply_overrides_copies():
 def test_unknown_scenario_name():
     with pytest.raises(ScenarioError, match="no such scenario 'nope'"):
         resolve_scenario("nope")
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_to_toml_reads_back_the_same(tmp_path, name):
+    sc = resolve_scenario(name, ['description="say \\"hi\\"\\n\\\\ there"', "loss=1e-05",
+                                 "nat={none=0.5, symmetric=0.5}"])
+    assert sc.description == 'say "hi"\n\\ there'
+    path = tmp_path / f"{name}.toml"
+    path.write_text(to_toml(sc))
+    assert load_scenario(path) == sc

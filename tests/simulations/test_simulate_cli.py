@@ -257,3 +257,14 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["simulate", "dht", "--seed", "-1"])
     assert info.value.code == 2
+
+
+def test_show_prints_the_scenario_as_toml(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "churn", "--show", "--set", "nodes=5"]) == 0
+    text = capsys.readouterr().out
+    assert "nodes = 5" in text and "[churn]" in text
+    (tmp_path / "mine.toml").write_text(text)
+    assert resolve_scenario(str(tmp_path / "mine.toml")) == resolve_scenario("churn",
+                                                                             ["nodes=5"])
+    assert list(tmp_path.iterdir()) == [tmp_path / "mine.toml"]  # --show runs nothing
