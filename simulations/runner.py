@@ -14,7 +14,8 @@ order the run makes them, nothing iterates a set or reads a wall clock, so the s
 scenario and seed give the same ``RunResult`` (the report built from it is byte-identical).
 
 Measured (all on the simulated clock, in ``bucket``-second buckets from the start):
-- every lookup: start, outcome (``found``, ``stale`` = an older record of that peer,
+- every lookup: start, outcome (``found``, ``stale`` = another record of that peer than
+  the one it had published when the lookup started (older, or one published meanwhile),
   ``not_found``, ``timeout``, ``wrong`` = someone else's record; ``aborted`` when its
   source left or crashed before the answer: not counted in success rates), latency;
 - every datagram sent, by message kind (``datagram_kind``: the first byte picks the
