@@ -59,6 +59,7 @@ __all__ = ["run_scenario", "RunResult", "Progress", "LookupSample", "datagram_ki
            "ENGINES", "DHT_PORT"]
 
 DHT_PORT = 4001
+_DHT_PREFIX = bytes([DHT_BYTE])
 OUTCOMES = ("found", "stale", "not_found", "timeout", "wrong", "aborted")
 
 _DHT_KINDS = {PING: "PING", FIND_NODE: "FIND_NODE", FIND_VALUE: "FIND_VALUE", STORE: "STORE",
@@ -166,13 +167,16 @@ class _Measure:
         self.result = result
         self._time = loop.time
         self._bucket = bucket
-        self._kinds: dict[bytes, str] = {}  # first three bytes -> kind (a tiny cache)
+        self._kinds: dict[bytes, str] = {}  # a DHT datagram's first 4 bytes -> its kind
 
     def count(self, data: bytes) -> None:
-        head = data[:4]
-        kind = self._kinds.get(head)
-        if kind is None:
-            kind = self._kinds[head] = datagram_kind(data)
+        if data[:1] == _DHT_PREFIX:  # its kind is in the first 4 bytes: cache by them
+            head = data[:4]
+            kind = self._kinds.get(head)
+            if kind is None:
+                kind = self._kinds[head] = datagram_kind(data)
+        else:
+            kind = datagram_kind(data)
         index = int(self._time() // self._bucket)
         per = self.result.datagrams.get(index)
         if per is None:
