@@ -47,7 +47,7 @@ import contextlib
 import functools
 import os
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
@@ -99,6 +99,9 @@ __all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustCh
 log = structlog.get_logger("p2pstack.node")
 
 ADDRESS_CHECK_INTERVAL = 60.0  # seconds between checks that our addresses are unchanged
+# A dial by peer id starts its next address this long after the last, unless that one
+# failed first (RFC 8305 suggests 250 ms; go-libp2p delays relayed addresses 500 ms).
+DIAL_STAGGER = 0.25
 OBSERVERS_TO_CONFIRM = 2       # peer IPs that must report one observed address
 MAX_OBSERVED = 16              # observed addresses remembered, confirmed or not
 E = TypeVar("E")
@@ -717,25 +720,34 @@ class Node:
         proved first), then those of its DHT announcement. ``DialFailed`` lists every
         address tried and why it failed."""
         assert target.peer_id is not None
-        entry = await self.trust.get_async(target.peer_id)  # read off the loop
+        peer = target.peer_id
+        entry = await self.trust.get_async(peer)  # read off the loop
         known = list(reversed(entry.addresses)) if entry is not None else []
         if entry is not None and entry.reachable and entry.dialback_address:
             known.insert(0, entry.dialback_address)  # proven by our dial-back
         attempts: list[tuple[str, Exception]] = []
         tried: set[Address] = set()
 
+        tried_relayed: set[str] = set()
+
         async def dial(candidates: list[str]) -> Connection | None:
+            """Race the direct addresses among ``candidates``, then (joining the race
+            after them, DIAL_STAGGER apart) its relayed ones."""
+            dials: list[tuple[str, Callable[[], Awaitable[Connection]]]] = []
             for text in _dialable(candidates, name):
                 address = parse_address(text).address
-                if address in tried:
-                    continue
-                tried.add(address)
-                try:
-                    return await self.connect(PeerAddress(*address, name, target.peer_id),
-                                              identify=identify)
-                except TransportError as exc:
-                    attempts.append((_addr_text(address), exc))
-            return None
+                if address not in tried:
+                    tried.add(address)
+                    dials.append((_addr_text(address), functools.partial(
+                        self.connect, PeerAddress(*address, name, peer),
+                        identify=identify)))
+            for text in _relayed(candidates, peer):
+                # not through ourselves: we are its relay (the reservation's connection)
+                if text not in tried_relayed and parse_address(text).relay != self.peer_id:
+                    tried_relayed.add(text)
+                    dials.append((text, functools.partial(self.connect, text,
+                                                          identify=identify)))
+            return await _race(dials, DIAL_STAGGER, attempts)
 
         if (conn := await dial(known)) is not None:
             return conn
@@ -744,21 +756,12 @@ class Node:
             try:
                 announcement = await self.resolve(target.peer_id)
             except (RecordNotFound, DhtTimeout) as exc:
-                if not attempts and not _relayed(known, target.peer_id):
+                if not attempts:
                     raise
                 attempts.append(("DHT lookup", exc))
             else:
                 if (conn := await dial(list(announcement.addrs))) is not None:
                     return conn
-                known = [*announcement.addrs, *known]
-        # No direct address worked (or the peer announced none): through its relays.
-        for text in _relayed(known, target.peer_id):
-            if parse_address(text).relay == self.peer_id:
-                continue  # through ourselves: we are its relay (the reservation's connection)
-            try:
-                return await self.connect(text, identify=identify)
-            except (TransportError, RelayRefused) as exc:
-                attempts.append((text, exc))
         if not attempts:
             raise LocalError(f"no known address for {target.peer_id}; "
                              "dial a multiaddr or HOST:PORT first, or use --bootstrap")
@@ -909,6 +912,45 @@ def _dialable(candidates: list[str], transport: str) -> list[str]:
     if all(loopback for _, loopback in parsed):
         return [text for text, _ in parsed]
     return [text for text, loopback in parsed if not loopback]
+
+
+async def _race(dials: list[tuple[str, Callable[[], Awaitable[Connection]]]],
+                stagger: float, attempts: list[tuple[str, Exception]]) -> Connection | None:
+    """The first of ``dials`` (label, start) to connect, or None; each failure is added
+    to ``attempts``. Dials start in order, the next ``stagger`` seconds after the last
+    (or at once when one fails), so a dead address first costs ``stagger``, not a whole
+    handshake timeout (Happy Eyeballs, RFC 8305). The losers are cancelled, and one that
+    connected anyway is closed."""
+    pending: dict[asyncio.Task[Connection], str] = {}
+    queue = list(dials)
+    winner: Connection | None = None
+    try:
+        while winner is None and (queue or pending):
+            if queue:
+                label, start = queue.pop(0)
+                pending[asyncio.ensure_future(start())] = label
+            done, _ = await asyncio.wait(pending, timeout=stagger if queue else None,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                label = pending.pop(task)
+                exc = task.exception()
+                if exc is None:
+                    if winner is None:
+                        winner = task.result()
+                    else:
+                        task.result().abort("a faster dial won")
+                elif isinstance(exc, (TransportError, RelayRefused)):
+                    attempts.append((label, exc))
+                else:
+                    raise exc
+    finally:
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(BaseException):
+                late = await task
+                late.abort("a faster dial won")
+    return winner
 
 
 def _relayed(candidates: list[str], peer_id: PeerId) -> list[str]:
