@@ -1,0 +1,174 @@
+"""Know your NAT (issue 9 section 1): RFC 5780 discovery on the node's own UDP port.
+
+``NatInfo`` runs ``nat.detect.NatDetector`` on the endpoint QUIC and the DHT use, so the
+mapping it reports is the one peers see. STUN responses reach it from the port
+demultiplexer: the node's STUN service hands every response to ``on_stun_response``
+(requests stay with the server, which also answers our own hairpin probe), and a node
+that serves no STUN registers ``receiver()`` instead. Responses are routed by
+transaction id to whichever client owns them: the detector, or another client
+(``add_client``: the keepalive).
+
+Servers (the node picks them): ``NodeConfig.stun_servers`` (coturn-style RFC 5780
+servers: filtering too) first, then the plain STUN servers every p2pstack node runs on
+its port (bootstrap nodes, then DHT contacts on distinct IPs: mapping from comparing
+their answers; filtering stays null unless an RFC 5780 server was given). One run
+at a time; each finished run is the new ``report``, emitted as ``NatReported``
+(``nat.report``) and passed to ``on_report``.
+
+``vetoes_server(report)``: what the report says against serving the DHT: any filtering
+but endpoint-independent, or a mapping that depends on the destination. Unknown (null)
+is no veto: the dial-back decides (``stack.node.protocols.autonat``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+from stack.base.clock import Clock
+from stack.base.net import Address, Datagram, Receiver, format_address
+from stack.node.events import EventBus, NatReported
+
+from nat.detect import NatDetector, NatReport
+from nat.stun.codec import Decoded, StunDecodeError, decode
+from nat.stun.transaction import RetransmitConfig
+from nat.vocabulary import EIF, EIM, NatKind
+
+__all__ = ["NatInfo", "vetoes_server", "STUN_TEST_TIMEOUT", "DEFAULT_STUN_PORT"]
+
+STUN_TEST_TIMEOUT = 5.0  # seconds one detection test may take (retransmits inside)
+DEFAULT_STUN_PORT = 3478
+
+Owns = Callable[[bytes], bool]
+Feed = Callable[[Decoded, Address], None]
+
+
+def vetoes_server(report: NatReport | None) -> bool:
+    """True when ``report`` shows a NAT that others cannot reach through unasked: it
+    filters (address- or address-and-port-dependent) or maps per destination."""
+    if report is None or not report.nat:
+        return False
+    if report.type == NatKind.SYMMETRIC:
+        return True
+    if report.mapping is not None and report.mapping != EIM:
+        return True
+    return report.filtering is not None and report.filtering != EIF
+
+
+class NatInfo:
+    """See the module docstring. ``send(data, addr)`` sends from the node's endpoint;
+    ``local`` is its bound address, ``own_ips()`` the IPs a wildcard bind stands for."""
+
+    def __init__(self, *, send: Callable[[bytes, Address], None], local: Address,
+                 own_ips: Callable[[], list[str]], clock: Clock, events: EventBus,
+                 on_report: Callable[[NatReport], None] | None = None,
+                 rng: random.Random | None = None,
+                 config: RetransmitConfig | None = None) -> None:
+        self._send = send
+        self._local = local
+        self._own_ips = own_ips
+        self._clock = clock
+        self._events = events
+        self._on_report = on_report
+        self._rng = rng
+        self._config = config or RetransmitConfig(timeout=STUN_TEST_TIMEOUT)
+        self.servers: tuple[Address, ...] = ()  # asked in the latest run
+        self._clients: list[tuple[Owns, Feed]] = []
+        self._detector: NatDetector | None = None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.report: NatReport | None = None
+        self.reason: str | None = None   # why the current report was made
+        self.runs = 0
+        self.dropped = 0                 # STUN answers nobody asked for
+
+    # ------------------------------------------------------------------ routing
+
+    def add_client(self, owns: Owns, feed: Feed) -> None:
+        """Route STUN messages whose transaction id ``owns`` says is its own to ``feed``."""
+        self._clients.append((owns, feed))
+
+    def on_stun_response(self, decoded: Decoded, addr: Address) -> None:
+        """A STUN response (or, without a STUN server, any STUN message) on our port."""
+        txid = decoded.transaction_id
+        detector = self._detector
+        if detector is not None and detector.owns(txid):
+            detector.receive_decoded(decoded, addr, self._clock.now())
+            self._wake.set()
+            return
+        for owns, feed in self._clients:
+            if owns(txid):
+                feed(decoded, addr)
+                return
+        self.dropped += 1
+
+    def receiver(self) -> Receiver:
+        """A demux receiver for a node that serves no STUN: everything is ours."""
+        def receive(batch: list[Datagram]) -> None:
+            for data, addr in batch:
+                with contextlib.suppress(StunDecodeError):
+                    self.on_stun_response(decode(data), addr)
+        return receive
+
+    # ---------------------------------------------------------------- detection
+
+    async def detect(self, servers: list[Address], reason: str) -> NatReport | None:
+        """One RFC 5780 run against ``servers`` in order (RFC 5780 ones first; duplicates
+        and our own address left out); None when there is no server to ask."""
+        async with self._lock:
+            own = set(self._own_ips())
+            ordered = [s for s in dict.fromkeys(servers)
+                       if not (s[1] == self._local[1] and (s[0] in own or s[0] == "0.0.0.0"))]
+            if not ordered:
+                return None
+            self.servers = tuple(ordered)
+            local_ip = self._local[0]
+            if local_ip == "0.0.0.0":
+                local_ip = next((ip for ip in own if not ip.startswith("127.")), "127.0.0.1")
+            detector = NatDetector(ordered, (local_ip, self._local[1]), config=self._config,
+                                   rng=self._rng, local_ips=tuple(own))
+            self._detector = detector
+            try:
+                report = await self._drive(detector)
+            finally:
+                self._detector = None
+            self.report, self.reason = report, reason
+            self.runs += 1
+            self._events.emit(_event(report, len(ordered), reason))
+            if self._on_report is not None:
+                self._on_report(report)
+            return report
+
+    async def _drive(self, detector: NatDetector) -> NatReport:
+        """The thin driver: flush, sleep until an answer or the core's timer, repeat."""
+        clock = self._clock
+        detector.start(clock.now())
+        while True:
+            for data, addr in detector.outgoing():
+                self._send(data, addr)
+            if detector.report is not None:
+                return detector.report
+            deadline = detector.next_timer()
+            timeout = None if deadline is None else max(0.0, deadline - clock.now())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            if deadline is not None and clock.now() >= deadline:
+                detector.handle_timer(clock.now())
+
+    def to_json(self) -> dict[str, Any] | None:
+        """``status``'s ``nat.behaviour``: the report's keys, its notes and why it ran."""
+        if self.report is None:
+            return None
+        return {**self.report.to_json(), "notes": list(self.report.notes),
+                "reason": self.reason}
+
+
+def _event(report: NatReport, servers: int, reason: str) -> NatReported:
+    return NatReported(
+        None if report.public_address is None else format_address(report.public_address),
+        report.nat, report.mapping, report.filtering, report.hairpin, report.type,
+        report.notes, servers, reason)
