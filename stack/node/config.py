@@ -53,6 +53,12 @@ class NodeConfig:
                      ``status`` then use this node)
     stores           where trust, sequence numbers and replay state live; None: files in
                      ``data_dir`` (``Stores.file``). Simulations pass ``Stores.memory()``
+    stun_servers     extra STUN servers (``HOST:PORT``, default port 3478; coturn-style
+                     RFC 5780 servers tell filtering too) asked before the bootstrap and
+                     DHT nodes when the node learns its NAT behaviour (``stack.node.natinfo``)
+    keepalive        seconds between NAT keepalives to a few DHT neighbours while behind
+                     a NAT (``stack.node.keepalive``; at most 25 s); None: off
+    keepalive_peers  how many DHT neighbours those keepalives go to
     """
 
     data_dir: Path
@@ -80,3 +86,6 @@ class NodeConfig:
     rng_seed: int | None = None
     control: bool = False
     stores: Stores | None = None
+    stun_servers: tuple[str, ...] = ()
+    keepalive: float | None = 25.0
+    keepalive_peers: int = 3

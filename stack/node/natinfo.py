@@ -15,6 +15,12 @@ their answers; filtering stays null unless an RFC 5780 server was given). One ru
 at a time; each finished run is the new ``report``, emitted as ``NatReported``
 (``nat.report``) and passed to ``on_report``.
 
+Re-runs on the same port cannot test filtering again: the first run's phase 3 sent to
+the RFC 5780 server's alternate address, which opened exactly the filter a second test
+would probe (for as long as the NAT keeps the mapping). So once filtering is known the
+node asks plain servers only (``wants_rfc5780``) and ``merge`` keeps the known filtering
+while the public address stays the same; a moved mapping is a fresh one, tested anew.
+
 ``vetoes_server(report)``: what the report says against serving the DHT: any filtering
 but endpoint-independent, or a mapping that depends on the destination. Unknown (null)
 is no veto: the dial-back decides (``stack.node.protocols.autonat``).
@@ -35,9 +41,9 @@ from stack.node.events import EventBus, NatReported
 from nat.detect import NatDetector, NatReport
 from nat.stun.codec import Decoded, StunDecodeError, decode
 from nat.stun.transaction import RetransmitConfig
-from nat.vocabulary import EIF, EIM, NatKind
+from nat.vocabulary import ADM, APDM, CLASSIC_CONE, EIF, EIM, Behaviour, NatKind
 
-__all__ = ["NatInfo", "vetoes_server", "STUN_TEST_TIMEOUT", "DEFAULT_STUN_PORT"]
+__all__ = ["NatInfo", "vetoes_server", "merge", "STUN_TEST_TIMEOUT", "DEFAULT_STUN_PORT"]
 
 STUN_TEST_TIMEOUT = 5.0  # seconds one detection test may take (retransmits inside)
 DEFAULT_STUN_PORT = 3478
@@ -56,6 +62,37 @@ def vetoes_server(report: NatReport | None) -> bool:
     if report.mapping is not None and report.mapping != EIM:
         return True
     return report.filtering is not None and report.filtering != EIF
+
+
+def merge(old: NatReport | None, new: NatReport) -> NatReport:
+    """``new``, with what ``old`` knew and ``new`` could not test (mapping, filtering,
+    hairpinning) while both saw the same public address (or both a symmetric NAT); the
+    classic type re-derived."""
+    if old is None or new.nat is None:
+        return new
+    # a symmetric NAT shows each server another address: same NAT while both say so
+    both_symmetric = old.type == new.type == NatKind.SYMMETRIC
+    if old.public_address != new.public_address and not both_symmetric:
+        return new
+    mapping = new.mapping or old.mapping
+    filtering = new.filtering or old.filtering
+    hairpin = new.hairpin if new.hairpin is not None else old.hairpin
+    kind = new.type
+    if not new.nat:
+        kind = NatKind.OPEN
+    elif new.type == NatKind.SYMMETRIC or mapping in (ADM, APDM):
+        kind = NatKind.SYMMETRIC
+    elif mapping == EIM and filtering is not None:
+        kind = CLASSIC_CONE[Behaviour(filtering)]
+    elif kind is None:
+        kind = old.type
+    notes = tuple(n for n in new.notes if not (
+        (filtering and n.startswith("filtering untestable"))
+        or (mapping and n.startswith("mapping untestable"))
+        or (kind and n.startswith("classic type unknown"))))
+    if filtering and not new.filtering:
+        notes += ("filtering from an earlier run on this mapping",)
+    return NatReport(new.public_address, new.nat, mapping, filtering, hairpin, kind, notes)
 
 
 class NatInfo:
@@ -115,12 +152,20 @@ class NatInfo:
 
     # ---------------------------------------------------------------- detection
 
-    async def detect(self, servers: list[Address], reason: str) -> NatReport | None:
-        """One RFC 5780 run against ``servers`` in order (RFC 5780 ones first; duplicates
-        and our own address left out); None when there is no server to ask."""
-        async with self._lock:
+    async def detect(self, rfc5780: list[Address], plain: list[Address],
+                     reason: str) -> NatReport | None:
+        """One run against ``rfc5780`` (only while ``wants_rfc5780``, or when the mapping
+        moved) then ``plain`` servers (duplicates and our own address left out); None
+        when there is no server to ask. A ``join`` run that would ask nobody new keeps
+        the report it has."""
+        async with self._lock:  # decided in the lock: a run before ours may know more
+            if not (self.wants_rfc5780 or reason == "mapping-changed"):
+                rfc5780 = []
+            if (reason == "join" and self.report is not None
+                    and set(rfc5780 + plain) <= set(self.servers)):
+                return self.report
             own = set(self._own_ips())
-            ordered = [s for s in dict.fromkeys(servers)
+            ordered = [s for s in dict.fromkeys([*rfc5780, *plain])
                        if not (s[1] == self._local[1] and (s[0] in own or s[0] == "0.0.0.0"))]
             if not ordered:
                 return None
@@ -135,6 +180,7 @@ class NatInfo:
                 report = await self._drive(detector)
             finally:
                 self._detector = None
+            report = merge(self.report, report)
             self.report, self.reason = report, reason
             self.runs += 1
             self._events.emit(_event(report, len(ordered), reason))
@@ -158,6 +204,11 @@ class NatInfo:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             if deadline is not None and clock.now() >= deadline:
                 detector.handle_timer(clock.now())
+
+    @property
+    def wants_rfc5780(self) -> bool:
+        """Ask the RFC 5780 servers again? Only while filtering is unknown (see above)."""
+        return self.report is None or self.report.filtering is None
 
     def to_json(self) -> dict[str, Any] | None:
         """``status``'s ``nat.behaviour``: the report's keys, its notes and why it ran."""

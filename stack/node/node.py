@@ -31,6 +31,13 @@ our addresses, the next persisted sequence number), retrying until some DHT node
 it, then re-publishes when our addresses change; the DHT driver re-signs it as it ages.
 ``node.resolve(peer_id)`` returns a peer's verified announcement, and ``connect(peer_id)``
 falls back to it when the trust store knows no address of that peer.
+
+NAT (issue 9 section 1): ``stack.node.natinfo`` learns our NAT behaviour on our own UDP
+port at start, after joining and on ``detect_nat()`` (``nat.report`` events, ``status``);
+``stack.node.keepalive`` keeps the mapping alive while behind a NAT (service
+``nat.keepalive``). In auto mode a joiner serves the DHT only if a *third* node's IP
+dialed it back (``protocols.autonat.AutoNat``; with no NAT, the bootstrap node's own
+dial-back suffices) and its NAT report does not show a filtering NAT.
 """
 
 from __future__ import annotations
@@ -51,20 +58,24 @@ from stack.base.files import remove_stale_temps
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection, Transport
 from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork,
-                            format_address)
+                            format_address, parse_host_port)
 from stack.base.port import DHT_BYTE, PortDemux
 from stack.base.records import Announcement, RecordTooLarge, sign_announcement
 from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
+from nat.detect import NatReport
 from stack.node import operations
 from stack.node.config import NodeConfig
+from stack.node.keepalive import Keepalive
+from stack.node.natinfo import DEFAULT_STUN_PORT, NatInfo, vetoes_server
 from stack.node.control import ControlServer, Method, socket_path
 from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
                                DialbackResult, DialbackRole, EventBus, EventWaiter,
-                               IdentityReceived, NodeEvent, ServiceFailed, TrustChecked)
-from stack.node.protocols.autonat import DialBack
+                               IdentityReceived, NatReported, NodeEvent, ServiceFailed,
+                               TrustChecked)
+from stack.node.protocols.autonat import AutoNat, DialBack, Helper
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
 from stack.node.protocols.ping import PROTO_PING, PingProtocol, ping_once
@@ -149,6 +160,8 @@ class Node:
         self._table_at_put = 0             # our routing-table size at that put
         # Did a dial-back from our bootstrap node reach us (None: not probed)?
         self.publicly_reachable: bool | None = None
+        self.natinfo: NatInfo | None = None        # our NAT behaviour (after start)
+        self.keepalive: Keepalive | None = None
         self.control: ControlServer | None = None
         self._started_at = 0.0
 
@@ -165,7 +178,14 @@ class Node:
             handshake_timeout=self.options.handshake_timeout,
             verdict_timeout=self.config.dial_back_timeout + self.options.handshake_timeout + 5,
             dial_back=dial_back, spawn=self.supervisor.spawn, on_observed=self._learn_observed)
-        for protocol in (self.identify, PingProtocol(), EchoProtocol()):
+        self.autonat = AutoNat(transport_for=self._dial_back_transport,
+                               connect=self._connect_helper, helpers=self._autonat_helpers,
+                               own_ips=self._own_ips, clock=self.clock, events=self.events,
+                               timeout=self.config.dial_back_timeout,
+                               connect_timeout=self.options.handshake_timeout)
+        autonat = self.autonat.protocols if self.config.dial_back else \
+            self.autonat.client_protocols
+        for protocol in (self.identify, PingProtocol(), EchoProtocol(), *autonat):
             router.add(protocol)
         return router
 
@@ -220,6 +240,9 @@ class Node:
             raise
         self._started_at = self.clock.monotonic()
         self._started = True
+        self.supervisor.spawn(self.detect_nat("start"))
+        if self.keepalive is not None:
+            self.supervisor.run("nat.keepalive", self.keepalive.service)
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
     async def _start_parts(self) -> None:
@@ -248,6 +271,7 @@ class Node:
                                       registry=self.registry, on_connection=self._accepted,
                                       verifier=self.verifier)
             self.demux.register_quic(self.quic)
+        self._start_natinfo()
         if self.config.stun_server:
             self._start_stun()
         if self.config.dht:
@@ -267,9 +291,87 @@ class Node:
         from nat.stun.service import StunService
         assert self.endpoint is not None
         local = self.endpoint.local_address
-        self.stun = StunService(StunServer(ServerConfig(primary=local)), self.clock)
+        assert self.natinfo is not None
+        self.stun = StunService(StunServer(ServerConfig(primary=local)), self.clock,
+                                on_response=self.natinfo.on_stun_response)
         self.stun.add_endpoint(self.endpoint)
         self.demux.register_stun(self.stun.receiver(local))
+
+    def _start_natinfo(self) -> None:
+        """NAT discovery and keepalives on our own port (``natinfo``, ``keepalive``)."""
+        assert self.endpoint is not None
+        send = self.endpoint.send
+        rng = None if self.config.rng_seed is None else random.Random(self.config.rng_seed)
+        self.natinfo = NatInfo(send=send, local=self.endpoint.local_address,
+                               own_ips=self._own_ips, clock=self.clock, events=self.events,
+                               on_report=self._nat_reported, rng=rng)
+        self.demux.register_stun(self.natinfo.receiver())  # the STUN server replaces it
+        if self.config.keepalive is not None:
+            self.keepalive = Keepalive(
+                send=send, clock=self.clock, events=self.events, behind_nat=self._behind_nat,
+                targets=self._keepalive_targets, interval=self.config.keepalive,
+                peers=self.config.keepalive_peers, rng=rng,
+                on_change=self._mapping_changed)
+            self.natinfo.add_client(self.keepalive.owns, self.keepalive.feed)
+
+    def _mapping_changed(self) -> None:
+        self.supervisor.spawn(self.detect_nat("mapping-changed"))
+
+    async def detect_nat(self, reason: str = "asked") -> NatReport | None:
+        """Learn our NAT behaviour now (RFC 5780 on our own UDP port) from
+        ``config.stun_servers``, our bootstrap nodes and a few DHT servers on distinct
+        IPs; emits ``NatReported``. None when there is no server to ask."""
+        if self.natinfo is None:
+            raise LocalError("node is not started")
+        rfc5780 = [await self._network.resolve(parse_host_port(text, DEFAULT_STUN_PORT))
+                   for text in self.config.stun_servers]
+        if not self._bootstrap_addrs:
+            self._bootstrap_addrs = [await self._network.resolve(parse_address(t).address)
+                                     for t in self.config.bootstrap]
+        plain = list(self._bootstrap_addrs)
+        if self.dht is not None:  # DHT servers on IPs not asked yet: mapping across them
+            ips, table = {ip for ip, _ in plain}, self.dht.core.table
+            for contact in table.closest(table.own_id, 20, True):
+                if contact.addr[0] not in ips and len(plain) < len(self._bootstrap_addrs) + 3:
+                    ips.add(contact.addr[0])
+                    plain.append(contact.addr)
+        return await self.natinfo.detect(rfc5780, plain, reason)
+
+    def _nat_reported(self, report: NatReport) -> None:
+        """A NAT that filters keeps an auto-mode joiner out of DHT server mode."""
+        dht = self.dht
+        if (dht is not None and dht.core.server and self.config.dht_server is None
+                and self.config.bootstrap and vetoes_server(report)):
+            dht.core.set_server(False)
+            self.publicly_reachable = False
+            log.info("dht.mode", server=False, because=f"NAT {report.type or report.filtering}")
+
+    def _behind_nat(self) -> bool:
+        report = None if self.natinfo is None else self.natinfo.report
+        if report is not None:
+            return report.nat is True
+        return self.observed_address is not None
+
+    def _keepalive_targets(self, count: int) -> list[Address]:
+        """A few DHT neighbours (closest to us, verified), else our bootstrap nodes."""
+        if self.dht is not None:
+            table = self.dht.core.table
+            near = [c.addr for c in table.closest(table.own_id, count, True)]
+            if near:
+                return near
+        return self._bootstrap_addrs[:count]
+
+    def _autonat_helpers(self, conn: Connection) -> list[Helper]:
+        """Who may dial ``conn``'s peer back for us: verified DHT contacts near it."""
+        if self.dht is None:
+            return []
+        table = self.dht.core.table
+        near = table.closest(int.from_bytes(conn.peer_id.dht_key, "big"), 8, True)
+        return [Helper(PeerId.from_bytes(c.peer_id), c.addr) for c in near]
+
+    async def _connect_helper(self, helper: Helper) -> Connection:
+        return await self.connect(PeerAddress(*helper.address, "quic", helper.peer_id),
+                                  identify=False)
 
     async def _start_control(self) -> None:
         methods: dict[str, Method] = {
@@ -317,6 +419,7 @@ class Node:
             if self.config.dht_server is None:
                 dht.core.set_server(await self._probe_reachability(addrs[0]))
             peers = await dht.bootstrap(addrs, timeout)
+            self.supervisor.spawn(self.detect_nat("join"))  # DHT servers on more IPs
         if self.config.publish:
             dht.set_record_source(self._sign_announcement)
             self.supervisor.run("dht.publisher", lambda: self._keep_published(timeout))
@@ -334,8 +437,12 @@ class Node:
             try:
                 async with asyncio.timeout(self.options.handshake_timeout):
                     conn = await self.connect(PeerAddress(*addr, "quic"))
+                third = await self.autonat.probe(conn)  # a dial-back from a third IP
                 event = await verdict
-                reachable = event.ok is True and event.peer_id == conn.peer_id
+                reachable = third.ok or (event.ok is True and event.peer_id == conn.peer_id
+                                         and await self._no_nat())
+                reachable = reachable and not vetoes_server(
+                    None if self.natinfo is None else self.natinfo.report)
                 conn.abort("reachability probe done")
             except (StackError, TimeoutError) as exc:
                 log.info("dht.reachability_probe_failed", address=_addr_text(addr),
@@ -345,6 +452,19 @@ class Node:
         log.info("dht.mode", server=reachable, probed=_addr_text(addr))
         self.publicly_reachable = reachable
         return reachable
+
+    async def _no_nat(self) -> bool:
+        """Does our NAT report (waited for briefly) say no translation? Then the
+        bootstrap node's own dial-back from a fresh port proves reachability: nothing
+        filters by address (the lone-IP case: loopback, a LAN, two nodes)."""
+        waiter = self.next_event(NatReported, timeout=self.options.handshake_timeout)
+        report = None if self.natinfo is None else self.natinfo.report
+        if report is not None:
+            waiter.cancel()
+            return report.nat is False
+        with contextlib.suppress(TimeoutError):
+            return (await waiter).nat is False
+        return False
 
     def announced_addrs(self) -> tuple[str, ...]:
         """The addresses our announcement carries: a confirmed observed address (a NAT's

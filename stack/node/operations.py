@@ -123,13 +123,14 @@ def status(node: Node) -> dict[str, Any]:
                            else format_address(node.tls_address))},
         "addrs": node.addrs(),
         "announced": list(node.announced_addrs()),
-        # What the node knows of its NAT today: the address peers saw (announced once
-        # confirmed) and whether a dial-back reached it. NAT behaviour discovery in the
-        # running node comes with the traversal issue; until then "behaviour" is null.
+        # What the node knows of its NAT: the address peers saw (announced once
+        # confirmed), whether a dial-back reached it, the RFC 5780 report of its own
+        # port (null until the first run) and its keepalives (null when off).
         "nat": {"observed_address": (None if node.observed_address is None
                                      else format_address(node.observed_address)),
                 "publicly_reachable": node.publicly_reachable,
-                "behaviour": None},
+                "behaviour": None if node.natinfo is None else node.natinfo.to_json(),
+                "keepalive": None if node.keepalive is None else node.keepalive.to_json()},
         "dht": None if dht is None else {
             "mode": "server" if dht.core.server else "client",
             "table_size": len(dht.core.table),
