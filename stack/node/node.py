@@ -379,6 +379,7 @@ class Node:
             "connect": lambda params: operations.connect(self, **params),
             "ping": lambda params: operations.ping(self, **params),
             "lookup": lambda params: operations.lookup(self, **params),
+            "nat": lambda params: operations.nat(self, **params),
         }
         control = ControlServer(socket_path(self.config.data_dir),
                                 {name: _checked(name, m) for name, m in methods.items()},

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import stack
 from stack.base.addresses import PeerAddress, parse_address
-from stack.base.errors import RemoteError, UsageError
+from stack.base.errors import LocalError, RemoteError, UsageError
 from stack.base.identity import PeerId
 from stack.base.net import format_address
 from stack.node.events import DialbackResult, DialbackRole
@@ -26,7 +26,7 @@ from stack.node.protocols.echo import MAX_ECHO
 if TYPE_CHECKING:
     from stack.node.node import Node
 
-__all__ = ["connect", "ping", "lookup", "status", "DIALBACK_WAIT"]
+__all__ = ["connect", "ping", "lookup", "status", "nat", "DIALBACK_WAIT"]
 
 DIALBACK_WAIT = 6.0  # at most this long for the peer's dial-back verdict after an echo
 T = TypeVar("T")
@@ -105,6 +105,18 @@ async def lookup(node: Node, peer_id: str, *, timeout: float = 15.0) -> dict[str
     ann = await node.resolve(PeerId.parse(peer_id), timeout=_check_timeout(timeout))
     return {"peer_id": str(ann.peer_id), "addrs": list(ann.addrs), "seq": ann.seq,
             "timestamp": ann.timestamp_ms, "result": "valid"}
+
+
+async def nat(node: Node, *, timeout: float = 60.0) -> dict[str, Any]:
+    """Learn the node's NAT behaviour again, now, on its own UDP port (``detect_nat``);
+    the report as ``status`` shows it (``LocalError`` when there is no server to ask)."""
+    timeout = _check_timeout(timeout)
+    if await _within(timeout, node.detect_nat("asked")) is None:
+        raise LocalError("no STUN server to ask: start the node with --stun or --bootstrap")
+    assert node.natinfo is not None
+    behaviour = node.natinfo.to_json()
+    assert behaviour is not None
+    return behaviour
 
 
 def status(node: Node) -> dict[str, Any]:

@@ -57,6 +57,12 @@ def test_status_json_reports_the_running_node(network) -> None:
     text = run("--data-dir", str(data_dir), "status")
     assert text.returncode == 0 and f"peer id:      {info['peer_id']}" in text.stdout
     assert "nat:          open (mapping endpoint-independent" in text.stdout
+    # asked again: the running node re-runs discovery on its own port
+    out = run("--data-dir", str(data_dir), "nat", "--json")
+    assert out.returncode == 0, out.stderr
+    again = json.loads(out.stdout)
+    assert again["type"] == "open" and again["reason"] == "asked"
+    assert again["public_address"] == report["listen"]["udp"]
 
 
 def test_connect_by_peer_id_goes_through_the_running_node(network) -> None:
