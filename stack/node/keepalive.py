@@ -10,7 +10,8 @@ sends one STUN Binding request every ``interval`` seconds to each of a few targe
 * every source added with ``add_targets`` (the hook for relays: issue 9 section 2).
 
 Binding requests are the cheapest packet that every node answers, and the answer tells
-us our mapping as that target sees it. When it moved (the NAT forgot it between two
+us our mapping as that target sees it (``expected()``: the one NAT discovery found,
+compared with a target's first answer). When it moved (the NAT forgot it between two
 keepalives, or rebooted), the mapping timeout is shorter than the gap we left: the
 interval drops to half that gap (never under ``MIN_INTERVAL``), ``MappingChanged``
 (``nat.mapping_changed``) is emitted and ``on_change`` called (the node re-runs NAT
@@ -51,6 +52,7 @@ class Keepalive:
                  events: EventBus, behind_nat: Callable[[], bool],
                  targets: Callable[[int], list[Address]], interval: float = DEFAULT_INTERVAL,
                  peers: int = DEFAULT_PEERS, on_change: Callable[[], None] | None = None,
+                 expected: Callable[[], Address | None] = lambda: None,
                  rng: random.Random | None = None) -> None:
         if not interval > 0 or peers < 0:
             raise ValueError("interval must be > 0 seconds and peers >= 0")
@@ -63,6 +65,7 @@ class Keepalive:
         self.interval = interval
         self.peers = peers
         self._on_change = on_change
+        self._expected = expected
         self._client = StunClient(_ONE_SHOT, rng)
         self._mapped: dict[Address, Address] = {}   # target -> our mapping as it saw it
         self._sent_at: dict[Address, float] = {}    # target -> our latest keepalive to it
@@ -88,7 +91,9 @@ class Keepalive:
                 self._saw(event.server, event.mapped_address)
 
     def _saw(self, target: Address, mapped: Address) -> None:
-        old = self._mapped.get(target)
+        # before its first answer: the mapping NAT discovery found (endpoint-independent
+        # mappings only: a symmetric NAT shows each target its own)
+        old = self._mapped.get(target) or self._expected()
         self._mapped[target] = mapped
         if old is None or old == mapped:
             return

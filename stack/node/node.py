@@ -65,7 +65,7 @@ from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
-from nat.detect import NatReport
+from nat.detect import EIM, NatReport
 from stack.node import operations
 from stack.node.config import NodeConfig
 from stack.node.keepalive import Keepalive
@@ -311,7 +311,7 @@ class Node:
                 send=send, clock=self.clock, events=self.events, behind_nat=self._behind_nat,
                 targets=self._keepalive_targets, interval=self.config.keepalive,
                 peers=self.config.keepalive_peers, rng=rng,
-                on_change=self._mapping_changed)
+                on_change=self._mapping_changed, expected=self._eim_mapping)
             self.natinfo.add_client(self.keepalive.owns, self.keepalive.feed)
 
     def _mapping_changed(self) -> None:
@@ -338,13 +338,27 @@ class Node:
         return await self.natinfo.detect(rfc5780, plain, reason)
 
     def _nat_reported(self, report: NatReport) -> None:
-        """A NAT that filters keeps an auto-mode joiner out of DHT server mode."""
+        """A NAT that filters keeps an auto-mode joiner out of DHT server mode. An
+        endpoint-independent mapping (servers agreed on it) is our observed address:
+        after a NAT reboot the new one is announced at the next address check."""
+        public = report.public_address
+        if (report.nat and report.mapping == EIM and public is not None
+                and public != self.observed_address and self.quic is not None):
+            log.info("address.observed", address=_addr_text(public), by="stun")
+            self.observed_address = public
         dht = self.dht
         if (dht is not None and dht.core.server and self.config.dht_server is None
                 and self.config.bootstrap and vetoes_server(report)):
             dht.core.set_server(False)
             self.publicly_reachable = False
             log.info("dht.mode", server=False, because=f"NAT {report.type or report.filtering}")
+
+    def _eim_mapping(self) -> Address | None:
+        """Our public address when discovery found one mapping for every destination."""
+        report = None if self.natinfo is None else self.natinfo.report
+        if report is None or report.mapping != EIM or not report.nat:
+            return None
+        return report.public_address
 
     def _behind_nat(self) -> bool:
         report = None if self.natinfo is None else self.natinfo.report

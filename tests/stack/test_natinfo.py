@@ -117,3 +117,17 @@ async def test_keepalive_rounds_answers_and_a_moved_mapping() -> None:
         Keepalive(send=lambda d, a: None, clock=clock, events=events, behind_nat=lambda: True,
                   targets=lambda n: [], interval=0)
     assert asyncio.iscoroutinefunction(keep.service)
+
+
+async def test_a_first_answer_is_compared_with_the_discovered_mapping() -> None:
+    """After a NAT reboot the very first keepalive answer may already be the new mapping:
+    ``expected()`` (what NAT discovery found) is the baseline."""
+    clock, events, sent = FakeClock(), EventBus(), []
+    keep = Keepalive(send=lambda d, a: sent.append((d, a)), clock=clock, events=events,
+                     behind_nat=lambda: True, targets=lambda n: [("198.51.100.1", 39001)],
+                     expected=lambda: PUB, rng=random.Random(2))
+    waiter = events.next_event(MappingChanged, timeout=1)
+    keep.tick()
+    (data, addr), = sent
+    keep.feed(answer(data, ("203.0.113.9", 41000)), addr)
+    assert (await waiter).old == "203.0.113.9:39001"
