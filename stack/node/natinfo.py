@@ -32,21 +32,31 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from stack.base.clock import Clock
-from stack.base.net import Address, Datagram, Receiver, format_address
+from stack.base.net import Address, Datagram, Receiver, format_address, parse_host_port
 from stack.node.events import EventBus, NatReported
+from stack.node.keepalive import Keepalive
 
 from nat.detect import NatDetector, NatReport
 from nat.stun.codec import Decoded, StunDecodeError, decode
 from nat.stun.transaction import RetransmitConfig
 from nat.vocabulary import ADM, APDM, CLASSIC_CONE, EIF, EIM, Behaviour, NatKind
 
-__all__ = ["NatInfo", "vetoes_server", "merge", "STUN_TEST_TIMEOUT", "DEFAULT_STUN_PORT"]
+if TYPE_CHECKING:
+    from stack.node.node import Node
+
+log = structlog.get_logger("p2pstack.node")
+
+__all__ = ["NatInfo", "NodeNat", "vetoes_server", "merge", "STUN_TEST_TIMEOUT",
+           "DEFAULT_STUN_PORT", "PLAIN_SERVERS"]
 
 STUN_TEST_TIMEOUT = 5.0  # seconds one detection test may take (retransmits inside)
 DEFAULT_STUN_PORT = 3478
+PLAIN_SERVERS = 3        # DHT servers (distinct IPs) asked beside the bootstrap nodes
 
 Owns = Callable[[bytes], bool]
 Feed = Callable[[Decoded, Address], None]
@@ -223,3 +233,101 @@ def _event(report: NatReport, servers: int, reason: str) -> NatReported:
         None if report.public_address is None else format_address(report.public_address),
         report.nat, report.mapping, report.filtering, report.hairpin, report.type,
         report.notes, servers, reason)
+
+
+class NodeNat:
+    """The Node's NAT part (built by ``Node.start`` once its port is bound): a
+    ``NatInfo`` and a ``Keepalive`` (None when ``config.keepalive`` is off) on the
+    node's endpoint, and the rules that use the report:
+
+    * servers: ``config.stun_servers``, the bootstrap nodes, then up to
+      ``PLAIN_SERVERS`` verified DHT contacts on IPs not asked yet (``detect``);
+    * ``on_report``: an endpoint-independent mapping the servers agree on is the node's
+      observed address (announced at the next address check: after a NAT reboot, the
+      new one); a report that ``vetoes_server`` takes an auto-mode joiner out of DHT
+      server mode (``publicly_reachable`` False);
+    * ``no_nat()``: whether the report (waited for briefly) shows no translation, the
+      one case where the bootstrap node's own dial-back proves reachability;
+    * keepalives only while ``behind_nat()``, to ``keepalive_targets`` (a few verified
+      DHT neighbours, else the bootstrap nodes); a moved mapping re-runs discovery.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._bootstrap: list[Address] = []  # resolved at the first run
+        config, endpoint = node.config, node.endpoint
+        assert endpoint is not None
+        rng = None if config.rng_seed is None else random.Random(config.rng_seed)
+        self.info = NatInfo(send=endpoint.send, local=endpoint.local_address,
+                            own_ips=node.own_ips, clock=node.clock, events=node.events,
+                            on_report=self.on_report, rng=rng)
+        node.demux.register_stun(self.info.receiver())  # a STUN server on the port replaces it
+        self.keepalive: Keepalive | None = None
+        if config.keepalive is not None:
+            self.keepalive = Keepalive(
+                send=endpoint.send, clock=node.clock, events=node.events,
+                behind_nat=self.behind_nat, targets=self.keepalive_targets,
+                interval=config.keepalive, peers=config.keepalive_peers, rng=rng,
+                on_change=self._mapping_changed, expected=self.eim_mapping)
+            self.info.add_client(self.keepalive.owns, self.keepalive.feed)
+
+    async def detect(self, reason: str) -> NatReport | None:
+        node = self._node
+        rfc5780 = [await node.resolve_udp(parse_host_port(text, DEFAULT_STUN_PORT))
+                   for text in node.config.stun_servers]
+        bootstrap = self._bootstrap = list(await node.bootstrap_addresses())
+        plain = list(bootstrap)
+        if node.dht is not None:  # DHT servers on IPs not asked yet: mapping across them
+            ips, table = {ip for ip, _ in plain}, node.dht.core.table
+            for contact in table.closest(table.own_id, 20, True):
+                if contact.addr[0] not in ips and len(plain) < len(bootstrap) + PLAIN_SERVERS:
+                    ips.add(contact.addr[0])
+                    plain.append(contact.addr)
+        return await self.info.detect(rfc5780, plain, reason)
+
+    def _mapping_changed(self) -> None:
+        self._node.supervisor.spawn(self.detect("mapping-changed"))
+
+    def on_report(self, report: NatReport) -> None:
+        node = self._node
+        public = report.public_address
+        if (report.nat and report.mapping == EIM and public is not None
+                and public != node.observed_address and node.quic is not None):
+            log.info("address.observed", address=format_address(public), by="stun")
+            node.observed_address = public
+        dht = node.dht
+        if (dht is not None and dht.core.server and node.config.dht_server is None
+                and node.config.bootstrap and vetoes_server(report)):
+            dht.core.set_server(False)
+            node.publicly_reachable = False
+            log.info("dht.mode", server=False, because=f"NAT {report.type or report.filtering}")
+
+    async def no_nat(self) -> bool:
+        waiter = self._node.next_event(NatReported, timeout=self._node.options.handshake_timeout)
+        if self.info.report is not None:
+            waiter.cancel()
+            return self.info.report.nat is False
+        with contextlib.suppress(TimeoutError):
+            return (await waiter).nat is False
+        return False
+
+    def eim_mapping(self) -> Address | None:
+        """Our public address when discovery found one mapping for every destination."""
+        report = self.info.report
+        if report is None or report.mapping != EIM or not report.nat:
+            return None
+        return report.public_address
+
+    def behind_nat(self) -> bool:
+        if self.info.report is not None:
+            return self.info.report.nat is True
+        return self._node.observed_address is not None
+
+    def keepalive_targets(self, count: int) -> list[Address]:
+        dht = self._node.dht
+        if dht is not None:
+            table = dht.core.table
+            near = [c.addr for c in table.closest(table.own_id, count, True)]
+            if near:
+                return near
+        return self._bootstrap[:count]

@@ -58,23 +58,22 @@ from stack.base.files import remove_stale_temps
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection, Transport
 from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork,
-                            format_address, parse_host_port)
+                            format_address)
 from stack.base.port import DHT_BYTE, PortDemux
 from stack.base.records import Announcement, RecordTooLarge, sign_announcement
 from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
-from nat.detect import EIM, NatReport
+from nat.detect import NatReport
 from stack.node import operations
 from stack.node.config import NodeConfig
 from stack.node.keepalive import Keepalive
-from stack.node.natinfo import DEFAULT_STUN_PORT, NatInfo, vetoes_server
+from stack.node.natinfo import NatInfo, NodeNat, vetoes_server
 from stack.node.control import ControlServer, Method, socket_path
 from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
                                DialbackResult, DialbackRole, EventBus, EventWaiter,
-                               IdentityReceived, NatReported, NodeEvent, ServiceFailed,
-                               TrustChecked)
+                               IdentityReceived, NodeEvent, ServiceFailed, TrustChecked)
 from stack.node.protocols.autonat import AutoNat, DialBack, Helper
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
@@ -160,7 +159,8 @@ class Node:
         self._table_at_put = 0             # our routing-table size at that put
         # Did a dial-back from our bootstrap node reach us (None: not probed)?
         self.publicly_reachable: bool | None = None
-        self.natinfo: NatInfo | None = None        # our NAT behaviour (after start)
+        self.nat: NodeNat | None = None            # our NAT's behaviour and keepalives
+        self.natinfo: NatInfo | None = None        # (its parts; after start)
         self.keepalive: Keepalive | None = None
         self.control: ControlServer | None = None
         self._started_at = 0.0
@@ -298,82 +298,28 @@ class Node:
         self.demux.register_stun(self.stun.receiver(local))
 
     def _start_natinfo(self) -> None:
-        """NAT discovery and keepalives on our own port (``natinfo``, ``keepalive``)."""
-        assert self.endpoint is not None
-        send = self.endpoint.send
-        rng = None if self.config.rng_seed is None else random.Random(self.config.rng_seed)
-        self.natinfo = NatInfo(send=send, local=self.endpoint.local_address,
-                               own_ips=self._own_ips, clock=self.clock, events=self.events,
-                               on_report=self._nat_reported, rng=rng)
-        self.demux.register_stun(self.natinfo.receiver())  # the STUN server replaces it
-        if self.config.keepalive is not None:
-            self.keepalive = Keepalive(
-                send=send, clock=self.clock, events=self.events, behind_nat=self._behind_nat,
-                targets=self._keepalive_targets, interval=self.config.keepalive,
-                peers=self.config.keepalive_peers, rng=rng,
-                on_change=self._mapping_changed, expected=self._eim_mapping)
-            self.natinfo.add_client(self.keepalive.owns, self.keepalive.feed)
-
-    def _mapping_changed(self) -> None:
-        self.supervisor.spawn(self.detect_nat("mapping-changed"))
+        """NAT discovery and keepalives on our own port (``natinfo.NodeNat``)."""
+        self.nat = NodeNat(self)
+        self.natinfo, self.keepalive = self.nat.info, self.nat.keepalive
 
     async def detect_nat(self, reason: str = "asked") -> NatReport | None:
         """Learn our NAT behaviour now (RFC 5780 on our own UDP port) from
         ``config.stun_servers``, our bootstrap nodes and a few DHT servers on distinct
         IPs; emits ``NatReported``. None when there is no server to ask."""
-        if self.natinfo is None:
+        if self.nat is None:
             raise LocalError("node is not started")
-        rfc5780 = [await self._network.resolve(parse_host_port(text, DEFAULT_STUN_PORT))
-                   for text in self.config.stun_servers]
+        return await self.nat.detect(reason)
+
+    async def bootstrap_addresses(self) -> list[Address]:
+        """``config.bootstrap`` resolved (once)."""
         if not self._bootstrap_addrs:
             self._bootstrap_addrs = [await self._network.resolve(parse_address(t).address)
                                      for t in self.config.bootstrap]
-        plain = list(self._bootstrap_addrs)
-        if self.dht is not None:  # DHT servers on IPs not asked yet: mapping across them
-            ips, table = {ip for ip, _ in plain}, self.dht.core.table
-            for contact in table.closest(table.own_id, 20, True):
-                if contact.addr[0] not in ips and len(plain) < len(self._bootstrap_addrs) + 3:
-                    ips.add(contact.addr[0])
-                    plain.append(contact.addr)
-        return await self.natinfo.detect(rfc5780, plain, reason)
+        return self._bootstrap_addrs
 
-    def _nat_reported(self, report: NatReport) -> None:
-        """A NAT that filters keeps an auto-mode joiner out of DHT server mode. An
-        endpoint-independent mapping (servers agreed on it) is our observed address:
-        after a NAT reboot the new one is announced at the next address check."""
-        public = report.public_address
-        if (report.nat and report.mapping == EIM and public is not None
-                and public != self.observed_address and self.quic is not None):
-            log.info("address.observed", address=_addr_text(public), by="stun")
-            self.observed_address = public
-        dht = self.dht
-        if (dht is not None and dht.core.server and self.config.dht_server is None
-                and self.config.bootstrap and vetoes_server(report)):
-            dht.core.set_server(False)
-            self.publicly_reachable = False
-            log.info("dht.mode", server=False, because=f"NAT {report.type or report.filtering}")
-
-    def _eim_mapping(self) -> Address | None:
-        """Our public address when discovery found one mapping for every destination."""
-        report = None if self.natinfo is None else self.natinfo.report
-        if report is None or report.mapping != EIM or not report.nat:
-            return None
-        return report.public_address
-
-    def _behind_nat(self) -> bool:
-        report = None if self.natinfo is None else self.natinfo.report
-        if report is not None:
-            return report.nat is True
-        return self.observed_address is not None
-
-    def _keepalive_targets(self, count: int) -> list[Address]:
-        """A few DHT neighbours (closest to us, verified), else our bootstrap nodes."""
-        if self.dht is not None:
-            table = self.dht.core.table
-            near = [c.addr for c in table.closest(table.own_id, count, True)]
-            if near:
-                return near
-        return self._bootstrap_addrs[:count]
+    async def resolve_udp(self, addr: Address) -> Address:
+        """``addr`` with its host name resolved through the network seam."""
+        return await self._network.resolve(addr)
 
     def _autonat_helpers(self, conn: Connection) -> list[Helper]:
         """Who may dial ``conn``'s peer back for us: verified DHT contacts near it."""
@@ -428,9 +374,7 @@ class Node:
         dht = self._dht()
         peers = 0
         if self.config.bootstrap:
-            addrs = [await self._network.resolve(parse_address(text).address)
-                     for text in self.config.bootstrap]
-            self._bootstrap_addrs = addrs
+            addrs = await self.bootstrap_addresses()
             if self.config.dht_server is None:
                 dht.core.set_server(await self._probe_reachability(addrs[0]))
             peers = await dht.bootstrap(addrs, timeout)
@@ -455,7 +399,7 @@ class Node:
                 third = await self.autonat.probe(conn)  # a dial-back from a third IP
                 event = await verdict
                 reachable = third.ok or (event.ok is True and event.peer_id == conn.peer_id
-                                         and await self._no_nat())
+                                         and self.nat is not None and await self.nat.no_nat())
                 reachable = reachable and not vetoes_server(
                     None if self.natinfo is None else self.natinfo.report)
                 conn.abort("reachability probe done")
@@ -467,19 +411,6 @@ class Node:
         log.info("dht.mode", server=reachable, probed=_addr_text(addr))
         self.publicly_reachable = reachable
         return reachable
-
-    async def _no_nat(self) -> bool:
-        """Does our NAT report (waited for briefly) say no translation? Then the
-        bootstrap node's own dial-back from a fresh port proves reachability: nothing
-        filters by address (the lone-IP case: loopback, a LAN, two nodes)."""
-        waiter = self.next_event(NatReported, timeout=self.options.handshake_timeout)
-        report = None if self.natinfo is None else self.natinfo.report
-        if report is not None:
-            waiter.cancel()
-            return report.nat is False
-        with contextlib.suppress(TimeoutError):
-            return (await waiter).nat is False
-        return False
 
     def announced_addrs(self) -> tuple[str, ...]:
         """The addresses our announcement carries: a confirmed observed address (a NAT's
@@ -631,6 +562,10 @@ class Node:
             return [host]
         ips = [ip for ip in self._network.local_ips() if not ip.startswith("127.")]
         return ips or ["127.0.0.1"]
+
+    def own_ips(self) -> list[str]:
+        """The IPs our UDP port is bound to (the interfaces' for a wildcard bind)."""
+        return self._own_ips()
 
     def _own_ips(self) -> list[str]:
         host = self.udp_address[0]
