@@ -131,3 +131,25 @@ def test_a_dial_back_from_the_servers_own_ip_does_not_count(tmp_path):
         assert not result.ok and result.error == "the dial-back came from the server's own IP"
 
     run(tmp_path, 43, scenario)
+
+
+def test_a_helper_that_refuses_is_passed_over(tmp_path):
+    """A helper dials one target IP at most ``DIAL_BURST`` times in a row; asked more
+    (here by two servers for one client), it refuses by name and the server asks the
+    next helper, so the client still gets its verdict."""
+    async def scenario(add):
+        servers = [await add(f"198.51.100.{i}") for i in (1, 2)]
+        helpers = [await add(f"198.51.100.{i}") for i in (3, 4, 5)]
+        client = await add("198.51.100.9", join=False)
+        used = []
+        for server in servers:
+            conn = await client.connect(PeerAddress(server.udp_address[0], PORT, "quic"),
+                                        identify=False)
+            for _ in range(int(REQUEST_BURST)):
+                result = await client.autonat.probe(conn)
+                assert result.ok, result
+                used.append(result.helper)
+        refused = sum(h.autonat.stats["dial_rate-limited"] for h in helpers)
+        assert refused >= 1 and len(set(used)) >= 2, (used, refused)
+
+    run(tmp_path, 44, scenario)

@@ -98,6 +98,7 @@ NONCE_BYTES = 16
 HELPERS_TO_TRY = 3      # peers a server asks before it gives up (unreachable ones skipped)
 REQUEST_RATE, REQUEST_BURST = 0.1, 3.0   # requests a client IP may make per second
 DIAL_RATE, DIAL_BURST = 0.2, 4.0         # dials a helper does per requester IP / target IP
+REFUSALS = ("rate-limited", "bad request")  # a helper's "no" that says nothing of the client
 
 
 @dataclass(frozen=True)
@@ -240,11 +241,11 @@ class AutoNat:
             finally:
                 if link is not None:  # dialed for this request only
                     link.abort("autonat done")
-            if isinstance(reply.get("ok"), bool):
-                reply_error = reply.get("error")
+            reply_error = reply.get("error")
+            if isinstance(reply.get("ok"), bool) and reply_error not in REFUSALS:
                 return {"ok": reply["ok"], "helper": str(helper.peer_id),
                         "error": reply_error if isinstance(reply_error, str) else None}
-            error = f"helper {helper.peer_id} refused"
+            error = f"helper {helper.peer_id} refused: {reply_error}"  # ask the next one
         return {"ok": False, "error": error}
 
     # ---------------------------------------------------------------- helper side
