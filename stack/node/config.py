@@ -41,8 +41,10 @@ class NodeConfig:
     bootstrap        DHT nodes to join through: multiaddrs or HOST:PORT of their UDP
                      port; empty: this node is the first node of a new network
     dht_server       None (auto): the first node of a network is a DHT server; a joining
-                     node first connects to its bootstrap node over QUIC, which dials it
-                     back (seed 000, AutoNAT-style), and serves only if that worked.
+                     node first connects to its bootstrap node over QUIC, which has a
+                     peer at another IP dial it back (AutoNAT v2 style; with no NAT the
+                     bootstrap node's own dial-back, seed 000, suffices), and serves only
+                     if that worked and its NAT report shows no filtering NAT.
                      False: query the DHT but never enter others' routing tables (a node
                      that is not publicly reachable); True: always a full DHT node
     publish          sign our announcement (seed 004, next persisted sequence number)

@@ -385,9 +385,12 @@ class Node:
         return peers
 
     async def _probe_reachability(self, addr: Address) -> bool:
-        """Are we publicly reachable? Connect to ``addr`` over QUIC and wait for its
-        dial-back verdict (seed 000). Only a node others can reach may enter their DHT
-        routing tables; anything short of a successful dial-back says no."""
+        """Are we publicly reachable? Connect to ``addr`` over QUIC, ask it for a
+        dial-back from a third node's IP (``AutoNat.probe``: our nonce must arrive from
+        an IP other than ``addr``'s) and wait for its own dial-back verdict (seed 000),
+        which counts only when our NAT report shows no translation. A NAT report that
+        ``vetoes_server`` says no whatever the dial-backs said. Only a node others can
+        reach may enter their DHT routing tables; anything short of that says no."""
         reachable = False
         if self.quic is not None:
             verdict = self.next_event(DialbackResult, role=DialbackRole.DIALER,
