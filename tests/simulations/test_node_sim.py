@@ -379,6 +379,28 @@ def test_a_full_cone_node_idle_ten_minutes_stays_reachable(tmp_path, keepalive, 
         assert status["answered"] >= 600 / 25 * len(status["targets"]) - 3, status
 
 
+def test_a_report_of_a_filtering_nat_takes_a_joiner_out_of_server_mode(tmp_path):
+    """The report is used, not just shown: a full-cone node serves the DHT; should a
+    later run find its NAT filtering (say the router's configuration changed), an
+    auto-mode joiner leaves server mode. The first node of a network never does."""
+    from nat.detect import NatReport
+
+    async def scenario(sim: Sim):
+        first, *_ = await sim.add_public(3)
+        host = sim.net.add_nat_kind("203.0.113.9", "full-cone").add_host("10.0.0.2")
+        node = await sim.add(host, host.ip)
+        await _report(node, 1)
+        assert node.dht.core.server and node.publicly_reachable, sim.fail("full cone")
+        filtering = NatReport(node.natinfo.report.public_address, True, EIM, ADF, None,
+                              "restricted-cone")
+        first.nat.on_report(filtering)
+        assert first.dht.core.server, sim.fail("the founder left server mode")
+        node.nat.on_report(filtering)
+        assert not node.dht.core.server and node.publicly_reachable is False, sim.fail("")
+
+    simulate(tmp_path, 29, scenario)
+
+
 def test_after_a_nat_reboot_the_node_is_found_at_its_new_mapping(tmp_path):
     """A full-cone NAT that does not preserve ports reboots (forgets every mapping): the
     next keepalive leaves through a new public port, its answer shows the move
