@@ -112,7 +112,7 @@ class NatReported:
     The fields are ``nat.detect.NatReport``'s (addresses as ``HOST:PORT``; RFC 4787
     words for ``mapping`` / ``filtering``; None where untestable, ``notes`` say why).
     ``servers``: STUN servers asked; ``reason``: why it ran (``start``, ``join``,
-    ``asked``, ``mapping-changed``)."""
+    ``asked``, ``mapping-changed``, ``refresh``)."""
     public_address: str | None
     nat: bool | None
     mapping: str | None

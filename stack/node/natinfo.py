@@ -57,6 +57,7 @@ __all__ = ["NatInfo", "NodeNat", "vetoes_server", "merge", "STUN_TEST_TIMEOUT",
 STUN_TEST_TIMEOUT = 5.0  # seconds one detection test may take (retransmits inside)
 DEFAULT_STUN_PORT = 3478
 PLAIN_SERVERS = 3        # DHT servers (distinct IPs) asked beside the bootstrap nodes
+WATCH_INTERVAL = 60.0    # seconds between checks whether a run could learn more
 
 Owns = Callable[[bytes], bool]
 Feed = Callable[[Decoded, Address], None]
@@ -166,12 +167,12 @@ class NatInfo:
                      reason: str) -> NatReport | None:
         """One run against ``rfc5780`` (only while ``wants_rfc5780``, or when the mapping
         moved) then ``plain`` servers (duplicates and our own address left out); None
-        when there is no server to ask. A ``join`` run that would ask nobody new keeps
-        the report it has."""
+        when there is no server to ask. A ``join`` or ``refresh`` run that would ask
+        nobody new keeps the report it has."""
         async with self._lock:  # decided in the lock: a run before ours may know more
             if not (self.wants_rfc5780 or reason == "mapping-changed"):
                 rfc5780 = []
-            if (reason == "join" and self.report is not None
+            if (reason in ("join", "refresh") and self.report is not None
                     and set(rfc5780 + plain) <= set(self.servers)):
                 return self.report
             own = set(self._own_ips())
@@ -248,6 +249,9 @@ class NodeNat:
       server mode (``publicly_reachable`` False);
     * ``no_nat()``: whether the report (waited for briefly) shows no translation, the
       one case where the bootstrap node's own dial-back proves reachability;
+    * ``watch()`` (service ``nat.watch``): while there is no report, or its mapping is
+      unknown, a ``refresh`` run each minute once new DHT servers are there to ask (the
+      first node of a network learns its NAT from those who joined it);
     * keepalives only while ``behind_nat()``, to ``keepalive_targets`` (a few verified
       DHT neighbours, else the bootstrap nodes); a moved mapping re-runs discovery.
     """
@@ -284,6 +288,14 @@ class NodeNat:
                     ips.add(contact.addr[0])
                     plain.append(contact.addr)
         return await self.info.detect(rfc5780, plain, reason)
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            report = self.info.report
+            if report is None or (report.nat and report.mapping is None
+                                  and report.type is None):
+                await self.detect("refresh")
 
     def _mapping_changed(self) -> None:
         self._node.supervisor.spawn(self.detect("mapping-changed"))

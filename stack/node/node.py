@@ -241,6 +241,8 @@ class Node:
         self._started_at = self.clock.monotonic()
         self._started = True
         self.supervisor.spawn(self.detect_nat("start"))
+        if self.nat is not None:
+            self.supervisor.run("nat.watch", self.nat.watch)
         if self.keepalive is not None:
             self.supervisor.run("nat.keepalive", self.keepalive.service)
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())

@@ -317,7 +317,10 @@ def test_nodes_learn_their_nat_behaviour_on_their_own_port(tmp_path):
                 behaviour = operations.status(node)["nat"]["behaviour"]
                 assert (behaviour["mapping"], behaviour["filtering"], behaviour["type"]) \
                     == BEHAVIOUR[kind] and behaviour["reason"] == "join", sim.fail(kind)
-            assert publics[0].natinfo.report is None  # the first node: nobody to ask
+            # the first node had nobody to ask at start; it learns from those who joined
+            founder = await _report(publics[0], 1)
+            assert founder.type == "open" and publics[0].natinfo.reason == "refresh", \
+                sim.fail(f"founder: {founder}")
             outcome = {kind: n.dht.core.server for kind, n in nated.items()}
             assert outcome == OBSERVED_SERVER, sim.fail(f"DHT modes {outcome}")
         finally:
