@@ -363,6 +363,14 @@ class LanPeers:
             state.verified = True
             self.stats["verified"] += 1
 
+    def forget(self, peer_id: PeerId, host: str, port: int, transport: str) -> None:
+        """A claimed address did not answer: drop it (the next claim brings it back)."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and peer.addrs.pop((host, port, transport), None) is not None:
+            self.stats["unreachable"] += 1
+            if not peer.addrs:
+                del self.peers[peer_id]
+
     def refute(self, peer_id: PeerId, host: str, port: int, transport: str,
                now: float) -> None:
         """A handshake at that address proved someone else: the claim was false. Every

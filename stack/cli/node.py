@@ -4,7 +4,9 @@
 stdout line is ``{"peer_id": ..., "addrs": [multiaddr, ...]}``. With ``--bootstrap ADDR``
 (repeatable) it joins an existing DHT; without, it is the first node of a new one. Either
 way it publishes its signed announcement and keeps it fresh. It serves the control API
-(``stack.node.control``) on ``DATA_DIR/control.sock``.
+(``stack.node.control``) on ``DATA_DIR/control.sock``. It advertises and browses the
+local network with mDNS (``--no-mdns``: not), so ``discover`` lists the peers around and
+``connect PEER_ID`` reaches a LAN peer over the LAN without any bootstrap node.
 
 ``connect TARGET`` and ``ping TARGET`` dial TARGET (``HOST:PORT``, a multiaddr, a peer id
 in the trust store, or any peer id the DHT knows) and print the reply. When a node runs
@@ -49,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-dial-back", action="store_true",
                    help="do not dial accepted peers back (seed 000)")
     p.add_argument("--no-tls", action="store_true", help="QUIC only")
+    p.add_argument("--no-mdns", action="store_true",
+                   help="do not advertise or browse the local network with multicast DNS")
     add_bootstrap_flag(p, "join the DHT through this node")
     p.add_argument("--dht-mode", choices=["auto", "server", "client"], default="auto",
                    help="auto (default): serve the DHT if the bootstrap node can dial us "
@@ -104,6 +108,7 @@ def run_node(args: argparse.Namespace) -> int:
     config = _config(args, control=True, trust_policy=args.trust_policy,
                      dial_back=not args.no_dial_back,
                      tls=not args.no_tls, bootstrap=bootstrap_addrs(args),
+                     mdns=not args.no_mdns,
                      dht_server={"auto": None, "server": True, "client": False}[args.dht_mode])
     return asyncio.run(_serve(config, args.json))
 

@@ -53,6 +53,11 @@ class NodeConfig:
                      ``status`` then use this node)
     stores           where trust, sequence numbers and replay state live; None: files in
                      ``data_dir`` (``Stores.file``). Simulations pass ``Stores.memory()``
+    mdns             advertise and browse the local network with multicast DNS (issue 12,
+                     ``discovery.mdns``): peers seen there are dialed by peer id on their
+                     LAN address first. Off by default for library users and tests (it
+                     binds UDP 5353 and multicasts on every interface); ``p2pstack node``
+                     turns it on unless ``--no-mdns``
     """
 
     data_dir: Path
@@ -80,3 +85,4 @@ class NodeConfig:
     rng_seed: int | None = None
     control: bool = False
     stores: Stores | None = None
+    mdns: bool = False

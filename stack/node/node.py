@@ -31,6 +31,12 @@ our addresses, the next persisted sequence number), retrying until some DHT node
 it, then re-publishes when our addresses change; the DHT driver re-signs it as it ages.
 ``node.resolve(peer_id)`` returns a peer's verified announcement, and ``connect(peer_id)``
 falls back to it when the trust store knows no address of that peer.
+
+LAN (issue 12): with ``config.mdns`` the ``mdns`` service advertises our addresses and
+browses the link (``discovery.mdns``). ``connect(peer_id)`` tries what mDNS claims of
+that peer on our link first (path LAN), then the trust store and the DHT. A claim is
+only a claim: the QUIC handshake proves the peer id, and an address that proves another
+id is refuted (``mdns.peers.stats['spoofed']``).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from stack.base.clock import Clock, SystemClock
 from stack.base.errors import LocalError, StackError, UsageError
 from stack.base.files import remove_stale_temps
 from stack.base.identity import Identity, PeerId
-from stack.base.interfaces import Connection, Transport
+from stack.base.interfaces import Connection, PathKind, Transport
 from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork,
                             format_address)
 from stack.base.port import DHT_BYTE, PortDemux
@@ -58,6 +64,8 @@ from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
+from discovery.lan import LanPeers, instance_name
+from discovery.mdns import MdnsService
 from stack.node import operations
 from stack.node.config import NodeConfig
 from stack.node.control import ControlServer, Method, socket_path
@@ -73,9 +81,9 @@ from stack.node.supervisor import Supervisor
 from stack.store.stores import Stores
 from stack.store.trust import TrustDecision, TrustStore
 from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
-from stack.transport.errors import DialFailed, TransportError, TrustRefused
+from stack.transport.errors import DialFailed, PeerIdMismatch, TransportError, TrustRefused
 from stack.transport.options import ConnectionLimits, Registry, TransportOptions
-from stack.transport.quic import QuicTransport
+from stack.transport.quic import QuicTransport, UdpPathSocket
 from stack.transport.tls import TlsTransport
 
 __all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustChecked",
@@ -87,6 +95,7 @@ log = structlog.get_logger("p2pstack.node")
 ADDRESS_CHECK_INTERVAL = 60.0  # seconds between checks that our addresses are unchanged
 OBSERVERS_TO_CONFIRM = 2       # peer IPs that must report one observed address
 MAX_OBSERVED = 16              # observed addresses remembered, confirmed or not
+LAN_DIALS = 3                  # mDNS-claimed addresses tried per dial by peer id
 E = TypeVar("E")
 
 
@@ -151,6 +160,7 @@ class Node:
         self.publicly_reachable: bool | None = None
         self.control: ControlServer | None = None
         self._started_at = 0.0
+        self.mdns: MdnsService | None = None  # LAN discovery (config.mdns)
 
     def _build_router(self) -> Router:
         """The built-in protocols. A new protocol is one more ``router.add``."""
@@ -253,6 +263,21 @@ class Node:
         if self.config.dht:
             self._start_dht()
         await self.router.start()
+        if self.config.mdns:
+            self._start_mdns()
+
+    def _start_mdns(self) -> None:
+        """LAN discovery on the interfaces we listen on: all for the wildcard, that one
+        for an IP; none for loopback (no link to find peers on)."""
+        host = self.config.listen[0]
+        if host.startswith("127.") or host == "localhost":
+            log.info("mdns.off", reason=f"listening on {host} only")
+            return
+        self.mdns = MdnsService(LanPeers(self.peer_id), instance=instance_name(self.peer_id),
+                                addrs=self.addrs, name=self.config.display_name,
+                                clock=self.clock,
+                                interfaces=None if host == "0.0.0.0" else [host])
+        self.supervisor.run("mdns", self.mdns.run)
 
     async def _start_tls(self, addr: Address, certified: CertifiedKey) -> None:
         tls = TlsTransport(certified=certified, clock=self.clock, options=self.options,
@@ -277,6 +302,7 @@ class Node:
             "connect": lambda params: operations.connect(self, **params),
             "ping": lambda params: operations.ping(self, **params),
             "lookup": lambda params: operations.lookup(self, **params),
+            "discover": lambda params: operations.discover(self, **params),
         }
         control = ControlServer(socket_path(self.config.data_dir),
                                 {name: _checked(name, m) for name, m in methods.items()},
@@ -595,13 +621,15 @@ class Node:
         self.supervisor.spawn(self._accept_streams(conn))
 
     async def connect(self, target: str | PeerId | PeerAddress, *,
-                      transport: str | None = None, identify: bool = True) -> Connection:
+                      transport: str | None = None, identify: bool = True,
+                      lan: bool = False) -> Connection:
         """Dial ``target`` (multiaddr, ``HOST:PORT``, peer id) and authenticate it.
 
         A peer id (given, or in the multiaddr) is enforced; a bare address is TOFU-checked.
         With ``identify`` the identity exchange runs (and the listener dials us back).
         Raises ``TransportError`` subclasses (``PeerIdMismatch``, ``TrustRefused``,
-        ``HandshakeFailed`` ...) or ``UsageError`` for a target it cannot dial.
+        ``HandshakeFailed`` ...) or ``UsageError`` for a target it cannot dial. ``lan``:
+        the address is on our link (found by mDNS); the connection's path is LAN (QUIC).
         """
         if not self._started:
             raise LocalError("node is not started")
@@ -614,7 +642,12 @@ class Node:
         name = transport or target.transport or "quic"
         if target.host is None:
             return await self._connect_known(target, name, identify)
-        conn = await self._transport(name).dial(target.address, target.peer_id)
+        conn: Connection
+        if lan and name == "quic" and self.quic is not None and self.endpoint is not None:
+            conn = await self.quic.dial_path(
+                UdpPathSocket(self.endpoint.send, target.address, PathKind.LAN), target.peer_id)
+        else:
+            conn = await self._transport(name).dial(target.address, target.peer_id)
         if conn.peer_id == self.peer_id:
             conn.abort("dialed ourselves")
             raise UsageError(f"{target.multiaddr()} is this node itself")
@@ -653,6 +686,9 @@ class Node:
             known.insert(0, entry.dialback_address)  # proven by our dial-back
         attempts: list[tuple[str, Exception]] = []
         tried: set[Address] = set()
+        if (conn := await self._dial_lan(target.peer_id, name, identify, attempts,
+                                         tried)) is not None:
+            return conn  # what mDNS claims on our link first: the LAN path beats the rest
 
         async def dial(candidates: list[str]) -> Connection | None:
             for text in _dialable(candidates, name):
@@ -684,6 +720,37 @@ class Node:
             raise LocalError(f"no known address for {target.peer_id}; "
                              "dial a multiaddr or HOST:PORT first, or use --bootstrap")
         raise DialFailed(target.peer_id, attempts)
+
+    async def _dial_lan(self, peer_id: PeerId, name: str, identify: bool,
+                        attempts: list[tuple[str, Exception]],
+                        tried: set[Address]) -> Connection | None:
+        """Dial the addresses mDNS claims ``peer_id`` has on our link (verified ones
+        first, at most ``LAN_DIALS``). The handshake proves the id: one that proves
+        another id refutes the claim (counted ``spoofed``); one that does not answer is
+        forgotten, so the next dial tries the next claim."""
+        if self.mdns is None or name != "quic":
+            return None
+        peers = self.mdns.peers
+        for cand in peers.candidates(peer_id)[:LAN_DIALS]:
+            address = (cand.host, cand.port)
+            tried.add(address)
+            try:
+                conn = await self.connect(PeerAddress(*address, "quic", peer_id),
+                                          identify=identify, lan=True)
+            except PeerIdMismatch as exc:
+                peers.refute(peer_id, cand.host, cand.port, "quic", self.clock.monotonic())
+                log.warning("mdns.spoofed", claimed=str(peer_id), proved=str(exc.actual),
+                            address=_addr_text(address))
+                attempts.append((_addr_text(address), exc))
+                continue
+            except TransportError as exc:
+                if not cand.verified and not isinstance(exc, TrustRefused):
+                    peers.forget(peer_id, cand.host, cand.port, "quic")
+                attempts.append((_addr_text(address), exc))
+                continue
+            peers.confirm(peer_id, cand.host, cand.port, "quic")
+            return conn
+        return None
 
     # ----------------------------------------------------------------- protocols
 
