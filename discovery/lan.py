@@ -33,7 +33,7 @@ the node dials them expecting the peer id, and only the QUIC handshake proves it
 
 Bounds: ``max_peers`` peers (a full table forgets the least recently seen unverified
 peer, counted ``evicted``), ``MAX_ADDRS`` addresses per peer (unverified ones make room
-first), new peers at ``new_peer_rate`` per second (``rate_limited``). Time is a parameter.
+first), new peers at ``new_peer_rate`` per second (``new_peers_rate_limited``). Time is a parameter.
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ class LanPeers:
         peer = self.peers.get(claim.peer_id)
         if peer is None:
             if not self._new_peers.allow("new", now):
-                self.stats["rate_limited"] += 1
+                self.stats["new_peers_rate_limited"] += 1
                 return False
             if len(self.peers) >= self.max_peers:
                 self._evict()

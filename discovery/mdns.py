@@ -16,7 +16,7 @@ needs on top (``discovery.lan`` has the record rules):
 - receive: every TXT record under ``._p2p._udp.local.`` zeroconf hands us (a record
   listener, not a ServiceBrowser, so no per-instance resolution queries are sent for
   whatever a LAN announces) goes through a token bucket (``RECORD_RATE`` per second,
-  excess counted ``rate_limited``) into the ``LanPeers`` table, which bounds and counts
+  excess counted ``records_rate_limited``) into the ``LanPeers`` table, which bounds and counts
   the rest. Nothing a record says raises out of here.
 
 ``run()`` is a long-running service (the node runs it under its supervisor): it returns
@@ -129,7 +129,7 @@ class MdnsService:
         """One TXT record of an instance arrived (from zeroconf's listener)."""
         now = self.clock.monotonic()
         if not self._records.allow("txt", now):
-            self.peers.stats["rate_limited"] += 1
+            self.peers.stats["records_rate_limited"] += 1
             return
         if not instance or len(instance) > MAX_INSTANCE:
             self.peers.stats["malformed"] += 1

@@ -148,7 +148,7 @@ def test_flood_of_new_peers_is_bounded_and_counted() -> None:
         peers.record(f"f{i}", encode_txt([quic("10.1.0.7", ident, 1 + i % 60000)]), 360,
                      i / 100)  # 100 new peers a second
     assert len(peers) <= 32 and ALICE in peers.peers  # the verified peer survives
-    assert peers.stats["rate_limited"] > 4000 and peers.stats["evicted"] > 0
+    assert peers.stats["new_peers_rate_limited"] > 4000 and peers.stats["evicted"] > 0
 
 
 def test_goodbye_and_expiry() -> None:
