@@ -186,7 +186,11 @@ class MdnsService:
         if info is None:
             return
         if self._info is None:
+            # A name taken on the link (by a squatter, say) is renamed by zeroconf rather
+            # than failing: receivers take any instance name.
             await self._zc.async_register_service(info, allow_name_change=True)
+            if info.name.lower().endswith(_SUFFIX):
+                self.instance = info.name[:-len(_SUFFIX)]
         elif info.text != self._info.text or info.addresses != self._info.addresses:
             info = AsyncServiceInfo(SERVICE_TYPE, self._info.name, port=info.port,
                                     properties=info.text, server=info.server,
