@@ -64,7 +64,7 @@ from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
-from discovery.lan import LanPeers, instance_name
+from discovery.lan import Candidate, LanPeers, instance_name
 from discovery.mdns import MdnsService
 from stack.node import operations
 from stack.node.config import NodeConfig
@@ -725,15 +725,20 @@ class Node:
                         attempts: list[tuple[str, Exception]],
                         tried: set[Address]) -> Connection | None:
         """Dial the addresses mDNS claims ``peer_id`` has on our link (verified ones
-        first, at most ``LAN_DIALS``). The handshake proves the id: one that proves
-        another id refutes the claim (counted ``spoofed``); one that does not answer is
-        forgotten, so the next dial tries the next claim."""
+        first, at most ``LAN_DIALS``), all at once: the first handshake that proves the
+        id wins, so a claim pointing at a silent address costs no handshake timeout. A
+        handshake proving another id refutes its claim (counted ``spoofed``); an address
+        that does not answer is forgotten. Dials still running when one has won finish
+        in the background (a second connection that succeeds is closed)."""
         if self.mdns is None or name != "quic":
             return None
         peers = self.mdns.peers
-        for cand in peers.candidates(peer_id)[:LAN_DIALS]:
+        candidates = peers.candidates(peer_id)[:LAN_DIALS]
+        if not candidates:
+            return None
+
+        async def one(cand: Candidate) -> Connection | Exception:
             address = (cand.host, cand.port)
-            tried.add(address)
             try:
                 conn = await self.connect(PeerAddress(*address, "quic", peer_id),
                                           identify=identify, lan=True)
@@ -741,16 +746,37 @@ class Node:
                 peers.refute(peer_id, cand.host, cand.port, "quic", self.clock.monotonic())
                 log.warning("mdns.spoofed", claimed=str(peer_id), proved=str(exc.actual),
                             address=_addr_text(address))
-                attempts.append((_addr_text(address), exc))
-                continue
-            except TransportError as exc:
+                return exc
+            except StackError as exc:
                 if not cand.verified and not isinstance(exc, TrustRefused):
                     peers.forget(peer_id, cand.host, cand.port, "quic")
-                attempts.append((_addr_text(address), exc))
-                continue
+                return exc
             peers.confirm(peer_id, cand.host, cand.port, "quic")
             return conn
-        return None
+
+        def late(task: asyncio.Task[Connection | Exception]) -> None:
+            if not task.cancelled() and not isinstance(result := task.result(), Exception):
+                result.abort("another LAN address answered first")
+
+        dials = {self.supervisor.spawn(one(c)): c for c in candidates}
+        tried.update((c.host, c.port) for c in candidates)
+        pending = set(dials)
+        winner: Connection | None = None
+        try:
+            while pending and winner is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    result = task.result()
+                    if isinstance(result, Exception):
+                        attempts.append((f"{dials[task].host}:{dials[task].port}", result))
+                    elif winner is None:
+                        winner = result
+                    else:
+                        result.abort("another LAN address answered first")
+        finally:
+            for task in pending:
+                task.add_done_callback(late)
+        return winner
 
     # ----------------------------------------------------------------- protocols
 

@@ -205,3 +205,30 @@ def test_a_claim_of_someone_elses_peer_id_is_refuted_at_the_handshake(
     after = nodes.cli(bob_site, "bob", "discover", "--timeout", "1")  # avahi answers again
     assert alice["peer_id"] not in ids(after)
     assert nodes.cli(bob_site, "bob", "status")["mdns"]["counters"]["from_refuted"] >= 1
+
+
+def test_a_squatted_instance_name_does_not_hide_us(avahi: Avahi, lan: list[Site],
+                                                   nodes: Nodes) -> None:
+    """Our instance name is derived from the peer id, so anyone can take it first: avahi
+    publishes it (with a claim of Alice's id at Mallory's address) before Alice starts.
+    zeroconf's probe finds the conflict and Alice registers under another name; Bob
+    still finds her real address and reaches her over the LAN."""
+    from discovery.lan import instance_name
+    from stack.base.identity import PeerId
+
+    mallory_site, bob_site, alice_site = lan
+    alice_id = nodes.cli(alice_site, "alice", "id")["peer_id"]
+    squatted = instance_name(PeerId.parse(alice_id))
+    lie = f"/ip4/{mallory_site.host_ip}/udp/39001/quic-v1/p2p/{alice_id}"
+    avahi.publish(squatted, 39001, f"dnsaddr={lie}")
+    alice = nodes.start(alice_site, "alice")
+    assert alice["peer_id"] == alice_id
+    nodes.start(bob_site, "bob")
+    real = f"/ip4/{alice_site.host_ip}/udp/39001/quic-v1/p2p/{alice_id}"
+    end = time.monotonic() + 20
+    while real not in [a for p in nodes.cli(bob_site, "bob", "discover", "--timeout", "1")
+                       ["peers"] for a in p["addrs"]]:
+        assert time.monotonic() < end, nodes.log("alice")
+    assert nodes.cli(alice_site, "alice", "status")["mdns"]["instance"] != squatted
+    reply = nodes.cli(bob_site, "bob", "connect", alice_id)
+    assert (reply["peer_id"], reply["path"]) == (alice_id, "lan")

@@ -54,8 +54,7 @@ def test_a_spoofed_peer_id_is_refused_at_the_handshake_and_counted(lab: Lab,
     lie = f"/ip4/{mallory.host_ip}/udp/39001/quic-v1/p2p/{alice['peer_id']}"
     out = nodes.cli(bob_site, "bob", "discover", "--timeout", "0.5")
     assert lie in [a for p in out["peers"] for a in p["addrs"]]
-    # Said again: Alice's answer to that discover's query made hers the newest claim,
-    # and the newest unverified claim is dialed first.
+    # Said again, so that the lie is fresh in Bob's table when he connects.
     send(lab, mallory, "claim", alice["peer_id"], mallory.host_ip)
     reply = nodes.cli(bob_site, "bob", "connect", alice["peer_id"])
     assert (reply["peer_id"], reply["path"]) == (alice["peer_id"], "lan")
