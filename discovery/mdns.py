@@ -163,8 +163,9 @@ class MdnsService:
         for text in self._addrs():
             with contextlib.suppress(UsageError, ValueError):
                 parsed = parse_address(text)
-                if parsed.host is None or ipaddress.IPv4Address(parsed.host).is_loopback:
-                    continue
+                if (parsed.host is None or parsed.relay is not None
+                        or ipaddress.IPv4Address(parsed.host).is_loopback):
+                    continue  # a relayed address is not on this link
                 addrs.append(text)
                 if parsed.host not in hosts:
                     hosts.append(parsed.host)

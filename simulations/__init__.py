@@ -8,6 +8,9 @@
 - ``simulations.aio``: ``loop.create_datagram_endpoint`` on the simulated network
   (``use_host``), so unchanged asyncio code (e.g. the ``kademlia`` package) runs on it.
 - ``simulations.errors``: ``SimulationError`` and friends.
+- ``simulations.scenario``: the scenarios of ``p2pstack simulate`` (TOML format, built-ins).
+- ``simulations.runner``: ``run_scenario`` - the production DHT on the simulator, measured.
+- ``simulations.report``: report.json, report.md and the plots of a run.
 
 Nothing is imported here, so importing one module does not drag in the others.
 """

@@ -21,12 +21,18 @@ port_preserving=True, mapping_timeout=120.0) -> Nat``
 ``net.set_link(ip_a, ip_b, *, latency=None, jitter=None, loss=None)``
     Override the path between two *public* addresses, both directions (``None`` =
     follow the network default). Traffic inside one NAT uses the private addresses.
+``net.partition(sides)`` / ``net.heal()``
+    Split the network: ``sides`` maps public (or private) addresses to a side number,
+    every address not named is on side 0, and a datagram between two sides is dropped
+    when it would be scheduled (``dropped_partition``). ``heal()`` joins them again;
+    datagrams already in flight are not recalled.
 ``net.host_at(ip) -> SimHost``
     The host owning a public address, or the unique host with that private address.
 ``net.stats`` (``NetStats``)
     ``sent``, ``delivered``, ``dropped_loss``, ``dropped_nat`` (filtered, no mapping,
     hairpin off), ``dropped_crashed``, ``dropped_unroutable`` (no such address),
-    ``dropped_no_port`` (nothing bound there).
+    ``dropped_no_port`` (nothing bound there), ``dropped_partition`` (between the
+    sides of a ``partition``).
 
 ``SimHost`` implements ``stack.base.net.DatagramNetwork``:
 ``await host.bind((ip_or_"0.0.0.0", port), receiver) -> SimEndpoint`` (port 0 =
@@ -83,6 +89,7 @@ class NetStats:
     dropped_crashed: int = 0
     dropped_unroutable: int = 0
     dropped_no_port: int = 0
+    dropped_partition: int = 0
 
 
 class SimEndpoint:
@@ -233,6 +240,7 @@ class SimNetwork:
         self._public: dict[str, SimHost | Nat] = {}
         self._private: dict[str, list[SimHost]] = {}
         self._links: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {}
+        self._sides: dict[str, int] = {}  # address -> side of a partition (empty: none)
         self._loop: asyncio.AbstractEventLoop | None = None
         # datagrams in flight: a heap of (arrival, seq, target, src, dst, data); the seq
         # makes equal arrival times first-sent first-delivered and keeps targets out of
@@ -315,6 +323,15 @@ class SimNetwork:
         key = (ip_a, ip_b) if ip_a < ip_b else (ip_b, ip_a)
         self._links[key] = (latency, jitter, loss)
 
+    def partition(self, sides: dict[str, int]) -> None:
+        """Cut the network between sides (see the module docstring); replaces any
+        earlier partition."""
+        self._sides = {ip: side for ip, side in sides.items() if side}
+
+    def heal(self) -> None:
+        """End the partition."""
+        self._sides = {}
+
     def host_at(self, ip: str) -> SimHost:
         """The host at a public address, or the only host with that private address."""
         node = self._public.get(ip)
@@ -367,6 +384,10 @@ class SimNetwork:
                     jitter = link[1]
                 if link[2] is not None:
                     loss = link[2]
+        sides = self._sides
+        if sides and sides.get(a, 0) != sides.get(b, 0):
+            self.stats.dropped_partition += 1
+            return
         rng = self.rng
         if loss and rng.random() < loss:
             self.stats.dropped_loss += 1

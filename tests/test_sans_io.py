@@ -23,6 +23,8 @@ CORES = {
     "nat/stun/codec.py": None,
     "nat/stun/server.py": None,
     "nat/stun/transaction.py": None,
+    "nat/relay/wire.py": None,
+    "nat/relay/limits.py": None,
     "nat/detect.py": "NatDetector",   # the module also holds its asyncio driver
     "discovery/core.py": None,
     "discovery/routing.py": None,

@@ -2,8 +2,9 @@
 
 ``TokenBuckets(rate, burst, max_keys)``: each key (a source IP, an address, a peer)
 earns ``rate`` tokens per second up to ``burst``; ``allow(key, now)`` spends one or
-says no. The table keeps at most ``max_keys`` keys, forgetting the one seen least
-recently (O(1): an insertion-ordered dict, moved to the end on use), so a flood from
+says no (``allow(key, now, cost)`` spends ``cost``: a bucket of bytes, say). The table
+keeps at most ``max_keys`` keys, forgetting the one seen least recently (O(1): an
+insertion-ordered dict, moved to the end on use), so a flood from
 many sources costs bounded memory and constant time per packet. A forgotten key starts
 again with a full bucket: the bound is on memory, the rate holds for every key that is
 still sending. Time is a parameter (sans-I/O); a clock that steps backwards earns
@@ -30,8 +31,9 @@ class TokenBuckets:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def allow(self, key: Hashable, now: float) -> bool:
-        """Spend one token of ``key``'s bucket; False (and nothing spent) when empty."""
+    def allow(self, key: Hashable, now: float, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens of ``key``'s bucket; False (and nothing spent) when it
+        holds fewer."""
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self.max_keys:
@@ -43,7 +45,7 @@ class TokenBuckets:
             if earned > 0:
                 bucket[0] = min(self.burst, bucket[0] + earned)
                 bucket[1] = now
-        if bucket[0] < 1.0:
+        if bucket[0] < cost:
             return False
-        bucket[0] -= 1.0
+        bucket[0] -= cost
         return True

@@ -10,12 +10,14 @@ for ``valid``: verifying the same file twice gives ``nonce_reused``.
 from __future__ import annotations
 
 import argparse
+import base64
 import sys
 from pathlib import Path
 
 import structlog
 
 from stack.cli._common import add_json_flag, print_json
+from stack.node.control import ControlClient
 from stack.base.clock import SystemClock
 from stack.base.errors import LocalError, UsageError
 from stack.base.files import atomic_write, create_exclusive
@@ -71,6 +73,16 @@ def run_sign(args: argparse.Namespace) -> int:
         raise UsageError("an announcement is binary: give --out FILE or redirect stdout")
     if out is not None and out.exists() and not args.force:
         raise LocalError(f"{out}: exists (use --force to overwrite)")
+    client = ControlClient.open(args.data_dir)
+    if client is not None:
+        # A node runs here: it numbers this one too, so its own next announcement and
+        # this one are never out of order (a file in the data dir cannot promise that).
+        with client:
+            # no --addr: the addresses the node announces now
+            signed = client.call("sign_announcement",
+                                 {"addrs": addrs or None, "name": args.name}, timeout=10.0)
+        return _write(args, out, base64.b64decode(signed["record"]),
+                      signed["peer_id"], signed["seq"], addrs)
     identity, _ = Identity.load_or_create(args.data_dir)
     now = SystemClock().now()
     # A name or addresses that cannot go into a record are a usage error, found before a
@@ -81,6 +93,11 @@ def run_sign(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot announce that: {exc}") from None
     seq = next_sequence(args.data_dir)
     data = sign_announcement(identity, seq, addrs, now, display_name=args.name)
+    return _write(args, out, data, str(identity.peer_id), seq, addrs)
+
+
+def _write(args: argparse.Namespace, out: Path | None, data: bytes, peer_id: str, seq: int,
+           addrs: list[str]) -> int:
     if out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -89,13 +106,13 @@ def run_sign(args: argparse.Namespace) -> int:
             atomic_write(out, data, 0o644)
         elif not create_exclusive(out, data, 0o644):
             raise LocalError(f"{out}: exists (use --force to overwrite)")
-        info = {"peer_id": str(identity.peer_id), "seq": seq, "path": str(out),
+        info = {"peer_id": peer_id, "seq": seq, "path": str(out),
                 "size": len(data)}
         if args.json:
             print_json(info)
         else:
             print(f"wrote announcement seq {seq} ({len(data)} bytes) to {out}")
-    log.info("announce.signed", peer_id=str(identity.peer_id), seq=seq, addrs=addrs)
+    log.info("announce.signed", peer_id=peer_id, seq=seq, addrs=addrs)
     return 0
 
 

@@ -3,13 +3,17 @@
 ``node`` runs in the foreground until SIGINT/SIGTERM (exit 0). With ``--json`` its first
 stdout line is ``{"peer_id": ..., "addrs": [multiaddr, ...]}``. With ``--bootstrap ADDR``
 (repeatable) it joins an existing DHT; without, it is the first node of a new one. Either
-way it publishes its signed announcement and keeps it fresh. It serves the control API
+way it publishes its signed announcement and keeps it fresh. It serves circuit relay to
+others (``--relay-service``, default ``limited``; refused while a dial-back says we are
+not publicly reachable); with ``--relay ADDR`` it keeps a reservation on that relay and
+announces its relayed address ``.../p2p/<relay>/p2p-circuit/p2p/<us>``. It serves the control API
 (``stack.node.control``) on ``DATA_DIR/control.sock``. It advertises and browses the
 local network with mDNS (``--no-mdns``: not), so ``discover`` lists the peers around and
 ``connect PEER_ID`` reaches a LAN peer over the LAN without any bootstrap node.
 
-``connect TARGET`` and ``ping TARGET`` dial TARGET (``HOST:PORT``, a multiaddr, a peer id
-in the trust store, or any peer id the DHT knows) and print the reply. When a node runs
+``connect TARGET`` and ``ping TARGET`` dial TARGET (``HOST:PORT``, a multiaddr, a relayed
+multiaddr, a peer id in the trust store, or any peer id the DHT knows: through its relays
+when its direct addresses fail) and print the reply. When a node runs
 in the data directory they go through it (its port, connections and DHT); otherwise, or
 with ``--standalone``, they start a short-lived node on ephemeral ports (so the peer can
 dial us back, seed 000) that resolves peer ids through ``--bootstrap``. ``--json`` gives
@@ -57,6 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dht-mode", choices=["auto", "server", "client"], default="auto",
                    help="auto (default): serve the DHT if the bootstrap node can dial us "
                         "back; client: query only, stay out of others' routing tables")
+    p.add_argument("--relay-service", choices=["off", "limited", "full"], default="limited",
+                   help="serve circuit relay to others: limited (default; libp2p's limits: "
+                        "2 min and 128 KiB per circuit), full (a dedicated relay: no caps, "
+                        "1 MiB/s per circuit), off")
+    p.add_argument("--relay", action="append", default=[], metavar="ADDR",
+                   help="reserve a slot on this relay (multiaddr, ideally with /p2p/ID; "
+                        "repeatable) and announce our address through it: for a node "
+                        "others cannot dial")
     add_json_flag(p)
     p.set_defaults(handler=run_node)
 
@@ -105,11 +117,14 @@ def _config(args: argparse.Namespace, **overrides: Any) -> NodeConfig:
 # ------------------------------------------------------------------------------- node
 
 def run_node(args: argparse.Namespace) -> int:
+    for text in args.relay:
+        parse_address(text)  # a typo is a usage error (exit 2)
     config = _config(args, control=True, trust_policy=args.trust_policy,
                      dial_back=not args.no_dial_back,
                      tls=not args.no_tls, bootstrap=bootstrap_addrs(args),
                      mdns=not args.no_mdns,
-                     dht_server={"auto": None, "server": True, "client": False}[args.dht_mode])
+                     dht_server={"auto": None, "server": True, "client": False}[args.dht_mode],
+                     relay_service=args.relay_service, relays=tuple(args.relay))
     return asyncio.run(_serve(config, args.json))
 
 

@@ -58,6 +58,13 @@ def _text(r: dict[str, Any]) -> str:
         lines.append(f"dht:          {dht['mode']}, {dht['table_size']} contacts, "
                      f"{dht['records_stored']} records stored, our seq {seq} on "
                      f"{dht['replicas']} nodes")
+    relay = r.get("relay")  # absent from a node older than the relay
+    if relay is not None:
+        stats = relay["stats"]
+        served = "" if stats is None else (f" ({stats['reservations']} reservations, "
+                                           f"{stats['circuits']} circuits)")
+        lines.append(f"relay:        service {relay['service']}{served}")
+        lines += [f"  reserved:   {addr}" for addr in relay["reservations"]]
     lines.append(f"connections:  {len(r['connections'])}")
     lines += [f"  {c['peer_id']} {c['transport']} {c['path']} {c['remote']} {c['direction']}"
               for c in r["connections"]]

@@ -7,16 +7,17 @@ Public surface: ``Node``, ``NodeConfig`` and the node events. Modules:
 - ``events``: the event dataclasses, ``EventBus`` (subscribe, ``next_event``)
 - ``router``: ``Router`` and the ``ProtocolHandler`` interface
 - ``supervisor``: ``Supervisor`` (background services restarted with backoff)
-- ``protocols``: the built-in protocols (identify, autonat dial-back, ping, echo)
+- ``protocols``: the built-in protocols (identify, autonat dial-back, ping, echo, relay)
 """
 
 from stack.node.config import DEFAULT_PORT, NodeConfig
 from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
-                               DialbackResult, IdentityReceived, NodeEvent, ServiceFailed,
-                               TrustChecked)
+                               DialbackResult, IdentityReceived, NodeEvent, RelayReservation,
+                               ServiceFailed, TrustChecked)
 from stack.node.node import ADDRESS_CHECK_INTERVAL, PROTO_ECHO, PROTO_IDENTIFY, PROTO_PING, Node
 
 __all__ = ["Node", "NodeConfig", "DEFAULT_PORT", "NodeEvent", "ConnectionOpened",
            "ConnectionClosed", "TrustChecked", "IdentityReceived", "DialbackResult",
-           "AnnouncementPublished", "ServiceFailed", "PROTO_IDENTIFY", "PROTO_PING",
+           "AnnouncementPublished", "ServiceFailed", "RelayReservation", "PROTO_IDENTIFY",
+           "PROTO_PING",
            "PROTO_ECHO", "ADDRESS_CHECK_INTERVAL"]

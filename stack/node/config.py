@@ -12,6 +12,7 @@ from pathlib import Path
 from stack.base.identity import Identity
 from stack.base.net import Address
 from stack.store.stores import Stores
+from nat.relay.limits import RelayLimits
 
 __all__ = ["NodeConfig", "DEFAULT_PORT"]
 
@@ -48,6 +49,20 @@ class NodeConfig:
     publish          sign our announcement (seed 004, next persisted sequence number)
                      with our addresses and keep it stored in the DHT
     rng_seed         seed of the DHT's random choices (simulations); None: fresh
+    relay_service    "off", "limited" or "full": serve circuit relay v2 (``nat.relay``) to
+                     others. Off by default here: a node built from code (an application,
+                     a test, each of a simulation's thousands) does not volunteer its
+                     bandwidth unless asked, and AutoNAT can still take a restricted-cone
+                     node for public; ``p2pstack node`` (a long-running node a user
+                     starts) defaults to "limited", as go-libp2p's hosts serve limited
+                     relays. "limited": libp2p's defaults (1 h reservations, 128 of them,
+                     4 per peer and IP, 16 circuits of 2 min and 128 KiB each way);
+                     "full": a dedicated relay (no duration or data cap, 1 MiB/s per
+                     circuit and direction). Reservations are refused while AutoNAT says
+                     we are not publicly reachable.
+    relay_limits     ``nat.relay.limits.RelayLimits`` replacing the mode's defaults
+    relays           relays to reserve a slot on (multiaddrs, ideally with /p2p/<id>):
+                     kept renewed, and our relayed address through each is announced
     control          serve the control API on ``data_dir/control.sock`` (what
                      ``p2pstack node`` does; ``connect``, ``ping``, ``lookup`` and
                      ``status`` then use this node)
@@ -86,3 +101,6 @@ class NodeConfig:
     control: bool = False
     stores: Stores | None = None
     mdns: bool = False
+    relay_service: str = "off"
+    relay_limits: RelayLimits | None = None
+    relays: tuple[str, ...] = ()

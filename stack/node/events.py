@@ -27,8 +27,8 @@ from stack.store.trust import Outcome
 
 __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityReceived",
            "DialbackResult", "DialbackRole", "AnnouncementPublished", "ServiceFailed",
-           "ControlRequest", "ControlOutcome", "NodeEvent", "EventBus", "EventWaiter",
-           "EVENT_NAMES"]
+           "ControlRequest", "ControlOutcome", "RelayReservation", "NodeEvent", "EventBus",
+           "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
 
@@ -119,8 +119,22 @@ class ControlRequest:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class RelayReservation:
+    """Our reservation on ``relay`` (issue 9): made or renewed (``held``; ``renewals``
+    counts renewals on its connection, 0 for a new one) or lost (not ``held``: its
+    connection closed, or the service stopped). ``address`` is our relayed address through
+    it; ``expires_in`` seconds from now."""
+    relay: PeerId
+    address: str
+    held: bool
+    renewals: int
+    expires_in: float
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
-             | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest)
+             | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
+             | RelayReservation)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -128,6 +142,7 @@ EVENT_NAMES: dict[type, str] = {
     TrustChecked: "trust.checked", IdentityReceived: "identity.received",
     DialbackResult: "dialback.result", AnnouncementPublished: "dht.published",
     ServiceFailed: "service.failed", ControlRequest: "control.request",
+    RelayReservation: "relay.reservation",
 }
 
 E = TypeVar("E")

@@ -37,15 +37,23 @@ browses the link (``discovery.mdns``). ``connect(peer_id)`` tries what mDNS clai
 that peer on our link first (path LAN), then the trust store and the DHT. A claim is
 only a claim: the QUIC handshake proves the peer id, and an address that proves another
 id is refuted (``mdns.peers.stats['spoofed']``).
+
+Relay (issue 9, ``nat.relay``): with ``config.relay_service`` the node serves circuit
+relay v2 (``/p2pstack/relay/hop/1``); with ``config.relays`` it keeps a reservation on
+each (``relay.reservation <addr>`` services) and announces its relayed addresses ahead of
+its listen addresses. ``connect`` dials a p2p-circuit address through the relay, and a
+peer id through the relayed addresses it knows or the DHT announces once the direct ones
+failed; the connection's path is RELAYED (``protocols.relay``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import structlog
@@ -55,7 +63,7 @@ from stack.base.clock import Clock, SystemClock
 from stack.base.errors import LocalError, StackError, UsageError
 from stack.base.files import remove_stale_temps
 from stack.base.identity import Identity, PeerId
-from stack.base.interfaces import Connection, PathKind, Transport
+from stack.base.interfaces import Connection, PathKind, PathSocket, Transport
 from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork,
                             format_address)
 from stack.base.port import DHT_BYTE, PortDemux
@@ -66,16 +74,22 @@ from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
 from discovery.lan import Candidate, LanPeers, instance_name
 from discovery.mdns import MdnsService
+from nat.errors import RelayRefused
+from nat.relay.client import ActiveReservation, ReservationKeeper
+from nat.relay.limits import RelayLimits, RelayMode
+from nat.relay.server import RelayServer
 from stack.node import operations
 from stack.node.config import NodeConfig
 from stack.node.control import ControlServer, Method, socket_path
 from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
                                DialbackResult, DialbackRole, EventBus, EventWaiter,
-                               IdentityReceived, NodeEvent, ServiceFailed, TrustChecked)
+                               IdentityReceived, NodeEvent, RelayReservation, ServiceFailed,
+                               TrustChecked)
 from stack.node.protocols.autonat import DialBack
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
 from stack.node.protocols.ping import PROTO_PING, PingProtocol, ping_once
+from stack.node.protocols.relay import RelayStopProtocol, dial_relayed
 from stack.node.router import Router
 from stack.node.supervisor import Supervisor
 from stack.store.stores import Stores
@@ -83,7 +97,7 @@ from stack.store.trust import TrustDecision, TrustStore
 from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
 from stack.transport.errors import DialFailed, PeerIdMismatch, TransportError, TrustRefused
 from stack.transport.options import ConnectionLimits, Registry, TransportOptions
-from stack.transport.quic import QuicTransport, UdpPathSocket
+from stack.transport.quic import PathReceiver, QuicConn, QuicTransport, UdpPathSocket
 from stack.transport.tls import TlsTransport
 
 __all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustChecked",
@@ -177,7 +191,60 @@ class Node:
             dial_back=dial_back, spawn=self.supervisor.spawn, on_observed=self._learn_observed)
         for protocol in (self.identify, PingProtocol(), EchoProtocol()):
             router.add(protocol)
+        self._add_relay_protocols(router)
         return router
+
+    def _add_relay_protocols(self, router: Router) -> None:
+        """Relay (issue 9): the hop service unless ``relay_service`` is off; the stop
+        side always (it accepts circuits only from relays we hold a reservation on)."""
+        try:
+            mode = RelayMode(self.config.relay_service)
+        except ValueError:
+            raise UsageError(f"relay_service must be off, limited or full, "
+                             f"not {self.config.relay_service!r}") from None
+        self.relay_server: RelayServer | None = None
+        if mode is not RelayMode.OFF:
+            limits = self.config.relay_limits or RelayLimits.for_mode(mode)
+            self.relay_server = RelayServer(limits, clock=self.clock,
+                                            timeout=self.options.handshake_timeout,
+                                            addrs=self.addrs,
+                                            accepting=lambda: self.publicly_reachable is not False)
+            router.add(self.relay_server)
+        self.relays = ReservationKeeper(me=self.peer_id, dial=self._dial_relay, clock=self.clock,
+                                        timeout=self.options.handshake_timeout,
+                                        on_change=self._relayed_addrs_changed,
+                                        running=lambda: self._started)
+        router.add(RelayStopProtocol(keeper=self.relays, accept_path=self._accept_path,
+                                     timeout=self.options.handshake_timeout,
+                                     spawn=self.supervisor.spawn))
+
+    def _accept_path(self, sock: PathSocket,
+                     on_closed: Callable[[QuicConn], None]) -> PathReceiver | None:
+        return None if self.quic is None else self.quic.accept_path(sock, on_closed)
+
+    async def _dial_relay(self, relay: str) -> Connection:
+        return await self.connect(relay, identify=False)
+
+    def _relayed_addrs_changed(self, reservation: ActiveReservation, held: bool) -> None:
+        """A reservation was made, renewed or lost: an event, and when our relayed
+        addresses changed, a fresh announcement now (not at the next minute's check),
+        once we have published at all."""
+        self.events.emit(RelayReservation(
+            reservation.relay, reservation.address, held, reservation.renewals,
+            max(0.0, reservation.expires_at - self.clock.monotonic()) if held else 0.0),
+            "info" if held else "warning")
+        if held and reservation.renewals:
+            return  # a renewal: same address
+        if self.dht is not None and self._record is not None and self._started:
+            async def republish() -> None:
+                with contextlib.suppress(StackError):
+                    await self.republish_if_moved()
+            self.supervisor.spawn(republish())
+
+    def _start_relays(self) -> None:
+        for relay in self.config.relays:
+            self.supervisor.run(f"relay.reservation {relay}",
+                                functools.partial(self.relays.service, relay))
 
     @property
     def reachability(self) -> dict[PeerId, DialbackResult]:
@@ -230,6 +297,7 @@ class Node:
             raise
         self._started_at = self.clock.monotonic()
         self._started = True
+        self._start_relays()
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
     async def _start_parts(self) -> None:
@@ -303,6 +371,7 @@ class Node:
             "ping": lambda params: operations.ping(self, **params),
             "lookup": lambda params: operations.lookup(self, **params),
             "discover": lambda params: operations.discover(self, **params),
+            "sign_announcement": lambda params: operations.sign_announcement(self, **params),
         }
         control = ControlServer(socket_path(self.config.data_dir),
                                 {name: _checked(name, m) for name, m in methods.items()},
@@ -379,6 +448,7 @@ class Node:
         out = []
         if self.observed_address is not None and self.quic is not None:
             out.append(PeerAddress(*self.observed_address, "quic").multiaddr())
+        out.extend(self.relays.addrs())  # before our own: a NATed node's way in
         for text in self.addrs():
             parsed = parse_address(text)
             text = PeerAddress(parsed.host, parsed.port, parsed.transport).multiaddr()
@@ -638,7 +708,7 @@ class Node:
         elif isinstance(target, str):
             target = parse_address(target)
         if target.relay is not None:
-            raise UsageError("relayed (p2p-circuit) addresses are dialed by the relay client")
+            return await self._connect_relayed(target, identify)
         name = transport or target.transport or "quic"
         if target.host is None:
             return await self._connect_known(target, name, identify)
@@ -710,12 +780,21 @@ class Node:
             try:
                 announcement = await self.resolve(target.peer_id)
             except (RecordNotFound, DhtTimeout) as exc:
-                if not attempts:
+                if not attempts and not _relayed(known, target.peer_id):
                     raise
                 attempts.append(("DHT lookup", exc))
             else:
                 if (conn := await dial(list(announcement.addrs))) is not None:
                     return conn
+                known = [*announcement.addrs, *known]
+        # No direct address worked (or the peer announced none): through its relays.
+        for text in _relayed(known, target.peer_id):
+            if parse_address(text).relay == self.peer_id:
+                continue  # through ourselves: we are its relay (the reservation's connection)
+            try:
+                return await self.connect(text, identify=identify)
+            except (TransportError, RelayRefused) as exc:
+                attempts.append((text, exc))
         if not attempts:
             raise LocalError(f"no known address for {target.peer_id}; "
                              "dial a multiaddr or HOST:PORT first, or use --bootstrap")
@@ -777,6 +856,41 @@ class Node:
             for task in pending:
                 task.add_done_callback(late)
         return winner
+
+    async def _connect_relayed(self, target: PeerAddress, identify: bool) -> Connection:
+        """QUIC to ``target`` (a p2p-circuit address) through its relay: reuse our
+        connection to the relay or dial it, CONNECT, then the end-to-end handshake
+        (``protocols.relay.dial_relayed``). The trust store records the relayed address.
+        ``RelayRefused`` names a relay's refusal."""
+        assert target.relay is not None and target.peer_id is not None
+        if target.peer_id == self.peer_id:
+            raise UsageError(f"{target.multiaddr()} is this node itself")
+        quic = self._transport("quic")
+        assert isinstance(quic, QuicTransport)
+        # One we dialed: an inbound connection from the relay may be its dial-back,
+        # from a port that serves no protocols.
+        relay = next((c for c in self._connections
+                      if c.peer_id == target.relay and c.is_client and not c.closed), None)
+        if relay is None:
+            relay = await self.connect(PeerAddress(target.host, target.port, target.transport,
+                                                   target.relay), identify=False)
+        conn = await dial_relayed(quic, relay, target.peer_id,
+                                  timeout=self.options.handshake_timeout,
+                                  spawn=self.supervisor.spawn)
+        address = target.multiaddr()
+        try:
+            decision = self.trust.check_peer(conn.peer_id, address=address)
+        except StackError:
+            conn.abort("trust store unavailable")
+            raise
+        self._trust_event(decision, address, inbound=False)
+        if not decision.allowed:
+            conn.abort(f"trust refused: {decision.outcome}")
+            raise TrustRefused(str(decision.outcome), _refusal_message(decision, address))
+        self._serve(conn, inbound=False)
+        if identify:
+            await self.identify.exchange(conn)
+        return conn
 
     # ----------------------------------------------------------------- protocols
 
@@ -888,6 +1002,17 @@ def _dialable(candidates: list[str], transport: str) -> list[str]:
     if all(loopback for _, loopback in parsed):
         return [text for text, _ in parsed]
     return [text for text, loopback in parsed if not loopback]
+
+
+def _relayed(candidates: list[str], peer_id: PeerId) -> list[str]:
+    """The p2p-circuit addresses of ``peer_id`` among ``candidates``, in order, once each."""
+    out: list[str] = []
+    for text in candidates:
+        with contextlib.suppress(UsageError):
+            address = parse_address(text)
+            if address.relay is not None and address.peer_id == peer_id and text not in out:
+                out.append(text)
+    return out
 
 
 def _refusal_message(decision: TrustDecision, address: str) -> str:

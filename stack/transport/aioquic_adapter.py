@@ -1,6 +1,6 @@
 """The one module that reaches into aioquic's private state (pinned: aioquic==1.7.2).
 
-aioquic's public API lacks five things the QUIC driver needs; each is read here and
+aioquic's public API lacks six things the QUIC driver needs; each is read here and
 nowhere else, so an aioquic upgrade is checked in one place
 (``tests/stack/transport/test_aioquic_adapter.py`` names any field that went away):
 
@@ -18,7 +18,12 @@ nowhere else, so an aioquic upgrade is checked in one place
   ``QuicConnection._write_stream_limits`` doubles a stream's MAX_STREAM_DATA whenever
   the peer has sent half of it), so a reader that falls behind never holds the writer.
   ``FlowControlledQuicConnection`` turns that doubling off and ``grant_stream_credit``
-  raises the limit as the application consumes bytes (see both for why this hook).
+  raises the limit as the application consumes bytes (see both for why this hook);
+- what is left of the anti-amplification budget toward a server connection's peer
+  (RFC 9000 section 8.1: three times the bytes received from an address not yet
+  validated), which aioquic keeps on its current ``QuicNetworkPath``
+  (``QuicConnection._network_paths``). aioquic holds its own packets to that budget but
+  not a CONNECTION_CLOSE, so the driver checks the close against it.
 
 Tests that drive a bare aioquic client against our server also read the termination
 event aioquic holds before it drains (``QuicConnection._close_event``).
@@ -35,7 +40,8 @@ from cryptography import x509
 
 __all__ = ["AIOQUIC_VERSION", "PRIVATE_FIELDS", "FlowControlledQuicConnection",
            "ServerQuicConnection", "grant_stream_credit", "host_cids", "is_first_flight",
-           "peer_certificate", "unacked_bytes", "pending_close_event"]
+           "peer_certificate", "unacked_bytes", "pending_close_event",
+           "amplification_budget"]
 
 #: The aioquic release these fields were read from; pyproject.toml pins the same.
 AIOQUIC_VERSION = "1.7.2"
@@ -44,7 +50,8 @@ AIOQUIC_VERSION = "1.7.2"
 #: ``QuicConnection``, its ``tls.Context`` (``QuicConnection.tls``), a stream's
 #: ``QuicStream`` (``QuicConnection._streams[id]``, whose fields are public but the
 #: object is reached only through ``_streams``), its ``QuicStreamSender`` or its
-#: ``QuicStreamReceiver``.
+#: ``QuicStreamReceiver``, or the ``QuicNetworkPath`` at ``QuicConnection._network_paths[0]``
+#: (public fields again, of an object reached only through a private list).
 PRIVATE_FIELDS = (
     "QuicConnection._initialize",
     "QuicConnection._write_stream_limits",
@@ -58,6 +65,10 @@ PRIVATE_FIELDS = (
     "QuicStream.max_stream_data_local",
     "QuicStreamReceiver.highest_offset",
     "QuicStreamReceiver.is_finished",
+    "QuicConnection._network_paths",
+    "QuicNetworkPath.is_validated",
+    "QuicNetworkPath.bytes_received",
+    "QuicNetworkPath.bytes_sent",
 )
 
 
@@ -147,3 +158,15 @@ def pending_close_event(quic: QuicConnection) -> events.ConnectionTerminated | N
     """The termination aioquic has decided on but reports as an event only after its
     draining period."""
     return quic._close_event
+
+
+def amplification_budget(quic: QuicConnection) -> int | None:
+    """The bytes ``quic`` may still send to its peer's current address
+    (``get_peer_address()``) under RFC 9000 section 8.1 (three times what arrived from
+    it, less what was sent to it), or None once that address is validated (a client's
+    always is: it chose the address). 0 before anything arrived."""
+    paths = quic._network_paths
+    if not paths:
+        return 0
+    path = paths[0]
+    return None if path.is_validated else 3 * path.bytes_received - path.bytes_sent

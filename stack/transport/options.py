@@ -21,7 +21,10 @@ class ConnectionLimits:
     max_connections_per_peer: int = 8
     max_streams_per_connection: int = 64   # concurrently open streams the peer may open
     max_streams_per_peer: int = 256        # the same, summed over all its connections
-    max_handshakes_per_ip: int = 16        # TLS handshakes in progress from one source IP
+    max_handshakes_per_ip: int = 16        # TLS or QUIC handshakes in progress from one IP
+    # QUIC: past this many half-open inbound handshakes, a new one must first prove its
+    # address with a Retry round trip (RFC 9000 section 8.1.2); below it, no extra RTT
+    quic_retry_threshold: int = 64
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,10 @@ Paths: each connection sends through a ``PathSocket`` (``stack.base.interfaces``
 dial to an address and every accepted connection get a ``UdpPathSocket`` on the shared
 port; ``dial_path`` takes any other (punched, relayed), so every path carries the same
 end-to-end QUIC. Whatever path a datagram came over, it reaches ``__call__`` and is
-routed by connection id.
+routed by connection id. A path that is not the shared port (a relayed circuit) has its
+own receiver: ``accept_path(sock)`` accepts connections arriving over it (the relayed
+target's side), ``path_receiver(sock)`` takes what comes back to a ``dial_path``; each
+delivers only to the connections on its socket.
 
 Timers: each connection's next deadline (the earliest of aioquic's loss/ack/idle timer,
 our keep-alive and, while half open, the handshake deadline) sits in one heap, with lazy
@@ -24,6 +27,15 @@ certificate key) but not the chain; we turn its chain check off and run
 connection is handed to anyone. What aioquic keeps private for this (the client
 certificate request, the peer's certificate) is reached through ``aioquic_adapter``.
 
+Unauthenticated senders (issue 14): a server connection costs a handshake's CPU and
+state from the first Initial until it completes or times out, so ``_accept`` bounds
+half-open handshakes per source IP and, past a threshold, answers Initials with a
+stateless Retry (RFC 9000 section 8.1.2): only a sender that receives at its address
+gets state. Below the threshold no Retry, so normal load pays no extra round trip.
+Toward an address not yet validated nothing leaves past three times what arrived from
+it (RFC 9000 section 8.1, ``_flush``), including the CONNECTION_CLOSE that aioquic does
+not hold to that budget.
+
 Flow control is read-driven, as over TLS: each stream's receive window is
 ``TransportOptions.max_stream_buffer`` (the initial MAX_STREAM_DATA, a transport
 parameter), and credit beyond it is granted only as the application reads
@@ -38,16 +50,21 @@ stalled stream never blocks the others.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import heapq
 import itertools
+import os
 import ssl
+from collections import Counter
 from collections.abc import Callable
 
 from aioquic.quic import events
 from cryptography.hazmat.primitives.serialization import Encoding
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import QuicProtocolVersion
+from aioquic.buffer import Buffer
+from aioquic.quic.packet import QuicProtocolVersion, encode_quic_retry, pull_quic_header
 
 from stack.base.clock import Clock
 from stack.base.identity import PeerId
@@ -55,9 +72,11 @@ from stack.base.errors import LocalError
 from stack.base.interfaces import Path, PathKind, PathSocket
 from stack.base.net import Address, Datagram, resolve_ipv4
 from stack.transport.aioquic_adapter import (FlowControlledQuicConnection,
-                                             ServerQuicConnection, grant_stream_credit,
+                                             ServerQuicConnection, amplification_budget,
+                                             grant_stream_credit,
                                              host_cids, is_first_flight,
-                                             peer_certificate, unacked_bytes)
+                                             peer_certificate, pending_close_event,
+                                             unacked_bytes)
 from stack.transport.base import BaseConnection
 from stack.transport.certs import CertificateVerifier, CertifiedKey
 from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
@@ -66,11 +85,13 @@ from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
 from stack.transport.options import ALPN, Registry, TransportOptions
 from stack.transport.streams import Stream
 
-__all__ = ["QuicTransport", "QuicConn", "UdpPathSocket"]
+__all__ = ["QuicTransport", "QuicConn", "UdpPathSocket", "PathReceiver"]
 
 CID_LENGTH = 8
 MIN_INITIAL_SIZE = 1200             # RFC 9000 section 14.1: smaller Initials are dropped
 ERR_AUTH = 0x100 + 42               # CRYPTO_ERROR range is reserved; use an app code instead
+RETRY_TOKEN_LIFETIME = 3.0          # seconds a Retry token is good for (one round trip)
+_TOKEN_TAG = 16                     # bytes of HMAC-SHA256 kept in a Retry token
 _VERSIONS = {v.value for v in QuicProtocolVersion if v.value}
 
 
@@ -88,6 +109,39 @@ class UdpPathSocket:
 
     def send(self, data: bytes) -> None:
         self._send(data, self._address)
+
+
+class PathReceiver:
+    """Datagrams that arrived over one ``PathSocket`` (a relayed circuit, say), for the
+    transport: ``receiver(batch)``. Built by ``QuicTransport.accept_path`` (new
+    connections may arrive over the path) or ``path_receiver`` (the dialer's side: only
+    connections already on it). A datagram reaches only a connection that sends through
+    this very socket, so one path cannot inject packets into another's connections.
+    ``close(reason)`` aborts the connections on the path (the path is gone)."""
+
+    __slots__ = ("sock", "accept", "on_closed", "_transport")
+
+    def __init__(self, transport: QuicTransport, sock: PathSocket, accept: bool,
+                 on_closed: Callable[[QuicConn], None] | None) -> None:
+        self._transport = transport
+        self.sock = sock
+        self.accept = accept
+        self.on_closed = on_closed
+
+    def __call__(self, batch: list[bytes]) -> None:
+        self._transport._receive_path(self, batch)
+
+    def close(self, reason: str) -> None:
+        for conn in list(self._transport._conns):
+            if conn.path_socket is not self.sock:
+                continue
+            event = pending_close_event(conn.quic)
+            if event is not None:
+                # Closing already (e.g. the peer's CONNECTION_CLOSE, whose draining period
+                # would end it later): it ends now, with that reason, not ours.
+                self._transport._on_terminated(conn, event)
+            else:
+                conn.abort(reason)
 
 
 def _fail(future: asyncio.Future, exc: Exception, *, awaited: bool) -> None:
@@ -129,6 +183,7 @@ class QuicConn(BaseConnection):
         self.last_activity = 0.0
         self._next_stream_id = 0 if is_client else 1  # RFC 9000 2.1: bidi, by initiator
         self.handshake_deadline: float | None = None   # server side: drop half-open ones
+        self.half_open_ip: str | None = None   # server side: counted half open from this IP
         # this connection's live entry [deadline, seq, conn] in the driver's timer heap
         self.timer_entry: list | None = None
         self._consumed: dict[int, int] = {}   # stream id -> bytes the application read
@@ -221,6 +276,18 @@ class QuicTransport:
         self._closed = False
         self.dropped = 0
         self.handshake_failures = 0
+        # what the defences did, by name: retry_sent, retry_validated, token_invalid,
+        # half_open_ip_capped, table_full (``_accept``), amplification_withheld
+        # (``_flush``); refused Initials also count in ``dropped``
+        self.stats: Counter[str] = Counter()
+        self._half_open: Counter[str] = Counter()   # source IP -> inbound half-open
+        self._half_open_total = 0
+        self._retry_secret = os.urandom(32)         # keys this transport's Retry tokens
+
+    @property
+    def half_open(self) -> int:
+        """Inbound handshakes in progress (what the Retry threshold is compared with)."""
+        return self._half_open_total
 
     # --- configuration ------------------------------------------------------------------
     def _configuration(self, is_client: bool) -> QuicConfiguration:
@@ -270,6 +337,77 @@ class QuicTransport:
                                    f"within {self.options.handshake_timeout}s") from None
         return conn
 
+    # --- other paths (relayed) ----------------------------------------------------------
+    def accept_path(self, sock: PathSocket,
+                    on_closed: Callable[[QuicConn], None] | None = None) -> PathReceiver:
+        """Accept QUIC connections arriving over ``sock``: feed what comes over it to
+        the returned receiver. A connection accepted there sends through ``sock``, is
+        authenticated as any other and goes to ``on_connection``; ``on_closed`` is
+        called with it when it closes (or fails its handshake). No Retry or address
+        validation: the path is already a stream the peer had to open."""
+        return PathReceiver(self, sock, True, on_closed)
+
+    def path_receiver(self, sock: PathSocket) -> PathReceiver:
+        """The receiver for the datagrams coming back over a ``dial_path`` socket."""
+        return PathReceiver(self, sock, False, None)
+
+    def _receive_path(self, receiver: PathReceiver, batch: list[bytes]) -> None:
+        now = self._clock.monotonic()
+        sock = receiver.sock
+        addr = sock.path.address
+        touched: dict[QuicConn, None] = {}
+        for data in batch:
+            conn = self._route_path(receiver, data) if len(data) > 1 else None
+            if conn is None:
+                self.dropped += 1
+                continue
+            conn.quic.receive_datagram(data, addr, now)
+            conn.last_activity = now
+            touched[conn] = None
+        for conn in touched:
+            if not conn.is_client and is_first_flight(conn.quic):
+                self._forget(conn)  # as in __call__: no state for undecryptable noise
+                self.dropped += 1
+                continue
+            self._process(conn)
+        self._rearm()
+
+    def _route_path(self, receiver: PathReceiver, data: bytes) -> QuicConn | None:
+        sock = receiver.sock
+        if data[0] & 0x80:
+            if len(data) < 7:
+                return None
+            dcid = data[6:6 + data[5]]
+            conn = self._by_cid.get(dcid)
+            if conn is None and receiver.accept and not self._closed:
+                conn = self._accept_on_path(data, sock, dcid, receiver.on_closed)
+        else:
+            conn = self._by_cid.get(data[1:1 + CID_LENGTH])
+        return conn if conn is not None and conn.path_socket is sock else None
+
+    def _accept_on_path(self, data: bytes, sock: PathSocket, dcid: bytes,
+                        on_closed: Callable[[QuicConn], None] | None) -> QuicConn | None:
+        """``_accept`` for a connection arriving over ``sock`` (same Initial checks)."""
+        version = int.from_bytes(data[1:5], "big")
+        packet_type = (data[0] & 0x30) >> 4
+        initial_type = 0 if version == QuicProtocolVersion.VERSION_1 else 1
+        if (len(data) < MIN_INITIAL_SIZE or version not in _VERSIONS
+                or packet_type != initial_type or len(dcid) < 8):
+            return None
+        if len(self._conns) >= 2 * self._registry.limits.max_connections:
+            return None
+        quic = ServerQuicConnection(configuration=self._configuration(False),
+                                    original_destination_connection_id=dcid)
+        conn = QuicConn(self, quic, sock, False, None)
+        conn.handshake_deadline = self._clock.monotonic() + self.options.handshake_timeout
+        self._conns[conn] = None
+        conn.cids.add(dcid)
+        self._by_cid[dcid] = conn
+        self._register_cids(conn)
+        if on_closed is not None:
+            conn.add_close_callback(lambda c: on_closed(conn))
+        return conn
+
     # --- receiving ----------------------------------------------------------------------
     def __call__(self, batch: list[Datagram]) -> None:
         now = self._clock.monotonic()
@@ -305,24 +443,112 @@ class QuicTransport:
         return self._by_cid.get(data[1:1 + CID_LENGTH])
 
     def _accept(self, data: bytes, addr: Address, dcid: bytes) -> QuicConn | None:
-        """A new server connection for an Initial packet of a version we speak."""
+        """A new server connection for an Initial packet of a version we speak, or None
+        (refused, counted in ``stats``).
+
+        Half-open handshakes cost the server a handshake's CPU and state for up to
+        ``handshake_timeout``, so they are bounded three ways: ``max_handshakes_per_ip``
+        from one source IP (its further Initials are dropped); past
+        ``quic_retry_threshold`` in all, an Initial without a token gets a Retry
+        (RFC 9000 section 8.1.2, stateless: see ``_retry_token``) and only one that
+        comes back with a valid token, from the address it was issued to, gets a
+        connection, so a flood from addresses that do not answer creates none; and
+        ``2 * max_connections`` connections in all. A token that does not check out
+        (forged, another address or connection id, expired) is dropped: the client
+        that sent it will not accept a second Retry."""
         version = int.from_bytes(data[1:5], "big")
         packet_type = (data[0] & 0x30) >> 4  # Initial: 0 in QUIC v1, 1 in v2 (RFC 9369)
         initial_type = 0 if version == QuicProtocolVersion.VERSION_1 else 1
         if (len(data) < MIN_INITIAL_SIZE or version not in _VERSIONS
                 or packet_type != initial_type or len(dcid) < 8):
             return None
-        if len(self._conns) >= 2 * self._registry.limits.max_connections:
+        limits = self._registry.limits
+        if len(self._conns) >= 2 * limits.max_connections:
+            self.stats["table_full"] += 1
             return None  # bounds half-open handshakes too, not only admitted connections
+        ip = addr[0]
+        if self._half_open[ip] >= limits.max_handshakes_per_ip:
+            self.stats["half_open_ip_capped"] += 1
+            return None
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
+        except ValueError:
+            return None
+        odcid: bytes | None = dcid
+        retry_scid = None
+        if header.token:
+            odcid = self._check_token(header.token, addr, dcid)
+            if odcid is None:
+                self.stats["token_invalid"] += 1
+                return None
+            retry_scid = dcid  # the client now sends to the Retry's source cid
+            self.stats["retry_validated"] += 1
+        elif self._half_open_total >= limits.quic_retry_threshold:
+            self._send_retry(version, header.source_cid, dcid, addr)
+            return None
         quic = ServerQuicConnection(configuration=self._configuration(False),
-                                    original_destination_connection_id=dcid)
+                                    original_destination_connection_id=odcid,
+                                    retry_source_connection_id=retry_scid)
         conn = QuicConn(self, quic, UdpPathSocket(self._send, addr), False, None)
         conn.handshake_deadline = self._clock.monotonic() + self.options.handshake_timeout
+        conn.half_open_ip = ip
+        self._half_open[ip] += 1
+        self._half_open_total += 1
         self._conns[conn] = None
         conn.cids.add(dcid)
         self._by_cid[dcid] = conn
         self._register_cids(conn)
         return conn
+
+    def _settle(self, conn: QuicConn) -> None:
+        """``conn`` is no longer a half-open inbound handshake (it completed or ended)."""
+        ip = conn.half_open_ip
+        if ip is None:
+            return
+        conn.half_open_ip = None
+        self._half_open_total -= 1
+        self._half_open[ip] -= 1
+        if not self._half_open[ip]:
+            del self._half_open[ip]
+
+    # --- Retry (RFC 9000 sections 8.1.2-8.1.4, 17.2.5) ----------------------------------
+    def _retry_token(self, addr: Address, odcid: bytes, retry_scid: bytes,
+                     issued: float) -> bytes:
+        """A Retry token the server need not remember: the issue time (ms) and the
+        client's original destination cid in clear, then an HMAC-SHA256 (this
+        transport's secret) over those, the client's IP and port and the cid the Retry
+        told it to use, so it is good only from that address, on that connection, for
+        ``RETRY_TOKEN_LIFETIME``."""
+        head = int(issued * 1000).to_bytes(8, "big", signed=True) + bytes([len(odcid)]) + odcid
+        return head + self._token_tag(head, addr, retry_scid)
+
+    def _token_tag(self, head: bytes, addr: Address, retry_scid: bytes) -> bytes:
+        # the host as the socket layer spelled it (any path's address, not only IPs)
+        message = b"%s%s\0%d\0%s" % (head, addr[0].encode(), addr[1], retry_scid)
+        return hmac.new(self._retry_secret, message, hashlib.sha256).digest()[:_TOKEN_TAG]
+
+    def _check_token(self, token: bytes, addr: Address, dcid: bytes) -> bytes | None:
+        """The original destination cid ``token`` was issued for, if it is one of ours,
+        for ``addr`` and ``dcid``, and unexpired; else None."""
+        if len(token) < 9 + _TOKEN_TAG or len(token) != 9 + token[8] + _TOKEN_TAG:
+            return None
+        head, tag = token[:-_TOKEN_TAG], token[-_TOKEN_TAG:]
+        if not hmac.compare_digest(tag, self._token_tag(head, addr, dcid)):
+            return None
+        age = self._clock.monotonic() - int.from_bytes(token[:8], "big", signed=True) / 1000
+        if not 0.0 <= age <= RETRY_TOKEN_LIFETIME:  # issue time rounds down: age >= 0
+            return None
+        return head[9:]
+
+    def _send_retry(self, version: int, client_scid: bytes, odcid: bytes,
+                    addr: Address) -> None:
+        retry_scid = os.urandom(CID_LENGTH)
+        token = self._retry_token(addr, odcid, retry_scid, self._clock.monotonic())
+        self._send(encode_quic_retry(version=version, source_cid=retry_scid,
+                                     destination_cid=client_scid,
+                                     original_destination_cid=odcid, retry_token=token),
+                   addr)
+        self.stats["retry_sent"] += 1
 
     def _register_cids(self, conn: QuicConn) -> None:
         for cid in host_cids(conn.quic):  # the ids we issued; events announce later ones
@@ -404,6 +630,7 @@ class QuicTransport:
             _fail(conn.established, exc, awaited=conn.is_client)
             conn._closed_by(str(exc))
             return
+        self._settle(conn)
         conn.peer_id = peer_id
         conn.registry = self._registry
         conn.add_close_callback(lambda c: self._registry.release(c.peer_id))
@@ -421,6 +648,7 @@ class QuicTransport:
         conn._closed_by(f"connection terminated: {reason}")
 
     def _forget(self, conn: QuicConn) -> None:
+        self._settle(conn)
         for cid in conn.cids:
             if self._by_cid.get(cid) is conn:
                 del self._by_cid[cid]
@@ -446,10 +674,23 @@ class QuicTransport:
         self._rearm()
 
     def _flush(self, conn: QuicConn) -> None:
+        """Send what ``conn`` has to send. Toward an address a server connection has not
+        validated, nothing past RFC 9000 section 8.1's budget (three times the bytes
+        received from it) leaves: aioquic builds its packets within it, but not its
+        CONNECTION_CLOSE, so a close that would exceed it (a half-open handshake's at
+        its timeout, say) is withheld and the connection goes silently."""
         sock = conn.path_socket
         home = conn.remote_address
         send = self._send
-        for data, addr in conn.quic.datagrams_to_send(now=self._clock.monotonic()):
+        quic = conn.quic
+        budget = None if conn.is_client else amplification_budget(quic)
+        peer = None if budget is None else quic.get_peer_address()  # the budget's address
+        for data, addr in quic.datagrams_to_send(now=self._clock.monotonic()):
+            if budget is not None and addr == peer:
+                if len(data) > budget:
+                    self.stats["amplification_withheld"] += 1
+                    continue
+                budget -= len(data)
             if addr == home:
                 sock.send(data)
             else:

@@ -450,3 +450,26 @@ def test_the_trace_does_not_depend_on_string_hash_randomisation():
                              capture_output=True, text=True, timeout=60).stdout.strip()
         digests.add(out)
     assert digests == {hashlib.sha256(repr(trace_of(21)).encode()).hexdigest()}
+
+
+def test_a_partition_drops_between_sides_until_healed():
+    async def main():
+        net = SimNetwork(random.Random(1), jitter=0.0)
+        a, b, c = net.add_host(A), net.add_host(B), net.add_host(C)
+        inbox_b, inbox_c = Inbox(), Inbox()
+        ea = await a.bind((A, 1), lambda batch: None)
+        await b.bind((B, 1), inbox_b)
+        await c.bind((C, 1), inbox_c)
+        net.partition({C: 1, A: 0})  # C alone on side 1; A and B (not named) on side 0
+        ea.send(b"to b", (B, 1))
+        ea.send(b"to c", (C, 1))
+        await asyncio.sleep(1)
+        cut = net.stats.dropped_partition
+        net.heal()
+        ea.send(b"to c again", (C, 1))
+        await inbox_c.wait_for(1)
+        return [d for _, d, _ in inbox_b.items], [d for _, d, _ in inbox_c.items], cut, net.stats
+
+    to_b, to_c, cut, stats = run_virtual(main())
+    assert to_b == [b"to b"] and to_c == [b"to c again"]
+    assert cut == 1 and stats.dropped_partition == 1 and stats.delivered == 2

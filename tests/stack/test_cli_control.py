@@ -107,3 +107,18 @@ def test_without_a_running_node(tmp_path: Path, network) -> None:
     assert json.loads(out.stdout)["via"] == "standalone"
     out = run("--data-dir", str(tmp_path / "none"), "lookup", a_info["peer_id"])
     assert out.returncode == 2 and "--bootstrap" in out.stderr
+
+
+def test_announce_sign_is_numbered_by_the_running_node(network, tmp_path: Path) -> None:
+    data_dir, info = network["b"]
+    before = json.loads(run("--data-dir", str(data_dir), "status", "--json").stdout)
+    out = run("--data-dir", str(data_dir), "announce", "sign", "--out",
+              str(tmp_path / "b.ann"), "--json")
+    assert out.returncode == 0, out.stderr
+    signed = json.loads(out.stdout)
+    assert signed["peer_id"] == info["peer_id"]
+    assert signed["seq"] > before["dht"]["published_seq"]  # the node's numbering, after it
+    verified = run("--data-dir", str(tmp_path / "verifier"), "announce", "verify",
+                   str(tmp_path / "b.ann"), "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["result"] == "valid"

@@ -94,6 +94,10 @@ async def test_connect_ping_and_lookup_go_through_the_node(started) -> None:
     assert pong["reply"] == "pong" and len(pong["rtts_ms"]) == 2
     found = await call(a, "lookup", {"peer_id": str(b.peer_id), "timeout": T})
     assert found["peer_id"] == str(b.peer_id) and found["result"] == "valid"
+    # an announcement signed for the CLI takes the node's next number, after its own
+    signed = await call(b, "sign_announcement", {"name": "cli"})
+    assert b.published is not None and signed["seq"] > b.published.seq
+    assert b.stores.sequence.next() > signed["seq"]
 
 
 async def test_the_nodes_errors_arrive_by_name_and_it_keeps_serving(started, tmp_path) -> None:

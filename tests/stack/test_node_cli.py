@@ -112,3 +112,50 @@ def test_changed_key_is_refused_by_connect(tmp_path: Path) -> None:
             assert out.returncode == 0, out.stderr
     assert out.returncode == 1
     assert "Certificate changed" in out.stderr
+
+
+def test_relay_flags_a_nated_node_is_reached_through_a_relay(tmp_path: Path) -> None:
+    """``node`` serves relays by default (limited); ``node --relay R`` reserves on R and
+    announces its relayed address; ``connect`` reaches it through R."""
+    procs = []
+
+    def start(name: str, *extra: str) -> dict:
+        proc = subprocess.Popen([*CLI, "--data-dir", str(tmp_path / name), "node", "--listen",
+                                 "127.0.0.1:0", "--no-tls", "--json", *extra],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                cwd=ROOT)
+        procs.append(proc)
+        return json.loads(first_line(proc))
+
+    try:
+        relay = start("relay")
+        [relay_addr] = [a for a in relay["addrs"] if "/quic-v1/" in a]
+        target = start("target", "--relay", relay_addr, "--relay-service", "off",
+                       "--bootstrap", relay_addr)
+        relayed = f"{relay_addr}/p2p-circuit/p2p/{target['peer_id']}"
+        for _ in range(100):  # the reservation is made in the background
+            status = json.loads(run("--data-dir", str(tmp_path / "target"), "status",
+                                    "--json").stdout)
+            if status["relay"]["reservations"]:
+                break
+        assert status["relay"]["reservations"] == [relayed]
+        assert status["relay"]["service"] == "off" and status["relay"]["stats"] is None
+        assert relayed in status["announced"]
+        out = run("--data-dir", str(tmp_path / "client"), "connect", relayed, "--json",
+                  "--message", "hi")
+        assert out.returncode == 0, out.stderr
+        reply = json.loads(out.stdout)
+        assert (reply["peer_id"], reply["path"], reply["reply"]) == (target["peer_id"],
+                                                                     "relayed", "hi")
+        relay_status = json.loads(run("--data-dir", str(tmp_path / "relay"), "status",
+                                      "--json").stdout)
+        assert relay_status["relay"]["service"] == "limited"
+        assert relay_status["relay"]["stats"]["granted.circuits"] == 1
+        text = run("--data-dir", str(tmp_path / "target"), "status").stdout
+        assert f"reserved:   {relayed}" in text
+        assert run("--data-dir", str(tmp_path / "x"), "node", "--relay", "nonsense").returncode == 2
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            proc.wait(10)

@@ -34,3 +34,12 @@ def test_the_table_is_bounded_and_forgets_the_least_recently_seen() -> None:
 def test_nonsense_limits_are_refused(rate, burst, keys) -> None:
     with pytest.raises(ValueError):
         TokenBuckets(rate, burst, keys)
+
+
+def test_a_cost_spends_that_many_tokens() -> None:
+    """A bucket of bytes (the relay's per-circuit rate): ``cost`` tokens per call."""
+    buckets = TokenBuckets(rate=1000, burst=1000, max_keys=1)
+    assert buckets.allow("c", 0.0, 600)
+    assert not buckets.allow("c", 0.0, 600)   # 400 left: refused, nothing spent
+    assert buckets.allow("c", 0.0, 400)
+    assert buckets.allow("c", 0.5, 500)       # half a second earns 500

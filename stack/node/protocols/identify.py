@@ -10,8 +10,9 @@ waits in the background for the listener's verdict: ``{"ok", "address", "error",
 listener that does no dial-backs answers ``ok: None`` at once.
 
 Listener (``handle``): verifies the dialer's exchange, answers with its own, and unless
-it does no dial-backs (or dialed this connection itself) asks ``autonat`` to dial the
-peer back before writing the verdict.
+it does no dial-backs (or dialed this connection itself, or the connection is relayed:
+its remote address is the relay's) asks ``autonat`` to dial the peer back before writing
+the verdict. A dialer ignores the observed address of a relayed connection.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import msgpack
 
 from stack.base.clock import Clock
 from stack.base.identity import Identity, PeerId
-from stack.base.interfaces import Connection, Stream
+from stack.base.interfaces import Connection, PathKind, Stream
 from stack.base.net import format_address
 from stack.base.records import Result, make_identity_exchange, verify_identity_exchange
 from stack.node.events import DialbackResult, DialbackRole, EventBus, IdentityReceived
@@ -102,7 +103,8 @@ class IdentifyProtocol:
                 if not isinstance(obj, dict) or not isinstance(obj.get("ok"), (bool, type(None))):
                     return
                 observed = obj.get("observed")
-                if isinstance(observed, str):
+                # over a relayed path the listener sees the relay, not us
+                if isinstance(observed, str) and conn.path.kind is not PathKind.RELAYED:
                     self._on_observed(conn, observed, obj["ok"] is True)
                 address, error = obj.get("address"), obj.get("error")
                 result = DialbackResult(conn.peer_id, obj["ok"],
@@ -118,10 +120,13 @@ class IdentifyProtocol:
         addrs = self._check(conn, await stream.read_message(MAX_IDENTIFY))
         await stream.write_message(self._our_exchange())
         observed = format_address(conn.remote_address)  # identify's "observed address"
-        if self._dial_back is None or conn.is_client:
+        relayed = conn.path.kind is PathKind.RELAYED
+        if self._dial_back is None or conn.is_client or relayed:
             verdict: dict[str, Any] = {"ok": None, "address": None, "error": "no dial-back"}
         else:
             result = await self._dial_back.dial_back(conn, addrs)
             verdict = {"ok": result.ok, "address": result.address, "error": result.error}
+        if relayed:  # the address we see is the relay's: neither dial it back nor report it
+            verdict["error"] = "relayed connection: no dial-back"
         await stream.write_message(msgpack.packb({**verdict, "observed": observed}))
         await stream.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stack.base.clock import SystemClock
@@ -33,7 +34,10 @@ class QuicPeer:
 
 
 async def quic_peer(identity: Identity | None = None, options: TransportOptions | None = None,
-                    certified: CertifiedKey | None = None) -> QuicPeer:
+                    certified: CertifiedKey | None = None,
+                    tap: Callable[[list], None] | None = None) -> QuicPeer:
+    """A QUIC transport on its own 127.0.0.1 port; ``tap`` sees each batch of QUIC
+    datagrams after the transport has handled it (to wait until it has seen some)."""
     identity = identity or Identity.generate()
     options = options or TransportOptions()
     demux = PortDemux()
@@ -43,7 +47,13 @@ async def quic_peer(identity: Identity | None = None, options: TransportOptions 
         send=endpoint.send, certified=certified or make_certificate(identity, time.time()),
         clock=SystemClock(), options=options, registry=Registry(options.limits),
         on_connection=incoming.put_nowait)
-    demux.register_quic(transport)
+    if tap is None:
+        demux.register_quic(transport)
+    else:
+        def tapped(batch: list) -> None:
+            transport(batch)
+            tap(batch)
+        demux.register_quic(tapped)
     return QuicPeer(identity, endpoint, transport, incoming)
 
 

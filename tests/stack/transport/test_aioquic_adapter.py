@@ -24,6 +24,7 @@ from stack.base.identity import Identity
 from stack.transport import aioquic_adapter
 from stack.transport.aioquic_adapter import (AIOQUIC_VERSION, PRIVATE_FIELDS,
                                              FlowControlledQuicConnection,
+                                             amplification_budget,
                                              ServerQuicConnection, grant_stream_credit,
                                              host_cids, is_first_flight,
                                              peer_certificate, pending_close_event,
@@ -101,12 +102,14 @@ def test_private_field_exists(field: str, handshake) -> None:
     client, *_ = handshake
     client.send_stream_data(0, b"x")
     stream = getattr(client, "_streams", {}).get(0)  # its absence fails as _streams
+    paths = getattr(client, "_network_paths", [])  # its absence fails as _network_paths
     owners = {
         "QuicConnection": client,
         "tls.Context": client.tls,
         "QuicStream": stream,
         "QuicStreamSender": None if stream is None else stream.sender,
         "QuicStreamReceiver": None if stream is None else stream.receiver,
+        "QuicNetworkPath": paths[0] if paths else None,
     }
     owner, name = field.rsplit(".", 1)
     assert owner in owners, f"PRIVATE_FIELDS names an owner the test does not know: {field}"
@@ -144,6 +147,39 @@ def test_connection_ids_first_flight_unacked_bytes_and_close_event(handshake) ->
     fresh.close(error_code=0, reason_phrase="bye")
     event = pending_close_event(fresh)
     assert isinstance(event, events.ConnectionTerminated) and event.reason_phrase == "bye"
+
+
+def test_amplification_budget_is_three_times_what_arrived_until_the_handshake() -> None:
+    """A server that heard one Initial may send three times its size, aioquic's own
+    packets stay within that (but its CONNECTION_CLOSE does not, which is why the driver
+    reads the budget), and a Handshake packet from the client lifts the limit."""
+    client_cert = make_certificate(Identity.generate(), time.time())
+    server_cert = make_certificate(Identity.generate(), time.time())
+    client = QuicConnection(configuration=_config(True, client_cert))
+    client.connect(SERVER, now=NOW)
+    assert amplification_budget(client) is None  # the client chose the address
+    initial = client.datagrams_to_send(now=NOW)[0][0]
+    server = ServerQuicConnection(configuration=_config(False, server_cert),
+                                  original_destination_connection_id=initial[6:6 + initial[5]])
+    assert amplification_budget(server) == 0
+    server.receive_datagram(initial, CLIENT, now=NOW)
+    assert amplification_budget(server) == 3 * len(initial)
+    flight = server.datagrams_to_send(now=NOW)
+    sent = sum(len(d) for d, _ in flight)
+    assert 0 < sent <= 3 * len(initial)
+    assert amplification_budget(server) == 3 * len(initial) - sent
+    server.close(error_code=0, reason_phrase="x" * 100)
+    closing = sum(len(d) for d, _ in server.datagrams_to_send(now=NOW))
+    assert closing > 0 and amplification_budget(server) == 3 * len(initial) - sent - closing
+    fresh = ServerQuicConnection(configuration=_config(False, server_cert),
+                                 original_destination_connection_id=initial[6:6 + initial[5]])
+    _exchange(client, _with_first(fresh, initial))
+    assert amplification_budget(fresh) is None
+
+
+def _with_first(server: QuicConnection, initial: bytes) -> QuicConnection:
+    server.receive_datagram(initial, CLIENT, now=NOW)
+    return server
 
 
 WINDOW = 4096

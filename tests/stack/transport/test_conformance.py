@@ -30,6 +30,7 @@ from stack.transport.errors import (ConnectionClosed, FrameTooLarge, HandshakeFa
                                     StreamReset, TransportClosed)
 from stack.transport.options import ConnectionLimits, TransportOptions
 from tests.stack.transport.helpers import quic_peer, tls_peer
+from tests.stack.transport.relayed_helpers import relayed_dial, relayed_peer
 
 T = 5.0  # seconds any single awaited event may take
 
@@ -60,6 +61,10 @@ class Transport:
         """Where the dialer's connection must say its packets go."""
         return listener.address
 
+    def relay(self, listener: Any) -> PeerId | None:
+        """The relay a connection to ``listener`` goes through (None: a direct path)."""
+        return None
+
 
 def _quic_queued(conn: Any, stream: Any) -> int:
     return unacked_bytes(conn.quic, stream.stream_id)
@@ -78,7 +83,23 @@ TLS = Transport(
     name="tls", make_peer=tls_peer, queued=_tls_queued,
     dialer_address=lambda dialer, conn: conn._proto.transport.get_extra_info("sockname")[:2])
 
-TRANSPORTS = [pytest.param(QUIC, id="quic"), pytest.param(TLS, id="tls")]
+@dataclass(frozen=True)
+class Relayed(Transport):
+    """QUIC end to end through a circuit on a relay (tests/stack/transport/relayed_helpers)."""
+
+    async def dial(self, dialer: Any, listener: Any, expected: PeerId | None) -> Any:
+        return await relayed_dial(dialer, listener, expected)
+
+    def relay(self, listener: Any) -> PeerId | None:
+        return listener.relay.identity.peer_id
+
+
+RELAYED = Relayed(
+    name="quic", make_peer=relayed_peer, queued=_quic_queued,
+    dialer_address=lambda dialer, conn: conn.remote_address, path_kind=PathKind.RELAYED)
+
+TRANSPORTS = [pytest.param(QUIC, id="quic"), pytest.param(TLS, id="tls"),
+              pytest.param(RELAYED, id="relayed")]
 
 
 # --- fixtures ----------------------------------------------------------------------------
@@ -203,10 +224,11 @@ async def test_dial_without_expected_peer_id_learns_it(net: Net, flavour: Transp
 
 async def test_path_is_direct_with_the_remote_address(pair: Pair, flavour: Transport) -> None:
     assert isinstance(pair.client.path, Path)
-    assert pair.client.path == Path(flavour.path_kind, flavour.remote_address(pair.listener))
-    assert pair.client.path.relay is None
+    relay = flavour.relay(pair.listener)  # both ends of a relayed path name the relay
+    assert pair.client.path == Path(flavour.path_kind, flavour.remote_address(pair.listener),
+                                    relay)
     dialer_seen = flavour.dialer_address(pair.dialer, pair.client)
-    assert pair.server.path == Path(flavour.path_kind, dialer_seen)
+    assert pair.server.path == Path(flavour.path_kind, dialer_seen, relay)
     assert pair.server.remote_address == dialer_seen
 
 

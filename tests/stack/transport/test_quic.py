@@ -217,30 +217,50 @@ async def test_idle_timeout_closes_and_keep_alive_prevents_it() -> None:
             await peer.aclose()
 
 
-async def test_server_drops_half_open_handshakes() -> None:
-    """A client that stops after its Initial is closed at the server's handshake timeout."""
-    a = await quic_peer(options=TransportOptions(handshake_timeout=0.3))
-    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE)
+CLIENT = ("10.0.0.1", 4433)
+SERVER = ("10.0.0.2", 4433)
+
+
+def _bare_client(**kwargs) -> QuicConnection:
+    """An aioquic client without a certificate, connecting to ``SERVER`` at virtual 0."""
+    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN],
+                               verify_mode=ssl.CERT_NONE, **kwargs)
     quic = QuicConnection(configuration=config)
-    closed = asyncio.get_running_loop().create_future()
+    quic.connect(SERVER, now=0.0)
+    return quic
 
-    def receive(batch):  # read the server, never answer it
-        for data, addr in batch:
-            quic.receive_datagram(data, addr, now=asyncio.get_running_loop().time())
-        if pending_close_event(quic) is not None and not closed.done():
-            closed.set_result(pending_close_event(quic))
 
-    endpoint = await UdpNetwork().bind(("127.0.0.1", 0), receive)
-    try:
-        quic.connect(a.address, now=asyncio.get_running_loop().time())
-        for data, addr in quic.datagrams_to_send(now=asyncio.get_running_loop().time()):
-            endpoint.send(data, addr)
-        await asyncio.wait_for(closed, T)  # (before the handshake, RFC 9000 10.2.3 strips
-        # the reason phrase, so the counters say why)
-        assert a.transport.handshake_failures == 1 and not a.transport._conns
-    finally:
-        endpoint.close()
-        await a.aclose()
+def _sans_io_server(sent: list, options: TransportOptions) -> QuicTransport:
+    """A server transport on the virtual clock whose datagrams land in ``sent``."""
+    return QuicTransport(
+        send=lambda data, addr: sent.append((data, addr)), clock=current_clock(),
+        options=options, certified=make_certificate(Identity.generate(), time.time()),
+        registry=Registry(options.limits), on_connection=lambda conn: None)
+
+
+def test_server_drops_half_open_handshakes_within_the_amplification_limit() -> None:
+    """A client that sends one Initial and nothing else is dropped at the server's
+    handshake timeout, and its address (never validated) receives at most three times
+    the bytes it sent, through the timeout (RFC 9000 section 8.1): once aioquic's
+    packets have spent that budget the server leaves silently, with no CONNECTION_CLOSE
+    on top."""
+    options = TransportOptions(handshake_timeout=3.0)
+
+    async def main() -> tuple[QuicTransport, list, int]:
+        sent: list = []
+        server = _sans_io_server(sent, options)
+        initial = _bare_client().datagrams_to_send(now=0.0)
+        assert len(initial) == 1
+        server([(initial[0][0], CLIENT)])
+        assert sent and len(server._conns) == 1
+        await asyncio.sleep(options.handshake_timeout + 1.0)  # virtual: past the timeout
+        return server, sent, len(initial[0][0])
+
+    server, sent, received = run_virtual(main())
+    assert server.handshake_failures == 1 and not server._conns
+    assert {addr for _, addr in sent} == {CLIENT}
+    assert sum(len(data) for data, _ in sent) <= 3 * received
+    assert server.stats["amplification_withheld"] >= 1  # the CONNECTION_CLOSE
 
 
 async def test_forged_initials_hold_no_state_and_do_not_lock_out_dialers() -> None:

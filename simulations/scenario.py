@@ -1,0 +1,520 @@
+"""Scenarios for ``p2pstack simulate``: the model, the TOML format, the built-ins (issue 11).
+
+A scenario says what network to build, how its population behaves over time, what work
+it does and what to measure. It is pure data: ``load_scenario`` reads one TOML file (the
+only I/O here), ``parse_scenario`` checks a parsed table, ``builtin`` returns a built-in.
+Every mistake is a ``ScenarioError`` (a ``UsageError``: the CLI prints one line and exits
+2) naming the key, e.g. ``network.nodes: must be an integer >= 2, not 1``.
+
+The format (every key optional; the defaults are the ``dht`` built-in)::
+
+    name = "my-run"              # used in the default output directory
+    description = "..."
+    engine = "dht"               # what runs on each simulated host: the production DHT
+                                 # core and driver ("node": full Nodes, for the NAT and
+                                 # reconnection scenarios, is not implemented yet)
+    seed = 1                     # default seed (``--seed`` overrides it)
+    duration = 120.0             # simulated seconds of the workload phase
+    idle = 120.0                 # simulated seconds of idling at the end (no lookups)
+
+    [network]
+    nodes = 200                  # hosts at the start (node 0, public, founds the DHT)
+    latency = 0.025              # one-way seconds
+    jitter = 0.010               # half-width of the uniform spread around it, seconds
+    loss = 0.0                   # drop probability per datagram, whole run
+    [network.nat]                # fractions per RFC 4787 kind, summing to 1
+    none = 1.0                   # none, full-cone, restricted-cone,
+                                 # port-restricted-cone, symmetric
+
+    [join]
+    spacing = 0.05               # seconds between two initial joins
+    settle = 5.0                 # seconds after the last join, and after publishing
+
+    [workload]
+    publish = true               # every node publishes its signed announcement
+    publish_spread = 30.0        # publishes start uniformly within this many seconds
+    lookups_per_minute = 300.0   # Poisson rate of resolves (random live node -> random
+                                 # live published node) during ``duration``
+    lookup_timeout = 60.0
+
+    [churn]                      # Poisson rates during ``duration`` (0 = none)
+    joins_per_minute = 0.0       # brand-new nodes join (and publish)
+    leaves_per_minute = 0.0      # graceful: the process closes its socket
+    crashes_per_minute = 0.0     # the host drops everything from that moment
+    rejoin_after = 0.0           # a departed node comes back this many seconds later with
+                                 # its identity (new process: empty table, seq + 1);
+                                 # 0 = it stays away
+
+    [partition]                  # split the network during the workload (0 = never)
+    fraction = 0.0               # share of the live nodes cut off from the rest (and from
+                                 # node 0); nodes that join meanwhile are on node 0's side
+    at = 60.0                    # seconds into the workload phase
+    heal_after = 120.0           # seconds until it heals (0 = it never does)
+
+    [measure]
+    bucket = 60.0                # seconds per bucket of the time series
+    plots = ["lookup_latency_cdf", "success_rate", "datagrams_by_kind", "routing_health"]
+
+Phases on the simulated clock: join (node i starts at ``i * spacing``) + settle, publish
+(+ settle), workload (``duration``, with churn), idle. NATed nodes sit each behind its own
+NAT box of their kind and run the DHT in client mode (they cannot be dialed, so they
+must not enter routing tables); node 0 is always public. ``--set KEY=VALUE`` overrides one
+key: a dotted path (``network.loss=0.05``) or a leaf name that is unique (``nodes=10000``);
+VALUE is a TOML value (a bare word is a string).
+
+Extension points: ``ENGINES`` (a new engine, e.g. ``node``), ``SECTIONS`` (a new table,
+e.g. ``[partition]``, with its dataclass), ``BUILTINS`` (a new built-in scenario).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from simulations.nat import NAT_KINDS
+from stack.base.errors import UsageError
+
+__all__ = ["ScenarioError", "Scenario", "NetworkSpec", "JoinSpec", "WorkloadSpec",
+           "ChurnSpec", "PartitionSpec", "MeasureSpec", "PLOTS", "ENGINES", "BUILTINS", "builtin",
+           "load_scenario", "parse_scenario", "to_toml", "apply_overrides", "resolve_scenario"]
+
+PLOTS = ("lookup_latency_cdf", "success_rate", "datagrams_by_kind", "routing_health")
+ENGINES = ("dht",)
+MAX_NODES = 1_000_000
+
+
+class ScenarioError(UsageError):
+    """A scenario that cannot run as written; the message names the key."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    nodes: int = 200
+    latency: float = 0.025
+    jitter: float = 0.010
+    loss: float = 0.0
+    nat: Mapping[str, float] = field(default_factory=lambda: {"none": 1.0})
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    spacing: float = 0.05
+    settle: float = 5.0
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    publish: bool = True
+    publish_spread: float = 30.0
+    lookups_per_minute: float = 300.0
+    lookup_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class ChurnSpec:
+    joins_per_minute: float = 0.0
+    leaves_per_minute: float = 0.0
+    crashes_per_minute: float = 0.0
+    rejoin_after: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.joins_per_minute or self.leaves_per_minute or self.crashes_per_minute)
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    fraction: float = 0.0
+    at: float = 60.0
+    heal_after: float = 120.0
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    bucket: float = 60.0
+    plots: tuple[str, ...] = PLOTS
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str = "dht"
+    description: str = ""
+    engine: str = "dht"
+    seed: int = 1
+    duration: float = 120.0
+    idle: float = 120.0
+    network: NetworkSpec = field(default_factory=NetworkSpec)
+    join: JoinSpec = field(default_factory=JoinSpec)
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    churn: ChurnSpec = field(default_factory=ChurnSpec)
+    partition: PartitionSpec = field(default_factory=PartitionSpec)
+    measure: MeasureSpec = field(default_factory=MeasureSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scenario as a TOML-shaped table (what ``parse_scenario`` reads back)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECTIONS:
+                table = {}
+                for sf in fields(value):
+                    item = getattr(value, sf.name)
+                    table[sf.name] = (dict(item) if isinstance(item, Mapping)
+                                      else list(item) if isinstance(item, tuple) else item)
+                out[f.name] = table
+            else:
+                out[f.name] = value
+        return out
+
+
+def to_toml(scenario: Scenario) -> str:
+    """The scenario as a TOML file that ``load_scenario`` reads back to the same value
+    (``p2pstack simulate SCENARIO --show``: a built-in to copy and edit)."""
+    table = scenario.to_dict()
+    lines = []
+    for key, value in table.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {_toml_literal(value)}")
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines += ["", f"[{key}]"]
+            nested = []
+            for sub, item in value.items():
+                if isinstance(item, dict):
+                    nested.append((sub, item))
+                else:
+                    lines.append(f"{sub} = {_toml_literal(item)}")
+            for sub, item in nested:
+                lines += ["", f"[{key}.{sub}]"]
+                lines += [f"{k} = {_toml_literal(v)}" for k, v in item.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
+    raise TypeError(f"no TOML literal for {value!r}")
+
+
+# ---- checking values: each returns the value or raises ValueError(what was expected) ----
+
+Check = Callable[[Any], Any]
+
+
+def _number(lo: float = 0.0, hi: float = math.inf, *, lo_open: bool = False) -> Check:
+    def check(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
+                or v < lo or v > hi or (lo_open and v == lo):
+            bound = f"> {lo:g}" if lo_open else f">= {lo:g}"
+            raise ValueError(f"must be a number {bound}"
+                             + (f" and <= {hi:g}" if hi < math.inf else ""))
+        return float(v)
+    return check
+
+
+def _integer(lo: int, hi: int) -> Check:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"must be an integer >= {lo} and <= {hi}")
+        return v
+    return check
+
+
+def _boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("must be true or false")
+    return v
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError("must be a string")
+    return v
+
+
+def _name(v: Any) -> str:
+    if not isinstance(v, str) or not v or not all(c.isalnum() or c in "-_." for c in v):
+        raise ValueError("must be a non-empty name of letters, digits, '-', '_' or '.'")
+    return v
+
+
+def _engine(v: Any) -> str:
+    if v not in ENGINES:
+        raise ValueError(f"must be one of {', '.join(ENGINES)}")
+    return str(v)
+
+
+def _plots(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
+        raise ValueError("must be a list of plot names")
+    unknown = [p for p in v if p not in PLOTS]
+    if unknown:
+        raise ValueError(f"unknown plot {unknown[0]!r}; known: {', '.join(PLOTS)}")
+    return tuple(dict.fromkeys(v))
+
+
+def _nat_mix(v: Any) -> dict[str, float]:
+    if not isinstance(v, dict) or not v:
+        raise ValueError(f"must be a table of fractions per NAT kind ({', '.join(NAT_KINDS)})")
+    return v  # each kind is checked (and named) in _parse_nat
+
+
+# section -> (dataclass, {key: check}); top-level scalars under ""
+SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
+    "network": (NetworkSpec, {
+        "nodes": _integer(2, MAX_NODES),
+        "latency": _number(0.0, 60.0),
+        "jitter": _number(0.0, 60.0),
+        "loss": _number(0.0, 0.99),
+        "nat": _nat_mix,
+    }),
+    "join": (JoinSpec, {"spacing": _number(0.0, 3600.0), "settle": _number(0.0, 86400.0)}),
+    "workload": (WorkloadSpec, {
+        "publish": _boolean,
+        "publish_spread": _number(0.0, 86400.0),
+        "lookups_per_minute": _number(0.0, 1e6),
+        "lookup_timeout": _number(0.0, 3600.0, lo_open=True),
+    }),
+    "churn": (ChurnSpec, {
+        "joins_per_minute": _number(0.0, 1e5),
+        "leaves_per_minute": _number(0.0, 1e5),
+        "crashes_per_minute": _number(0.0, 1e5),
+        "rejoin_after": _number(0.0, 86400.0 * 365),
+    }),
+    "partition": (PartitionSpec, {
+        "fraction": _number(0.0, 0.99),
+        "at": _number(0.0, 86400.0 * 365),
+        "heal_after": _number(0.0, 86400.0 * 365),
+    }),
+    "measure": (MeasureSpec, {"bucket": _number(1.0, 86400.0), "plots": _plots}),
+}
+TOP: dict[str, Check] = {
+    "name": _name, "description": _text, "engine": _engine,
+    "seed": _integer(0, 2**63 - 1),
+    "duration": _number(0.0, 86400.0 * 365), "idle": _number(0.0, 86400.0 * 365),
+}
+
+
+def _bad(key: str, problem: str, value: Any = ...) -> ScenarioError:
+    shown = "" if value is ... or "unknown" in problem else f", not {_show(value)}"
+    return ScenarioError(f"{key}: {problem}{shown}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _parse_nat(mix: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for kind, fraction in mix.items():
+        key = f"network.nat.{kind}"
+        if kind not in NAT_KINDS:
+            raise _bad(key, f"unknown NAT kind; known: {', '.join(NAT_KINDS)}")
+        try:
+            out[kind] = _number(0.0, 1.0)(fraction)
+        except ValueError as exc:
+            raise _bad(key, str(exc), fraction) from None
+    total = sum(out.values())
+    if abs(total - 1.0) > 1e-9:
+        raise _bad("network.nat", f"fractions must sum to 1, not {total:g}")
+    return {kind: out[kind] for kind in NAT_KINDS if out.get(kind)}
+
+
+def parse_scenario(table: Mapping[str, Any]) -> Scenario:
+    """A ``Scenario`` from a parsed TOML table; ``ScenarioError`` naming the first bad key."""
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise _bad(key, "must be a table ([" + key + "])", value)
+            values[key] = _parse_section(key, value)
+        elif key in TOP:
+            try:
+                values[key] = TOP[key](value)
+            except ValueError as exc:
+                raise _bad(key, str(exc), value) from None
+        else:
+            raise _bad(key, "unknown key; known: " + ", ".join([*TOP, *SECTIONS]))
+    return Scenario(**values)
+
+
+def _parse_section(section: str, table: dict[str, Any]) -> Any:
+    cls, checks = SECTIONS[section]
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{section}.{key}"
+        if key not in checks:
+            raise _bad(dotted, f"unknown key; known in [{section}]: {', '.join(checks)}")
+        try:
+            values[key] = checks[key](value)
+        except ValueError as exc:
+            raise _bad(dotted, str(exc), value) from None
+        if section == "network" and key == "nat":
+            values[key] = _parse_nat(values[key])
+    return cls(**values)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and check a scenario file (the name defaults to the file's stem)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    table.setdefault("name", _stem_name(path))
+    try:
+        return parse_scenario(table)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+
+
+def _stem_name(path: Path) -> str:
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in path.stem)
+    return name or "scenario"
+
+
+# ---- --set KEY=VALUE -----------------------------------------------------------------
+
+def _leaf_paths() -> dict[str, list[str]]:
+    leaves: dict[str, list[str]] = {}
+    for key in TOP:
+        leaves.setdefault(key, []).append(key)
+    for section, (_cls, checks) in SECTIONS.items():
+        for key in checks:
+            leaves.setdefault(key, []).append(f"{section}.{key}")
+    return leaves
+
+
+def _toml_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word: a string
+
+
+def apply_overrides(table: dict[str, Any], settings: list[str]) -> dict[str, Any]:
+    """``table`` (a scenario's TOML-shaped dict) with each ``KEY=VALUE`` applied."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in table.items()}
+    leaves = _leaf_paths()
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ScenarioError(f"--set {setting!r}: expected KEY=VALUE")
+        head, dot, rest = key.partition(".")
+        if dot and head not in TOP and head not in SECTIONS and len(leaves.get(head, ())) == 1:
+            key = f"{leaves[head][0]}.{rest}"  # nat.none -> network.nat.none
+        elif "." not in key and key not in SECTIONS:
+            paths = leaves.get(key)
+            if paths is None:
+                raise ScenarioError(f"--set {key}: unknown key; use a dotted path "
+                                    "(network.nodes) or one of: " + ", ".join(leaves))
+            if len(paths) > 1:
+                raise ScenarioError(f"--set {key}: ambiguous; say {' or '.join(paths)}")
+            key = paths[0]
+        parts = key.split(".")
+        node: dict[str, Any] = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ScenarioError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a table")
+            else:
+                child = node[part] = dict(child)
+            node = child
+        node[parts[-1]] = _toml_value(text.strip())
+    return out
+
+
+def resolve_scenario(spec: str, settings: Sequence[str] = ()) -> Scenario:
+    """A built-in name or a TOML file path, with ``--set`` overrides applied."""
+    if spec in BUILTINS:
+        table = tomllib.loads(BUILTINS[spec])
+        where = f"built-in {spec}"
+    elif spec.endswith(".toml") or "/" in spec or Path(spec).is_file():
+        base = load_scenario(spec)  # checks the file itself, naming it
+        table = base.to_dict()
+        where = spec
+    else:
+        raise ScenarioError(f"no such scenario {spec!r}: a built-in "
+                            f"({', '.join(BUILTINS)}) or a .toml file")
+    if settings:
+        table = apply_overrides(table, list(settings))
+    try:
+        return parse_scenario(table)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{where}{' with --set' if settings else ''}: {exc}") from None
+
+
+def builtin(name: str) -> Scenario:
+    return parse_scenario(tomllib.loads(BUILTINS[name]))
+
+
+BUILTINS: dict[str, str] = {
+    "dht": """
+name = "dht"
+description = "Join, publish, random lookups, idle: the DHT at rest."
+duration = 120.0
+idle = 120.0
+[network]
+nodes = 200
+latency = 0.025
+jitter = 0.010
+[workload]
+lookups_per_minute = 300.0
+""",
+    "churn": """
+name = "churn"
+description = "Joins, graceful leaves, crashes and rejoins at steady rates while lookups run."
+duration = 600.0
+idle = 60.0
+[network]
+nodes = 200
+latency = 0.025
+jitter = 0.010
+[workload]
+lookups_per_minute = 120.0
+[churn]
+joins_per_minute = 2.0
+leaves_per_minute = 2.0
+crashes_per_minute = 2.0
+rejoin_after = 120.0
+""",
+    "partition": """
+name = "partition"
+description = "A third of the network is cut off for two minutes, then the split heals."
+duration = 360.0
+idle = 60.0
+[network]
+nodes = 200
+latency = 0.025
+jitter = 0.010
+[workload]
+lookups_per_minute = 240.0
+[partition]
+fraction = 0.33
+at = 60.0
+heal_after = 120.0
+[measure]
+bucket = 30.0
+""",
+}
