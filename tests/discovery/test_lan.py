@@ -169,3 +169,22 @@ def test_an_instance_that_changes_its_peer_id_drops_the_old_claim() -> None:
     other = Identity.from_seed(b"c" * 32).peer_id
     peers.record("x", encode_txt([quic("10.1.0.2", other)]), 360, 1.0)
     assert ALICE not in peers.peers and other in peers.peers
+
+
+def test_the_driver_takes_records_at_a_bounded_rate() -> None:
+    """MdnsService.txt_received (what zeroconf's listener calls): past RECORD_RATE per
+    second (burst 2x) records are counted and dropped before any parsing; names that
+    are not DNS names are malformed. No sockets: the service is never run."""
+    from discovery.mdns import RECORD_RATE, MdnsService
+    from stack.base.clock import ManualClock
+
+    clock = ManualClock()
+    service = MdnsService(LanPeers(BOB), clock=clock)
+    rdata = encode_txt([quic("10.1.0.2", ALICE)])
+    for _ in range(1000):
+        service.txt_received("alice", rdata, 360)
+    assert service.stats["records"] == 2 * RECORD_RATE
+    assert service.stats["records_rate_limited"] == 1000 - 2 * RECORD_RATE
+    clock.advance(1.0)
+    service.txt_received("x" * 300, rdata, 360)
+    assert service.stats["malformed"] == 1
