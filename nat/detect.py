@@ -43,7 +43,7 @@ from stack.base.clock import Clock
 from stack.base.net import Address, Datagram, DatagramEndpoint, DatagramNetwork, format_address
 
 from nat.errors import NatUsageError
-from nat.stun.codec import Class, StunDecodeError, decode
+from nat.stun.codec import Class, Decoded, StunDecodeError, decode
 from nat.stun.transaction import (
     BindingError,
     BindingSuccess,
@@ -129,15 +129,19 @@ class NatDetector:
     ``servers``: STUN servers in order of preference. ``local``: the concrete local
     address of the endpoint (not 0.0.0.0: ``nat`` compares against it). ``config``:
     retransmission schedule of every test. ``rng``: for reproducible transaction ids.
+    ``local_ips``: further IPs that are ours (an endpoint bound to a wildcard): a mapped
+    address at one of them with our port is no translation either.
     """
 
     def __init__(self, servers: list[Address], local: Address, *,
                  config: RetransmitConfig | None = None,
-                 rng: random.Random | None = None, test_hairpin: bool = True) -> None:
+                 rng: random.Random | None = None, test_hairpin: bool = True,
+                 local_ips: tuple[str, ...] = ()) -> None:
         if not servers:
             raise NatUsageError("NAT detection needs at least one STUN server")
         self._servers = list(dict.fromkeys(servers))
         self._local = local
+        self._local_ips = frozenset(local_ips) | {local[0]}
         self._client = StunClient(config, rng)
         self._test_hairpin = test_hairpin
         self._tests: dict[bytes, _Test] = {}
@@ -166,6 +170,14 @@ class NatDetector:
         except StunDecodeError as exc:
             self.dropped[exc.reason] += 1
             return
+        self.receive_decoded(decoded, addr, now)
+
+    def receive_decoded(self, decoded: Decoded, addr: Address, now: float) -> None:
+        """Like ``receive`` for a message the caller already decoded (a node's port
+        demultiplexer decodes STUN once and routes it by transaction id)."""
+        if self.report is not None:
+            self.dropped["after-done"] += 1
+            return
         txid = decoded.transaction_id
         if decoded.message.message_class == Class.REQUEST:
             test = self._tests.get(txid)
@@ -180,6 +192,10 @@ class NatDetector:
             return
         self._client.receive_decoded(decoded, addr, now)
         self._advance(now)
+
+    def owns(self, transaction_id: bytes) -> bool:
+        """Is this one of our tests' transactions (where to route a response)?"""
+        return transaction_id in self._tests
 
     def outgoing(self) -> list[tuple[bytes, Address]]:
         return self._client.outgoing()
@@ -294,7 +310,7 @@ class NatDetector:
             self._request("bind", server, now)
         self._next_server = len(self._servers)
         public = res.mapped[primary]
-        if self._test_hairpin and public != self._local:
+        if self._test_hairpin and self._translated(public):
             self._request("hairpin", public, now)
 
     def _finish(self, report: NatReport) -> None:
@@ -316,7 +332,7 @@ class NatDetector:
         res = self._results
         assert res.primary is not None
         public = res.mapped[res.primary]
-        nat = public != self._local
+        nat = self._translated(public)
         notes: list[str] = []
         mapping = self._mapping(nat, notes)
         filtering = self._filtering(notes)
@@ -337,6 +353,10 @@ class NatDetector:
         if mapping == _NOT_EIM:
             mapping = None
         return NatReport(public, nat, mapping, filtering, hairpin, kind, tuple(notes))
+
+    def _translated(self, mapped: Address) -> bool:
+        return mapped != self._local and not (mapped[1] == self._local[1]
+                                              and mapped[0] in self._local_ips)
 
     def _mapping(self, nat: bool, notes: list[str]) -> str | None:
         res = self._results

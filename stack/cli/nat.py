@@ -2,6 +2,11 @@
 
     p2pstack nat --stun HOST:PORT [--stun HOST:PORT ...] [--listen HOST:PORT]
                  [--timeout S] [--json]
+    p2pstack nat [--timeout S] [--json]      (a node runs in the data directory)
+
+Without ``--stun`` the node running in the data directory learns it again on its own
+UDP port (the mapping its QUIC and DHT use) from its ``--stun`` servers, bootstrap and
+DHT nodes, through the control API; the report adds ``notes`` and ``reason``.
 
 Binds one UDP endpoint (default 0.0.0.0:0), runs ``nat.detect`` against the servers in
 the order given, prints the report. ``--timeout`` caps each test (one STUN transaction,
@@ -24,7 +29,8 @@ import structlog
 
 from stack.cli._common import add_json_flag, print_json, seconds
 from stack.base.clock import SystemClock
-from stack.base.errors import RemoteError
+from stack.base.errors import RemoteError, UsageError
+from stack.node.control import ControlClient
 from stack.base.net import Address, UdpNetwork, parse_host_port, resolve_error
 
 from nat.detect import NatReport, detect_on
@@ -37,9 +43,10 @@ log = structlog.get_logger("stack.cli.nat")
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("nat", help="discover the public address and NAT behaviour (STUN)")
-    p.add_argument("--stun", metavar="HOST:PORT", action="append", required=True,
+    p.add_argument("--stun", metavar="HOST:PORT", action="append", default=[],
                    help="a STUN server (repeatable; an RFC 5780 server such as coturn with "
-                        "two addresses gives filtering too). Default port 3478")
+                        "two addresses gives filtering too). Default port 3478. Without: "
+                        "ask the node running in the data directory")
     p.add_argument("--listen", metavar="HOST:PORT", default="0.0.0.0:0",
                    help="local UDP address to test from (default 0.0.0.0:0)")
     p.add_argument("--timeout", metavar="S", type=seconds, default=3.0,
@@ -49,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.stun:
+        return _through_node(args)
     listen = parse_host_port(args.listen)
     servers = [_resolve(parse_host_port(text, DEFAULT_STUN_PORT)) for text in args.stun]
     local_ip = listen[0] if listen[0] != "0.0.0.0" else _route_source_ip(servers[0])
@@ -65,6 +74,28 @@ def run(args: argparse.Namespace) -> int:
         print("p2pstack: no STUN server answered" if report.type == "udp-blocked"
               else "p2pstack: every STUN server answered with an error", file=sys.stderr)
         return 1
+    return 0
+
+
+def _through_node(args: argparse.Namespace) -> int:
+    client = ControlClient.open(args.data_dir)
+    if client is None:
+        raise UsageError("give --stun HOST:PORT, or run 'p2pstack node' in this data "
+                         "directory to ask it")
+    with client:
+        report = client.call("nat", {}, timeout=75.0)  # the node caps it at 60 s
+    if args.json:
+        print_json(report)
+    else:
+        width = max(len(k) for k in report)
+        for key, value in report.items():
+            if key == "notes":
+                continue
+            shown = "null (untested)" if value is None else str(value).lower() \
+                if isinstance(value, bool) else value
+            print(f"{key.replace('_', ' '):<{width}}  {shown}")
+        for note in report.get("notes", []):
+            print(f"note: {note}")
     return 0
 
 

@@ -37,6 +37,7 @@ from stack.cli._common import add_json_flag, print_json, seconds
 from stack.node import Node, operations
 from stack.node.config import DEFAULT_PORT, NodeConfig
 from stack.node.control import ControlClient
+from stack.node.natinfo import DEFAULT_STUN_PORT
 from stack.node.protocols.echo import MAX_ECHO
 
 __all__ = ["register", "running_node", "add_standalone_flag", "add_bootstrap_flag",
@@ -59,8 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not advertise or browse the local network with multicast DNS")
     add_bootstrap_flag(p, "join the DHT through this node")
     p.add_argument("--dht-mode", choices=["auto", "server", "client"], default="auto",
-                   help="auto (default): serve the DHT if the bootstrap node can dial us "
-                        "back; client: query only, stay out of others' routing tables")
+                   help="auto (default): serve the DHT if a peer at another IP than the "
+                        "bootstrap node's can dial us back and our NAT does not filter; "
+                        "client: query only, stay out of others' routing tables")
     p.add_argument("--relay-service", choices=["off", "limited", "full"], default="limited",
                    help="serve circuit relay to others: limited (default; libp2p's limits: "
                         "2 min and 128 KiB per circuit), full (a dedicated relay: no caps, "
@@ -69,6 +71,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reserve a slot on this relay (multiaddr, ideally with /p2p/ID; "
                         "repeatable) and announce our address through it: for a node "
                         "others cannot dial")
+    p.add_argument("--stun", action="append", default=[], metavar="HOST:PORT",
+                   help="a STUN server to learn our NAT behaviour from (repeatable; an "
+                        "RFC 5780 server such as coturn gives filtering too; default port "
+                        "3478), asked before the bootstrap and DHT nodes, which serve STUN "
+                        "on their port")
+    p.add_argument("--keepalive", type=_keepalive, default=25.0, metavar="S",
+                   help="seconds between NAT keepalives to a few DHT neighbours while "
+                        "behind a NAT (default 25, at most 25 s is sensible; 0: off)")
     add_json_flag(p)
     p.set_defaults(handler=run_node)
 
@@ -110,6 +120,23 @@ def bootstrap_addrs(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(args.bootstrap)
 
 
+def _keepalive(text: str) -> float:
+    """An argparse type: positive seconds, or 0 for off."""
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass
+    return seconds(text)
+
+
+def _stun_servers(args: argparse.Namespace) -> tuple[str, ...]:
+    """The ``--stun`` values, checked now so a typo is a usage error (exit 2)."""
+    for text in args.stun:
+        parse_host_port(text, DEFAULT_STUN_PORT)
+    return tuple(args.stun)
+
+
 def _config(args: argparse.Namespace, **overrides: Any) -> NodeConfig:
     return NodeConfig(data_dir=args.data_dir, listen=parse_host_port(args.listen), **overrides)
 
@@ -124,7 +151,9 @@ def run_node(args: argparse.Namespace) -> int:
                      tls=not args.no_tls, bootstrap=bootstrap_addrs(args),
                      mdns=not args.no_mdns,
                      dht_server={"auto": None, "server": True, "client": False}[args.dht_mode],
-                     relay_service=args.relay_service, relays=tuple(args.relay))
+                     relay_service=args.relay_service, relays=tuple(args.relay),
+                     stun_servers=_stun_servers(args),
+                     keepalive=args.keepalive or None)
     return asyncio.run(_serve(config, args.json))
 
 

@@ -50,6 +50,17 @@ def _text(r: dict[str, Any]) -> str:
     reach = {True: "yes", False: "no", None: "not probed"}[nat["publicly_reachable"]]
     lines.append(f"observed:     {nat['observed_address'] or '-'} "
                  f"(reachable by dial-back: {reach})")
+    behaviour = nat.get("behaviour")
+    if behaviour is None:
+        lines.append("nat:          not learned yet")
+    else:
+        lines.append(f"nat:          {behaviour['type'] or 'type unknown'} (mapping "
+                     f"{behaviour['mapping'] or '?'}, filtering {behaviour['filtering'] or '?'}"
+                     f", public {behaviour['public_address'] or '-'})")
+    keepalive = nat.get("keepalive")
+    if keepalive is not None and keepalive["targets"]:
+        lines.append(f"keepalive:    every {keepalive['interval_s']:g} s to "
+                     f"{len(keepalive['targets'])} peers")
     dht = r["dht"]
     if dht is None:
         lines.append("dht:          off")

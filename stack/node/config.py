@@ -42,8 +42,10 @@ class NodeConfig:
     bootstrap        DHT nodes to join through: multiaddrs or HOST:PORT of their UDP
                      port; empty: this node is the first node of a new network
     dht_server       None (auto): the first node of a network is a DHT server; a joining
-                     node first connects to its bootstrap node over QUIC, which dials it
-                     back (seed 000, AutoNAT-style), and serves only if that worked.
+                     node first connects to its bootstrap node over QUIC, which has a
+                     peer at another IP dial it back (AutoNAT v2 style; with no NAT the
+                     bootstrap node's own dial-back, seed 000, suffices), and serves only
+                     if that worked and its NAT report shows no filtering NAT.
                      False: query the DHT but never enter others' routing tables (a node
                      that is not publicly reachable); True: always a full DHT node
     publish          sign our announcement (seed 004, next persisted sequence number)
@@ -73,6 +75,12 @@ class NodeConfig:
                      LAN address first. Off by default for library users and tests (it
                      binds UDP 5353 and multicasts on every interface); ``p2pstack node``
                      turns it on unless ``--no-mdns``
+    stun_servers     extra STUN servers (``HOST:PORT``, default port 3478; coturn-style
+                     RFC 5780 servers tell filtering too) asked before the bootstrap and
+                     DHT nodes when the node learns its NAT behaviour (``stack.node.natinfo``)
+    keepalive        seconds between NAT keepalives to a few DHT neighbours while behind
+                     a NAT (``stack.node.keepalive``; at most 25 s); None: off
+    keepalive_peers  how many DHT neighbours those keepalives go to
     """
 
     data_dir: Path
@@ -104,3 +112,6 @@ class NodeConfig:
     relay_service: str = "off"
     relay_limits: RelayLimits | None = None
     relays: tuple[str, ...] = ()
+    stun_servers: tuple[str, ...] = ()
+    keepalive: float | None = 25.0
+    keepalive_peers: int = 3

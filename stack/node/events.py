@@ -27,8 +27,9 @@ from stack.store.trust import Outcome
 
 __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityReceived",
            "DialbackResult", "DialbackRole", "AnnouncementPublished", "ServiceFailed",
-           "ControlRequest", "ControlOutcome", "RelayReservation", "NodeEvent", "EventBus",
-           "EventWaiter", "EVENT_NAMES"]
+           "ControlRequest", "ControlOutcome", "RelayReservation", "NatReported",
+           "ReachabilityChecked", "MappingChanged", "NodeEvent", "EventBus", "EventWaiter",
+           "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
 
@@ -104,6 +105,48 @@ class ServiceFailed:
     retry_in: float
 
 
+@dataclass(frozen=True)
+class NatReported:
+    """NAT behaviour discovery (RFC 5780, ``nat.detect``) ran on the node's own UDP port.
+
+    The fields are ``nat.detect.NatReport``'s (addresses as ``HOST:PORT``; RFC 4787
+    words for ``mapping`` / ``filtering``; None where untestable, ``notes`` say why).
+    ``servers``: STUN servers asked; ``reason``: why it ran (``start``, ``join``,
+    ``asked``, ``mapping-changed``, ``refresh``)."""
+    public_address: str | None
+    nat: bool | None
+    mapping: str | None
+    filtering: str | None
+    hairpin: bool | None
+    type: str | None
+    notes: tuple[str, ...]
+    servers: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReachabilityChecked:
+    """A third-party dial-back (AutoNAT v2 style): we asked ``asked`` to have another
+    peer dial us. ``ok``: our nonce arrived over a connection from ``from_address``, an
+    IP other than ``asked``'s; False: it did not (``error`` says what the peers said)."""
+    asked: PeerId
+    ok: bool
+    helper: PeerId | None
+    from_address: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class MappingChanged:
+    """A keepalive answer showed our NAT mapping toward ``target`` moved from ``old`` to
+    ``new`` (the NAT forgot it, or rebooted). ``interval`` is the keepalive interval in
+    force from now on (seconds)."""
+    target: str
+    old: str
+    new: str
+    interval: float
+
+
 class ControlOutcome(StrEnum):
     OK = "ok"                # answered with a result
     ERROR = "error"          # answered with a named error
@@ -134,7 +177,7 @@ class RelayReservation:
 
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
-             | RelayReservation)
+             | RelayReservation | NatReported | ReachabilityChecked | MappingChanged)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -143,6 +186,8 @@ EVENT_NAMES: dict[type, str] = {
     DialbackResult: "dialback.result", AnnouncementPublished: "dht.published",
     ServiceFailed: "service.failed", ControlRequest: "control.request",
     RelayReservation: "relay.reservation",
+    NatReported: "nat.report", ReachabilityChecked: "autonat.result",
+    MappingChanged: "nat.mapping_changed",
 }
 
 E = TypeVar("E")

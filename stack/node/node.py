@@ -44,6 +44,13 @@ each (``relay.reservation <addr>`` services) and announces its relayed addresses
 its listen addresses. ``connect`` dials a p2p-circuit address through the relay, and a
 peer id through the relayed addresses it knows or the DHT announces once the direct ones
 failed; the connection's path is RELAYED (``protocols.relay``).
+
+NAT (issue 9 section 1): ``stack.node.natinfo`` learns our NAT behaviour on our own UDP
+port at start, after joining and on ``detect_nat()`` (``nat.report`` events, ``status``);
+``stack.node.keepalive`` keeps the mapping alive while behind a NAT (service
+``nat.keepalive``). In auto mode a joiner serves the DHT only if a *third* node's IP
+dialed it back (``protocols.autonat.AutoNat``; with no NAT, the bootstrap node's own
+dial-back suffices) and its NAT report does not show a filtering NAT.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ import contextlib
 import functools
 import os
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
@@ -78,14 +85,17 @@ from nat.errors import RelayRefused
 from nat.relay.client import ActiveReservation, ReservationKeeper
 from nat.relay.limits import RelayLimits, RelayMode
 from nat.relay.server import RelayServer
+from nat.detect import NatReport
 from stack.node import operations
 from stack.node.config import NodeConfig
+from stack.node.keepalive import Keepalive
+from stack.node.natinfo import NatInfo, NodeNat, vetoes_server
 from stack.node.control import ControlServer, Method, socket_path
 from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
                                DialbackResult, DialbackRole, EventBus, EventWaiter,
                                IdentityReceived, NodeEvent, RelayReservation, ServiceFailed,
                                TrustChecked)
-from stack.node.protocols.autonat import DialBack
+from stack.node.protocols.autonat import AutoNat, DialBack, Helper
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
 from stack.node.protocols.ping import PROTO_PING, PingProtocol, ping_once
@@ -107,6 +117,9 @@ __all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustCh
 log = structlog.get_logger("p2pstack.node")
 
 ADDRESS_CHECK_INTERVAL = 60.0  # seconds between checks that our addresses are unchanged
+# A dial by peer id starts its next address this long after the last, unless that one
+# failed first (RFC 8305 suggests 250 ms; go-libp2p delays relayed addresses 500 ms).
+DIAL_STAGGER = 0.25
 OBSERVERS_TO_CONFIRM = 2       # peer IPs that must report one observed address
 MAX_OBSERVED = 16              # observed addresses remembered, confirmed or not
 LAN_DIALS = 3                  # mDNS-claimed addresses tried per dial by peer id
@@ -172,6 +185,9 @@ class Node:
         self._table_at_put = 0             # our routing-table size at that put
         # Did a dial-back from our bootstrap node reach us (None: not probed)?
         self.publicly_reachable: bool | None = None
+        self.nat: NodeNat | None = None            # our NAT's behaviour and keepalives
+        self.natinfo: NatInfo | None = None        # (its parts; after start)
+        self.keepalive: Keepalive | None = None
         self.control: ControlServer | None = None
         self._started_at = 0.0
         self.mdns: MdnsService | None = None  # LAN discovery (config.mdns)
@@ -189,7 +205,14 @@ class Node:
             handshake_timeout=self.options.handshake_timeout,
             verdict_timeout=self.config.dial_back_timeout + self.options.handshake_timeout + 5,
             dial_back=dial_back, spawn=self.supervisor.spawn, on_observed=self._learn_observed)
-        for protocol in (self.identify, PingProtocol(), EchoProtocol()):
+        self.autonat = AutoNat(transport_for=self._dial_back_transport,
+                               connect=self._connect_helper, helpers=self._autonat_helpers,
+                               own_ips=self._own_ips, clock=self.clock, events=self.events,
+                               timeout=self.config.dial_back_timeout,
+                               connect_timeout=self.options.handshake_timeout)
+        autonat = self.autonat.protocols if self.config.dial_back else \
+            self.autonat.client_protocols
+        for protocol in (self.identify, PingProtocol(), EchoProtocol(), *autonat):
             router.add(protocol)
         self._add_relay_protocols(router)
         return router
@@ -298,6 +321,11 @@ class Node:
         self._started_at = self.clock.monotonic()
         self._started = True
         self._start_relays()
+        self.supervisor.spawn(self.detect_nat("start"))
+        if self.nat is not None:
+            self.supervisor.run("nat.watch", self.nat.watch)
+        if self.keepalive is not None:
+            self.supervisor.run("nat.keepalive", self.keepalive.service)
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
     async def _start_parts(self) -> None:
@@ -326,6 +354,7 @@ class Node:
                                       registry=self.registry, on_connection=self._accepted,
                                       verifier=self.verifier)
             self.demux.register_quic(self.quic)
+        self._start_natinfo()
         if self.config.stun_server:
             self._start_stun()
         if self.config.dht:
@@ -360,9 +389,47 @@ class Node:
         from nat.stun.service import StunService
         assert self.endpoint is not None
         local = self.endpoint.local_address
-        self.stun = StunService(StunServer(ServerConfig(primary=local)), self.clock)
+        assert self.natinfo is not None
+        self.stun = StunService(StunServer(ServerConfig(primary=local)), self.clock,
+                                on_response=self.natinfo.on_stun_response)
         self.stun.add_endpoint(self.endpoint)
         self.demux.register_stun(self.stun.receiver(local))
+
+    def _start_natinfo(self) -> None:
+        """NAT discovery and keepalives on our own port (``natinfo.NodeNat``)."""
+        self.nat = NodeNat(self)
+        self.natinfo, self.keepalive = self.nat.info, self.nat.keepalive
+
+    async def detect_nat(self, reason: str = "asked") -> NatReport | None:
+        """Learn our NAT behaviour now (RFC 5780 on our own UDP port) from
+        ``config.stun_servers``, our bootstrap nodes and a few DHT servers on distinct
+        IPs; emits ``NatReported``. None when there is no server to ask."""
+        if self.nat is None:
+            raise LocalError("node is not started")
+        return await self.nat.detect(reason)
+
+    async def bootstrap_addresses(self) -> list[Address]:
+        """``config.bootstrap`` resolved (once)."""
+        if not self._bootstrap_addrs:
+            self._bootstrap_addrs = [await self._network.resolve(parse_address(t).address)
+                                     for t in self.config.bootstrap]
+        return self._bootstrap_addrs
+
+    async def resolve_udp(self, addr: Address) -> Address:
+        """``addr`` with its host name resolved through the network seam."""
+        return await self._network.resolve(addr)
+
+    def _autonat_helpers(self, conn: Connection) -> list[Helper]:
+        """Who may dial ``conn``'s peer back for us: verified DHT contacts near it."""
+        if self.dht is None:
+            return []
+        table = self.dht.core.table
+        near = table.closest(int.from_bytes(conn.peer_id.dht_key, "big"), 8, True)
+        return [Helper(PeerId.from_bytes(c.peer_id), c.addr) for c in near]
+
+    async def _connect_helper(self, helper: Helper) -> Connection:
+        return await self.connect(PeerAddress(*helper.address, "quic", helper.peer_id),
+                                  identify=False)
 
     async def _start_control(self) -> None:
         methods: dict[str, Method] = {
@@ -372,6 +439,7 @@ class Node:
             "lookup": lambda params: operations.lookup(self, **params),
             "discover": lambda params: operations.discover(self, **params),
             "sign_announcement": lambda params: operations.sign_announcement(self, **params),
+            "nat": lambda params: operations.nat(self, **params),
         }
         control = ControlServer(socket_path(self.config.data_dir),
                                 {name: _checked(name, m) for name, m in methods.items()},
@@ -406,21 +474,23 @@ class Node:
         dht = self._dht()
         peers = 0
         if self.config.bootstrap:
-            addrs = [await self._network.resolve(parse_address(text).address)
-                     for text in self.config.bootstrap]
-            self._bootstrap_addrs = addrs
+            addrs = await self.bootstrap_addresses()
             if self.config.dht_server is None:
                 dht.core.set_server(await self._probe_reachability(addrs[0]))
             peers = await dht.bootstrap(addrs, timeout)
+            self.supervisor.spawn(self.detect_nat("join"))  # DHT servers on more IPs
         if self.config.publish:
             dht.set_record_source(self._sign_announcement)
             self.supervisor.run("dht.publisher", lambda: self._keep_published(timeout))
         return peers
 
     async def _probe_reachability(self, addr: Address) -> bool:
-        """Are we publicly reachable? Connect to ``addr`` over QUIC and wait for its
-        dial-back verdict (seed 000). Only a node others can reach may enter their DHT
-        routing tables; anything short of a successful dial-back says no."""
+        """Are we publicly reachable? Connect to ``addr`` over QUIC, ask it for a
+        dial-back from a third node's IP (``AutoNat.probe``: our nonce must arrive from
+        an IP other than ``addr``'s) and wait for its own dial-back verdict (seed 000),
+        which counts only when our NAT report shows no translation. A NAT report that
+        ``vetoes_server`` says no whatever the dial-backs said. Only a node others can
+        reach may enter their DHT routing tables; anything short of that says no."""
         reachable = False
         if self.quic is not None:
             verdict = self.next_event(DialbackResult, role=DialbackRole.DIALER,
@@ -429,8 +499,12 @@ class Node:
             try:
                 async with asyncio.timeout(self.options.handshake_timeout):
                     conn = await self.connect(PeerAddress(*addr, "quic"))
+                third = await self.autonat.probe(conn)  # a dial-back from a third IP
                 event = await verdict
-                reachable = event.ok is True and event.peer_id == conn.peer_id
+                reachable = third.ok or (event.ok is True and event.peer_id == conn.peer_id
+                                         and self.nat is not None and await self.nat.no_nat())
+                reachable = reachable and not vetoes_server(
+                    None if self.natinfo is None else self.natinfo.report)
                 conn.abort("reachability probe done")
             except (StackError, TimeoutError) as exc:
                 log.info("dht.reachability_probe_failed", address=_addr_text(addr),
@@ -593,6 +667,10 @@ class Node:
         ips = [ip for ip in self._network.local_ips() if not ip.startswith("127.")]
         return ips or ["127.0.0.1"]
 
+    def own_ips(self) -> list[str]:
+        """The IPs our UDP port is bound to (the interfaces' for a wildcard bind)."""
+        return self._own_ips()
+
     def _own_ips(self) -> list[str]:
         host = self.udp_address[0]
         return self._network.local_ips() if host == "0.0.0.0" else [host]
@@ -750,7 +828,8 @@ class Node:
         proved first), then those of its DHT announcement. ``DialFailed`` lists every
         address tried and why it failed."""
         assert target.peer_id is not None
-        entry = await self.trust.get_async(target.peer_id)  # read off the loop
+        peer = target.peer_id
+        entry = await self.trust.get_async(peer)  # read off the loop
         known = list(reversed(entry.addresses)) if entry is not None else []
         if entry is not None and entry.reachable and entry.dialback_address:
             known.insert(0, entry.dialback_address)  # proven by our dial-back
@@ -760,18 +839,26 @@ class Node:
                                          tried)) is not None:
             return conn  # what mDNS claims on our link first: the LAN path beats the rest
 
+        tried_relayed: set[str] = set()
+
         async def dial(candidates: list[str]) -> Connection | None:
+            """Race the direct addresses among ``candidates``, then (joining the race
+            after them, DIAL_STAGGER apart) its relayed ones."""
+            dials: list[tuple[str, Callable[[], Awaitable[Connection]]]] = []
             for text in _dialable(candidates, name):
                 address = parse_address(text).address
-                if address in tried:
-                    continue
-                tried.add(address)
-                try:
-                    return await self.connect(PeerAddress(*address, name, target.peer_id),
-                                              identify=identify)
-                except TransportError as exc:
-                    attempts.append((_addr_text(address), exc))
-            return None
+                if address not in tried:
+                    tried.add(address)
+                    dials.append((_addr_text(address), functools.partial(
+                        self.connect, PeerAddress(*address, name, peer),
+                        identify=identify)))
+            for text in _relayed(candidates, peer):
+                # not through ourselves: we are its relay (the reservation's connection)
+                if text not in tried_relayed and parse_address(text).relay != self.peer_id:
+                    tried_relayed.add(text)
+                    dials.append((text, functools.partial(self.connect, text,
+                                                          identify=identify)))
+            return await _race(dials, DIAL_STAGGER, attempts)
 
         if (conn := await dial(known)) is not None:
             return conn
@@ -780,21 +867,12 @@ class Node:
             try:
                 announcement = await self.resolve(target.peer_id)
             except (RecordNotFound, DhtTimeout) as exc:
-                if not attempts and not _relayed(known, target.peer_id):
+                if not attempts:
                     raise
                 attempts.append(("DHT lookup", exc))
             else:
                 if (conn := await dial(list(announcement.addrs))) is not None:
                     return conn
-                known = [*announcement.addrs, *known]
-        # No direct address worked (or the peer announced none): through its relays.
-        for text in _relayed(known, target.peer_id):
-            if parse_address(text).relay == self.peer_id:
-                continue  # through ourselves: we are its relay (the reservation's connection)
-            try:
-                return await self.connect(text, identify=identify)
-            except (TransportError, RelayRefused) as exc:
-                attempts.append((text, exc))
         if not attempts:
             raise LocalError(f"no known address for {target.peer_id}; "
                              "dial a multiaddr or HOST:PORT first, or use --bootstrap")
@@ -1002,6 +1080,45 @@ def _dialable(candidates: list[str], transport: str) -> list[str]:
     if all(loopback for _, loopback in parsed):
         return [text for text, _ in parsed]
     return [text for text, loopback in parsed if not loopback]
+
+
+async def _race(dials: list[tuple[str, Callable[[], Awaitable[Connection]]]],
+                stagger: float, attempts: list[tuple[str, Exception]]) -> Connection | None:
+    """The first of ``dials`` (label, start) to connect, or None; each failure is added
+    to ``attempts``. Dials start in order, the next ``stagger`` seconds after the last
+    (or at once when one fails), so a dead address first costs ``stagger``, not a whole
+    handshake timeout (Happy Eyeballs, RFC 8305). The losers are cancelled, and one that
+    connected anyway is closed."""
+    pending: dict[asyncio.Task[Connection], str] = {}
+    queue = list(dials)
+    winner: Connection | None = None
+    try:
+        while winner is None and (queue or pending):
+            if queue:
+                label, start = queue.pop(0)
+                pending[asyncio.ensure_future(start())] = label
+            done, _ = await asyncio.wait(pending, timeout=stagger if queue else None,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                label = pending.pop(task)
+                exc = task.exception()
+                if exc is None:
+                    if winner is None:
+                        winner = task.result()
+                    else:
+                        task.result().abort("a faster dial won")
+                elif isinstance(exc, (TransportError, RelayRefused)):
+                    attempts.append((label, exc))
+                else:
+                    raise exc
+    finally:
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(BaseException):
+                late = await task
+                late.abort("a faster dial won")
+    return winner
 
 
 def _relayed(candidates: list[str], peer_id: PeerId) -> list[str]:

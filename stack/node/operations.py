@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from stack.node.node import Node
 
 __all__ = ["connect", "ping", "lookup", "discover", "discovered", "status",
-           "sign_announcement", "DIALBACK_WAIT"]
+           "sign_announcement", "nat", "DIALBACK_WAIT"]
 
 DIALBACK_WAIT = 6.0  # at most this long for the peer's dial-back verdict after an echo
 T = TypeVar("T")
@@ -151,6 +151,18 @@ async def sign_announcement(node: Node, *, addrs: list[str] | None = None,
             "record": base64.b64encode(data).decode()}
 
 
+async def nat(node: Node, *, timeout: float = 60.0) -> dict[str, Any]:
+    """Learn the node's NAT behaviour again, now, on its own UDP port (``detect_nat``);
+    the report as ``status`` shows it (``LocalError`` when there is no server to ask)."""
+    timeout = _check_timeout(timeout)
+    if await _within(timeout, node.detect_nat("asked")) is None:
+        raise LocalError("no STUN server to ask: start the node with --stun or --bootstrap")
+    assert node.natinfo is not None
+    behaviour = node.natinfo.to_json()
+    assert behaviour is not None
+    return behaviour
+
+
 def status(node: Node) -> dict[str, Any]:
     """The node's state: who it is, where it listens, what it announces, what it knows
     of its NAT, its DHT and its connections."""
@@ -167,13 +179,14 @@ def status(node: Node) -> dict[str, Any]:
                            else format_address(node.tls_address))},
         "addrs": node.addrs(),
         "announced": list(node.announced_addrs()),
-        # What the node knows of its NAT today: the address peers saw (announced once
-        # confirmed) and whether a dial-back reached it. NAT behaviour discovery in the
-        # running node comes with the traversal issue; until then "behaviour" is null.
+        # What the node knows of its NAT: the address peers saw (announced once
+        # confirmed), whether a dial-back reached it, the RFC 5780 report of its own
+        # port (null until the first run) and its keepalives (null when off).
         "nat": {"observed_address": (None if node.observed_address is None
                                      else format_address(node.observed_address)),
                 "publicly_reachable": node.publicly_reachable,
-                "behaviour": None},
+                "behaviour": None if node.natinfo is None else node.natinfo.to_json(),
+                "keepalive": None if node.keepalive is None else node.keepalive.to_json()},
         "dht": None if dht is None else {
             "mode": "server" if dht.core.server else "client",
             "table_size": len(dht.core.table),

@@ -285,6 +285,11 @@ class QuicTransport:
         self._retry_secret = os.urandom(32)         # keys this transport's Retry tokens
 
     @property
+    def connections(self) -> list[QuicConn]:
+        """Connections not closed yet, handshakes in progress included (both ways)."""
+        return [conn for conn in self._conns if not conn.closed]
+
+    @property
     def half_open(self) -> int:
         """Inbound handshakes in progress (what the Retry threshold is compared with)."""
         return self._half_open_total
@@ -331,6 +336,9 @@ class QuicTransport:
         self._rearm()
         try:
             await asyncio.wait_for(asyncio.shield(conn.established), self.options.handshake_timeout)
+        except asyncio.CancelledError:  # a raced dial that lost: leave no half-open state
+            conn.abort("dial cancelled")
+            raise
         except TimeoutError:
             conn.abort("handshake timeout")
             raise HandshakeTimeout(f"no QUIC handshake with {addr[0]}:{addr[1]} "

@@ -499,7 +499,12 @@ class TlsTransport:
         except OSError as exc:
             raise HandshakeFailed(f"cannot connect to {addr[0]}:{addr[1]}: "
                                   f"{exc.strerror or exc}") from None
-        return await proto.established
+        try:
+            return await proto.established
+        except asyncio.CancelledError:  # a raced dial that lost: close the TCP connection
+            if proto.transport is not None:
+                proto.transport.abort()
+            raise
 
     async def close(self, grace: float = 1.0) -> None:
         self._closed = True

@@ -105,7 +105,7 @@ def test_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str],
     assert err.count("\n") == 1  # one line, not the usage block
 
 
-def test_missing_stun_flag_exits_2(tmp_path) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["--data-dir", str(tmp_path), "nat"])
-    assert info.value.code == 2
+def test_missing_stun_flag_exits_2(tmp_path, capsys) -> None:
+    """No --stun and no node running in the data directory to ask: a usage error."""
+    assert main(["--data-dir", str(tmp_path), "nat"]) == 2
+    assert "give --stun HOST:PORT" in capsys.readouterr().err

@@ -183,3 +183,33 @@ def test_half_rfc5780_servers_report_what_they_can(config, kind, mapping, filter
     assert (report.mapping, report.filtering, report.type) == (mapping, filtering, name), report
     assert report.nat is True
     assert bool(report.notes) is (None in (mapping, filtering, name))  # says why
+
+
+def test_a_wildcard_bind_at_one_of_our_ips_is_no_nat_and_decoded_input_routes() -> None:
+    """``local_ips``: bound to 0.0.0.0, the mapped address is one of our own IPs with our
+    port: no translation, so no hairpin test. ``owns`` names our transactions, and
+    ``receive_decoded`` takes what a node's port demultiplexer decoded already."""
+    d = NatDetector([S1], ("0.0.0.0", 5000), config=FAST, rng=random.Random(3),
+                    local_ips=("10.0.0.2", "127.0.0.1"))
+    d.start(0.0)
+    [(data, dest)] = d.outgoing()
+    txid = decode(data).transaction_id
+    assert dest == S1 and d.owns(txid) and not d.owns(b"x" * 12)
+    answer = encode(Message(Method.BINDING, Class.RESPONSE, txid,
+                            {"XOR-MAPPED-ADDRESS": LOCAL}))
+    d.receive_decoded(decode(answer), S1, 0.05)
+    assert d.outgoing() == []  # no hairpin probe without a NAT
+    report = d.report
+    assert report is not None and report.nat is False and report.type == "open"
+    assert not d.owns(txid)
+    # the same answer at another port of that IP is a translation
+    d2 = NatDetector([S1], ("0.0.0.0", 5000), config=FAST, rng=random.Random(3),
+                     local_ips=("10.0.0.2",))
+    d2.start(0.0)
+    [(data, _)] = d2.outgoing()
+    d2.receive_decoded(decode(encode(Message(Method.BINDING, Class.RESPONSE,
+                                             decode(data).transaction_id,
+                                             {"XOR-MAPPED-ADDRESS": ("10.0.0.2", 6000)}))),
+                       S1, 0.05)
+    run_timers(d2)
+    assert d2.report is not None and d2.report.nat is True

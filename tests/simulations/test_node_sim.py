@@ -12,21 +12,22 @@ only.
 What the runs show about AutoNAT (``NodeConfig.dht_server=None``), for a node behind
 each NAT kind joining through a public bootstrap node. The node dials the bootstrap node
 over QUIC from its shared UDP port; the bootstrap node dials back to the address it
-observed (the NAT's mapping of that port) from a *fresh* UDP port of its own, so that a
-filter that only admits the IP and port we sent to does not fake reachability:
+observed (the NAT's mapping of that port) from a *fresh* UDP port of its own (seed 000's
+verdict), and asks a *third* node, at another IP, to dial it as well (issue 9 section 1,
+``protocols.autonat.AutoNat``). Only the third node's dial-back makes a server:
 
-==========================  ======  ===========================================
-NAT kind                    server  why
-==========================  ======  ===========================================
-none                        yes     reachable
-full-cone (EIM + EIF)       yes     reachable by anyone: right
-restricted-cone (EIM+ADF)   yes     the filter admits the bootstrap node's IP
-                                    from any port; other IPs are filtered: a
-                                    false positive (needs a dial-back from a
-                                    third node's IP; xfail below)
-port-restricted (EIM+APDF)  no      the fresh port is filtered: right
-symmetric (APDM + APDF)     no      filtered as well: right
-==========================  ======  ===========================================
+==========================  ========  ======  =====================================
+NAT kind                    dial-back server  why
+                            (boot.)
+==========================  ========  ======  =====================================
+none                        ok        yes     reachable
+full-cone (EIM + EIF)       ok        yes     reachable by anyone: right
+restricted-cone (EIM+ADF)   ok        no      the filter admits the bootstrap
+                                              node's IP from any port, but the
+                                              third node's IP is filtered: right
+port-restricted (EIM+APDF)  fails     no      the fresh port is filtered: right
+symmetric (APDM + APDF)     fails     no      filtered as well: right
+==========================  ========  ======  =====================================
 
 A NATed node announces the public address its bootstrap node observed (identify's
 observed address) ahead of its private one, so a public node can dial a full-cone node
@@ -49,6 +50,11 @@ from stack.node.config import NodeConfig
 from stack.store.stores import Stores
 from stack.base.identity import Identity
 from stack.node import ADDRESS_CHECK_INTERVAL, AnnouncementPublished, Node
+from stack.node import operations
+from stack.node.events import NatReported
+from stack.transport.errors import TransportError
+from nat.stun.server import ServerConfig
+from nat.stun.service import serve
 
 PORT = 39001
 BOOT = f"198.51.100.1:{PORT}"
@@ -182,9 +188,10 @@ def test_same_seed_same_run(tmp_path):
 
 # ---------------------------------------------------------------------- NAT kinds
 
-# AutoNAT outcome observed per kind (see the module docstring for why).
-OBSERVED_SERVER = {"none": True, "full-cone": True, "restricted-cone": True,
-                   "port-restricted-cone": False, "symmetric": False}
+# The bootstrap node's own dial-back verdict and the DHT mode per kind (module docstring).
+OBSERVED_DIALBACK = {"none": True, "full-cone": True, "restricted-cone": True,
+                     "port-restricted-cone": False, "symmetric": False}
+OBSERVED_SERVER = {**OBSERVED_DIALBACK, "restricted-cone": False}
 
 
 async def _nat_network(sim: Sim, public: int = 8) -> tuple[list[Node], dict[str, Node]]:
@@ -213,7 +220,7 @@ def test_autonat_outcome_per_nat_kind_and_nated_nodes_publish(tmp_path):
         # The joiner heard the verdict: dialed back at its NAT's public address.
         for j, (kind, node) in enumerate(nated.items()):
             verdict = node.reachability[publics[0].peer_id]
-            assert verdict.ok is OBSERVED_SERVER[kind], sim.fail(f"{kind}: {verdict}")
+            assert verdict.ok is OBSERVED_DIALBACK[kind], sim.fail(f"{kind}: {verdict}")
             assert verdict.address.startswith(f"203.0.113.{j + 1}:"), sim.fail(f"{kind}: {verdict}")
         await asyncio.sleep(SETTLE)
         for kind, node in nated.items():
@@ -222,7 +229,8 @@ def test_autonat_outcome_per_nat_kind_and_nated_nodes_publish(tmp_path):
             assert event.stored >= 1, sim.fail(f"{kind}: not stored")
             # ... a public node resolves the announcement, and the NATed node resolves others.
             ann = await publics[-1].resolve(node.peer_id, timeout=30)
-            assert ann.peer_id == node.peer_id and ann.seq == event.seq, sim.fail(kind)
+            # (its latest: a cone node re-announces once STUN servers agree on its mapping)
+            assert ann.peer_id == node.peer_id and ann.seq == node.published.seq, sim.fail(kind)
             other = await node.resolve(publics[-2].peer_id, timeout=30)
             assert other.peer_id == publics[-2].peer_id, sim.fail(kind)
             in_tables = sum(any(c.peer_id == node.peer_id.multihash for c in p.dht.core.table)
@@ -235,16 +243,16 @@ def test_autonat_outcome_per_nat_kind_and_nated_nodes_publish(tmp_path):
     _nat_run(tmp_path, seed, check)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "AutoNAT false positive behind a restricted cone (ADF): the dial-back comes from the "
-    "bootstrap node's IP, which the filter admits from any port; other IPs cannot reach "
-    "the joiner. Needs a dial-back from a third node's IP (AutoNAT asking other peers)."))
 def test_only_reachable_nodes_serve_the_dht(tmp_path):
+    """Was xfail (the restricted-cone false positive) until the dial-back from a third
+    node's IP: the joiner checks that its nonce arrived from an IP other than the
+    bootstrap node's, so the bootstrap node's word alone makes no server."""
     async def check(sim: Sim, publics, nated):
         outcome = {kind: n.dht.core.server for kind, n in nated.items()}
         want = {"none": True, "full-cone": True, "restricted-cone": False,
                 "port-restricted-cone": False, "symmetric": False}
         assert outcome == want, sim.fail(f"AutoNAT outcome {outcome}")
+        assert {k: n.publicly_reachable for k, n in nated.items()} == want, sim.fail("reach")
 
     _nat_run(tmp_path, 22, check)
 
@@ -257,6 +265,176 @@ def test_public_node_connects_to_a_full_cone_node_by_peer_id(tmp_path):
         assert reply == b"through the NAT", sim.fail("echo")
 
     _nat_run(tmp_path, 23, check)
+
+
+# ------------------------------------------------------------------- NAT behaviour
+
+EIM = EIF = "endpoint-independent"
+ADF = "address-dependent"
+APDM = APDF = "address-and-port-dependent"
+#: kind -> (mapping, filtering, type), as the detector tests and the lab have it
+BEHAVIOUR = {"none": (EIM, EIF, "open"), "full-cone": (EIM, EIF, "full-cone"),
+             "restricted-cone": (EIM, ADF, "restricted-cone"),
+             "port-restricted-cone": (EIM, APDF, "port-restricted-cone"),
+             "symmetric": (APDM, APDF, "symmetric")}
+STUN5780 = ("192.0.2.10", 3478)
+
+
+async def _report(node: Node, runs: int = 1):
+    """The node's NAT report once ``runs`` detection runs have finished."""
+    while node.natinfo.runs < runs:
+        await node.next_event(NatReported, timeout=120)
+    return node.natinfo.report
+
+
+def test_nodes_learn_their_nat_behaviour_on_their_own_port(tmp_path):
+    """With a coturn-style RFC 5780 server (``stun_servers``, ``--stun``) every kind is
+    told apart, on the node's shared UDP port (the public address is the one it
+    announces: port 39001 where the NAT preserves ports); ``status`` shows it; a
+    second run after the join (plain servers: bootstrap + DHT nodes) keeps the
+    filtering the first one measured. The DHT modes follow."""
+    async def scenario(sim: Sim):
+        stun_host = sim.net.add_host(STUN5780[0], extra_ips=["192.0.2.11"])
+        service = await serve(stun_host, ServerConfig(primary=STUN5780, alternate_ip="192.0.2.11",
+                                                      alternate_port=3479), sim.clock)
+        try:
+            publics = await sim.add_public(6)
+            nated = {}
+            for j, kind in enumerate(NAT_KINDS):
+                host = sim.net.add_nat_kind(f"203.0.113.{j + 1}", kind).add_host("10.0.0.2")
+                nated[kind] = await sim.add(host, host.ip,
+                                            stun_servers=(f"{STUN5780[0]}:{STUN5780[1]}",))
+            for j, (kind, node) in enumerate(nated.items()):
+                first = await _report(node, 1)
+                got = (first.mapping, first.filtering, first.type)
+                assert got == BEHAVIOUR[kind], sim.fail(f"{kind}: {first}")
+                assert first.nat is (kind != "none"), sim.fail(kind)
+                if kind in ("full-cone", "restricted-cone", "port-restricted-cone"):
+                    assert first.public_address == (f"203.0.113.{j + 1}", PORT), sim.fail(kind)
+                later = await _report(node, 2)  # after the join: bootstrap + DHT servers
+                assert (later.mapping, later.filtering, later.type) == BEHAVIOUR[kind], \
+                    sim.fail(f"{kind} after join: {later}")
+                behaviour = operations.status(node)["nat"]["behaviour"]
+                assert (behaviour["mapping"], behaviour["filtering"], behaviour["type"]) \
+                    == BEHAVIOUR[kind] and behaviour["reason"] == "join", sim.fail(kind)
+            # the first node had nobody to ask at start; it learns from those who joined
+            founder = await _report(publics[0], 1)
+            assert founder.type == "open" and publics[0].natinfo.reason == "refresh", \
+                sim.fail(f"founder: {founder}")
+            outcome = {kind: n.dht.core.server for kind, n in nated.items()}
+            assert outcome == OBSERVED_SERVER, sim.fail(f"DHT modes {outcome}")
+        finally:
+            service.close()
+
+    simulate(tmp_path, 24, scenario)
+
+
+def test_mapping_from_dht_servers_alone(tmp_path):
+    """No ``--stun``: the bootstrap and DHT servers (plain STUN on their ports) give the
+    mapping by comparing their answers; filtering stays unknown (null, with a note)."""
+    async def check(sim: Sim, publics, nated):
+        for kind, node in nated.items():
+            report = await _report(node, 2)
+            want_mapping = None if kind == "symmetric" else EIM  # "not EIM": ADM or APDM
+            assert report.mapping == want_mapping and report.filtering is None, \
+                sim.fail(f"{kind}: {report}")
+            assert report.type == {"none": "open", "symmetric": "symmetric"}.get(kind), \
+                sim.fail(f"{kind}: {report}")
+            assert len(node.natinfo.servers) >= 3, sim.fail(f"{kind}: {node.natinfo.servers}")
+
+    _nat_run(tmp_path, 25, check)
+
+
+@pytest.mark.parametrize("keepalive, seed", [(25.0, 26), (25.0, 28), (None, 28)],
+                         ids=["keepalive-26", "keepalive-28", "no-keepalive-28"])
+def test_a_full_cone_node_idle_ten_minutes_stays_reachable(tmp_path, keepalive, seed):
+    """The NAT forgets a mapping 120 s after its last outbound datagram. With keepalives
+    (STUN Binding requests to a few DHT neighbours every 25 s) a public node still
+    reaches the idle node by peer id after 10 simulated minutes; without, the mapping
+    is gone and so is the node (the control case: the NAT box really forgets). Without
+    keepalives the node is still reachable by luck in the minutes after one of its own
+    DHT refreshes (seeds 26, 27 and 29 land there; 28 does not)."""
+    async def scenario(sim: Sim):
+        publics = await sim.add_public(5)
+        site = sim.net.add_nat_kind("203.0.113.9", "full-cone")
+        host = site.add_host("10.0.0.2")
+        node = await sim.add(host, host.ip, keepalive=keepalive)
+        assert node.dht.core.server, sim.fail("a full-cone node serves the DHT")
+        await sim.announcement(node)
+        await asyncio.sleep(600.0)
+        loop_now = asyncio.get_running_loop().time()
+        alive = site.mappings(loop_now)
+        status = operations.status(node)["nat"]["keepalive"]
+        try:
+            _conn, reply, _ = await asyncio.wait_for(
+                publics[3].echo(node.peer_id, b"still there?"), 60)
+        except (TransportError, TimeoutError) as exc:
+            reply = repr(exc).encode()
+        return alive, reply, status
+
+    alive, reply, status = simulate(tmp_path, seed, scenario)
+    if keepalive is None:
+        assert not alive and reply != b"still there?", f"seed={seed}: {alive} {reply}"
+        assert status is None
+    else:
+        assert alive and reply == b"still there?", f"seed={seed}: {alive} {reply}"
+        assert status["interval_s"] == 25.0 and 1 <= len(status["targets"]) <= 3
+        assert status["answered"] >= 600 / 25 * len(status["targets"]) - 3, status
+
+
+def test_a_report_of_a_filtering_nat_takes_a_joiner_out_of_server_mode(tmp_path):
+    """The report is used, not just shown: a full-cone node serves the DHT; should a
+    later run find its NAT filtering (say the router's configuration changed), an
+    auto-mode joiner leaves server mode. The first node of a network never does."""
+    from nat.detect import NatReport
+
+    async def scenario(sim: Sim):
+        first, *_ = await sim.add_public(3)
+        host = sim.net.add_nat_kind("203.0.113.9", "full-cone").add_host("10.0.0.2")
+        node = await sim.add(host, host.ip)
+        await _report(node, 1)
+        assert node.dht.core.server and node.publicly_reachable, sim.fail("full cone")
+        filtering = NatReport(node.natinfo.report.public_address, True, EIM, ADF, None,
+                              "restricted-cone")
+        first.nat.on_report(filtering)
+        assert first.dht.core.server, sim.fail("the founder left server mode")
+        node.nat.on_report(filtering)
+        assert not node.dht.core.server and node.publicly_reachable is False, sim.fail("")
+
+    simulate(tmp_path, 29, scenario)
+
+
+def test_after_a_nat_reboot_the_node_is_found_at_its_new_mapping(tmp_path):
+    """A full-cone NAT that does not preserve ports reboots (forgets every mapping): the
+    next keepalive leaves through a new public port, its answer shows the move
+    (``nat.mapping_changed``), the node re-learns its NAT, announces the new address
+    within a minute, and a public node that never met it connects by peer id."""
+    from stack.node.events import MappingChanged
+
+    async def scenario(sim: Sim):
+        publics = await sim.add_public(5)
+        nat = sim.net.add_nat("203.0.113.9", mapping=EIM, filtering=EIF,
+                              port_preserving=False)
+        host = nat.add_host("10.0.0.2")
+        node = await sim.add(host, host.ip)
+        await sim.announcement(node)
+        await _report(node, 2)
+        before = node.observed_address
+        assert before is not None and before[0] == "203.0.113.9", sim.fail(str(before))
+        moved = node.next_event(MappingChanged, timeout=60)
+        nat.flush()
+        event = await moved
+        assert event.old == f"{before[0]}:{before[1]}" and event.new != event.old, sim.fail("")
+        published = node.next_event(AnnouncementPublished, timeout=120)
+        await published
+        after = node.observed_address
+        assert after != before and after[0] == "203.0.113.9", sim.fail(f"{before} {after}")
+        assert node.natinfo.reason == "mapping-changed", sim.fail(node.natinfo.reason)
+        _conn, reply, _ = await publics[4].echo(node.peer_id, b"moved?")
+        assert reply == b"moved?", sim.fail("echo")
+        assert _conn.remote_address == after, sim.fail(f"{_conn.remote_address}")
+
+    simulate(tmp_path, 27, scenario)
 
 
 # ---------------------------------------------------------------------------- idle

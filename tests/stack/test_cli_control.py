@@ -48,8 +48,21 @@ def test_status_json_reports_the_running_node(network) -> None:
     assert report["peer_id"] == info["peer_id"] and report["addrs"] == info["addrs"]
     assert report["dht"]["mode"] == "server" and report["dht"]["table_size"] >= 1
     assert report["nat"]["publicly_reachable"] is True  # a dialed b back at join
+    # learned on b's own port from a's STUN service: no translation on loopback (so a's
+    # own dial-back sufficed: no third IP exists here), and no keepalives without a NAT
+    behaviour = report["nat"]["behaviour"]
+    assert behaviour["nat"] is False and behaviour["type"] == "open"
+    assert behaviour["public_address"] == report["listen"]["udp"]
+    assert report["nat"]["keepalive"]["targets"] == []
     text = run("--data-dir", str(data_dir), "status")
     assert text.returncode == 0 and f"peer id:      {info['peer_id']}" in text.stdout
+    assert "nat:          open (mapping endpoint-independent" in text.stdout
+    # asked again: the running node re-runs discovery on its own port
+    out = run("--data-dir", str(data_dir), "nat", "--json")
+    assert out.returncode == 0, out.stderr
+    again = json.loads(out.stdout)
+    assert again["type"] == "open" and again["reason"] == "asked"
+    assert again["public_address"] == report["listen"]["udp"]
 
 
 def test_connect_by_peer_id_goes_through_the_running_node(network) -> None:

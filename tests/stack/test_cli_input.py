@@ -37,6 +37,10 @@ def exit_code_and_err(argv: list[str], tmp_path: Path, capsys) -> tuple[int, str
     (["connect", "127.0.0.1:9", "--message", "x" * 70_000], "--message is 70000 bytes"),
     (["trust", "frob"], "invalid choice: 'frob'"),
     (["connect"], "required"),
+    (["nat"], "give --stun HOST:PORT, or run 'p2pstack node'"),  # no node runs here
+    (["node", "--stun", "10.0.0.1:http"], "bad port in '10.0.0.1:http'"),
+    (["node", "--keepalive", "-5"], "positive number of seconds"),
+    (["node", "--keepalive", "nan"], "positive number of seconds"),
 ])
 def test_a_bad_command_line_is_one_line_and_exit_2(argv, says, tmp_path, capsys) -> None:
     code, err = exit_code_and_err(argv, tmp_path, capsys)

@@ -78,7 +78,8 @@ async def test_status_reports_the_running_nodes_state(started) -> None:
     ours = [c for c in report["connections"]
             if c["peer_id"] == str(a.peer_id) and c["direction"] == "outbound"]
     assert len(ours) == 1 and ours[0]["path"] == "direct" and ours[0]["transport"] == "quic"
-    assert set(report["nat"]) == {"observed_address", "publicly_reachable", "behaviour"}
+    assert set(report["nat"]) == {"observed_address", "publicly_reachable", "behaviour",
+                                  "keepalive"}
 
 
 async def test_connect_ping_and_lookup_go_through_the_node(started) -> None:

@@ -309,3 +309,27 @@ async def test_a_peer_that_does_not_dial_back_settles_the_verdict_as_unknown(nod
     await client.connect(f"127.0.0.1:{server.udp_address[1]}")
     result = await wait_event(events, DialbackResult, role="dialer")
     assert result.ok is None and result.peer_id == server.peer_id
+
+
+async def test_a_dead_address_first_costs_a_stagger_not_a_handshake_timeout(nodes) -> None:
+    # The trust store knows two addresses of a: a silent port (tried first: it is the
+    # newest) and a's real one. Dials race, staggered, so a's real address connects long
+    # before the 30 s handshake timeout the silent one would take, and the losing dial
+    # is cancelled without leaving a half-open connection behind.
+    a = await nodes()
+    b = await nodes(handshake_timeout=30.0)
+    await b.connect(addr(a))
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        b.trust.check_peer(a.peer_id, address=f"127.0.0.1:{silent.getsockname()[1]}")
+        for conn in b.connections:
+            conn.abort("start afresh")
+        async with asyncio.timeout(5.0):  # far below the dead address's 30 s
+            conn = await b.connect(a.peer_id)
+        assert conn.peer_id == a.peer_id and conn.remote_address == a.udp_address
+        assert b.quic is not None
+        dialed = {c.remote_address for c in b.quic.connections if c.is_client}
+        assert dialed == {a.udp_address}  # (inbound: a's dial-back, from a fresh port)
+    finally:
+        silent.close()
