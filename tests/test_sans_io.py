@@ -32,6 +32,7 @@ CORES = {
     "discovery/records.py": None,
     "discovery/wire.py": None,
     "discovery/guard.py": None,
+    "discovery/lan.py": None,
 }
 BANNED_MODULES = {"time", "asyncio", "selectors", "threading", "stack.base.clock"}
 BANNED_NAMES = {"sleep", "monotonic", "perf_counter", "utcnow", "today",

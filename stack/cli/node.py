@@ -7,7 +7,9 @@ way it publishes its signed announcement and keeps it fresh. It serves circuit r
 others (``--relay-service``, default ``limited``; refused while a dial-back says we are
 not publicly reachable); with ``--relay ADDR`` it keeps a reservation on that relay and
 announces its relayed address ``.../p2p/<relay>/p2p-circuit/p2p/<us>``. It serves the control API
-(``stack.node.control``) on ``DATA_DIR/control.sock``.
+(``stack.node.control``) on ``DATA_DIR/control.sock``. It advertises and browses the
+local network with mDNS (``--no-mdns``: not), so ``discover`` lists the peers around and
+``connect PEER_ID`` reaches a LAN peer over the LAN without any bootstrap node.
 
 ``connect TARGET`` and ``ping TARGET`` dial TARGET (``HOST:PORT``, a multiaddr, a relayed
 multiaddr, a peer id in the trust store, or any peer id the DHT knows: through its relays
@@ -54,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-dial-back", action="store_true",
                    help="do not dial accepted peers back (seed 000)")
     p.add_argument("--no-tls", action="store_true", help="QUIC only")
+    p.add_argument("--no-mdns", action="store_true",
+                   help="do not advertise or browse the local network with multicast DNS")
     add_bootstrap_flag(p, "join the DHT through this node")
     p.add_argument("--dht-mode", choices=["auto", "server", "client"], default="auto",
                    help="auto (default): serve the DHT if a peer at another IP than the "
@@ -145,6 +149,7 @@ def run_node(args: argparse.Namespace) -> int:
     config = _config(args, control=True, trust_policy=args.trust_policy,
                      dial_back=not args.no_dial_back,
                      tls=not args.no_tls, bootstrap=bootstrap_addrs(args),
+                     mdns=not args.no_mdns,
                      dht_server={"auto": None, "server": True, "client": False}[args.dht_mode],
                      relay_service=args.relay_service, relays=tuple(args.relay),
                      stun_servers=_stun_servers(args),

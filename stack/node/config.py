@@ -70,6 +70,11 @@ class NodeConfig:
                      ``status`` then use this node)
     stores           where trust, sequence numbers and replay state live; None: files in
                      ``data_dir`` (``Stores.file``). Simulations pass ``Stores.memory()``
+    mdns             advertise and browse the local network with multicast DNS (issue 12,
+                     ``discovery.mdns``): peers seen there are dialed by peer id on their
+                     LAN address first. Off by default for library users and tests (it
+                     binds UDP 5353 and multicasts on every interface); ``p2pstack node``
+                     turns it on unless ``--no-mdns``
     stun_servers     extra STUN servers (``HOST:PORT``, default port 3478; coturn-style
                      RFC 5780 servers tell filtering too) asked before the bootstrap and
                      DHT nodes when the node learns its NAT behaviour (``stack.node.natinfo``)
@@ -103,6 +108,7 @@ class NodeConfig:
     rng_seed: int | None = None
     control: bool = False
     stores: Stores | None = None
+    mdns: bool = False
     relay_service: str = "off"
     relay_limits: RelayLimits | None = None
     relays: tuple[str, ...] = ()

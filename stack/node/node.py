@@ -32,6 +32,12 @@ it, then re-publishes when our addresses change; the DHT driver re-signs it as i
 ``node.resolve(peer_id)`` returns a peer's verified announcement, and ``connect(peer_id)``
 falls back to it when the trust store knows no address of that peer.
 
+LAN (issue 12): with ``config.mdns`` the ``mdns`` service advertises our addresses and
+browses the link (``discovery.mdns``). ``connect(peer_id)`` tries what mDNS claims of
+that peer on our link first (path LAN), then the trust store and the DHT. A claim is
+only a claim: the QUIC handshake proves the peer id, and an address that proves another
+id is refuted (``mdns.peers.stats['spoofed']``).
+
 Relay (issue 9, ``nat.relay``): with ``config.relay_service`` the node serves circuit
 relay v2 (``/p2pstack/relay/hop/1``); with ``config.relays`` it keeps a reservation on
 each (``relay.reservation <addr>`` services) and announces its relayed addresses ahead of
@@ -64,7 +70,7 @@ from stack.base.clock import Clock, SystemClock
 from stack.base.errors import LocalError, StackError, UsageError
 from stack.base.files import remove_stale_temps
 from stack.base.identity import Identity, PeerId
-from stack.base.interfaces import Connection, PathSocket, Transport
+from stack.base.interfaces import Connection, PathKind, PathSocket, Transport
 from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork,
                             format_address)
 from stack.base.port import DHT_BYTE, PortDemux
@@ -73,6 +79,8 @@ from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
+from discovery.lan import Candidate, LanPeers, instance_name
+from discovery.mdns import MdnsService
 from nat.errors import RelayRefused
 from nat.relay.client import ActiveReservation, ReservationKeeper
 from nat.relay.limits import RelayLimits, RelayMode
@@ -97,9 +105,9 @@ from stack.node.supervisor import Supervisor
 from stack.store.stores import Stores
 from stack.store.trust import TrustDecision, TrustStore
 from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
-from stack.transport.errors import DialFailed, TransportError, TrustRefused
+from stack.transport.errors import DialFailed, PeerIdMismatch, TransportError, TrustRefused
 from stack.transport.options import ConnectionLimits, Registry, TransportOptions
-from stack.transport.quic import PathReceiver, QuicConn, QuicTransport
+from stack.transport.quic import PathReceiver, QuicConn, QuicTransport, UdpPathSocket
 from stack.transport.tls import TlsTransport
 
 __all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustChecked",
@@ -114,6 +122,7 @@ ADDRESS_CHECK_INTERVAL = 60.0  # seconds between checks that our addresses are u
 DIAL_STAGGER = 0.25
 OBSERVERS_TO_CONFIRM = 2       # peer IPs that must report one observed address
 MAX_OBSERVED = 16              # observed addresses remembered, confirmed or not
+LAN_DIALS = 3                  # mDNS-claimed addresses tried per dial by peer id
 E = TypeVar("E")
 
 
@@ -181,6 +190,7 @@ class Node:
         self.keepalive: Keepalive | None = None
         self.control: ControlServer | None = None
         self._started_at = 0.0
+        self.mdns: MdnsService | None = None  # LAN discovery (config.mdns)
 
     def _build_router(self) -> Router:
         """The built-in protocols. A new protocol is one more ``router.add``."""
@@ -350,6 +360,21 @@ class Node:
         if self.config.dht:
             self._start_dht()
         await self.router.start()
+        if self.config.mdns:
+            self._start_mdns()
+
+    def _start_mdns(self) -> None:
+        """LAN discovery on the interfaces we listen on: all for the wildcard, that one
+        for an IP; none for loopback (no link to find peers on)."""
+        host = self.config.listen[0]
+        if host.startswith("127.") or host == "localhost":
+            log.info("mdns.off", reason=f"listening on {host} only")
+            return
+        self.mdns = MdnsService(LanPeers(self.peer_id), instance=instance_name(self.peer_id),
+                                addrs=self.addrs, name=self.config.display_name,
+                                clock=self.clock,
+                                interfaces=None if host == "0.0.0.0" else [host])
+        self.supervisor.run("mdns", self.mdns.run)
 
     async def _start_tls(self, addr: Address, certified: CertifiedKey) -> None:
         tls = TlsTransport(certified=certified, clock=self.clock, options=self.options,
@@ -412,6 +437,7 @@ class Node:
             "connect": lambda params: operations.connect(self, **params),
             "ping": lambda params: operations.ping(self, **params),
             "lookup": lambda params: operations.lookup(self, **params),
+            "discover": lambda params: operations.discover(self, **params),
             "sign_announcement": lambda params: operations.sign_announcement(self, **params),
             "nat": lambda params: operations.nat(self, **params),
         }
@@ -743,13 +769,15 @@ class Node:
         self.supervisor.spawn(self._accept_streams(conn))
 
     async def connect(self, target: str | PeerId | PeerAddress, *,
-                      transport: str | None = None, identify: bool = True) -> Connection:
+                      transport: str | None = None, identify: bool = True,
+                      lan: bool = False) -> Connection:
         """Dial ``target`` (multiaddr, ``HOST:PORT``, peer id) and authenticate it.
 
         A peer id (given, or in the multiaddr) is enforced; a bare address is TOFU-checked.
         With ``identify`` the identity exchange runs (and the listener dials us back).
         Raises ``TransportError`` subclasses (``PeerIdMismatch``, ``TrustRefused``,
-        ``HandshakeFailed`` ...) or ``UsageError`` for a target it cannot dial.
+        ``HandshakeFailed`` ...) or ``UsageError`` for a target it cannot dial. ``lan``:
+        the address is on our link (found by mDNS); the connection's path is LAN (QUIC).
         """
         if not self._started:
             raise LocalError("node is not started")
@@ -762,7 +790,12 @@ class Node:
         name = transport or target.transport or "quic"
         if target.host is None:
             return await self._connect_known(target, name, identify)
-        conn = await self._transport(name).dial(target.address, target.peer_id)
+        conn: Connection
+        if lan and name == "quic" and self.quic is not None and self.endpoint is not None:
+            conn = await self.quic.dial_path(
+                UdpPathSocket(self.endpoint.send, target.address, PathKind.LAN), target.peer_id)
+        else:
+            conn = await self._transport(name).dial(target.address, target.peer_id)
         if conn.peer_id == self.peer_id:
             conn.abort("dialed ourselves")
             raise UsageError(f"{target.multiaddr()} is this node itself")
@@ -802,6 +835,9 @@ class Node:
             known.insert(0, entry.dialback_address)  # proven by our dial-back
         attempts: list[tuple[str, Exception]] = []
         tried: set[Address] = set()
+        if (conn := await self._dial_lan(target.peer_id, name, identify, attempts,
+                                         tried)) is not None:
+            return conn  # what mDNS claims on our link first: the LAN path beats the rest
 
         tried_relayed: set[str] = set()
 
@@ -841,6 +877,63 @@ class Node:
             raise LocalError(f"no known address for {target.peer_id}; "
                              "dial a multiaddr or HOST:PORT first, or use --bootstrap")
         raise DialFailed(target.peer_id, attempts)
+
+    async def _dial_lan(self, peer_id: PeerId, name: str, identify: bool,
+                        attempts: list[tuple[str, Exception]],
+                        tried: set[Address]) -> Connection | None:
+        """Dial the addresses mDNS claims ``peer_id`` has on our link (verified ones
+        first, at most ``LAN_DIALS``), all at once: the first handshake that proves the
+        id wins, so a claim pointing at a silent address costs no handshake timeout. A
+        handshake proving another id refutes its claim (counted ``spoofed``); an address
+        that does not answer is forgotten. Dials still running when one has won finish
+        in the background (a second connection that succeeds is closed)."""
+        if self.mdns is None or name != "quic":
+            return None
+        peers = self.mdns.peers
+        candidates = peers.candidates(peer_id)[:LAN_DIALS]
+        if not candidates:
+            return None
+
+        async def one(cand: Candidate) -> Connection | Exception:
+            address = (cand.host, cand.port)
+            try:
+                conn = await self.connect(PeerAddress(*address, "quic", peer_id),
+                                          identify=identify, lan=True)
+            except PeerIdMismatch as exc:
+                peers.refute(peer_id, cand.host, cand.port, "quic", self.clock.monotonic())
+                log.warning("mdns.spoofed", claimed=str(peer_id), proved=str(exc.actual),
+                            address=_addr_text(address))
+                return exc
+            except StackError as exc:
+                if not cand.verified and not isinstance(exc, TrustRefused):
+                    peers.forget(peer_id, cand.host, cand.port, "quic")
+                return exc
+            peers.confirm(peer_id, cand.host, cand.port, "quic")
+            return conn
+
+        def late(task: asyncio.Task[Connection | Exception]) -> None:
+            if not task.cancelled() and not isinstance(result := task.result(), Exception):
+                result.abort("another LAN address answered first")
+
+        dials = {self.supervisor.spawn(one(c)): c for c in candidates}
+        tried.update((c.host, c.port) for c in candidates)
+        pending = set(dials)
+        winner: Connection | None = None
+        try:
+            while pending and winner is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    result = task.result()
+                    if isinstance(result, Exception):
+                        attempts.append((f"{dials[task].host}:{dials[task].port}", result))
+                    elif winner is None:
+                        winner = result
+                    else:
+                        result.abort("another LAN address answered first")
+        finally:
+            for task in pending:
+                task.add_done_callback(late)
+        return winner
 
     async def _connect_relayed(self, target: PeerAddress, identify: bool) -> Connection:
         """QUIC to ``target`` (a p2p-circuit address) through its relay: reuse our

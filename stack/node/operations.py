@@ -1,4 +1,4 @@
-"""What ``p2pstack connect``, ``ping``, ``lookup`` and ``status`` do with a node.
+"""What ``p2pstack connect``, ``ping``, ``lookup``, ``discover`` and ``status`` do with a node.
 
 Each function takes a started ``Node`` and returns a JSON-able dict. The same functions
 serve the control API (``stack.node.control``: the node a user runs) and the CLI's
@@ -26,10 +26,11 @@ from stack.node.events import DialbackResult, DialbackRole
 from stack.node.protocols.echo import MAX_ECHO
 
 if TYPE_CHECKING:
+    from discovery.mdns import MdnsService
     from stack.node.node import Node
 
-__all__ = ["connect", "ping", "lookup", "status", "sign_announcement", "nat",
-           "DIALBACK_WAIT"]
+__all__ = ["connect", "ping", "lookup", "discover", "discovered", "status",
+           "sign_announcement", "nat", "DIALBACK_WAIT"]
 
 DIALBACK_WAIT = 6.0  # at most this long for the peer's dial-back verdict after an echo
 T = TypeVar("T")
@@ -110,6 +111,24 @@ async def lookup(node: Node, peer_id: str, *, timeout: float = 15.0) -> dict[str
             "timestamp": ann.timestamp_ms, "result": "valid"}
 
 
+async def discover(node: Node, *, timeout: float = 2.0) -> dict[str, Any]:
+    """The peers mDNS saw on the local network, after a fresh query and ``timeout``
+    seconds of listening (``LocalError`` when the node runs without mDNS)."""
+    timeout = _check_timeout(timeout)
+    service = node.mdns
+    if service is None:
+        raise LocalError("this node runs without mDNS (--no-mdns); "
+                         "use 'p2pstack discover --standalone'")
+    return await discovered(service, timeout)
+
+
+async def discovered(service: MdnsService, timeout: float) -> dict[str, Any]:
+    """``service``'s table after a query now and ``timeout`` seconds of listening: the
+    same answer for a running node and for the CLI's own browser."""
+    service.query_now()
+    await asyncio.sleep(timeout)  # a listening window: answers come when they come
+    return {"peers": service.peers.snapshot(service.clock.monotonic()),
+            "mdns": service.stats}
 async def sign_announcement(node: Node, *, addrs: list[str] | None = None,
                             name: str = "") -> dict[str, Any]:
     """A signed announcement of this node (``addrs``, default: what it announces) with
@@ -181,6 +200,9 @@ def status(node: Node) -> dict[str, Any]:
               "direction": "outbound" if c.is_client else "inbound"}
              for c in node.connections),
             key=lambda c: (c["peer_id"], c["transport"], c["remote"])),
+        "mdns": None if node.mdns is None else {
+            "instance": node.mdns.instance, "advertised": node.mdns.advertised,
+            "peers": len(node.mdns.peers), "counters": node.mdns.stats},
         "relay": {"service": node.config.relay_service,
                   "stats": None if node.relay_server is None else node.relay_server.stats,
                   "reservations": node.relays.addrs()},

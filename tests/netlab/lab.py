@@ -9,6 +9,8 @@ runs never collide)::
     <prefix>r<i>     a router: wan 203.0.113.(10+i)/24 on br0, lan 10.<i>.0.1/24, nftables NAT
     <prefix>h<i>     a host: 10.<i>.0.2/24 behind router i, or for kind "none" a public
                      203.0.113.(100+i)/24 straight on br0
+    <prefix>h<i>-<j> with ``add_lan``: host j of a home network, 10.<i>.0.(1+j)/24, on a
+                     bridge ``lan`` inside router i (one LAN segment, multicast included)
 
 Only documentation-range public addresses are used, and private ones only inside
 namespaces this lab created; nothing is configured on the machine's own interfaces.
@@ -310,6 +312,41 @@ class Lab:
             site = Site(kind, host, router, host_ip, public)
         self.sites.append(site)
         return site
+
+    def add_lan(self, kind: str, hosts: int = 2) -> list[Site]:
+        """``hosts`` hosts on one LAN segment behind one router of ``kind``: a bridge
+        named ``lan`` in the router's namespace (so its nftables rules apply as for one
+        host), each host a veth port on it. Only kinds without inbound dnat rules (a
+        port-restricted cone or symmetric NAT, neither hairpins): those rules name one
+        host. Multicast (mDNS) reaches every host of the segment and no other."""
+        if kind not in ("port-restricted-cone", "symmetric"):
+            raise ValueError(f"add_lan takes a NAT kind without dnat rules, not {kind!r}")
+        i = len(self.sites) + 1
+        router = f"{self.prefix}r{i}"
+        public, lan, gw = f"203.0.113.{10 + i}", f"10.{i}.0.0/24", f"10.{i}.0.1"
+        self._add_namespace(router)
+        self._sysctl(router, "net.ipv4.ip_forward", "1")
+        self._veth(router, "wan", self.inet, f"r{i}")
+        self._ip(router, "link", "add", "lan", "type", "bridge")
+        self._ip(router, "addr", "add", f"{public}/24", "dev", "wan")
+        self._ip(router, "addr", "add", f"{gw}/24", "dev", "lan")
+        for dev in ("wan", "lan"):
+            self._ip(router, "link", "set", dev, "up")
+        sites = []
+        for j in range(1, hosts + 1):
+            host, host_ip = f"{self.prefix}h{i}-{j}", f"10.{i}.0.{1 + j}"
+            self._add_namespace(host)
+            self._veth(router, f"p{j}", host, "eth0")
+            self._ip(router, "link", "set", f"p{j}", "master", "lan")
+            self._ip(router, "link", "set", f"p{j}", "up")
+            self._ip(host, "addr", "add", f"{host_ip}/24", "dev", "eth0")
+            self._ip(host, "link", "set", "eth0", "up")
+            self._ip(host, "route", "add", "default", "via", gw)
+            sites.append(Site(kind, host, router, host_ip, public))
+        _sh("ip", "netns", "exec", router, "nft", "-f", "-",
+            stdin=_ruleset(kind, lan, sites[0].host_ip, public))
+        self.sites.extend(sites)
+        return sites
 
     def _add_namespace(self, ns: str) -> None:
         _sh("ip", "netns", "add", ns)
