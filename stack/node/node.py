@@ -801,9 +801,17 @@ class Node:
             raise UsageError(f"{target.multiaddr()} is this node itself")
         # The address as dialed (a name resolved to its IP), so that "localhost:P" and
         # "127.0.0.1:P" are one TOFU pin.
-        address = _addr_text(conn.remote_address)
-        try:  # decided off the loop; durable before we report or serve it
-            if target.peer_id is not None:
+        return await self._admit_outbound(conn, _addr_text(conn.remote_address),
+                                          by_peer_id=target.peer_id is not None,
+                                          identify=identify)
+
+    async def _admit_outbound(self, conn: Connection, address: str, *, by_peer_id: bool,
+                              identify: bool) -> Connection:
+        """The trust check of a connection we dialed (the peer id we asked for, or TOFU
+        on the address), decided off the loop and durable before we report or serve it;
+        then serve it and run identify. ``TrustRefused`` closes it."""
+        try:
+            if by_peer_id:
                 decision = await self.trust.check_peer_async(conn.peer_id, address=address)
             else:
                 decision = await self.trust.check_address_async(address, conn.peer_id)
@@ -955,20 +963,8 @@ class Node:
         conn = await dial_relayed(quic, relay, target.peer_id,
                                   timeout=self.options.handshake_timeout,
                                   spawn=self.supervisor.spawn)
-        address = target.multiaddr()
-        try:
-            decision = self.trust.check_peer(conn.peer_id, address=address)
-        except StackError:
-            conn.abort("trust store unavailable")
-            raise
-        self._trust_event(decision, address, inbound=False)
-        if not decision.allowed:
-            conn.abort(f"trust refused: {decision.outcome}")
-            raise TrustRefused(str(decision.outcome), _refusal_message(decision, address))
-        self._serve(conn, inbound=False)
-        if identify:
-            await self.identify.exchange(conn)
-        return conn
+        return await self._admit_outbound(conn, target.multiaddr(), by_peer_id=True,
+                                          identify=identify)
 
     # ----------------------------------------------------------------- protocols
 
