@@ -77,6 +77,8 @@ from stack.node.events import (AnnouncementPublished, ConnectionClosed, Connecti
                                DialbackResult, DialbackRole, EventBus, EventWaiter,
                                IdentityReceived, NodeEvent, RelayReservation, ServiceFailed,
                                TrustChecked)
+from stack.node.mobility import Mobility
+from stack.node.protocols.announce_push import AnnouncePushProtocol
 from stack.node.protocols.autonat import DialBack
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
@@ -181,6 +183,14 @@ class Node:
             dial_back=dial_back, spawn=self.supervisor.spawn, on_observed=self._learn_observed)
         for protocol in (self.identify, PingProtocol(), EchoProtocol()):
             router.add(protocol)
+        # Issue 10: signed announcements pushed to recent peers, verified, relayed.
+        self.announce_push = AnnouncePushProtocol(
+            identity=self.identity, clock=self.clock, is_known=self.trust.is_trusted,
+            replay=self.stores.replay, connect=self._push_connect,
+            connections=lambda: list(self._connections), events=self.events,
+            spawn=self.supervisor.spawn, running=lambda: self._started,
+            resolve=self.resolve if self.config.dht else None)
+        router.add(self.announce_push)
         self._add_relay_protocols(router)
         return router
 
@@ -288,6 +298,8 @@ class Node:
         self._started_at = self.clock.monotonic()
         self._started = True
         self._start_relays()
+        self.mobility = Mobility(self)  # issue 10: notice moves, re-announce, push
+        self.supervisor.run("mobility.watch", self.mobility.watch)
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
     async def _start_parts(self) -> None:
@@ -430,17 +442,23 @@ class Node:
                 out.append(text)
         return tuple(out)
 
-    def _sign_announcement(self) -> bytes:
-        """A fresh announcement of our current addresses with the next sequence number.
-        Addresses that would push the record past the DHT's 1000 bytes are left out."""
+    def _sign_announcement(self, previous: list[PeerId] | tuple[PeerId, ...] = ()) -> bytes:
+        """A fresh announcement of our current addresses with the next sequence number
+        (``previous``: seed 004's previousConnections). What would push the record past
+        the DHT's 1000 bytes is left out: peers of ``previous`` first, then addresses."""
         addrs = self.announced_addrs()
         seq = self.stores.sequence.next()  # from the reserved block: no I/O here
+        previous = tuple(previous)
         while True:
             try:
                 record = sign_announcement(self.identity, seq, addrs, self.clock.now(),
-                                           display_name=self.config.display_name)
+                                           display_name=self.config.display_name,
+                                           previous=previous)
                 break
             except RecordTooLarge:
+                if previous:
+                    previous = previous[:-1]
+                    continue
                 if not addrs:
                     raise
                 addrs = addrs[:-1]
@@ -518,6 +536,16 @@ class Node:
             return False
         await self.announce(timeout)
         return True
+
+    def report_mapped_address(self, addr: Address, source: str) -> None:
+        """An observer (a STUN answer, a keepalive, identify) saw our UDP port at ``addr``
+        (issue 10): announced from now on; a different mapping than the last one is a
+        move (``address.changed``, cause ``mapped``) and re-announces at once."""
+        if self._started:
+            self.mobility.report_mapped(addr, source)
+
+    async def _push_connect(self, target: PeerId | PeerAddress) -> Connection:
+        return await self.connect(target, identify=False)
 
     async def resolve(self, peer_id: PeerId | str, timeout: float = 30.0) -> Announcement:
         """``peer_id``'s announcement from the DHT, signature and freshness verified.
@@ -719,6 +747,7 @@ class Node:
         assert target.peer_id is not None
         entry = await self.trust.get_async(target.peer_id)  # read off the loop
         known = list(reversed(entry.addresses)) if entry is not None else []
+        known[:0] = self.announce_push.addresses(target.peer_id)  # its latest push (issue 10)
         if entry is not None and entry.reachable and entry.dialback_address:
             known.insert(0, entry.dialback_address)  # proven by our dial-back
         attempts: list[tuple[str, Exception]] = []
