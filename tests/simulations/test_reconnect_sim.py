@@ -251,3 +251,99 @@ def test_hostile_pushes_are_refused_with_their_code_and_counted(tmp_path):
         assert stats["redialed"] <= 1, stats  # no reconnect storm
 
     simulate(tmp_path, 11, scenario, dht=False)
+
+
+# ------------------------------------------------------------------ other causes
+
+class SleepyClock:
+    """The virtual clock, except that monotonic time stands still while "asleep" (as
+    CLOCK_MONOTONIC does through a suspend): ``sleep(s)`` after the host was gone ``s``."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+        self.slept = 0.0
+
+    def now(self) -> float:
+        return self.base.now()
+
+    def monotonic(self) -> float:
+        return self.base.monotonic() - self.slept
+
+    def woke_after(self, seconds: float) -> None:
+        self.slept += seconds
+
+
+def test_changed_mapped_address_is_a_move_and_is_pushed(tmp_path):
+    """``report_mapped_address``: the first mapping is announced, not a move; a different
+    one (a NAT rebinding) is ``address.changed`` cause ``mapped`` and is pushed."""
+
+    async def scenario(w: World):
+        mover = await w.add("198.51.100.10")
+        peer = await w.add("198.51.100.11")
+        await w.meet(peer, mover)
+        mover.report_mapped_address(("198.51.100.10", 40000), "stun")
+        assert mover.mobility.changes == []
+        changed = mover.next_event(AddressChanged, timeout=5)
+        got = peer.next_event(AnnouncementReceived, peer_id=mover.peer_id, timeout=5)
+        mover.report_mapped_address(("198.51.100.10", 40001), "stun")
+        event = await changed
+        assert (event.old, event.new, event.cause) == (
+            "198.51.100.10:40000", "198.51.100.10:40001", "mapped")
+        ann = await got
+        assert ann.result == "valid"
+        assert ann.addrs[0] == "/ip4/198.51.100.10/udp/40001/quic-v1", ann
+        assert not ann.redialed  # its listen address still stands: nothing went stale
+
+    simulate(tmp_path, 21, scenario, dht=False)
+
+
+def test_sleep_then_wake_reannounces_and_the_peer_reconnects(tmp_path):
+    """The mover's host is gone for 10 minutes and its monotonic clock stood still:
+    ``sleep_wake``; every connection died meanwhile; its push makes the peer redial."""
+
+    async def scenario(w: World):
+        mover = await w.add("198.51.100.10")
+        peer = await w.add("198.51.100.11")
+        clock = SleepyClock(w.clock)
+        mover.clock = clock
+        mover.mobility.detector._mono = clock.monotonic()
+        await w.meet(peer, mover)
+        host = w.hosts[mover]
+        host.crash()
+        await asyncio.sleep(600)
+        assert not peer.connections, "the connection outlived 10 minutes of silence"
+        changed = mover.next_event(AddressChanged, cause="sleep_wake", timeout=5)
+        redial = peer.next_event(ConnectionOpened, peer_id=mover.peer_id, inbound=False,
+                                 timeout=5)
+        host.restart()
+        clock.woke_after(600)
+        t0 = w.clock.monotonic()
+        await changed
+        await redial
+        assert w.clock.monotonic() - t0 < 1.0
+        assert peer.announce_push.stats["valid"] == 1
+
+    simulate(tmp_path, 22, scenario, dht=False)
+
+
+def test_peer_whose_connection_died_reresolves_through_the_dht(tmp_path):
+    """The mover's push cannot reach A (the link is down for a while); A's connection dies
+    of its idle timeout; A re-resolves the mover through the DHT with backoff and dials
+    the address its new record names."""
+
+    async def scenario(w: World):
+        await w.add("198.51.100.1")
+        mover = await w.add("198.51.100.10", wildcard=True)
+        a = await w.add("198.51.100.11", idle_timeout=5.0)
+        await w.meet(a, mover)
+        w.net.set_link(MOVED_TO, "198.51.100.11", loss=1.0)
+        reconnected = a.next_event(ConnectionOpened, peer_id=mover.peer_id, inbound=False,
+                                   address=f"{MOVED_TO}:{PORT}", timeout=60)
+        w.hosts[mover].change_ip(MOVED_TO)
+        await asyncio.sleep(8.0)  # the push failed; A's connection died meanwhile
+        w.net.set_link(MOVED_TO, "198.51.100.11", loss=0.0)
+        await reconnected
+        assert a.announce_push.stats["reresolved"] >= 1
+        assert a.announce_push.stats["valid"] == 0  # it came from the DHT, not a push
+
+    simulate(tmp_path, 23, scenario)
