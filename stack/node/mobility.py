@@ -125,6 +125,7 @@ class Mobility:
         self.last_push: dict[str, str] = {}  # peer id text -> verdict of our last push
         self._last_announce = float("-inf")
         self._pending: asyncio.Task[None] | None = None
+        self._path_gone = False  # a change since the last push made our old path unusable
 
     def _errors(self) -> int:
         endpoint = self.node.endpoint
@@ -161,6 +162,8 @@ class Mobility:
             node.observed_address = None
             node._observations.clear()
         node.events.emit(AddressChanged(change.old, change.new, change.cause), "warning")
+        if change.cause != "mapped":
+            self._path_gone = True
         if self._pending is not None and not self._pending.done():
             return  # a re-announcement is on its way; it reads the addresses when it runs
         wait = self._last_announce + self.min_reannounce - node.clock.monotonic()
@@ -177,7 +180,8 @@ class Mobility:
         publish = None
         if node.dht is not None and node._started:
             publish = node.supervisor.spawn(self._publish(record))
-        results = await push.push_all(record)
+        replace, self._path_gone = self._path_gone, False
+        results = await push.push_all(record, replace=replace)
         self.last_push = {str(p): r for p, r in results.items()}
         log.info("announce.pushed", peers=len(results),
                  valid=sum(1 for r in results.values() if r == "valid"))

@@ -226,15 +226,19 @@ class AnnouncePushProtocol:
 
     # ------------------------------------------------------------------- pushing
 
-    async def push_all(self, record: bytes) -> dict[PeerId, str]:
+    async def push_all(self, record: bytes, *, replace: bool = False) -> dict[PeerId, str]:
         """Push ``record`` (our announcement) to every recent peer at once; returns each
-        peer's verdict, or the error that kept it from answering."""
+        peer's verdict, or the error that kept it from answering. With ``replace`` (our
+        old path is gone) a peer that accepted it keeps only the push's connection from
+        us: the others ran over the old path (the peer closes its side of them too, but
+        its close goes to our old address)."""
         peers = self.recent_peers()
-        results = await asyncio.gather(*(self.push(p, record) for p in peers))
+        results = await asyncio.gather(*(self.push(p, record, replace=replace)
+                                         for p in peers))
         return dict(zip(peers, results, strict=True))
 
-    async def push(self, peer: PeerId, record: bytes,
-                   conn: Connection | None = None) -> str:
+    async def push(self, peer: PeerId, record: bytes, conn: Connection | None = None, *,
+                   replace: bool = False) -> str:
         """Send ``record`` to ``peer`` (over ``conn``, else a fresh dial); its verdict."""
         if not self._outgoing.allow(peer, self._clock.monotonic()):
             self.stats["push_rate_limited"] += 1
@@ -252,7 +256,12 @@ class AnnouncePushProtocol:
             log.debug("announce.push_failed", peer_id=str(peer), error=str(exc) or "timeout")
             return f"not sent: {type(exc).__name__}"
         self.stats["pushed"] += 1
-        return reply.decode("ascii", errors="replace")
+        verdict = reply.decode("ascii", errors="replace")
+        if replace and verdict == Result.VALID:
+            for old in self._live(peer):
+                if old is not conn:
+                    old.abort("replaced by a connection on the new path")
+        return verdict
 
     # ----------------------------------------------------------------- receiving
 
