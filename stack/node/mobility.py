@@ -11,7 +11,8 @@ cause           what it sees
 ``mapped``      an observer (a STUN answer, a keepalive, identify's observed address)
                 reports a public mapping other than the last one (NAT rebinding)
 ``send_error``  the UDP socket's ``send_errors`` counter grew by ``send_error_burst`` or
-                more since the last poll (the address it is bound to is gone, no route)
+                more since the last poll (the address it is bound to is gone, no route);
+                re-announced only when what we would announce differs from what we did
 ``sleep_wake``  wall time advanced ``jump_tolerance`` seconds more than monotonic time
                 between two polls (a suspended machine: every NAT mapping may be gone)
 ==============  =======================================================================
@@ -63,10 +64,12 @@ class ChangeDetector:
     """Sans-I/O: feed it observations with the times they were made (see the module
     docstring). ``jump_tolerance`` seconds of wall/monotonic disagreement between two
     polls are ignored (NTP slews, a busy loop); ``send_error_burst`` send errors between
-    two polls are a change."""
+    two polls are a change, at most once per ``send_error_holdoff`` seconds (ICMP errors
+    from dead peers count as send errors on a real socket too)."""
 
     def __init__(self, ips: Iterable[str], *, wall: float, mono: float, send_errors: int = 0,
-                 jump_tolerance: float = 5.0, send_error_burst: int = 3) -> None:
+                 jump_tolerance: float = 5.0, send_error_burst: int = 3,
+                 send_error_holdoff: float = 30.0) -> None:
         self.ips = self._public(ips)
         self.mapped: Address | None = None
         self._wall = wall
@@ -74,6 +77,8 @@ class ChangeDetector:
         self._send_errors = send_errors
         self.jump_tolerance = jump_tolerance
         self.send_error_burst = send_error_burst
+        self.send_error_holdoff = send_error_holdoff
+        self._send_error_at = float("-inf")
 
     @staticmethod
     def _public(ips: Iterable[str]) -> frozenset[str]:
@@ -91,7 +96,9 @@ class ChangeDetector:
             self.ips = current
         errors = send_errors - self._send_errors
         self._send_errors = send_errors
-        if errors >= self.send_error_burst and not out:
+        if (errors >= self.send_error_burst and not out
+                and mono >= self._send_error_at + self.send_error_holdoff):
+            self._send_error_at = mono
             here = _ips_text(current)
             out.append(Change(here, here, "send_error"))
         if jump > self.jump_tolerance:
@@ -162,6 +169,8 @@ class Mobility:
             node.observed_address = None
             node._observations.clear()
         node.events.emit(AddressChanged(change.old, change.new, change.cause), "warning")
+        if change.cause == "send_error" and node.announced_addrs() == node._published_addrs:
+            return  # errors, but every address we announce is still ours: not a move
         if change.cause != "mapped":
             self._path_gone = True
         if self._pending is not None and not self._pending.done():

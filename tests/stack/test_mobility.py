@@ -78,6 +78,12 @@ def test_send_errors_burst_is_a_change_a_trickle_is_not():
     assert poll(d, clock, nics) == []
     nics.send_errors = 10
     assert poll(d, clock, nics) == [Change("192.0.2.5", "192.0.2.5", "send_error")]
+    nics.send_errors = 20  # another burst within the hold-off: not reported again
+    clock.advance(1.0)
+    assert poll(d, clock, nics) == []
+    clock.advance(30.0)
+    nics.send_errors = 30
+    assert [c.cause for c in poll(d, clock, nics)] == ["send_error"]
 
 
 def test_send_errors_with_an_interface_change_report_the_interface_only():
