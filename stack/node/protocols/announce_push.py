@@ -239,18 +239,23 @@ class AnnouncePushProtocol:
 
     async def push(self, peer: PeerId, record: bytes, conn: Connection | None = None, *,
                    replace: bool = False) -> str:
-        """Send ``record`` to ``peer`` (over ``conn``, else a fresh dial); its verdict."""
+        """Send ``record`` to ``peer``; its verdict. Over ``conn`` if given; else, unless
+        ``replace`` (our old path is gone), over a live connection to it; else, or when
+        that fails, over a fresh dial."""
         if not self._outgoing.allow(peer, self._clock.monotonic()):
             self.stats["push_rate_limited"] += 1
             return "not sent: rate limited"
+        if conn is None and not replace:  # our path still works: reuse a connection
+            conn = next(iter(sorted(self._live(peer), key=lambda c: not c.is_client)), None)
         try:
             async with asyncio.timeout(self.config.push_timeout):
-                if conn is None or conn.closed:
+                reply = None
+                if conn is not None and not conn.closed:
+                    with contextlib.suppress(StackError):
+                        reply = await self._send(conn, record)
+                if reply is None:
                     conn = await self._connect(peer)
-                stream = await open_protocol(conn, PROTO_ANNOUNCE)
-                await stream.write_message(record)
-                reply = await stream.read_message(MAX_REPLY)
-                await stream.close()
+                    reply = await self._send(conn, record)
         except (StackError, TimeoutError) as exc:
             self.stats["push_failed"] += 1
             log.debug("announce.push_failed", peer_id=str(peer), error=str(exc) or "timeout")
@@ -262,6 +267,14 @@ class AnnouncePushProtocol:
                 if old is not conn:
                     old.abort("replaced by a connection on the new path")
         return verdict
+
+    @staticmethod
+    async def _send(conn: Connection, record: bytes) -> bytes:
+        stream = await open_protocol(conn, PROTO_ANNOUNCE)
+        await stream.write_message(record)
+        reply = await stream.read_message(MAX_REPLY)
+        await stream.close()
+        return reply
 
     # ----------------------------------------------------------------- receiving
 
@@ -338,8 +351,8 @@ class AnnouncePushProtocol:
             conn.abort("banned: forwarded a bad announcement")
 
     def _replace(self, ann: Announcement, carrier: Connection) -> bool:
-        """Our connections to ``ann.peer_id`` at an address it no longer announces are
-        stale: close them (not ``carrier``, which just brought the push: it is alive).
+        """The connections we dialed to ``ann.peer_id`` at an address it no longer
+        announces are stale: close them (not ``carrier``, which just brought the push: it is alive).
         Redial the new address if we had one (stale or died) and no connection we dialed
         reaches it yet. Whether we redial."""
         peer = ann.peer_id
@@ -349,12 +362,14 @@ class AnnouncePushProtocol:
         had = peer in self._lost
         ours = False
         for conn in self._live(peer):
-            if conn.path.kind is not PathKind.DIRECT or conn is carrier:
+            # Only connections we dialed went to an address: an inbound one comes from
+            # whatever port the peer dialed from (a dial-back port, a NAT mapping).
+            if conn.path.kind is not PathKind.DIRECT or conn is carrier or not conn.is_client:
                 continue
             if conn.remote_address not in new:
                 had = True
                 conn.abort("peer moved")
-            elif conn.is_client:
+            else:
                 ours = True
         if not had or ours or not self._redials.allow(peer, self._clock.monotonic()):
             return False
