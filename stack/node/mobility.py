@@ -187,7 +187,7 @@ class Mobility:
         await node.stores.sequence.ready()
         record = node._sign_announcement(previous=push.recent_peers())
         publish = None
-        if node.dht is not None and node._started:
+        if node.dht is not None and node.config.publish and node._started:
             publish = node.supervisor.spawn(self._publish(record))
         replace, self._path_gone = self._path_gone, False
         results = await push.push_all(record, replace=replace)

@@ -185,7 +185,7 @@ class Node:
             router.add(protocol)
         # Issue 10: signed announcements pushed to recent peers, verified, relayed.
         self.announce_push = AnnouncePushProtocol(
-            identity=self.identity, clock=self.clock, is_known=self.trust.is_trusted,
+            identity=self.identity, clock=self.clock, trust_entry=self.trust.get_async,
             replay=self.stores.replay, connect=self._push_connect,
             connections=lambda: list(self._connections), events=self.events,
             spawn=self.supervisor.spawn, running=lambda: self._started,

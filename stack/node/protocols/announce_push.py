@@ -56,7 +56,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,7 @@ from stack.base.replay import Outcome, Verifier, VerifierConfig
 from stack.node.events import AnnouncementReceived, EventBus
 from stack.node.router import open_protocol
 from stack.store.replay import ReplayStore
+from stack.store.trust_model import TrustEntry
 
 __all__ = ["PROTO_ANNOUNCE", "PushConfig", "AnnouncePushProtocol", "BANNED", "RATE_LIMITED"]
 
@@ -137,14 +138,16 @@ class AnnouncePushProtocol:
     """Both sides of ``/p2pstack/announce/1`` (see the module docstring).
 
     Collaborators are passed in (the Node composes them): our identity and clock, the
-    trust store's ``is_trusted``, the replay store, ``connect`` (dial a peer id or an
-    address, no identify), ``connections`` (our open ones), ``resolve`` (the DHT; None
-    without one), the event bus, ``spawn`` (the supervisor's) and ``running``.
+    trust store's ``get_async`` (read off the loop), the replay store, ``connect`` (dial
+    a peer id or an address, no identify), ``connections`` (our open ones), ``resolve``
+    (the DHT; None without one), the event bus, ``spawn`` (the supervisor's) and
+    ``running``.
     """
 
     protocol_id = PROTO_ANNOUNCE
 
-    def __init__(self, *, identity: Identity, clock: Clock, is_known: Callable[[PeerId], bool],
+    def __init__(self, *, identity: Identity, clock: Clock,
+                 trust_entry: Callable[[PeerId], Awaitable[TrustEntry | None]],
                  replay: ReplayStore, connect: Connect,
                  connections: Callable[[], list[Connection]], events: EventBus,
                  spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
@@ -153,7 +156,7 @@ class AnnouncePushProtocol:
         self.config = cfg = config or PushConfig()
         self._identity = identity
         self._clock = clock
-        self._is_known = is_known
+        self._trust_entry = trust_entry
         self._replay = replay
         self._connect = connect
         self._connections = connections
@@ -287,16 +290,18 @@ class AnnouncePushProtocol:
             verdict, outcome, data = RATE_LIMITED, None, b""
         else:
             data = await stream.read_message(MAX_RELAYED_SIZE)
-            outcome = self._verify(data, via)
+            outcome = await self._verify(data, via)
             verdict = str(outcome.result)
         await stream.write_message(verdict.encode())
         await stream.close()
         self._conclude(verdict, outcome, conn, data)
 
-    def _verify(self, data: bytes, via: PeerId) -> Outcome:
+    async def _verify(self, data: bytes, via: PeerId) -> Outcome:
         """Seed 004's rules, after one of our own: the sender signed the outermost layer
         (it is the announcer, or the last relay). Checked first, on the decoded envelope
-        only, so a peer forwarding someone else's record unwrapped cannot burn its nonce."""
+        only, so a peer forwarding someone else's record unwrapped cannot burn its nonce.
+        The claimed announcer's trust entry is read off the loop before the verifier
+        asks whether it is known."""
         try:
             env = Envelope.decode(data)
             if env.payload_type == ANNOUNCEMENT_TYPE:
@@ -307,8 +312,24 @@ class AnnouncePushProtocol:
             return Outcome(Result.MALFORMED)
         if signer != via:
             return Outcome(Result.INVALID_RELAY_SIGNATURE)
+        announcer = self._announcer(data)
+        entry = await self._trust_entry(announcer) if announcer is not None else None
+        known = entry is not None and entry.trusted
         return self.verifier.verify(data, self._clock.now(), require_known=True,
-                                    is_known=self._is_known)
+                                    is_known=lambda peer: known and peer == announcer)
+
+    def _announcer(self, data: bytes) -> PeerId | None:
+        """The peer id an announcement claims, through at most one relay more than
+        allowed (the verifier refuses longer chains anyway); None if it does not decode."""
+        try:
+            for _ in range(self.config.verifier.max_relay_hops + 2):
+                env = Envelope.decode(data)
+                if env.payload_type == ANNOUNCEMENT_TYPE:
+                    return Announcement.decode_payload(env.payload).peer_id
+                data = RelayedAnnouncement.decode_payload(env.payload).original
+        except MalformedRecord:
+            return None
+        return None
 
     def _conclude(self, verdict: str, outcome: Outcome | None, conn: Connection,
                   data: bytes) -> None:
