@@ -20,7 +20,8 @@ cause           what it sees
 ``Mobility`` is its driver on a Node: the ``mobility.watch`` service polls every
 ``poll_interval`` seconds; each change is an ``AddressChanged`` event (``address.changed``)
 and then, at most once per ``min_reannounce`` seconds (later changes within it are folded
-into one re-announcement at its end), the node signs a new announcement (next sequence
+into one re-announcement at its end), the node rebinds its UDP port on its new IP if it
+was bound to one that went away (``MovableEndpoint``), signs a new announcement (next sequence
 number, ``previous`` = its recent peers), puts it in the DHT at once and pushes it to its
 recent peers (``protocols.announce_push``).
 """
@@ -36,13 +37,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from stack.base.errors import StackError
-from stack.base.net import Address, format_address
+from stack.base.net import Address, DatagramEndpoint, EndpointStats, format_address
 from stack.node.events import AddressChanged, AnnouncementPublished
 
 if TYPE_CHECKING:
     from stack.node.node import Node
 
-__all__ = ["Change", "ChangeDetector", "Mobility", "CAUSES"]
+__all__ = ["Change", "ChangeDetector", "Mobility", "MovableEndpoint", "CAUSES"]
 
 log = structlog.get_logger("p2pstack.mobility")
 
@@ -117,6 +118,37 @@ class ChangeDetector:
         return Change(format_address(old), format_address(addr), "mapped")
 
 
+class MovableEndpoint:
+    """The node's UDP endpoint, whose socket can be replaced: a node bound to one IP
+    (not the wildcard) rebinds the same port on its new IP when that one went away, and
+    everything holding the endpoint (QUIC, the DHT, STUN) sends through the new socket."""
+
+    def __init__(self, inner: DatagramEndpoint) -> None:
+        self._inner = inner
+
+    @property
+    def local_address(self) -> Address:
+        return self._inner.local_address
+
+    @property
+    def stats(self) -> EndpointStats:
+        return self._inner.stats
+
+    @stats.setter
+    def stats(self, value: EndpointStats) -> None:
+        self._inner.stats = value
+
+    def send(self, data: bytes, addr: Address) -> None:
+        self._inner.send(data, addr)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def replace(self, inner: DatagramEndpoint) -> None:
+        old, self._inner = self._inner, inner
+        old.close()
+
+
 class Mobility:
     """``ChangeDetector`` driven on a Node (see the module docstring)."""
 
@@ -178,9 +210,32 @@ class Mobility:
         wait = self._last_announce + self.min_reannounce - node.clock.monotonic()
         self._pending = node.supervisor.spawn(self._reannounce(max(0.0, wait)))
 
+    async def _rebind_if_gone(self) -> None:
+        """Bound to one IP that is no longer ours: bind the same port on our new one."""
+        node = self.node
+        endpoint = node.endpoint
+        if not isinstance(endpoint, MovableEndpoint):
+            return
+        ip, port = endpoint.local_address
+        ips = node._network.local_ips()
+        if ip == "0.0.0.0" or ip in ips:
+            return
+        fresh = [i for i in ips if not i.startswith("127.")]
+        if not fresh:
+            return  # no address at all yet: the next interface change will tell
+        try:
+            new = await node._network.bind((fresh[0], port), node.demux)
+        except StackError as exc:
+            log.warning("address.rebind_failed", address=f"{fresh[0]}:{port}", error=str(exc))
+            return
+        endpoint.replace(new)
+        self.detector._send_errors = new.stats.send_errors
+        log.info("address.rebound", old=f"{ip}:{port}", new=f"{fresh[0]}:{port}")
+
     async def _reannounce(self, wait: float) -> None:
         if wait > 0:
             await asyncio.sleep(wait)
+        await self._rebind_if_gone()
         node = self.node
         self._last_announce = node.clock.monotonic()
         push = node.announce_push

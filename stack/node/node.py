@@ -77,7 +77,7 @@ from stack.node.events import (AnnouncementPublished, ConnectionClosed, Connecti
                                DialbackResult, DialbackRole, EventBus, EventWaiter,
                                IdentityReceived, NodeEvent, RelayReservation, ServiceFailed,
                                TrustChecked)
-from stack.node.mobility import Mobility
+from stack.node.mobility import Mobility, MovableEndpoint
 from stack.node.protocols.announce_push import AnnouncePushProtocol
 from stack.node.protocols.autonat import DialBack
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
@@ -310,7 +310,8 @@ class Node:
         for attempt in range(attempts):
             # UDP first; TLS takes the same port number on TCP. With port 0 the number
             # the kernel picked for UDP may be taken on TCP: try another one.
-            self.endpoint = await self._network.bind((host, port), self.demux)
+            # movable: rebound on a new IP if ours goes away (issue 10, stack.node.mobility)
+            self.endpoint = MovableEndpoint(await self._network.bind((host, port), self.demux))
             if not self.config.tls:
                 break
             try:

@@ -347,3 +347,26 @@ def test_peer_whose_connection_died_reresolves_through_the_dht(tmp_path):
         assert a.announce_push.stats["valid"] == 0  # it came from the DHT, not a push
 
     simulate(tmp_path, 23, scenario)
+
+
+def test_node_bound_to_its_ip_rebinds_on_the_new_one(tmp_path):
+    """The mover listens on its own IP (not the wildcard): after the move its socket's
+    sends fail; it rebinds the same port on the new IP, re-announces, and the peer
+    redials it there."""
+
+    async def scenario(w: World):
+        mover = await w.add("198.51.100.10")
+        peer = await w.add("198.51.100.11")
+        await w.meet(peer, mover)
+        redial = peer.next_event(ConnectionOpened, peer_id=mover.peer_id, inbound=False,
+                                 address=f"{MOVED_TO}:{PORT}", timeout=5)
+        t0 = w.clock.monotonic()
+        w.hosts[mover].change_ip(MOVED_TO)
+        await redial
+        assert w.clock.monotonic() - t0 < 1.0
+        assert mover.udp_address == (MOVED_TO, PORT)
+        assert mover.addrs()[0].startswith(f"/ip4/{MOVED_TO}/udp/{PORT}/quic-v1")
+        _, reply, _ = await peer.echo(mover.peer_id, b"rebound")
+        assert reply == b"rebound"
+
+    simulate(tmp_path, 31, scenario, dht=False)
