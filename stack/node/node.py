@@ -189,7 +189,8 @@ class Node:
             replay=self.stores.replay, connect=self._push_connect,
             connections=lambda: list(self._connections), events=self.events,
             spawn=self.supervisor.spawn, running=lambda: self._started,
-            resolve=self.resolve if self.config.dht else None)
+            resolve=self.resolve if self.config.dht else None,
+            reresolve=self.config.keep_alive is not None)
         router.add(self.announce_push)
         self._add_relay_protocols(router)
         return router

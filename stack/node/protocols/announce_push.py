@@ -16,9 +16,10 @@ connections, to its other peers (at most ``max_forward``), as long as the result
 most ``MAX_RELAY_HOPS`` relays. Each node accepts an announcement once (the verifier's
 nonce check), so a flood ends after one forward per node.
 
-**DHT**: a connection that died of an idle timeout starts a re-resolve of that peer
-through the DHT with backoff (``reresolve_delays``); a record naming another address is
-dialed.
+**DHT**: with keep-alives on (so an idle timeout means the path died, not that both
+ends fell silent), a connection that died of its idle timeout starts a re-resolve of that
+peer through the DHT with backoff (``reresolve_delays``); a record naming another address
+is dialed.
 
 Wire: the dialer opens a stream, names the protocol, writes one message (the record, at
 most ``MAX_RELAYED_SIZE`` bytes), and reads one message: the verdict's code in ASCII.
@@ -140,8 +141,8 @@ class AnnouncePushProtocol:
     Collaborators are passed in (the Node composes them): our identity and clock, the
     trust store's ``get_async`` (read off the loop), the replay store, ``connect`` (dial
     a peer id or an address, no identify), ``connections`` (our open ones), ``resolve``
-    (the DHT; None without one), the event bus, ``spawn`` (the supervisor's) and
-    ``running``.
+    (the DHT; None without one), ``reresolve`` (use it when a connection dies), the
+    event bus, ``spawn`` (the supervisor's) and ``running``.
     """
 
     protocol_id = PROTO_ANNOUNCE
@@ -152,6 +153,7 @@ class AnnouncePushProtocol:
                  connections: Callable[[], list[Connection]], events: EventBus,
                  spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
                  running: Callable[[], bool], resolve: Resolve | None = None,
+                 reresolve: bool = False,
                  config: PushConfig | None = None) -> None:
         self.config = cfg = config or PushConfig()
         self._identity = identity
@@ -163,7 +165,7 @@ class AnnouncePushProtocol:
         self._events = events
         self._spawn = spawn
         self._running = running
-        self._resolve = resolve
+        self._resolve = resolve if reresolve else None
         self.verifier: Verifier = Verifier(cfg.verifier)
         self.stats: Counter[str] = Counter()  # verdicts received, plus pushed/forwarded/...
         self._seen: dict[PeerId, float] = {}         # peer -> last connected (monotonic)
