@@ -22,8 +22,9 @@ cause           what it sees
 and then, at most once per ``min_reannounce`` seconds (later changes within it are folded
 into one re-announcement at its end), the node rebinds its UDP port on its new IP if it
 was bound to one that went away (``MovableEndpoint``), signs a new announcement (next sequence
-number, ``previous`` = its recent peers), puts it in the DHT at once and pushes it to its
-recent peers (``protocols.announce_push``).
+number, ``previous`` = its recent peers) and pushes it to its recent peers
+(``protocols.announce_push``), and puts one more (the next number, without ``previous``:
+the DHT is public) in the DHT at once.
 """
 
 from __future__ import annotations
@@ -240,10 +241,13 @@ class Mobility:
         self._last_announce = node.clock.monotonic()
         push = node.announce_push
         await node.stores.sequence.ready()
+        # Two records: the one pushed names our recent peers (seed 004's
+        # previousConnections: relays forward it to them); the one the DHT stores, for
+        # anyone to read, does not, and carries the next sequence number.
         record = node._sign_announcement(previous=push.recent_peers())
         publish = None
         if node.dht is not None and node.config.publish and node._started:
-            publish = node.supervisor.spawn(self._publish(record))
+            publish = node.supervisor.spawn(self._publish(node._sign_announcement()))
         replace, self._path_gone = self._path_gone, False
         results = await push.push_all(record, replace=replace)
         self.last_push = {str(p): r for p, r in results.items()}
