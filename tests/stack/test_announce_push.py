@@ -58,3 +58,36 @@ async def test_replay_state_survives_a_restart(tmp_path):
     finally:
         await mover.stop()
         await receiver.stop()
+
+
+def test_recent_peers_are_the_most_recent_bounded_and_expire():
+    """Pushes go to the peers of the last hour, most recent first, at most ``max_push``;
+    peer ids cost nothing, so the table of peers seen is bounded too."""
+    import random
+    from types import SimpleNamespace
+
+    from stack.base.clock import ManualClock
+    from stack.base.identity import Identity
+    from stack.node.events import EventBus
+    from stack.node.protocols.announce_push import AnnouncePushProtocol, PushConfig
+    from stack.store.replay import MemoryReplayStore
+
+    rng = random.Random(3)
+    clock = ManualClock()
+    me = Identity.from_rng(rng)
+
+    async def never(*_):  # pragma: no cover - not called here
+        raise AssertionError
+
+    push = AnnouncePushProtocol(
+        identity=me, clock=clock, trust_entry=never, replay=MemoryReplayStore(),
+        connect=never, connections=list, events=EventBus(), spawn=never,
+        running=lambda: True, config=PushConfig(max_push=3, max_tracked=5))
+    peers = [Identity.from_rng(rng).peer_id for _ in range(8)]
+    for peer in peers:
+        push.on_connection(SimpleNamespace(peer_id=peer))
+        clock.advance(60.0)
+    assert push.recent_peers() == peers[::-1][:3]
+    assert len(push._seen) == 5
+    clock.advance(3600.0 - 3 * 60.0 + 1)  # the hour has passed for the oldest kept ones
+    assert push.recent_peers() == peers[::-1][:2]

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +101,9 @@ class PushConfig:
         redial_interval: seconds; at most one redial per announcer in this time.
         ban_time: seconds a relay that forwarded garbage stays banned.
         max_forward: peers a relay forwards one announcement to, at most.
+        max_push: recent peers a move is pushed to, at most (the most recent ones: peer
+            ids cost nothing to mint, so connections alone must not buy a push each).
+        max_tracked: peers remembered (last connection, lost, banned), oldest dropped.
         reresolve_delays: seconds between DHT re-resolves of a peer whose connection died.
         verifier: the seed-004 verifier's settings (``MAX_RELAY_HOPS`` = its
             ``max_relay_hops``, 3).
@@ -115,6 +118,8 @@ class PushConfig:
     redial_interval: float = 10.0
     ban_time: float = 3600.0
     max_forward: int = 8
+    max_push: int = 64
+    max_tracked: int = 4096
     reresolve_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
 
@@ -168,10 +173,11 @@ class AnnouncePushProtocol:
         self._resolve = resolve if reresolve else None
         self.verifier: Verifier = Verifier(cfg.verifier)
         self.stats: Counter[str] = Counter()  # verdicts received, plus pushed/forwarded/...
-        self._seen: dict[PeerId, float] = {}         # peer -> last connected (monotonic)
-        self._lost: dict[PeerId, float] = {}         # peer -> when a connection died
+        # peer -> last connected (monotonic), least recent first
+        self._seen: OrderedDict[PeerId, float] = OrderedDict()
+        self._lost: OrderedDict[PeerId, float] = OrderedDict()  # peer -> when one died
         self._hints: dict[PeerId, tuple[int, tuple[str, ...]]] = {}  # peer -> (seq, addrs)
-        self._banned: dict[PeerId, float] = {}       # peer -> banned until (monotonic)
+        self._banned: OrderedDict[PeerId, float] = OrderedDict()  # peer -> until (mono)
         self._incoming = TokenBuckets(cfg.receive_rate, cfg.receive_burst)
         self._outgoing = TokenBuckets(cfg.push_rate, cfg.push_burst)
         self._redials = TokenBuckets(1.0 / cfg.redial_interval, 1.0)
@@ -197,9 +203,15 @@ class AnnouncePushProtocol:
 
     # ------------------------------------------------------------- peer tracking
 
+    def _note(self, table: OrderedDict[PeerId, float], peer: PeerId, value: float) -> None:
+        table[peer] = value
+        table.move_to_end(peer)
+        if len(table) > self.config.max_tracked:
+            table.popitem(last=False)
+
     def on_connection(self, conn: Connection) -> None:
         peer = conn.peer_id
-        self._seen[peer] = self._clock.monotonic()
+        self._note(self._seen, peer, self._clock.monotonic())
         add = getattr(conn, "add_close_callback", None)
         if add is not None:
             add(lambda c: self._closed(conn))
@@ -207,19 +219,22 @@ class AnnouncePushProtocol:
     def _closed(self, conn: Connection) -> None:
         now = self._clock.monotonic()
         peer = conn.peer_id
-        self._seen[peer] = now
+        self._note(self._seen, peer, now)
         reason = (getattr(conn, "close_reason", "") or "").lower()
         if "idle timeout" in reason and self._running():  # it died, we did not close it
-            self._lost[peer] = now
+            self._note(self._lost, peer, now)
             if self._resolve is not None and not self._live(peer):
                 self._reresolve_soon(peer, conn.remote_address)
 
     def recent_peers(self) -> list[PeerId]:
-        """Peers we had a connection with in the last ``config.recent`` seconds."""
+        """Peers we had a connection with in the last ``config.recent`` seconds, the
+        most recent first, at most ``config.max_push``."""
         horizon = self._clock.monotonic() - self.config.recent
-        for peer in [p for p, t in self._seen.items() if t < horizon]:
-            del self._seen[peer]
-        return [p for p in self._seen if p != self._identity.peer_id]
+        seen = self._seen
+        while seen and next(iter(seen.values())) < horizon:
+            seen.popitem(last=False)
+        me = self._identity.peer_id
+        return [p for p in reversed(seen) if p != me][:self.config.max_push]
 
     def addresses(self, peer: PeerId) -> tuple[str, ...]:
         """Where ``peer`` said it is, in its latest verified announcement (or ())."""
@@ -362,7 +377,7 @@ class AnnouncePushProtocol:
         await self._forward(data, ann, chain, via)
 
     def _ban(self, peer: PeerId, why: str) -> None:
-        self._banned[peer] = self._clock.monotonic() + self.config.ban_time
+        self._note(self._banned, peer, self._clock.monotonic() + self.config.ban_time)
         self.stats["bans"] += 1
         log.warning("announce.relay_banned", peer_id=str(peer), reason=why)
         self._spawn(self._drop(peer))
