@@ -18,13 +18,14 @@ cause           what it sees
 ==============  =======================================================================
 
 ``Mobility`` is its driver on a Node: the ``mobility.watch`` service polls every
-``poll_interval`` seconds; each change is an ``AddressChanged`` event (``address.changed``)
-and then, at most once per ``min_reannounce`` seconds (later changes within it are folded
-into one re-announcement at its end), the node rebinds its UDP port on its new IP if it
-was bound to one that went away (``MovableEndpoint``), signs a new announcement (next sequence
-number, ``previous`` = its recent peers) and pushes it to its recent peers
-(``protocols.announce_push``), and puts one more (the next number, without ``previous``:
-the DHT is public) in the DHT at once.
+``poll_interval`` seconds (0.25) while the node had a connection in the last hour, every
+``idle_poll_interval`` (5) otherwise; each change is an ``AddressChanged`` event
+(``address.changed``) and then, at most once per ``min_reannounce`` seconds (later
+changes within it are folded into one re-announcement at its end), the node rebinds its
+UDP port on its new IP if it was bound to one that went away (``MovableEndpoint``),
+signs a new announcement (next sequence number, ``previous`` = its recent peers) and
+pushes it to its recent peers (``protocols.announce_push``), and puts one more (the next
+number, without ``previous``: the DHT is public) in the DHT at once.
 """
 
 from __future__ import annotations
@@ -150,13 +151,19 @@ class MovableEndpoint:
         old.close()
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class Mobility:
     """``ChangeDetector`` driven on a Node (see the module docstring)."""
 
     def __init__(self, node: Node, *, poll_interval: float = 0.25,
-                 min_reannounce: float = 1.0) -> None:
+                 idle_poll_interval: float = 5.0, min_reannounce: float = 1.0) -> None:
         self.node = node
         self.poll_interval = poll_interval
+        self.idle_poll_interval = idle_poll_interval
         self.min_reannounce = min_reannounce
         clock = node.clock
         self.detector = ChangeDetector(node._network.local_ips(), wall=clock.now(),
@@ -166,6 +173,8 @@ class Mobility:
         self._last_announce = float("-inf")
         self._pending: asyncio.Task[None] | None = None
         self._path_gone = False  # a change since the last push made our old path unusable
+        self._sleeper: asyncio.Future[None] | None = None
+        self._idle = False
 
     def _errors(self) -> int:
         endpoint = self.node.endpoint
@@ -174,12 +183,30 @@ class Mobility:
     async def watch(self) -> None:
         """The ``mobility.watch`` service."""
         node = self.node
+        loop = asyncio.get_running_loop()
+        node.announce_push.on_seen = self.wake
         while True:
-            await asyncio.sleep(self.poll_interval)
+            # Quick while there are peers to tell; slowly otherwise (the DHT record is
+            # the only one to refresh then): an idle simulated hour stays cheap. A new
+            # connection cuts a slow wait short.
+            quick = node.announce_push.has_recent()
+            self._sleeper = sleeper = loop.create_future()
+            timer = loop.call_later(self.poll_interval if quick else self.idle_poll_interval,
+                                    _wake, sleeper)
+            self._idle = not quick
+            try:
+                await sleeper
+            finally:
+                timer.cancel()
             clock = node.clock
             for change in self.detector.poll(node._network.local_ips(), self._errors(),
                                              wall=clock.now(), mono=clock.monotonic()):
                 self.moved(change)
+
+    def wake(self) -> None:
+        """A peer connected: a slow (idle) wait ends now."""
+        if self._idle and self._sleeper is not None:
+            _wake(self._sleeper)
 
     def report_mapped(self, addr: Address, source: str) -> None:
         """An observer (``source``: ``stun``, ``identify``, ``keepalive`` ...) reports our

@@ -182,6 +182,7 @@ class AnnouncePushProtocol:
         self._outgoing = TokenBuckets(cfg.push_rate, cfg.push_burst)
         self._redials = TokenBuckets(1.0 / cfg.redial_interval, 1.0)
         self._reresolving: set[PeerId] = set()
+        self.on_seen: Callable[[], None] | None = None  # a connection opened (mobility)
 
     # ------------------------------------------------------------------- lifecycle
 
@@ -212,6 +213,8 @@ class AnnouncePushProtocol:
     def on_connection(self, conn: Connection) -> None:
         peer = conn.peer_id
         self._note(self._seen, peer, self._clock.monotonic())
+        if self.on_seen is not None:
+            self.on_seen()
         add = getattr(conn, "add_close_callback", None)
         if add is not None:
             add(lambda c: self._closed(conn))
@@ -235,6 +238,12 @@ class AnnouncePushProtocol:
             seen.popitem(last=False)
         me = self._identity.peer_id
         return [p for p in reversed(seen) if p != me][:self.config.max_push]
+
+    def has_recent(self) -> bool:
+        """Whether any peer was connected in the last ``config.recent`` seconds (O(1))."""
+        seen = self._seen
+        return bool(seen) and (next(reversed(seen.values()))
+                               >= self._clock.monotonic() - self.config.recent)
 
     def addresses(self, peer: PeerId) -> tuple[str, ...]:
         """Where ``peer`` said it is, in its latest verified announcement (or ())."""
