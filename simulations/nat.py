@@ -218,7 +218,12 @@ class Nat:
             return
         private = m.private
         self.stats.translated_in += 1
-        self._hosts[private[0]]._arrive(src, private, data)
+        host = self._hosts.get(private[0])
+        if host is None:  # that private address moved away (SimHost.change_ip)
+            self.stats.dropped_no_mapping += 1
+            net.stats.dropped_nat += 1
+            return
+        host._arrive(src, private, data)
 
 
 class PublicSite:

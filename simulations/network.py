@@ -40,6 +40,8 @@ ephemeral, from 49152 up; a taken port or a foreign ip raises ``SimulationError`
 ``LocalError``). Receivers get batches (``list[Datagram]``) like ``UdpNetwork``: every
 datagram that reaches an endpoint at the same instant is handed over in one call. A
 receiver that raises is reported to the loop's exception handler; delivery goes on.
+``host.change_ip(new_ip, old_ip=None)`` moves the host to another address (issue 10:
+wildcard-bound endpoints follow it, endpoints bound to the old address get send errors).
 ``host.crash()`` makes the host drop everything in and out (its endpoints stay bound);
 ``host.restart()`` undoes it.
 
@@ -96,9 +98,10 @@ class SimEndpoint:
     """A bound simulated UDP port (``stack.base.net.DatagramEndpoint``)."""
 
     __slots__ = ("_host", "_net", "_key", "_src", "_receiver", "_inbox", "_closed",
-                 "local_address", "stats")
+                 "local_address", "stats", "_wildcard", "_gone")
 
-    def __init__(self, host: SimHost, key: Address, src: Address, receiver: Receiver) -> None:
+    def __init__(self, host: SimHost, key: Address, src: Address, receiver: Receiver,
+                 wildcard: bool = False) -> None:
         self._host = host
         self._net = host.network
         self._key = key
@@ -108,10 +111,24 @@ class SimEndpoint:
         self._closed = False
         self.local_address: Address = key
         self.stats = EndpointStats()
+        self._wildcard = wildcard  # bound to 0.0.0.0: follows the host's address changes
+        self._gone = False         # bound to an address the host no longer has
+
+    def _rekey(self, key: Address, src: Address) -> None:
+        """The host's address changed under a wildcard bind (``SimHost.change_ip``)."""
+        endpoints = self._host._endpoints
+        endpoints.pop(self._key, None)
+        self._key = key
+        self._src = src
+        self.local_address = key
+        endpoints[key] = self
 
     def send(self, data: bytes, addr: Address) -> None:
         """Send one datagram; conditions on the way are counted, never raised."""
         if self._closed:
+            return
+        if self._gone:  # EADDRNOTAVAIL: the address this socket is bound to went away
+            self.stats.send_errors += 1
             return
         if type(data) is not bytes:  # a bytearray the caller may reuse: copy it now
             data = bytes(data)
@@ -160,6 +177,7 @@ class SimHost:
     async def bind(self, addr: Address, receiver: Receiver) -> SimEndpoint:
         """Bind ``(ip, port)``; ip is one of ours or ``0.0.0.0``, port 0 = ephemeral."""
         ip, port = addr[0] or _ANY, int(addr[1])
+        wildcard = ip == _ANY
         if ip != _ANY and ip not in self.ips:
             raise SimulationError(f"cannot bind {ip}:{port}: not an address of {self!r}")
         if not 0 <= port <= 65535:
@@ -173,7 +191,7 @@ class SimHost:
         self.network._attach_loop()
         key = (ip, port)
         src = (self.ip, port) if ip == _ANY else key
-        endpoint = SimEndpoint(self, key, src, receiver)
+        endpoint = SimEndpoint(self, key, src, receiver, wildcard)
         self._endpoints[key] = endpoint
         return endpoint
 
@@ -201,6 +219,45 @@ class SimHost:
             if not self._taken(ip, port):
                 return port
         raise SimulationError(f"no free ephemeral port on {self!r}")
+
+    def change_ip(self, new_ip: str, old_ip: str | None = None) -> None:
+        """The host's address ``old_ip`` (default: its primary one) becomes ``new_ip``
+        (a network switch, a new DHCP lease; issue 10). ``local_ips()`` reports the new
+        address from now on. Endpoints bound to the wildcard follow it (they send from
+        ``new_ip`` and their ``local_address`` says so); endpoints bound to ``old_ip``
+        itself are orphaned, as a real socket is: what they send is counted in their
+        ``stats.send_errors`` and dropped, and nothing reaches them any more. Datagrams
+        in flight to ``old_ip`` are lost (``dropped_unroutable``)."""
+        old = self.ip if old_ip is None else old_ip
+        if old not in self.ips:
+            raise SimulationError(f"{old} is not an address of {self!r}")
+        net = self.network
+        if self.nat is None:
+            net._claim(new_ip)
+            del net._public[old]
+            net._public[new_ip] = self
+        else:
+            if new_ip in self.nat._hosts:
+                raise SimulationError(f"{new_ip} is already taken behind {self.nat.public_ip}")
+            del self.nat._hosts[old]
+            self.nat._hosts[new_ip] = self
+            hosts = net._private.get(old, [])
+            if self in hosts:
+                hosts.remove(self)
+            if not hosts:
+                net._private.pop(old, None)
+            net._private.setdefault(new_ip, []).append(self)
+        self.ips = [new_ip if ip == old else ip for ip in self.ips]
+        self.ip = self.ips[0]
+        for key, endpoint in list(self._endpoints.items()):
+            if endpoint._wildcard:
+                if key[0] == old:
+                    endpoint._rekey((new_ip, key[1]), (new_ip, key[1]))
+                elif key[0] == _ANY:
+                    endpoint._src = (self.ip, key[1])
+            elif key[0] == old:
+                endpoint._gone = True
+                self._endpoints.pop(key)
 
     def crash(self) -> None:
         """Drop every datagram to or from this host until ``restart()``."""

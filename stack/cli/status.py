@@ -76,6 +76,12 @@ def _text(r: dict[str, Any]) -> str:
                                            f"{stats['circuits']} circuits)")
         lines.append(f"relay:        service {relay['service']}{served}")
         lines += [f"  reserved:   {addr}" for addr in relay["reservations"]]
+    mobility = r.get("mobility")  # absent from a node older than issue 10
+    if mobility is not None:
+        counts = ", ".join(f"{k} {v}" for k, v in mobility["announcements"].items())
+        lines.append(f"announce:     {counts or 'no pushes'}")
+        lines += [f"  moved:      {c['old']} -> {c['new']} ({c['cause']})"
+                  for c in mobility["changes"]]
     lines.append(f"connections:  {len(r['connections'])}")
     lines += [f"  {c['peer_id']} {c['transport']} {c['path']} {c['remote']} {c['direction']}"
               for c in r["connections"]]

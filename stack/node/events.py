@@ -28,8 +28,8 @@ from stack.store.trust import Outcome
 __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityReceived",
            "DialbackResult", "DialbackRole", "AnnouncementPublished", "ServiceFailed",
            "ControlRequest", "ControlOutcome", "RelayReservation", "NatReported",
-           "ReachabilityChecked", "MappingChanged", "NodeEvent", "EventBus", "EventWaiter",
-           "EVENT_NAMES"]
+           "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
+           "NodeEvent", "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
 
@@ -175,9 +175,36 @@ class RelayReservation:
     expires_in: float
 
 
+@dataclass(frozen=True)
+class AddressChanged:
+    """We moved (issue 10): ``old`` and ``new`` are address texts (interface IPs joined
+    by commas, or a mapped ``HOST:PORT``); ``cause`` is ``interface``, ``mapped``,
+    ``send_error`` or ``sleep_wake`` (``stack.node.mobility``)."""
+    old: str
+    new: str
+    cause: str
+
+
+@dataclass(frozen=True)
+class AnnouncementReceived:
+    """A pushed announcement (``/p2pstack/announce/1``), direct or relayed, and the
+    verdict: a seed-004 result code (``valid``, ``nonce_reused``, ...) or ``banned`` /
+    ``rate_limited``. ``peer_id`` is the announcer (claimed unless valid; None when it did
+    not decode), ``via`` the peer that sent it to us, ``relay_chain`` the relays in path
+    order, ``redialed`` whether we dialed the announcer at its new address."""
+    peer_id: PeerId | None
+    result: str
+    via: PeerId
+    seq: int | None = None
+    addrs: tuple[str, ...] = ()
+    relay_chain: tuple[PeerId, ...] = ()
+    redialed: bool = False
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
-             | RelayReservation | NatReported | ReachabilityChecked | MappingChanged)
+             | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
+             | AddressChanged | AnnouncementReceived)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -187,7 +214,8 @@ EVENT_NAMES: dict[type, str] = {
     ServiceFailed: "service.failed", ControlRequest: "control.request",
     RelayReservation: "relay.reservation",
     NatReported: "nat.report", ReachabilityChecked: "autonat.result",
-    MappingChanged: "nat.mapping_changed",
+    MappingChanged: "nat.mapping_changed", AddressChanged: "address.changed",
+    AnnouncementReceived: "announce.received",
 }
 
 E = TypeVar("E")
@@ -223,7 +251,8 @@ class EventBus:
             self._waiters.remove(waiter)
 
     def emit(self, event: NodeEvent, level: str = "info") -> None:
-        fields = {k: (str(v) if isinstance(v, (PeerId, Enum)) else v)  # plain text in logs
+        fields = {k: (str(v) if isinstance(v, (PeerId, Enum)) else
+                      [str(p) for p in v] if k == "relay_chain" else v)  # plain text in logs
                   for k, v in event.__dict__.items()}
         getattr(log, level)(EVENT_NAMES[type(event)], **fields)
         for queue in self._queues:

@@ -306,7 +306,9 @@ class NodeNat:
         if (report.nat and report.mapping == EIM and public is not None
                 and public != node.observed_address and node.quic is not None):
             log.info("address.observed", address=format_address(public), by="stun")
-            node.observed_address = public
+            # through mobility (issue 10): announced from now on, and a different mapping
+            # than the last is a move (address.changed, re-announced and pushed at once)
+            node.report_mapped_address(public, "stun")
         dht = node.dht
         if (dht is not None and dht.core.server and node.config.dht_server is None
                 and node.config.bootstrap and vetoes_server(report)):

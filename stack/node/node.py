@@ -95,6 +95,8 @@ from stack.node.events import (AnnouncementPublished, ConnectionClosed, Connecti
                                DialbackResult, DialbackRole, EventBus, EventWaiter,
                                IdentityReceived, NodeEvent, RelayReservation, ServiceFailed,
                                TrustChecked)
+from stack.node.mobility import Mobility, MovableEndpoint
+from stack.node.protocols.announce_push import AnnouncePushProtocol
 from stack.node.protocols.autonat import AutoNat, DialBack, Helper
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
@@ -214,6 +216,15 @@ class Node:
             self.autonat.client_protocols
         for protocol in (self.identify, PingProtocol(), EchoProtocol(), *autonat):
             router.add(protocol)
+        # Issue 10: signed announcements pushed to recent peers, verified, relayed.
+        self.announce_push = AnnouncePushProtocol(
+            identity=self.identity, clock=self.clock, trust_entry=self.trust.get_async,
+            replay=self.stores.replay, connect=self._push_connect,
+            connections=lambda: list(self._connections), events=self.events,
+            spawn=self.supervisor.spawn, running=lambda: self._started,
+            resolve=self.resolve if self.config.dht else None,
+            reresolve=self.config.keep_alive is not None)
+        router.add(self.announce_push)
         self._add_relay_protocols(router)
         return router
 
@@ -321,6 +332,9 @@ class Node:
         self._started_at = self.clock.monotonic()
         self._started = True
         self._start_relays()
+        self.mobility = Mobility(self)  # issue 10: notice moves, re-announce, push
+        self.supervisor.run("mobility.watch", self.mobility.watch)
+        # after mobility: a NAT report's public mapping goes through report_mapped_address
         self.supervisor.spawn(self.detect_nat("start"))
         if self.nat is not None:
             self.supervisor.run("nat.watch", self.nat.watch)
@@ -336,7 +350,8 @@ class Node:
         for attempt in range(attempts):
             # UDP first; TLS takes the same port number on TCP. With port 0 the number
             # the kernel picked for UDP may be taken on TCP: try another one.
-            self.endpoint = await self._network.bind((host, port), self.demux)
+            # movable: rebound on a new IP if ours goes away (issue 10, stack.node.mobility)
+            self.endpoint = MovableEndpoint(await self._network.bind((host, port), self.demux))
             if not self.config.tls:
                 break
             try:
@@ -530,17 +545,23 @@ class Node:
                 out.append(text)
         return tuple(out)
 
-    def _sign_announcement(self) -> bytes:
-        """A fresh announcement of our current addresses with the next sequence number.
-        Addresses that would push the record past the DHT's 1000 bytes are left out."""
+    def _sign_announcement(self, previous: list[PeerId] | tuple[PeerId, ...] = ()) -> bytes:
+        """A fresh announcement of our current addresses with the next sequence number
+        (``previous``: seed 004's previousConnections). What would push the record past
+        the DHT's 1000 bytes is left out: peers of ``previous`` first, then addresses."""
         addrs = self.announced_addrs()
         seq = self.stores.sequence.next()  # from the reserved block: no I/O here
+        previous = tuple(previous)
         while True:
             try:
                 record = sign_announcement(self.identity, seq, addrs, self.clock.now(),
-                                           display_name=self.config.display_name)
+                                           display_name=self.config.display_name,
+                                           previous=previous)
                 break
             except RecordTooLarge:
+                if previous:
+                    previous = previous[:-1]
+                    continue
                 if not addrs:
                     raise
                 addrs = addrs[:-1]
@@ -618,6 +639,16 @@ class Node:
             return False
         await self.announce(timeout)
         return True
+
+    def report_mapped_address(self, addr: Address, source: str) -> None:
+        """An observer (a STUN answer, a keepalive, identify) saw our UDP port at ``addr``
+        (issue 10): announced from now on; a different mapping than the last one is a
+        move (``address.changed``, cause ``mapped``) and re-announces at once."""
+        if self._started:
+            self.mobility.report_mapped(addr, source)
+
+    async def _push_connect(self, target: PeerId | PeerAddress) -> Connection:
+        return await self.connect(target, identify=False)
 
     async def resolve(self, peer_id: PeerId | str, timeout: float = 30.0) -> Announcement:
         """``peer_id``'s announcement from the DHT, signature and freshness verified.
@@ -839,6 +870,7 @@ class Node:
         peer = target.peer_id
         entry = await self.trust.get_async(peer)  # read off the loop
         known = list(reversed(entry.addresses)) if entry is not None else []
+        known[:0] = self.announce_push.addresses(target.peer_id)  # its latest push (issue 10)
         if entry is not None and entry.reachable and entry.dialback_address:
             known.insert(0, entry.dialback_address)  # proven by our dial-back
         attempts: list[tuple[str, Exception]] = []

@@ -206,6 +206,11 @@ def status(node: Node) -> dict[str, Any]:
         "relay": {"service": node.config.relay_service,
                   "stats": None if node.relay_server is None else node.relay_server.stats,
                   "reservations": node.relays.addrs()},
+        # Issue 10: the moves noticed (latest last) and the pushed announcements'
+        # verdicts (seed-004 codes, banned, rate_limited) and push/relay/redial counts.
+        "mobility": {"changes": [{"old": c.old, "new": c.new, "cause": c.cause}
+                                 for c in node.mobility.changes[-8:]] if node._started else [],
+                     "announcements": dict(sorted(node.announce_push.stats.items()))},
         "services": sorted(node.supervisor.services),
         "service_restarts": dict(sorted(node.supervisor.restarts.items())),
     }

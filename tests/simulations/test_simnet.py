@@ -473,3 +473,33 @@ def test_a_partition_drops_between_sides_until_healed():
     to_b, to_c, cut, stats = run_virtual(main())
     assert to_b == [b"to b"] and to_c == [b"to c again"]
     assert cut == 1 and stats.dropped_partition == 1 and stats.delivered == 2
+
+
+# ------------------------------------------------------------- address changes (issue 10)
+
+def test_change_ip_moves_wildcard_endpoints_and_orphans_bound_ones():
+    async def main():
+        net = SimNetwork(random.Random(1), latency=0.01, jitter=0.0)
+        a = net.add_host("198.51.100.1")
+        b = net.add_host("198.51.100.2")
+        got: list = []
+        wild = await a.bind(("0.0.0.0", 5000), got.extend)
+        pinned = await a.bind(("198.51.100.1", 5001), got.extend)
+        peer_got: list = []
+        peer = await b.bind(("198.51.100.2", 6000), peer_got.extend)
+        a.change_ip("203.0.113.9")
+        assert a.local_ips() == ["203.0.113.9"] and a.ip == "203.0.113.9"
+        assert wild.local_address == ("203.0.113.9", 5000)
+        assert net.host_at("203.0.113.9") is a
+        wild.send(b"x", ("198.51.100.2", 6000))
+        pinned.send(b"y", ("198.51.100.2", 6000))
+        assert pinned.stats.send_errors == 1
+        peer.send(b"to-old", ("198.51.100.1", 5000))
+        peer.send(b"to-new", ("203.0.113.9", 5000))
+        await asyncio.sleep(0.05)
+        assert peer_got == [(b"x", ("203.0.113.9", 5000))]
+        assert got == [(b"to-new", ("198.51.100.2", 6000))]
+        assert net.stats.dropped_unroutable == 1
+        with pytest.raises(SimulationError):
+            b.change_ip("203.0.113.9")  # taken
+    run_virtual(main())
