@@ -27,7 +27,8 @@ from stack.store.trust import Outcome
 
 __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityReceived",
            "DialbackResult", "DialbackRole", "AnnouncementPublished", "ServiceFailed",
-           "ControlRequest", "ControlOutcome", "RelayReservation", "NodeEvent", "EventBus",
+           "ControlRequest", "ControlOutcome", "RelayReservation", "HolePunchStarted",
+           "HolePunchSucceeded", "HolePunchFailed", "NodeEvent", "EventBus",
            "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
@@ -132,9 +133,45 @@ class RelayReservation:
     expires_in: float
 
 
+@dataclass(frozen=True)
+class HolePunchStarted:
+    """An attempt (1-3) to upgrade the relayed connection to ``peer_id`` to a direct path
+    (issue 9 section 3). ``role``: "initiator" (we accepted the relayed connection and
+    drive the exchange, and punch) or "dialer" (we dial the peer's candidates)."""
+    peer_id: PeerId
+    attempt: int
+    role: str
+
+
+@dataclass(frozen=True)
+class HolePunchSucceeded:
+    """A direct connection to ``peer_id`` formed: ``path`` is PUNCHED, or DIRECT for a
+    connection reversal; ``rtt`` the relayed round trip measured for this attempt (s);
+    ``elapsed`` seconds since the relayed connection opened; ``address`` the peer's."""
+    peer_id: PeerId
+    attempt: int
+    rtt: float
+    path: PathKind
+    address: str
+    elapsed: float
+    role: str
+
+
+@dataclass(frozen=True)
+class HolePunchFailed:
+    """An attempt failed (``reason``); ``final`` when no attempt is left (the connection
+    stays relayed and keeps working)."""
+    peer_id: PeerId
+    attempt: int
+    rtt: float | None
+    reason: str
+    final: bool
+    role: str
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
-             | RelayReservation)
+             | RelayReservation | HolePunchStarted | HolePunchSucceeded | HolePunchFailed)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -142,7 +179,8 @@ EVENT_NAMES: dict[type, str] = {
     TrustChecked: "trust.checked", IdentityReceived: "identity.received",
     DialbackResult: "dialback.result", AnnouncementPublished: "dht.published",
     ServiceFailed: "service.failed", ControlRequest: "control.request",
-    RelayReservation: "relay.reservation",
+    RelayReservation: "relay.reservation", HolePunchStarted: "holepunch.started",
+    HolePunchSucceeded: "holepunch.succeeded", HolePunchFailed: "holepunch.failed",
 }
 
 E = TypeVar("E")

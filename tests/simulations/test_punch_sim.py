@@ -1,0 +1,144 @@
+"""Hole punching on the simulator (issue 9 section 3): the production Node on virtual
+time, a public relay, a dialer and a target behind every pair of NAT kinds. The dialer
+connects through the relay (the target's p2p-circuit address); the upgrade starts on
+its own. Feasible pairs (all but port-restricted <-> symmetric and symmetric <->
+symmetric) end on a direct path: PUNCHED, or DIRECT by connection reversal where the
+dialer is public; the rest stay RELAYED and keep working. Seeded; a failure names its
+seed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from simulations.network import SimNetwork
+from simulations.vtime import current_clock, run_virtual
+from stack.base.identity import Identity
+from stack.base.interfaces import PathKind
+from stack.node import Node
+from stack.node.config import NodeConfig
+from stack.node.events import HolePunchFailed, HolePunchSucceeded, RelayReservation
+from stack.store.stores import Stores
+
+PORT = 39001
+KINDS = ("none", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric")
+INFEASIBLE = {("port-restricted-cone", "symmetric"), ("symmetric", "port-restricted-cone"),
+              ("symmetric", "symmetric")}
+
+
+def feasible(dialer: str, target: str) -> bool:
+    return (dialer, target) not in INFEASIBLE
+
+
+class PunchSim:
+    """A relay at 198.51.100.1, a dialer A and a target B behind their NAT kinds."""
+
+    def __init__(self, tmp: Path, seed: int, loss: float) -> None:
+        self.seed = seed
+        self.tmp = tmp
+        self.rng = random.Random(seed)
+        self.net = SimNetwork(self.rng, latency=0.02, jitter=0.005, loss=loss)
+        self.clock = current_clock()
+        self.nodes: list[Node] = []
+
+    def fail(self, what: str) -> str:
+        return f"seed={self.seed}: {what}"
+
+    async def node(self, host, ip: str, **overrides) -> Node:
+        """A started node (no DHT: the relay is given, the target's address is known)."""
+        config = NodeConfig(data_dir=self.tmp / f"n{len(self.nodes)}", listen=(ip, PORT),
+                            tls=False, dht=False, identity=Identity.from_rng(self.rng),
+                            rng_seed=self.rng.getrandbits(64), dial_back_timeout=3.0,
+                            stores=Stores.memory(), **overrides)
+        node = Node(config, network=host, clock=self.clock)
+        self.nodes.append(node)
+        held = node.next_event(RelayReservation, held=True, timeout=60)
+        await node.start()
+        if overrides.get("relays"):
+            try:
+                await held
+            except TimeoutError:
+                raise AssertionError(self.fail("no reservation on the relay")) from None
+        else:
+            held.cancel()
+        return node
+
+    def host(self, kind: str, public_ip: str):
+        if kind == "none":
+            return self.net.add_host(public_ip), public_ip
+        host = self.net.add_nat_kind(public_ip, kind).add_host("10.0.0.2")
+        return host, host.ip
+
+    async def pair(self, dialer: str, target: str) -> tuple[Node, Node, str]:
+        """The relay, A (``dialer`` kind) and B (``target`` kind, holding a
+        reservation); B's p2p-circuit address."""
+        relay = await self.node(self.net.add_host("198.51.100.1"), "198.51.100.1",
+                                relay_service="limited")
+        relay_addr = f"/ip4/198.51.100.1/udp/{PORT}/quic-v1/p2p/{relay.peer_id}"
+        a = await self.node(*self.host(dialer, "203.0.113.1"))
+        b = await self.node(*self.host(target, "203.0.113.2"), relays=(relay_addr,))
+        return a, b, f"{relay_addr}/p2p-circuit/p2p/{b.peer_id}"
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(n.stop(0.1) for n in self.nodes), return_exceptions=True)
+
+
+def run(tmp: Path, seed: int, loss: float, scenario):
+    async def main():
+        sim = PunchSim(tmp, seed, loss)
+        try:
+            return await scenario(sim)
+        finally:
+            await sim.stop()
+    return run_virtual(main())
+
+
+async def upgrade(sim: PunchSim, dialer: str, target: str):
+    """Connect A to B through the relay; the outcome on A's side (succeeded, or the
+    final failure) and the relayed connection."""
+    a, b, circuit = await sim.pair(dialer, target)
+    succeeded = a.next_event(HolePunchSucceeded, timeout=120)
+    failed = a.next_event(HolePunchFailed, final=True, timeout=120)
+    relayed = await a.connect(circuit)
+    assert relayed.path.kind is PathKind.RELAYED, sim.fail(relayed.path)
+    done, _ = await asyncio.wait({asyncio.ensure_future(succeeded._wait()),
+                                  asyncio.ensure_future(failed._wait())},
+                                 return_when=asyncio.FIRST_COMPLETED)
+    outcome = done.pop().result()
+    succeeded.cancel()
+    failed.cancel()
+    return a, b, relayed, outcome
+
+
+def _cases():
+    out = []
+    for dialer in KINDS:
+        for target in KINDS:
+            out.append(pytest.param(dialer, target, id=f"{dialer}-to-{target}"))
+    return out
+
+
+@pytest.mark.parametrize("dialer, target", _cases())
+@pytest.mark.parametrize("loss", [0.0, 0.05])
+def test_nat_matrix(tmp_path, dialer, target, loss):
+    seed = 1000 + KINDS.index(dialer) * 10 + KINDS.index(target) + (500 if loss else 0)
+
+    async def scenario(sim: PunchSim):
+        a, b, relayed, outcome = await upgrade(sim, dialer, target)
+        if feasible(dialer, target):
+            assert isinstance(outcome, HolePunchSucceeded), sim.fail(f"{outcome}")
+            expected = PathKind.DIRECT if dialer == "none" else PathKind.PUNCHED
+            assert outcome.path in (expected, PathKind.PUNCHED), sim.fail(f"{outcome}")
+            conn, reply, _ = await a.echo(b.peer_id, b"direct")
+            assert reply == b"direct" and conn.path.kind is outcome.path, sim.fail(conn.path)
+        else:
+            assert isinstance(outcome, HolePunchFailed), sim.fail(f"{outcome}")
+            assert outcome.attempt == 3, sim.fail(f"{outcome}")
+            _, reply, _ = await a.echo(relayed, b"still relayed")
+            assert reply == b"still relayed" and not relayed.closed
+            assert relayed.path.kind is PathKind.RELAYED
+
+    run(tmp_path, seed, loss, scenario)
