@@ -16,8 +16,10 @@ in the data directory they go through it (its port, connections and DHT); otherw
 with ``--standalone``, they start a short-lived node on ephemeral ports (so the peer can
 dial us back, seed 000) that resolves peer ids through ``--bootstrap``. ``--json`` gives
 ``peer_id``, ``transport``, ``path``, ``rtt_ms``, ``reply``, ``reachable`` (the peer's
-dial-back verdict, null if it did not say in time) and ``via`` (``node`` or
-``standalone``).
+dial-back verdict, null if it did not say in time), ``via`` (``node`` or
+``standalone``), ``first_byte_ms`` (connect to the echo's reply) and, for a relayed
+connection, ``holepunch`` (how its upgrade ended) and ``upgrade_ms`` (relayed connection
+to direct path); ``path`` and ``rtt_ms`` are then the direct path's.
 """
 
 from __future__ import annotations
@@ -227,6 +229,9 @@ def run_connect(args: argparse.Namespace) -> int:
     else:
         print(f"connected to {out['peer_id']} over {out['transport']} ({out['path']})")
         print(f"reply: {out['reply']}  (rtt {out['rtt_ms']} ms)")
+        if out.get("holepunch") is not None:
+            upgrade = f" after {out['upgrade_ms']} ms" if out.get("upgrade_ms") else ""
+            print(f"hole punch: {out['holepunch']}{upgrade}")
         if out["reachable"] is not None:
             print("the peer dialed us back: "
                   + ("reachable" if out["reachable"] else "unreachable"))

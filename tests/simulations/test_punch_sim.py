@@ -142,3 +142,63 @@ def test_nat_matrix(tmp_path, dialer, target, loss):
             assert relayed.path.kind is PathKind.RELAYED
 
     run(tmp_path, seed, loss, scenario)
+
+
+def test_a_punched_connection_carries_echo_and_ping_both_ways_and_the_relay_closes(tmp_path):
+    async def scenario(sim: PunchSim):
+        a, b, relayed, outcome = await upgrade(sim, "port-restricted-cone", "restricted-cone")
+        assert isinstance(outcome, HolePunchSucceeded) and outcome.attempt == 1, outcome
+        assert outcome.path is PathKind.PUNCHED and outcome.elapsed < 2.0, outcome
+        conn, reply, _ = await a.echo(b.peer_id, b"over the punched path")
+        assert reply == b"over the punched path" and conn.path.kind is PathKind.PUNCHED
+        _, direct_rtt = await a.ping(conn)
+        back, reply, _ = await b.echo(a.peer_id, b"and back")  # B's side of it
+        assert reply == b"and back" and back.path.kind is PathKind.PUNCHED
+        # the relayed connection's round trip is two of the direct one's legs more
+        _, relayed_rtt = await a.ping(relayed)
+        assert direct_rtt < relayed_rtt, sim.fail(f"{direct_rtt} vs {relayed_rtt}")
+        await asyncio.wait_for(relayed.wait_closed(), a.config.hole_punch_grace + 5)
+        _, reply, _ = await a.echo(b.peer_id, b"after the grace period")
+        assert reply == b"after the grace period" and not conn.closed
+
+    run(tmp_path, 7, 0.0, scenario)
+
+
+def test_connect_reports_the_path_and_the_time_to_the_upgrade(tmp_path):
+    from stack.node import operations
+
+    async def scenario(sim: PunchSim):
+        a, b, circuit = await sim.pair("full-cone", "symmetric")
+        out = await operations.connect(a, circuit, message="hi", timeout=30)
+        assert out["path"] == "punched" and out["reply"] == "hi", out
+        assert out["holepunch"] == "succeeded on attempt 1", out
+        assert 0 < out["first_byte_ms"] < out["upgrade_ms"] < 2000, out
+        status = operations.status(a)["holepunch"][str(b.peer_id)]
+        assert status["path"] == "punched" and status["outcome"] == "succeeded", status
+        # symmetric <-> symmetric: relayed, and says why
+        c = await sim.node(*sim.host("symmetric", "203.0.113.3"))
+        out = await operations.connect(c, circuit, message="hi", timeout=60)
+        assert out["path"] == "relayed" and out["reply"] == "hi", out
+        assert out["holepunch"].startswith("failed: "), out
+        assert out["upgrade_ms"] is None
+
+    run(tmp_path, 11, 0.0, scenario)
+
+
+def test_hole_punch_off_stays_relayed_without_events(tmp_path):
+    async def scenario(sim: PunchSim):
+        relay = await sim.node(sim.net.add_host("198.51.100.1"), "198.51.100.1",
+                               relay_service="limited")
+        relay_addr = f"/ip4/198.51.100.1/udp/{PORT}/quic-v1/p2p/{relay.peer_id}"
+        a = await sim.node(*sim.host("full-cone", "203.0.113.1"), hole_punch=False)
+        b = await sim.node(*sim.host("full-cone", "203.0.113.2"), relays=(relay_addr,),
+                           hole_punch=False)
+        events = a.subscribe()
+        relayed = await a.connect(f"{relay_addr}/p2p-circuit/p2p/{b.peer_id}")
+        await asyncio.sleep(30)
+        conn, reply, _ = await a.echo(relayed, b"relayed")
+        assert reply == b"relayed" and conn.path.kind is PathKind.RELAYED
+        seen = [type(e).__name__ for e in (events.get_nowait() for _ in range(events.qsize()))]
+        assert not any(name.startswith("HolePunch") for name in seen), seen
+
+    run(tmp_path, 13, 0.0, scenario)

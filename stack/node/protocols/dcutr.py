@@ -95,6 +95,9 @@ class HolePunch:
         # peer -> direct connections hole punching (or reversal) made, oldest first; a
         # loser of a race that the dialer aborts leaves on its close
         self.upgraded: dict[PeerId, list[Connection]] = {}
+        # peer -> how the latest upgrade of a relayed connection to it ended
+        self.results: dict[PeerId, HolePunchSucceeded | HolePunchFailed] = {}
+        self.upgraded_at: dict[PeerId, float] = {}   # peer -> when (monotonic)
         self.dropped = 0
 
     # ---------------------------------------------------------------- the node's hooks
@@ -107,6 +110,31 @@ class HolePunch:
             return None
         return conns[0]
 
+    async def outcome(self, peer: PeerId,
+                      timeout: float) -> HolePunchSucceeded | HolePunchFailed | None:
+        """How the upgrade of the relayed connection to ``peer`` ended, waiting up to
+        ``timeout`` seconds for it; None if it has not ended by then."""
+        succeeded = self._events.next_event(HolePunchSucceeded, peer_id=peer, timeout=timeout)
+        failed = self._events.next_event(HolePunchFailed, peer_id=peer, final=True,
+                                         timeout=timeout)
+        try:
+            known = self.results.get(peer)
+            if known is not None:
+                return known
+            won: asyncio.Future[HolePunchSucceeded] = asyncio.ensure_future(succeeded._wait())
+            lost: asyncio.Future[HolePunchFailed] = asyncio.ensure_future(failed._wait())
+            waits: set[asyncio.Future[Any]] = {won, lost}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for future in (won, lost):
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    lost.cancel()
+                    won.cancel()
+                    return future.result()
+            return None
+        finally:
+            succeeded.cancel()
+            failed.cancel()
+
     def _remember(self, conn: Connection) -> None:
         conns = self.upgraded.setdefault(conn.peer_id, [])
         if conn not in conns:
@@ -115,6 +143,7 @@ class HolePunch:
     def on_connection(self, conn: Connection) -> None:
         kind = conn.path.kind
         if kind is PathKind.RELAYED:
+            self.results.pop(conn.peer_id, None)  # a new relayed connection, a new upgrade
             self._opened[conn] = self._clock.monotonic()
             conn.add_close_callback(lambda _c: self._opened.pop(conn, None))  # type: ignore[attr-defined]
             if self.enabled and not conn.is_client and self._transport() is not None:
@@ -410,9 +439,11 @@ class HolePunch:
         peer = relayed.peer_id
         self._remember(direct)
         elapsed = self._clock.monotonic() - opened
-        self._events.emit(HolePunchSucceeded(peer, attempt, rtt, direct.path.kind,
-                                             format_address(direct.remote_address), elapsed,
-                                             role))
+        event = HolePunchSucceeded(peer, attempt, rtt, direct.path.kind,
+                                   format_address(direct.remote_address), elapsed, role)
+        self.results[peer] = event
+        self.upgraded_at[peer] = self._clock.monotonic()
+        self._events.emit(event)
 
         async def close_later() -> None:
             await asyncio.sleep(self.grace)
@@ -422,8 +453,10 @@ class HolePunch:
 
     def _failed(self, peer: PeerId, attempt: int, rtt: float | None, reason: str, final: bool,
                 role: str) -> None:
-        self._events.emit(HolePunchFailed(peer, attempt, rtt, reason, final, role),
-                          "warning" if final else "info")
+        event = HolePunchFailed(peer, attempt, rtt, reason, final, role)
+        if final:
+            self.results[peer] = event
+        self._events.emit(event, "warning" if final else "info")
 
 
 def _kind(raw: bytes) -> str:
