@@ -91,7 +91,6 @@ class HolePunch:
         self._punchers: dict[bytes, tuple[Puncher, Callable[[Address], None] | None]] = {}
         self._waiting: dict[PeerId, asyncio.Future[QuicConn]] = {}
         self._opened: dict[Connection, float] = {}   # relayed connection -> opened at
-        self._reversing: set[PeerId] = set()   # peers we asked to dial us back
         # peer -> direct connections hole punching (or reversal) made, oldest first; a
         # loser of a race that the dialer aborts leaves on its close
         self.upgraded: dict[PeerId, list[Connection]] = {}
@@ -154,8 +153,7 @@ class HolePunch:
                 self._remember(conn)
                 if waiting is not None and not waiting.done():
                     waiting.set_result(conn)
-            elif kind is PathKind.DIRECT and conn.peer_id in self._reversing:
-                self._remember(conn)  # a reversal's dial reaching us
+
 
     def receive(self, batch: list[Datagram]) -> None:
         """PUNCH_BYTE datagrams from the shared port (a ``Receiver``)."""
@@ -351,8 +349,10 @@ class HolePunch:
             started = self._clock.monotonic()
             if ours is None:
                 ours = await self._candidates(conn)
-            if ours[1]:
-                self._reversing.add(peer)
+            reversal: asyncio.Future[QuicConn] | None = None
+            if ours[1]:  # we look public: the peer may dial us back (connection reversal)
+                reversal = asyncio.get_running_loop().create_future()
+                self._waiting[peer] = reversal
             await stream.write_message(encode_message(
                 {"t": "connect", "addrs": [format_address(a) for a in ours[0]],
                  "public": ours[1]}))
@@ -360,7 +360,12 @@ class HolePunch:
                 nxt = await stream.read_message(MAX_MESSAGE)
             rtt = self._clock.monotonic() - started
             kind = _kind(nxt)
-            self._reversing.discard(peer)
+            if kind == "reversed" and reversal is not None:
+                # its dial reached us; our side of the handshake may end a moment later
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(reversal), self.attempt_timeout)
+            if reversal is not None and self._waiting.get(peer) is reversal:
+                del self._waiting[peer]
             if kind == "reversed":
                 self._reversed(conn, opened, attempt, rtt)
                 return
