@@ -202,3 +202,42 @@ def test_hole_punch_off_stays_relayed_without_events(tmp_path):
         assert not any(name.startswith("HolePunch") for name in seen), seen
 
     run(tmp_path, 13, 0.0, scenario)
+
+
+@pytest.mark.parametrize("dialer, target", [("port-restricted-cone", "restricted-cone"),
+                                            ("full-cone", "symmetric")])
+def test_punching_to_a_target_idle_for_ten_simulated_minutes(tmp_path, dialer, target):
+    """The target sat idle 10 simulated minutes (its NAT forgets a mapping 120 s after
+    the last outgoing datagram): its reservation connection's keep-alives hold the
+    mapping the relay sees, which is the one the dialer is told to use."""
+    async def scenario(sim: PunchSim):
+        a, b, circuit = await sim.pair(dialer, target)
+        await asyncio.sleep(600)
+        succeeded = a.next_event(HolePunchSucceeded, timeout=60)
+        relayed = await a.connect(circuit)
+        outcome = await succeeded
+        assert outcome.attempt == 1 and outcome.path is PathKind.PUNCHED, sim.fail(outcome)
+        conn, reply, _ = await a.echo(b.peer_id, b"after ten minutes")
+        assert reply == b"after ten minutes" and conn is not relayed
+
+    run(tmp_path, 17, 0.02, scenario)
+
+
+def test_a_punch_reaches_a_target_that_answers_every_other_initial_with_a_retry(tmp_path):
+    """B's transport is past its Retry threshold (every unexpected Initial gets a Retry,
+    as under a half-open flood): A's punched Initials, from the IP B agreed the punch
+    with, are accepted without one, as PUNCHED."""
+    import dataclasses
+
+    async def scenario(sim: PunchSim):
+        a, b, circuit = await sim.pair("restricted-cone", "port-restricted-cone")
+        b.registry.limits = dataclasses.replace(b.registry.limits, quic_retry_threshold=0)
+        succeeded = b.next_event(HolePunchSucceeded, timeout=60)
+        await a.connect(circuit)
+        outcome = await succeeded
+        assert outcome.path is PathKind.PUNCHED and outcome.attempt == 1, sim.fail(outcome)
+        assert b.quic.stats["retry_sent"] == 0, b.quic.stats
+        _, reply, _ = await b.echo(a.peer_id, b"no retry")
+        assert reply == b"no retry"
+
+    run(tmp_path, 19, 0.0, scenario)
