@@ -67,6 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reserve a slot on this relay (multiaddr, ideally with /p2p/ID; "
                         "repeatable) and announce our address through it: for a node "
                         "others cannot dial")
+    p.add_argument("--no-hole-punch", action="store_true",
+                   help="keep relayed connections relayed (no connection reversal or "
+                        "hole punching to upgrade them to direct ones)")
     add_json_flag(p)
     p.set_defaults(handler=run_node)
 
@@ -121,7 +124,8 @@ def run_node(args: argparse.Namespace) -> int:
                      dial_back=not args.no_dial_back,
                      tls=not args.no_tls, bootstrap=bootstrap_addrs(args),
                      dht_server={"auto": None, "server": True, "client": False}[args.dht_mode],
-                     relay_service=args.relay_service, relays=tuple(args.relay))
+                     relay_service=args.relay_service, relays=tuple(args.relay),
+                     hole_punch=not args.no_hole_punch)
     return asyncio.run(_serve(config, args.json))
 
 

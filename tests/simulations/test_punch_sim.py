@@ -173,8 +173,11 @@ def test_connect_reports_the_path_and_the_time_to_the_upgrade(tmp_path):
         assert out["path"] == "punched" and out["reply"] == "hi", out
         assert out["holepunch"] == "succeeded on attempt 1", out
         assert 0 < out["first_byte_ms"] < out["upgrade_ms"] < 2000, out
-        status = operations.status(a)["holepunch"][str(b.peer_id)]
+        report = operations.status(a)
+        status = report["holepunch"][str(b.peer_id)]
         assert status["path"] == "punched" and status["outcome"] == "succeeded", status
+        from stack.cli.status import _text
+        assert f"hole punch:   {b.peer_id} succeeded on attempt 1, punched after" in _text(report)
         # symmetric <-> symmetric: relayed, and says why
         c = await sim.node(*sim.host("symmetric", "203.0.113.3"))
         out = await operations.connect(c, circuit, message="hi", timeout=60)
