@@ -38,6 +38,13 @@ each (``relay.reservation <addr>`` services) and announces its relayed addresses
 its listen addresses. ``connect`` dials a p2p-circuit address through the relay, and a
 peer id through the relayed addresses it knows or the DHT announces once the direct ones
 failed; the connection's path is RELAYED (``protocols.relay``).
+
+Hole punching (issue 9, ``protocols.dcutr``): with ``config.hole_punch`` (default) a
+relayed connection is upgraded to a direct one (connection reversal, else a
+synchronised punch from our shared UDP port, up to 3 attempts); ``connect(peer_id)``
+then returns the direct connection and the relayed one closes after
+``hole_punch_grace`` seconds. Every node answers the punch datagrams' reflect requests
+(``PUNCH_BYTE`` on the port demux).
 """
 
 from __future__ import annotations

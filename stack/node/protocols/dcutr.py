@@ -154,7 +154,6 @@ class HolePunch:
                 if waiting is not None and not waiting.done():
                     waiting.set_result(conn)
 
-
     def receive(self, batch: list[Datagram]) -> None:
         """PUNCH_BYTE datagrams from the shared port (a ``Receiver``)."""
         now = self._clock.monotonic()
