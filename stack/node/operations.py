@@ -101,7 +101,8 @@ async def _upgrade(node: Node, conn: Any, wait: float, started: float) -> dict[s
         return none
     result = await node.holepunch.outcome(conn.peer_id, wait)
     if result is None:
-        return {**none, "outcome": "pending"}
+        pending = conn.peer_id in node.holepunch.attempting
+        return {**none, "outcome": "pending" if pending else "not attempted"}
     if isinstance(result, HolePunchFailed):
         return {**none, "outcome": f"failed: {result.reason}"}
     if node.holepunch.direct(conn.peer_id) is None:

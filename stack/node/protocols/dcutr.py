@@ -57,6 +57,7 @@ log = structlog.get_logger("p2pstack.holepunch")
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 REFLECT_TRIES = 3
 REFLECT_WAIT = 0.5      # seconds per reflect try
+START_WAIT = 3.0        # seconds ``outcome`` waits for an upgrade to start at all
 
 
 class HolePunch:
@@ -97,6 +98,7 @@ class HolePunch:
         # peer -> how the latest upgrade of a relayed connection to it ended
         self.results: dict[PeerId, HolePunchSucceeded | HolePunchFailed] = {}
         self.upgraded_at: dict[PeerId, float] = {}   # peer -> when (monotonic)
+        self.attempting: set[PeerId] = set()   # an upgrade to it started and has not ended
         self.dropped = 0
 
     # ---------------------------------------------------------------- the node's hooks
@@ -116,10 +118,22 @@ class HolePunch:
         succeeded = self._events.next_event(HolePunchSucceeded, peer_id=peer, timeout=timeout)
         failed = self._events.next_event(HolePunchFailed, peer_id=peer, final=True,
                                          timeout=timeout)
+        started = self._events.next_event(HolePunchStarted, peer_id=peer,
+                                          timeout=min(timeout, START_WAIT))
         try:
             known = self.results.get(peer)
             if known is not None:
                 return known
+            if peer not in self.attempting:
+                # the peer opens the exchange within a round trip of the relayed
+                # connection; one that has not by now does no hole punching
+                try:
+                    await started
+                except TimeoutError:
+                    return None
+                known = self.results.get(peer)
+                if known is not None:
+                    return known
             won: asyncio.Future[HolePunchSucceeded] = asyncio.ensure_future(succeeded._wait())
             lost: asyncio.Future[HolePunchFailed] = asyncio.ensure_future(failed._wait())
             waits: set[asyncio.Future[Any]] = {won, lost}
@@ -133,6 +147,7 @@ class HolePunch:
         finally:
             succeeded.cancel()
             failed.cancel()
+            started.cancel()
 
     def _remember(self, conn: Connection) -> None:
         conns = self.upgraded.setdefault(conn.peer_id, [])
@@ -143,6 +158,7 @@ class HolePunch:
         kind = conn.path.kind
         if kind is PathKind.RELAYED:
             self.results.pop(conn.peer_id, None)  # a new relayed connection, a new upgrade
+            self.attempting.discard(conn.peer_id)
             self._opened[conn] = self._clock.monotonic()
             conn.add_close_callback(lambda _c: self._opened.pop(conn, None))  # type: ignore[attr-defined]
             if self.enabled and not conn.is_client and self._transport() is not None:
@@ -228,6 +244,7 @@ class HolePunch:
                     self._failed(peer, attempt, rtt, "relayed connection closed", True,
                                  "initiator")
                     return
+                self.attempting.add(peer)
                 self._events.emit(HolePunchStarted(peer, attempt, "initiator"))
                 outcome, rtt = await self._initiator_attempt(conn, stream, ours, attempt)
                 if isinstance(outcome, QuicConn):
@@ -344,6 +361,7 @@ class HolePunch:
             token = msg.get("token")
             if not isinstance(token, bytes) or len(token) != 8:
                 return
+            self.attempting.add(peer)
             self._events.emit(HolePunchStarted(peer, attempt, "dialer"))
             started = self._clock.monotonic()
             if ours is None:
@@ -446,6 +464,7 @@ class HolePunch:
         event = HolePunchSucceeded(peer, attempt, rtt, direct.path.kind,
                                    format_address(direct.remote_address), elapsed, role)
         self.results[peer] = event
+        self.attempting.discard(peer)
         self.upgraded_at[peer] = self._clock.monotonic()
         self._events.emit(event)
 
@@ -460,6 +479,7 @@ class HolePunch:
         event = HolePunchFailed(peer, attempt, rtt, reason, final, role)
         if final:
             self.results[peer] = event
+            self.attempting.discard(peer)
         self._events.emit(event, "warning" if final else "info")
 
 
