@@ -161,7 +161,8 @@ class HolePunch:
             self.attempting.discard(conn.peer_id)
             self._opened[conn] = self._clock.monotonic()
             conn.add_close_callback(lambda _c: self._opened.pop(conn, None))  # type: ignore[attr-defined]
-            if self.enabled and not conn.is_client and self._transport() is not None:
+            if (self.enabled and not conn.is_client and self._transport() is not None
+                    and self.direct(conn.peer_id) is None):  # none yet: upgrade this one
                 self._spawn(self._initiate(conn))
         elif not conn.is_client and isinstance(conn, QuicConn):
             waiting = self._waiting.get(conn.peer_id)
