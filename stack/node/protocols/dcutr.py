@@ -57,6 +57,7 @@ log = structlog.get_logger("p2pstack.holepunch")
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 REFLECT_TRIES = 3
 REFLECT_WAIT = 0.5      # seconds per reflect try
+NO_ADDRESS = "the peer has no usable address"
 START_WAIT = 3.0        # seconds ``outcome`` waits for an upgrade to start at all
 
 
@@ -251,8 +252,10 @@ class HolePunch:
                 if isinstance(outcome, QuicConn):
                     self._succeeded(conn, outcome, attempt, rtt, opened, "initiator")
                     return
-                self._failed(peer, attempt, rtt, outcome, attempt == MAX_ATTEMPTS,
-                             "initiator")
+                final = attempt == MAX_ATTEMPTS or outcome == NO_ADDRESS  # (A stopped too)
+                self._failed(peer, attempt, rtt, outcome, final, "initiator")
+                if final:
+                    return
         except (TransportError, TimeoutError, MalformedPunch) as exc:
             self._failed(peer, 0, rtt, f"exchange failed: {exc or type(exc).__name__}",
                          True, "initiator")
@@ -276,7 +279,7 @@ class HolePunch:
         theirs = self._usable(reply["addrs"])
         if not theirs:
             await stream.write_message(encode_message({"t": "abort"}))
-            return "the peer has no usable address", rtt
+            return NO_ADDRESS, rtt
         if attempt == 1 and reply.get("public") is True:
             direct = await self._reverse(quic, peer, theirs)
             if direct is not None:
@@ -414,7 +417,7 @@ class HolePunch:
         """Dial every candidate (and where the peer's punches come from) at once; the
         first authenticated connection wins, the others are aborted."""
         if not targets:
-            return None, "the peer has no usable address"
+            return None, NO_ADDRESS
         done: asyncio.Queue[QuicConn | None] = asyncio.Queue()
         tasks: list[asyncio.Task[Any]] = []
 
