@@ -244,3 +244,35 @@ def test_a_punch_reaches_a_target_that_answers_every_other_initial_with_a_retry(
         assert reply == b"no retry"
 
     run(tmp_path, 19, 0.0, scenario)
+
+
+def test_garbage_on_the_dcutr_stream_and_port_is_dropped(tmp_path):
+    """Remote garbage never raises out: a malformed CONNECT ends the exchange quietly,
+    punch datagrams that do not parse or carry an unknown token are counted drops, and
+    the relayed connection keeps working."""
+    from nat.punch.core import PROTO_DCUTR, encode_punch
+    from stack.node.router import open_protocol
+
+    async def scenario(sim: PunchSim):
+        relay = await sim.node(sim.net.add_host("198.51.100.1"), "198.51.100.1",
+                               relay_service="limited")
+        relay_addr = f"/ip4/198.51.100.1/udp/{PORT}/quic-v1/p2p/{relay.peer_id}"
+        a = await sim.node(*sim.host("none", "203.0.113.1"))
+        b = await sim.node(*sim.host("full-cone", "203.0.113.2"), relays=(relay_addr,),
+                           hole_punch=False)
+        relayed = await a.connect(f"{relay_addr}/p2p-circuit/p2p/{b.peer_id}")
+        stream = await open_protocol(relayed, PROTO_DCUTR)
+        await stream.write_message(b"\xc1 not msgpack")
+        assert await asyncio.wait_for(stream.next_message(), 10) is None  # B ended it
+        stream = await open_protocol(relayed, PROTO_DCUTR)
+        await stream.write_message(b"\x81\xa1t\xa4sync")  # {"t": "sync"}: not a CONNECT
+        assert await asyncio.wait_for(stream.next_message(), 10) is None
+        before = b.holepunch.dropped
+        a.endpoint.send(b"\x05\x03short", ("203.0.113.2", PORT))
+        a.endpoint.send(encode_punch(bytes(8), random.Random(1)), ("203.0.113.2", PORT))
+        await asyncio.sleep(1)
+        assert b.holepunch.dropped == before + 2
+        _, reply, _ = await a.echo(relayed, b"still fine")
+        assert reply == b"still fine"
+
+    run(tmp_path, 23, 0.0, scenario)

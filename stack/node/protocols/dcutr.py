@@ -349,6 +349,13 @@ class HolePunch:
 
     # ---------------------------------------------------------------- A: the dialer
     async def handle(self, conn: Connection, stream: Stream) -> None:
+        try:
+            await self._answer(conn, stream)
+        finally:
+            with contextlib.suppress(TransportError):
+                await stream.close()  # our FIN: the initiator's next read ends
+
+    async def _answer(self, conn: Connection, stream: Stream) -> None:
         peer = conn.peer_id
         opened = self._opened.get(conn, self._clock.monotonic())
         ours: tuple[list[Address], bool] | None = None
