@@ -55,7 +55,7 @@ __all__ = ["PROTO_DCUTR", "HolePunch"]
 log = structlog.get_logger("p2pstack.holepunch")
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
-REFLECT_TRIES = 3
+REFLECT_TRIES = 4
 REFLECT_WAIT = 0.5      # seconds per reflect try
 NO_ADDRESS = "the peer has no usable address"
 START_WAIT = 3.0        # seconds ``outcome`` waits for an upgrade to start at all
@@ -212,16 +212,17 @@ class HolePunch:
         finally:
             del self._reflects[nonce]
 
-    async def _candidates(self, conn: Connection) -> tuple[list[Address], bool]:
-        """Our candidates (relay-observed, observed, interface) and whether we look
-        public (the relay sees us at one of our own interface addresses)."""
+    async def _candidates(self, conn: Connection) -> tuple[list[Address], bool, bool]:
+        """Our candidates (relay-observed, observed, interface), whether we look public
+        (the relay sees us at one of our own interface addresses) and whether the relay
+        answered (if not, the next attempt asks again)."""
         local = self._local_addrs()
         out: list[Address] = []
         seen = await self._reflect(conn.path.address)
         for addr in (seen, self._observed(), *local):
             if addr is not None and addr not in out:
                 out.append(addr)
-        return out[:8], seen is not None and seen in local
+        return out[:8], seen is not None and seen in local, seen is not None
 
     def _usable(self, addrs: list[Address]) -> list[Address]:
         """The peer's candidates less our own addresses (a peer behind another NAT with
@@ -240,8 +241,10 @@ class HolePunch:
             self._failed(peer, 1, None, f"no dcutr stream: {exc}", True, "initiator")
             return
         try:
-            ours, _public = await self._candidates(conn)
+            ours, _public, reflected = await self._candidates(conn)
             for attempt in range(1, MAX_ATTEMPTS + 1):
+                if not reflected and attempt > 1:  # every REFLECT of the last try was lost
+                    ours, _public, reflected = await self._candidates(conn)
                 if conn.closed:
                     self._failed(peer, attempt, rtt, "relayed connection closed", True,
                                  "initiator")
@@ -252,10 +255,8 @@ class HolePunch:
                 if isinstance(outcome, QuicConn):
                     self._succeeded(conn, outcome, attempt, rtt, opened, "initiator")
                     return
-                final = attempt == MAX_ATTEMPTS or outcome == NO_ADDRESS  # (A stopped too)
-                self._failed(peer, attempt, rtt, outcome, final, "initiator")
-                if final:
-                    return
+                self._failed(peer, attempt, rtt, outcome, attempt == MAX_ATTEMPTS,
+                             "initiator")
         except (TransportError, TimeoutError, MalformedPunch) as exc:
             self._failed(peer, 0, rtt, f"exchange failed: {exc or type(exc).__name__}",
                          True, "initiator")
@@ -358,7 +359,7 @@ class HolePunch:
     async def _answer(self, conn: Connection, stream: Stream) -> None:
         peer = conn.peer_id
         opened = self._opened.get(conn, self._clock.monotonic())
-        ours: tuple[list[Address], bool] | None = None
+        ours: tuple[list[Address], bool, bool] | None = None
         quic = self._transport()
         while True:
             raw = await stream.next_message(MAX_MESSAGE)  # B's next attempt, or FIN
@@ -375,7 +376,7 @@ class HolePunch:
             self.attempting.add(peer)
             self._events.emit(HolePunchStarted(peer, attempt, "dialer"))
             started = self._clock.monotonic()
-            if ours is None:
+            if ours is None or not ours[2]:  # first, or the relay did not answer last time
                 ours = await self._candidates(conn)
             reversal: asyncio.Future[QuicConn] | None = None
             if ours[1]:  # we look public: the peer may dial us back (connection reversal)
@@ -397,6 +398,10 @@ class HolePunch:
             if kind == "reversed":
                 self._reversed(conn, opened, attempt, rtt)
                 return
+            if kind == "abort":  # it found none of our addresses usable: maybe next time
+                self._failed(peer, attempt, rtt, NO_ADDRESS, attempt >= MAX_ATTEMPTS,
+                             "dialer")
+                continue
             if kind != "sync":
                 self._failed(peer, attempt, rtt, f"initiator sent {kind}", True, "dialer")
                 return
