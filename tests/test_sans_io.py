@@ -25,6 +25,7 @@ CORES = {
     "nat/stun/transaction.py": None,
     "nat/relay/wire.py": None,
     "nat/relay/limits.py": None,
+    "nat/punch/core.py": None,
     "nat/detect.py": "NatDetector",   # the module also holds its asyncio driver
     "discovery/core.py": None,
     "discovery/routing.py": None,

@@ -18,8 +18,10 @@ in the data directory they go through it (its port, connections and DHT); otherw
 with ``--standalone``, they start a short-lived node on ephemeral ports (so the peer can
 dial us back, seed 000) that resolves peer ids through ``--bootstrap``. ``--json`` gives
 ``peer_id``, ``transport``, ``path``, ``rtt_ms``, ``reply``, ``reachable`` (the peer's
-dial-back verdict, null if it did not say in time) and ``via`` (``node`` or
-``standalone``).
+dial-back verdict, null if it did not say in time), ``via`` (``node`` or
+``standalone``), ``first_byte_ms`` (connect to the echo's reply) and, for a relayed
+connection, ``holepunch`` (how its upgrade ended) and ``upgrade_ms`` (relayed connection
+to direct path); ``path`` and ``rtt_ms`` are then the direct path's.
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keepalive", type=_keepalive, default=25.0, metavar="S",
                    help="seconds between NAT keepalives to a few DHT neighbours while "
                         "behind a NAT (default 25, at most 25 s is sensible; 0: off)")
+    p.add_argument("--no-hole-punch", action="store_true",
+                   help="keep relayed connections relayed (no connection reversal or "
+                        "hole punching to upgrade them to direct ones)")
     add_json_flag(p)
     p.set_defaults(handler=run_node)
 
@@ -153,7 +158,8 @@ def run_node(args: argparse.Namespace) -> int:
                      dht_server={"auto": None, "server": True, "client": False}[args.dht_mode],
                      relay_service=args.relay_service, relays=tuple(args.relay),
                      stun_servers=_stun_servers(args),
-                     keepalive=args.keepalive or None)
+                     keepalive=args.keepalive or None,
+                     hole_punch=not args.no_hole_punch)
     return asyncio.run(_serve(config, args.json))
 
 
@@ -261,6 +267,9 @@ def run_connect(args: argparse.Namespace) -> int:
     else:
         print(f"connected to {out['peer_id']} over {out['transport']} ({out['path']})")
         print(f"reply: {out['reply']}  (rtt {out['rtt_ms']} ms)")
+        if out.get("holepunch") is not None:
+            upgrade = f" after {out['upgrade_ms']} ms" if out.get("upgrade_ms") else ""
+            print(f"hole punch: {out['holepunch']}{upgrade}")
         if out["reachable"] is not None:
             print("the peer dialed us back: "
                   + ("reachable" if out["reachable"] else "unreachable"))

@@ -82,6 +82,11 @@ def _text(r: dict[str, Any]) -> str:
         lines.append(f"announce:     {counts or 'no pushes'}")
         lines += [f"  moved:      {c['old']} -> {c['new']} ({c['cause']})"
                   for c in mobility["changes"]]
+    for peer, h in (r.get("holepunch") or {}).items():  # absent from an older node
+        after = f" after {h['upgrade_ms']} ms" if h.get("upgrade_ms") is not None else ""
+        why = f" ({h['reason']})" if h.get("reason") else ""
+        lines.append(f"hole punch:   {peer} {h['outcome']} on attempt {h['attempt']}, "
+                     f"{h['path']}{after}{why}")
     lines.append(f"connections:  {len(r['connections'])}")
     lines += [f"  {c['peer_id']} {c['transport']} {c['path']} {c['remote']} {c['direction']}"
               for c in r["connections"]]

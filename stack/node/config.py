@@ -65,6 +65,9 @@ class NodeConfig:
     relay_limits     ``nat.relay.limits.RelayLimits`` replacing the mode's defaults
     relays           relays to reserve a slot on (multiaddrs, ideally with /p2p/<id>):
                      kept renewed, and our relayed address through each is announced
+    hole_punch       upgrade relayed connections to direct ones (``protocols.dcutr``:
+                     connection reversal, then up to 3 synchronised punches)
+    hole_punch_grace seconds a relayed connection stays open after its upgrade
     control          serve the control API on ``data_dir/control.sock`` (what
                      ``p2pstack node`` does; ``connect``, ``ping``, ``lookup`` and
                      ``status`` then use this node)
@@ -115,3 +118,5 @@ class NodeConfig:
     stun_servers: tuple[str, ...] = ()
     keepalive: float | None = 25.0
     keepalive_peers: int = 3
+    hole_punch: bool = True
+    hole_punch_grace: float = 5.0

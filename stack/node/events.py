@@ -29,7 +29,8 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "DialbackResult", "DialbackRole", "AnnouncementPublished", "ServiceFailed",
            "ControlRequest", "ControlOutcome", "RelayReservation", "NatReported",
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
-           "NodeEvent", "EventBus", "EventWaiter", "EVENT_NAMES"]
+           "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed", "NodeEvent",
+           "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
 
@@ -201,10 +202,47 @@ class AnnouncementReceived:
     redialed: bool = False
 
 
+@dataclass(frozen=True)
+class HolePunchStarted:
+    """An attempt (1-3) to upgrade the relayed connection to ``peer_id`` to a direct path
+    (issue 9 section 3). ``role``: "initiator" (we accepted the relayed connection and
+    drive the exchange, and punch) or "dialer" (we dial the peer's candidates)."""
+    peer_id: PeerId
+    attempt: int
+    role: str
+
+
+@dataclass(frozen=True)
+class HolePunchSucceeded:
+    """A direct connection to ``peer_id`` formed: ``path`` is PUNCHED, or DIRECT for a
+    connection reversal; ``rtt`` the relayed round trip measured for this attempt (s);
+    ``elapsed`` seconds since the relayed connection opened; ``address`` the peer's."""
+    peer_id: PeerId
+    attempt: int
+    rtt: float
+    path: PathKind
+    address: str
+    elapsed: float
+    role: str
+
+
+@dataclass(frozen=True)
+class HolePunchFailed:
+    """An attempt failed (``reason``); ``final`` when no attempt is left (the connection
+    stays relayed and keeps working)."""
+    peer_id: PeerId
+    attempt: int
+    rtt: float | None
+    reason: str
+    final: bool
+    role: str
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
-             | AddressChanged | AnnouncementReceived)
+             | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
+             | HolePunchFailed)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -215,7 +253,8 @@ EVENT_NAMES: dict[type, str] = {
     RelayReservation: "relay.reservation",
     NatReported: "nat.report", ReachabilityChecked: "autonat.result",
     MappingChanged: "nat.mapping_changed", AddressChanged: "address.changed",
-    AnnouncementReceived: "announce.received",
+    AnnouncementReceived: "announce.received", HolePunchStarted: "holepunch.started",
+    HolePunchSucceeded: "holepunch.succeeded", HolePunchFailed: "holepunch.failed",
 }
 
 E = TypeVar("E")

@@ -51,6 +51,13 @@ port at start, after joining and on ``detect_nat()`` (``nat.report`` events, ``s
 ``nat.keepalive``). In auto mode a joiner serves the DHT only if a *third* node's IP
 dialed it back (``protocols.autonat.AutoNat``; with no NAT, the bootstrap node's own
 dial-back suffices) and its NAT report does not show a filtering NAT.
+
+Hole punching (issue 9, ``protocols.dcutr``): with ``config.hole_punch`` (default) a
+relayed connection is upgraded to a direct one (connection reversal, else a
+synchronised punch from our shared UDP port, up to 3 attempts); ``connect(peer_id)``
+then returns the direct connection and the relayed one closes after
+``hole_punch_grace`` seconds. Every node answers the punch datagrams' reflect requests
+(``PUNCH_BYTE`` on the port demux).
 """
 
 from __future__ import annotations
@@ -73,7 +80,7 @@ from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection, PathKind, PathSocket, Transport
 from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork,
                             format_address)
-from stack.base.port import DHT_BYTE, PortDemux
+from stack.base.port import DHT_BYTE, PUNCH_BYTE, PortDemux
 from stack.base.records import Announcement, RecordTooLarge, sign_announcement
 from discovery.announcements import AnnouncementValidator, announcement_of
 from discovery.core import DhtConfig, DhtCore
@@ -98,6 +105,7 @@ from stack.node.events import (AnnouncementPublished, ConnectionClosed, Connecti
 from stack.node.mobility import Mobility, MovableEndpoint
 from stack.node.protocols.announce_push import AnnouncePushProtocol
 from stack.node.protocols.autonat import AutoNat, DialBack, Helper
+from stack.node.protocols.dcutr import HolePunch
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
 from stack.node.protocols.ping import PROTO_PING, PingProtocol, ping_once
@@ -226,7 +234,44 @@ class Node:
             reresolve=self.config.keep_alive is not None)
         router.add(self.announce_push)
         self._add_relay_protocols(router)
+        self._add_hole_punching(router)
         return router
+
+    def _add_hole_punching(self, router: Router) -> None:
+        """Hole punching (issue 9 section 3, ``protocols.dcutr``): relayed connections
+        are upgraded to direct ones when ``hole_punch`` is on; every node answers the
+        punch datagrams' reflect requests either way."""
+        rng = random.Random(self.config.rng_seed if self.config.rng_seed is not None
+                            else os.urandom(16))
+
+        def send(data: bytes, addr: Address) -> None:
+            if self.endpoint is not None:
+                self.endpoint.send(data, addr)
+
+        self.holepunch = HolePunch(
+            transport=lambda: self.quic, send=send,
+            local_addrs=lambda: [(h, self.udp_address[1])
+                                 for h in self._hosts(self.udp_address[0])],
+            observed=lambda: self.observed_address, adopt=self._adopt_direct,
+            events=self.events, clock=self.clock, spawn=self.supervisor.spawn, rng=rng,
+            enabled=self.config.hole_punch, grace=self.config.hole_punch_grace,
+            timeout=self.options.handshake_timeout)
+        router.add(self.holepunch)
+
+    async def _adopt_direct(self, conn: QuicConn) -> bool:
+        """A direct connection we dialed for hole punching: trust-checked (by peer id:
+        a punched address is a NAT mapping, not one to remember) and served."""
+        try:
+            decision = await self.trust.check_peer_async(conn.peer_id)
+        except StackError:
+            conn.abort("trust store unavailable")
+            return False
+        self._trust_event(decision, _addr_text(conn.remote_address), inbound=False)
+        if not decision.allowed or conn.closed or not self._started:
+            conn.abort(f"trust refused: {decision.outcome}")
+            return False
+        self._serve(conn, inbound=False)
+        return True
 
     def _add_relay_protocols(self, router: Router) -> None:
         """Relay (issue 9): the hop service unless ``relay_service`` is off; the stop
@@ -370,6 +415,7 @@ class Node:
                                       verifier=self.verifier)
             self.demux.register_quic(self.quic)
         self._start_natinfo()
+        self.demux.register_p2p(PUNCH_BYTE, self.holepunch.receive)
         if self.config.stun_server:
             self._start_stun()
         if self.config.dht:
@@ -818,6 +864,9 @@ class Node:
             target = parse_address(target)
         if target.relay is not None:
             return await self._connect_relayed(target, identify)
+        if (target.host is None and target.peer_id is not None and transport in (None, "quic")
+                and (punched := self.holepunch.direct(target.peer_id)) is not None):
+            return punched  # the direct path hole punching made
         name = transport or target.transport or "quic"
         if target.host is None:
             return await self._connect_known(target, name, identify)

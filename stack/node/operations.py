@@ -22,7 +22,8 @@ from stack.base.addresses import PeerAddress, parse_address
 from stack.base.errors import LocalError, RemoteError, UsageError
 from stack.base.identity import PeerId
 from stack.base.net import format_address
-from stack.node.events import DialbackResult, DialbackRole
+from stack.node.events import (DialbackResult, DialbackRole, HolePunchFailed,
+                               HolePunchSucceeded)
 from stack.node.protocols.echo import MAX_ECHO
 
 if TYPE_CHECKING:
@@ -78,12 +79,39 @@ async def connect(node: Node, target: str, *, message: str = "hello",
     timeout = _check_timeout(timeout)
     if not isinstance(message, str) or len(message.encode()) > MAX_ECHO:
         raise UsageError(f"the message must be text of at most {MAX_ECHO} bytes")
+    started = node.clock.monotonic()
     conn, reply, rtt = await _within(
         timeout, node.echo(address, message.encode(), transport=transport))
+    first_byte = node.clock.monotonic() - started
+    upgrade = await _upgrade(node, conn, max(0.0, timeout - first_byte), started)
+    if upgrade["path"] is not None:  # the echo again, over the direct path
+        conn, reply, rtt = await _within(timeout, node.echo(conn.peer_id, message.encode()))
     reachable = await _dialback_verdict(node, conn.peer_id, min(timeout, DIALBACK_WAIT))
     return {"peer_id": str(conn.peer_id), "transport": conn.transport,
             "path": str(conn.path.kind), "rtt_ms": round(rtt * 1000, 3),
-            "reply": reply.decode("utf-8", "replace"), "reachable": reachable}
+            "reply": reply.decode("utf-8", "replace"), "reachable": reachable,
+            "first_byte_ms": round(first_byte * 1000, 3), "upgrade_ms": upgrade["ms"],
+            "holepunch": upgrade["outcome"]}
+
+
+async def _upgrade(node: Node, conn: Any, wait: float, started: float) -> dict[str, Any]:
+    """For a relayed connection with hole punching on: how its upgrade ended (waiting up
+    to ``wait`` seconds), the time from ``started`` (the connect) to the direct path,
+    and that path's kind (None when it stays relayed)."""
+    none: dict[str, Any] = {"path": None, "ms": None, "outcome": None}
+    if str(conn.path.kind) != "relayed" or not node.config.hole_punch:
+        return none
+    result = await node.holepunch.outcome(conn.peer_id, wait)
+    if result is None:
+        pending = conn.peer_id in node.holepunch.attempting
+        return {**none, "outcome": "pending" if pending else "not attempted"}
+    if isinstance(result, HolePunchFailed):
+        return {**none, "outcome": f"failed: {result.reason}"}
+    if node.holepunch.direct(conn.peer_id) is None:
+        return {**none, "outcome": "succeeded, but the direct connection closed"}
+    at = node.holepunch.upgraded_at.get(conn.peer_id, node.clock.monotonic())
+    return {"path": str(result.path), "ms": round((at - started) * 1000, 3),
+            "outcome": f"succeeded on attempt {result.attempt}"}
 
 
 async def ping(node: Node, target: str, *, transport: str | None = None, count: int = 1,
@@ -211,6 +239,15 @@ def status(node: Node) -> dict[str, Any]:
         "mobility": {"changes": [{"old": c.old, "new": c.new, "cause": c.cause}
                                  for c in node.mobility.changes[-8:]] if node._started else [],
                      "announcements": dict(sorted(node.announce_push.stats.items()))},
+        "holepunch": {str(peer): {"outcome": type(r).__name__.removeprefix("HolePunch").lower(),
+                                  "attempt": r.attempt,
+                                  "path": str(r.path) if isinstance(r, HolePunchSucceeded)
+                                  else "relayed",
+                                  "upgrade_ms": (round(r.elapsed * 1000, 3)
+                                                 if isinstance(r, HolePunchSucceeded) else None),
+                                  "reason": getattr(r, "reason", None)}
+                      for peer, r in sorted(node.holepunch.results.items(),
+                                            key=lambda item: str(item[0]))},
         "services": sorted(node.supervisor.services),
         "service_restarts": dict(sorted(node.supervisor.restarts.items())),
     }

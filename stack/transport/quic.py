@@ -283,6 +283,7 @@ class QuicTransport:
         self._half_open: Counter[str] = Counter()   # source IP -> inbound half-open
         self._half_open_total = 0
         self._retry_secret = os.urandom(32)         # keys this transport's Retry tokens
+        self._punch_expected: dict[str, float] = {}  # source IP -> until (expect_punch)
 
     @property
     def connections(self) -> list[QuicConn]:
@@ -316,12 +317,15 @@ class QuicTransport:
         addr = await _numeric(addr)
         return await self.dial_path(UdpPathSocket(self._send, addr), expected)
 
-    async def dial_path(self, sock: PathSocket, expected: PeerId | None = None) -> QuicConn:
+    async def dial_path(self, sock: PathSocket, expected: PeerId | None = None, *,
+                        timeout: float | None = None) -> QuicConn:
         """Connect and authenticate over ``sock`` (a punched or relayed path, say).
 
         The datagrams that come back over it must be handed to this transport
         (``transport([(data, sock.path.address)])``): they are routed by connection id,
-        like those of the shared port. ``expected`` as for ``dial``."""
+        like those of the shared port. ``expected`` as for ``dial``; ``timeout`` (default
+        the handshake timeout) bounds the handshake, after which the attempt is aborted
+        (``HandshakeTimeout``), so a hole-punch attempt leaves no half-open state."""
         if self._closed:
             raise TransportClosed("QUIC transport is closed")
         addr = sock.path.address
@@ -335,15 +339,35 @@ class QuicTransport:
         self._flush(conn)
         self._rearm()
         try:
-            await asyncio.wait_for(asyncio.shield(conn.established), self.options.handshake_timeout)
-        except asyncio.CancelledError:  # a raced dial that lost: leave no half-open state
-            conn.abort("dial cancelled")
-            raise
+            wait = self.options.handshake_timeout if timeout is None else timeout
+            await asyncio.wait_for(asyncio.shield(conn.established), wait)
         except TimeoutError:
             conn.abort("handshake timeout")
             raise HandshakeTimeout(f"no QUIC handshake with {addr[0]}:{addr[1]} "
-                                   f"within {self.options.handshake_timeout}s") from None
+                                   f"within {wait}s") from None
+        except asyncio.CancelledError:
+            conn.abort("dial cancelled")
+            raise
         return conn
+
+    # --- hole punching ------------------------------------------------------------------
+    def expect_punch(self, ips: list[str], until: float) -> None:
+        """Initials from ``ips`` until ``until`` (monotonic) are a hole punch we agreed
+        on over an authenticated relayed connection: they are accepted without a Retry
+        (a Retry costs the punch a round trip inside its short window, and the token
+        would be bound to a NAT mapping the peer opened for this very exchange) and
+        the connection's path is PUNCHED. The per-IP half-open cap still applies."""
+        for ip in ips:
+            self._punch_expected[ip] = max(until, self._punch_expected.get(ip, 0.0))
+
+    def _punched(self, ip: str) -> bool:
+        until = self._punch_expected.get(ip)
+        if until is None:
+            return False
+        if until < self._clock.monotonic():
+            del self._punch_expected[ip]
+            return False
+        return True
 
     # --- other paths (relayed) ----------------------------------------------------------
     def accept_path(self, sock: PathSocket,
@@ -484,6 +508,7 @@ class QuicTransport:
             return None
         odcid: bytes | None = dcid
         retry_scid = None
+        punched = self._punched(ip)
         if header.token:
             odcid = self._check_token(header.token, addr, dcid)
             if odcid is None:
@@ -491,13 +516,14 @@ class QuicTransport:
                 return None
             retry_scid = dcid  # the client now sends to the Retry's source cid
             self.stats["retry_validated"] += 1
-        elif self._half_open_total >= limits.quic_retry_threshold:
+        elif self._half_open_total >= limits.quic_retry_threshold and not punched:
             self._send_retry(version, header.source_cid, dcid, addr)
             return None
         quic = ServerQuicConnection(configuration=self._configuration(False),
                                     original_destination_connection_id=odcid,
                                     retry_source_connection_id=retry_scid)
-        conn = QuicConn(self, quic, UdpPathSocket(self._send, addr), False, None)
+        kind = PathKind.PUNCHED if punched else PathKind.DIRECT
+        conn = QuicConn(self, quic, UdpPathSocket(self._send, addr, kind), False, None)
         conn.handshake_deadline = self._clock.monotonic() + self.options.handshake_timeout
         conn.half_open_ip = ip
         self._half_open[ip] += 1

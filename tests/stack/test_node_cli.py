@@ -145,12 +145,29 @@ def test_relay_flags_a_nated_node_is_reached_through_a_relay(tmp_path: Path) -> 
                   "--message", "hi")
         assert out.returncode == 0, out.stderr
         reply = json.loads(out.stdout)
-        assert (reply["peer_id"], reply["path"], reply["reply"]) == (target["peer_id"],
-                                                                     "relayed", "hi")
+        # the upgrade (issue 9): a reversal or a punch, on loopback both work; the echo
+        # goes again over the direct path
+        assert (reply["peer_id"], reply["reply"]) == (target["peer_id"], "hi"), reply
+        assert reply["path"] in ("direct", "punched"), reply
+        assert reply["holepunch"] == "succeeded on attempt 1", reply
+        assert 0 < reply["first_byte_ms"] <= reply["upgrade_ms"], reply
+        # a target with --no-hole-punch: relayed, and connect does not wait long for it
+        quiet = start("quiet", "--relay", relay_addr, "--relay-service", "off",
+                      "--no-hole-punch")
+        quiet_relayed = f"{relay_addr}/p2p-circuit/p2p/{quiet['peer_id']}"
+        for _ in range(100):
+            if json.loads(run("--data-dir", str(tmp_path / "quiet"), "status",
+                              "--json").stdout)["relay"]["reservations"]:
+                break
+        out = run("--data-dir", str(tmp_path / "client"), "connect", quiet_relayed, "--json",
+                  "--message", "hi")
+        assert out.returncode == 0, out.stderr
+        reply = json.loads(out.stdout)
+        assert (reply["path"], reply["holepunch"]) == ("relayed", "not attempted"), reply
         relay_status = json.loads(run("--data-dir", str(tmp_path / "relay"), "status",
                                       "--json").stdout)
         assert relay_status["relay"]["service"] == "limited"
-        assert relay_status["relay"]["stats"]["granted.circuits"] == 1
+        assert relay_status["relay"]["stats"]["granted.circuits"] == 2
         text = run("--data-dir", str(tmp_path / "target"), "status").stdout
         assert f"reserved:   {relayed}" in text
         assert run("--data-dir", str(tmp_path / "x"), "node", "--relay", "nonsense").returncode == 2
