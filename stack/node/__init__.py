@@ -11,13 +11,18 @@ Public surface: ``Node``, ``NodeConfig`` and the node events. Modules:
 """
 
 from stack.node.config import DEFAULT_PORT, NodeConfig
-from stack.node.events import (AnnouncementPublished, ConnectionClosed, ConnectionOpened,
-                               DialbackResult, IdentityReceived, NodeEvent, RelayReservation,
-                               ServiceFailed, TrustChecked)
+from stack.node.events import (ConnectionOpened, ConnectionClosed, TrustChecked, IdentityReceived,
+                               DialbackResult, DialbackRole, AnnouncementPublished, ServiceFailed,
+                               ControlRequest, ControlOutcome, RelayReservation, NatReported,
+                               ReachabilityChecked, MappingChanged, AddressChanged,
+                               AnnouncementReceived, HolePunchStarted, HolePunchSucceeded,
+                               HolePunchFailed, NodeEvent)
 from stack.node.node import ADDRESS_CHECK_INTERVAL, PROTO_ECHO, PROTO_IDENTIFY, PROTO_PING, Node
 
-__all__ = ["Node", "NodeConfig", "DEFAULT_PORT", "NodeEvent", "ConnectionOpened",
-           "ConnectionClosed", "TrustChecked", "IdentityReceived", "DialbackResult",
-           "AnnouncementPublished", "ServiceFailed", "RelayReservation", "PROTO_IDENTIFY",
-           "PROTO_PING",
-           "PROTO_ECHO", "ADDRESS_CHECK_INTERVAL"]
+__all__ = ["Node", "NodeConfig", "DEFAULT_PORT", "PROTO_IDENTIFY", "PROTO_PING", "PROTO_ECHO",
+           "ADDRESS_CHECK_INTERVAL", "ConnectionOpened", "ConnectionClosed", "TrustChecked",
+           "IdentityReceived", "DialbackResult", "DialbackRole", "AnnouncementPublished",
+           "ServiceFailed", "ControlRequest", "ControlOutcome", "RelayReservation",
+           "NatReported", "ReachabilityChecked", "MappingChanged", "AddressChanged",
+           "AnnouncementReceived", "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
+           "NodeEvent"]

@@ -479,9 +479,9 @@ class HolePunch:
         elapsed = self._clock.monotonic() - opened
         event = HolePunchSucceeded(peer, attempt, rtt, direct.path.kind,
                                    format_address(direct.remote_address), elapsed, role)
-        self.results[peer] = event
+        _remember_bounded(self.results, peer, event)
         self.attempting.discard(peer)
-        self.upgraded_at[peer] = self._clock.monotonic()
+        _remember_bounded(self.upgraded_at, peer, self._clock.monotonic())
         self._events.emit(event)
 
         async def close_later() -> None:
@@ -494,7 +494,7 @@ class HolePunch:
                 role: str) -> None:
         event = HolePunchFailed(peer, attempt, rtt, reason, final, role)
         if final:
-            self.results[peer] = event
+            _remember_bounded(self.results, peer, event)
             self.attempting.discard(peer)
         self._events.emit(event, "warning" if final else "info")
 
@@ -505,3 +505,15 @@ def _kind(raw: bytes) -> str:
             decode_message(raw, kind)
             return kind
     return "garbage"
+
+
+MAX_REMEMBERED = 1024  # peers whose last hole-punch outcome is kept (status shows them)
+
+
+def _remember_bounded(table: dict[Any, Any], key: Any, value: Any) -> None:
+    """``table[key] = value`` as the newest entry, the oldest dropped past
+    ``MAX_REMEMBERED``: one entry per peer ever met would grow without end."""
+    table.pop(key, None)
+    table[key] = value
+    while len(table) > MAX_REMEMBERED:
+        del table[next(iter(table))]
