@@ -25,9 +25,9 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
-import filelock
 
-from stack.base.errors import CorruptFileError, DataFileError, LocalError
+from stack.base.errors import CorruptFileError
+from stack.store.locking import data_file_lock
 from stack.base.files import atomic_write, ensure_data_dir, read_regular
 from stack.base.replay import Verifier, VerifierConfig
 
@@ -35,7 +35,6 @@ __all__ = ["STATE_FILE_NAME", "ReplayStore", "FileReplayStore", "MemoryReplaySto
            "open_verifier", "load_verifier", "save_verifier"]
 
 STATE_FILE_NAME = "replay_state.msgpack"
-_LOCK_TIMEOUT = 30.0  # seconds; another p2pstack process holding the lock longer is stuck
 
 MAX_REPLAY_FILE = 64 << 20  # bytes
 
@@ -91,7 +90,7 @@ class FileReplayStore:
     @contextmanager
     def open(self, config: VerifierConfig | None = None) -> Iterator[Verifier]:
         ensure_data_dir(self.data_dir)
-        with _locked(self.data_dir, STATE_FILE_NAME):
+        with data_file_lock(self.data_dir, STATE_FILE_NAME):
             verifier = load_verifier(self.path, config)
             yield verifier
             save_verifier(verifier, self.path)
@@ -122,20 +121,3 @@ def open_verifier(data_dir: Path, config: VerifierConfig | None = None
     """The data directory's verifier, loaded under its file lock and saved when the
     block exits normally (``FileReplayStore(data_dir).open(config)``)."""
     return FileReplayStore(Path(data_dir)).open(config)
-
-
-@contextmanager
-def _locked(data_dir: Path, name: str) -> Iterator[None]:
-    lock = filelock.FileLock(str(data_dir / f"{name}.lock"), timeout=_LOCK_TIMEOUT,
-                             mode=0o600)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise LocalError(f"{data_dir / name}: locked by another process for "
-                         f"{_LOCK_TIMEOUT:.0f} s") from None
-    except OSError as exc:  # e.g. a directory where the lock file goes
-        raise DataFileError(lock.lock_file, f"cannot take the lock: {exc.strerror}") from None
-    try:
-        yield
-    finally:
-        lock.release()

@@ -36,15 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-import filelock
 
-from stack.base.errors import CorruptFileError, DataFileError, LocalError
+from stack.base.errors import CorruptFileError, LocalError
+from stack.store.locking import data_file_lock
 from stack.base.files import atomic_write, ensure_data_dir, read_regular
 from stack.base.records import MAX_SEQ
 
@@ -53,7 +51,6 @@ __all__ = ["SEQUENCE_FILE_NAME", "SequenceStore", "FileSequence", "MemorySequenc
 
 SEQUENCE_FILE_NAME = "sequence"
 DEFAULT_BLOCK = 64
-_LOCK_TIMEOUT = 30.0  # seconds; another p2pstack process holding the lock longer is stuck
 
 
 class SequenceStore(Protocol):
@@ -186,7 +183,7 @@ class FileSequence:
     def _reserve(self) -> tuple[int, int]:
         """Under the file lock: read the mark, write mark + block; the new range."""
         ensure_data_dir(self.data_dir)
-        with _locked(self.data_dir, SEQUENCE_FILE_NAME):
+        with data_file_lock(self.data_dir, SEQUENCE_FILE_NAME):
             mark = read_mark(self.path)
             # a mark above our block (another process reserved) drops our unused rest
             new = min(mark + self.block, MAX_SEQ)
@@ -215,20 +212,3 @@ def next_sequence(data_dir: Path) -> int:
     commands; a running node uses a ``FileSequence``. ``CorruptFileError`` if the
     ``sequence`` file is damaged."""
     return FileSequence(Path(data_dir), block=1).next()
-
-
-@contextmanager
-def _locked(data_dir: Path, name: str) -> Iterator[None]:
-    lock = filelock.FileLock(str(data_dir / f"{name}.lock"), timeout=_LOCK_TIMEOUT,
-                             mode=0o600)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise LocalError(f"{data_dir / name}: locked by another process for "
-                         f"{_LOCK_TIMEOUT:.0f} s") from None
-    except OSError as exc:  # e.g. a directory where the lock file goes
-        raise DataFileError(lock.lock_file, f"cannot take the lock: {exc.strerror}") from None
-    try:
-        yield
-    finally:
-        lock.release()
