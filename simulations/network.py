@@ -9,9 +9,10 @@ API
     seconds, ``jitter`` the half-width of a uniform spread around it (a delay never goes
     below 0, so jitter can reorder), ``loss`` the drop probability per datagram.
     ``net.latency`` / ``net.jitter`` / ``net.loss`` may be changed mid-run.
-``net.add_host(ip, *, extra_ips=()) -> SimHost``
+``net.add_host(ip, *, extra_ips=(), segment=None) -> SimHost``
     A public host. ``extra_ips`` gives it more addresses (an RFC 5780 STUN server needs
     two); binding ``0.0.0.0`` on such a host listens on all and sends from ``ip``.
+    ``segment`` (any name) puts public hosts on one LAN segment (see LAN segments).
 ``net.add_nat(public_ip, *, mapping=..., filtering=..., hairpin=False,
 port_preserving=True, mapping_timeout=120.0) -> Nat``
     A NAT box (``simulations.nat``); ``nat.add_host(private_ip)`` puts a host behind it.
@@ -28,8 +29,11 @@ port_preserving=True, mapping_timeout=120.0) -> Nat``
     datagrams already in flight are not recalled.
 ``net.host_at(ip) -> SimHost``
     The host owning a public address, or the unique host with that private address.
+``net.segment_hosts(host) -> list[SimHost]``
+    The hosts on ``host``'s LAN segment, itself included (empty: it is on none).
 ``net.stats`` (``NetStats``)
-    ``sent``, ``delivered``, ``dropped_loss``, ``dropped_nat`` (filtered, no mapping,
+    ``sent``, ``delivered``, ``multicast`` (datagrams sent to a group; each copy that
+    lands counts in ``delivered``), ``dropped_loss``, ``dropped_nat`` (filtered, no mapping,
     hairpin off), ``dropped_crashed``, ``dropped_unroutable`` (no such address),
     ``dropped_no_port`` (nothing bound there), ``dropped_partition`` (between the
     sides of a ``partition``).
@@ -43,7 +47,22 @@ receiver that raises is reported to the loop's exception handler; delivery goes 
 ``host.change_ip(new_ip, old_ip=None)`` moves the host to another address (issue 10:
 wildcard-bound endpoints follow it, endpoints bound to the old address get send errors).
 ``host.crash()`` makes the host drop everything in and out (its endpoints stay bound);
-``host.restart()`` undoes it.
+``host.restart()`` undoes it. ``SimHost`` also implements ``stack.base.net.
+MulticastNetwork``: ``await host.join_group(group, receiver)`` and
+``host.interface_networks()`` (the /24 around each of its addresses).
+
+LAN segments (issue 12)
+-----------------------
+The hosts behind one NAT are one LAN segment (a home network); public hosts given the
+same ``segment=`` name are another. A host joins a multicast group with ``join_group``
+(an endpoint bound to the group's port, e.g. mDNS's 224.0.0.251:5353); a datagram any
+host sends to a group address reaches the group's endpoint on every *other* host of the
+sender's segment that has joined it, with the source address the sender's unicast one
+and the network's latency, jitter and loss (drawn per copy; ``set_link`` between the
+private addresses applies, and so do partitions). Multicast is never translated and
+never forwarded: it does not leave the segment (no NAT passes it, no other NAT's inside
+or public host sees it); sent from a host on no segment it is ``dropped_unroutable``.
+Unicast between hosts of a public segment is routed as between any public hosts.
 
 Routing (trio FakeNet's ``route_packet`` idea): ``SimNetwork._send`` decides where a
 datagram goes; NAT boxes only translate (``Nat.outbound`` on the way out, ``Nat._arrive``
@@ -92,6 +111,7 @@ class NetStats:
     dropped_unroutable: int = 0
     dropped_no_port: int = 0
     dropped_partition: int = 0
+    multicast: int = 0
 
 
 class SimEndpoint:
@@ -161,11 +181,13 @@ class SimEndpoint:
 class SimHost:
     """A machine on the simulated network; ``nat`` is the box it sits behind, if any."""
 
-    def __init__(self, network: SimNetwork, ips: list[str], nat: Nat | None = None) -> None:
+    def __init__(self, network: SimNetwork, ips: list[str], nat: Nat | None = None,
+                 segment: object = None) -> None:
         self.network = network
         self.ips = ips
         self.ip = ips[0]
         self.nat = nat
+        self.segment = nat if segment is None else segment  # its LAN segment's key
         self.crashed = False
         self._endpoints: dict[Address, SimEndpoint] = {}
         self._next_port = _EPHEMERAL_FIRST
@@ -194,6 +216,33 @@ class SimHost:
         endpoint = SimEndpoint(self, key, src, receiver, wildcard)
         self._endpoints[key] = endpoint
         return endpoint
+
+    async def join_group(self, group: Address, receiver: Receiver) -> SimEndpoint:
+        """Bind ``group``'s port for ``group`` on this host's LAN segment (module
+        docstring, LAN segments). ``SimulationError`` for an address that is not IPv4
+        multicast or a port already taken."""
+        ip, port = group[0], int(group[1])
+        try:
+            multicast = ipaddress.IPv4Address(ip).is_multicast
+        except ValueError:
+            multicast = False
+        if not multicast:
+            raise SimulationError(f"cannot join {ip}: not an IPv4 multicast address")
+        if not 0 < port <= 65535:
+            raise SimulationError(f"cannot join {ip}:{port}: port out of range")
+        if self._taken(_ANY, port):
+            raise SimulationError(f"cannot join {ip}:{port} on {self!r}: port in use")
+        self.network._attach_loop()
+        key = (ip, port)
+        # wildcard: its source address follows the host's address (change_ip)
+        endpoint = SimEndpoint(self, key, (self.ip, port), receiver, wildcard=True)
+        self._endpoints[key] = endpoint
+        self.network._groups.add(ip)
+        return endpoint
+
+    def interface_networks(self) -> list[ipaddress.IPv4Network]:
+        """The /24 around each of our addresses (a simulated host has no netmask)."""
+        return [ipaddress.IPv4Network(f"{ip}/24", strict=False) for ip in self.ips]
 
     async def resolve(self, addr: Address) -> Address:
         """Only IPv4 literals resolve: the simulated network has no name service."""
@@ -253,7 +302,7 @@ class SimHost:
             if endpoint._wildcard:
                 if key[0] == old:
                     endpoint._rekey((new_ip, key[1]), (new_ip, key[1]))
-                elif key[0] == _ANY:
+                else:  # 0.0.0.0, or a group joined (join_group)
                     endpoint._src = (self.ip, key[1])
             elif key[0] == old:
                 endpoint._gone = True
@@ -307,6 +356,8 @@ class SimNetwork:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = _NEVER
         self._touched: list[SimEndpoint] = []  # endpoints with datagrams to hand over
+        self._groups: set[str] = set()  # multicast addresses some host joined
+        self._segments: dict[object, list[SimHost]] = {}  # segment key -> its hosts
         self._register_with_running_loop()
 
     def _register_with_running_loop(self) -> None:
@@ -335,17 +386,28 @@ class SimNetwork:
         if ip in self._public:
             raise SimulationError(f"address {ip} is already on the network")
 
-    def add_host(self, ip: str, *, extra_ips: Iterable[str] = ()) -> SimHost:
-        """A public host at ``ip`` (and ``extra_ips``)."""
+    def add_host(self, ip: str, *, extra_ips: Iterable[str] = (),
+                 segment: str | None = None) -> SimHost:
+        """A public host at ``ip`` (and ``extra_ips``), on LAN segment ``segment``
+        with the other public hosts given that name (None: on none)."""
         ips = [ip, *extra_ips]
         if len(set(ips)) != len(ips):
             raise SimulationError(f"duplicate addresses in {ips}")
         for address in ips:
             self._claim(address)
-        host = SimHost(self, ips)
+        key = None if segment is None else ("public", segment)
+        host = SimHost(self, ips, segment=key)
         for address in ips:
             self._public[address] = host
+        if key is not None:
+            self._segments.setdefault(key, []).append(host)
         return host
+
+    def segment_hosts(self, host: SimHost) -> list[SimHost]:
+        """The hosts on ``host``'s LAN segment, ``host`` included ([] if on none)."""
+        if host.segment is None:
+            return []
+        return list(self._segments.get(host.segment, ()))
 
     def add_nat(self, public_ip: str, *, mapping: str = "endpoint-independent",
                 filtering: str = "address-and-port-dependent", hairpin: bool = False,
@@ -372,6 +434,7 @@ class SimNetwork:
         """Called by ``Nat.add_host``."""
         host = SimHost(self, [ip], nat)
         self._private.setdefault(ip, []).append(host)
+        self._segments.setdefault(nat, []).append(host)
         return host
 
     def set_link(self, ip_a: str, ip_b: str, *, latency: float | None = None,
@@ -411,6 +474,9 @@ class SimNetwork:
             stats.dropped_crashed += 1
             return
         dst_ip = dst[0]
+        if dst_ip in self._groups:
+            self._multicast(host, src, data, dst)
+            return
         nat = host.nat
         if nat is not None:
             lan = nat._hosts.get(dst_ip)
@@ -428,6 +494,18 @@ class SimNetwork:
             stats.dropped_unroutable += 1
             return
         self._schedule(src[0], dst_ip, target, src, dst, data)
+
+    def _multicast(self, host: SimHost, src: Address, data: bytes, dst: Address) -> None:
+        """A copy to every other member of ``dst`` on the sender's segment; never
+        translated, never beyond the segment (module docstring, LAN segments)."""
+        self.stats.multicast += 1
+        members = self._segments.get(host.segment) if host.segment is not None else None
+        if not members:
+            self.stats.dropped_unroutable += 1
+            return
+        for other in members:
+            if other is not host and dst in other._endpoints:
+                self._schedule(src[0], other.ip, other, src, dst, data)
 
     def _schedule(self, a: str, b: str, target: SimHost | Nat, src: Address, dst: Address,
                   data: bytes) -> None:

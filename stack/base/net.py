@@ -4,6 +4,12 @@ Nothing above this module touches a UDP socket. A ``DatagramNetwork`` binds endp
 an endpoint sends datagrams and hands received ones to its receiver *in batches*, so a
 driver can feed a whole batch to its cores and flush their output once.
 
+A network that carries multicast itself also implements ``MulticastNetwork``: joining a
+group (``MDNS_GROUP``) on the host's link gives an endpoint that hears what others on
+that link send to the group. The simulator's hosts do (``simulations.network``: one
+LAN segment per NAT's inside); ``UdpNetwork`` does not, because python-zeroconf opens and
+configures the real multicast sockets itself (``discovery.mdns``).
+
 ``UdpNetwork`` is the real implementation. Its receive path drains the socket in a loop
 from ``loop.add_reader`` with non-blocking ``recvfrom`` (measured here at ~150k
 datagrams/s against ~22k/s through ``asyncio.DatagramProtocol``). The simulator in
@@ -19,7 +25,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from stack.base.errors import LocalError, StackError, UsageError
 
@@ -29,6 +35,8 @@ __all__ = [
     "Receiver",
     "DatagramEndpoint",
     "DatagramNetwork",
+    "MulticastNetwork",
+    "MDNS_GROUP",
     "EndpointStats",
     "UdpNetwork",
     "UdpEndpoint",
@@ -87,6 +95,27 @@ class DatagramNetwork(Protocol):
 
     def local_ips(self) -> list[str]:
         """This host's IPv4 interface addresses, loopback included."""
+        ...
+
+
+MDNS_GROUP: Address = ("224.0.0.251", 5353)
+"""The mDNS IPv4 group and port (RFC 6762 section 3)."""
+
+
+@runtime_checkable
+class MulticastNetwork(Protocol):
+    """A ``DatagramNetwork`` that also carries multicast on the host's link."""
+
+    async def join_group(self, group: Address, receiver: Receiver) -> DatagramEndpoint:
+        """Bind ``group``'s port and join the group on this host's link: ``receiver``
+        gets what other hosts on the link send to ``group`` (source: the sender's
+        unicast address), and what the endpoint sends to ``group`` reaches every other
+        member there (not itself). ``LocalError`` if the port is taken."""
+        ...
+
+    def interface_networks(self) -> list[ipaddress.IPv4Network]:
+        """The IPv4 networks of this host's (non-loopback) interfaces: what "on our
+        link" means for addresses a multicast neighbour claims."""
         ...
 
 

@@ -78,8 +78,8 @@ from stack.base.errors import LocalError, StackError, UsageError
 from stack.base.files import remove_stale_temps
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection, PathKind, PathSocket, Transport
-from stack.base.net import (Address, DatagramEndpoint, DatagramNetwork, UdpNetwork,
-                            format_address)
+from stack.base.net import (MDNS_GROUP, Address, DatagramEndpoint, DatagramNetwork,
+                            MulticastNetwork, Receiver, UdpNetwork, format_address)
 from stack.base.port import DHT_BYTE, PUNCH_BYTE, PortDemux
 from stack.base.records import Announcement, RecordTooLarge, sign_announcement
 from discovery.announcements import AnnouncementValidator, announcement_of
@@ -87,7 +87,8 @@ from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
 from discovery.lan import Candidate, LanPeers, instance_name
-from discovery.mdns import MdnsService
+from discovery.mdns import MdnsLink, MdnsService
+from discovery.mdns_link import DatagramLink
 from nat.errors import RelayRefused
 from nat.relay.client import ActiveReservation, ReservationKeeper
 from nat.relay.limits import RelayLimits, RelayMode
@@ -426,14 +427,26 @@ class Node:
 
     def _start_mdns(self) -> None:
         """LAN discovery on the interfaces we listen on: all for the wildcard, that one
-        for an IP; none for loopback (no link to find peers on)."""
+        for an IP; none for loopback (no link to find peers on). On a network that
+        carries multicast itself (``MulticastNetwork``: the simulator) the records go
+        over its group endpoint (``discovery.mdns_link``), else over zeroconf's sockets."""
         host = self.config.listen[0]
         if host.startswith("127.") or host == "localhost":
             log.info("mdns.off", reason=f"listening on {host} only")
             return
+        link: MdnsLink | None = None  # zeroconf's own sockets
+        network = self._network
+        if isinstance(network, MulticastNetwork):  # the simulator's LAN segments
+
+            async def join(receiver: Receiver) -> DatagramEndpoint:
+                return await network.join_group(MDNS_GROUP, receiver)
+
+            link = DatagramLink(join, network.interface_networks)
+        rng = random.Random(self.config.rng_seed if self.config.rng_seed is not None
+                            else os.urandom(16))
         self.mdns = MdnsService(LanPeers(self.peer_id), instance=instance_name(self.peer_id),
                                 addrs=self.addrs, name=self.config.display_name,
-                                clock=self.clock,
+                                clock=self.clock, rng=rng, link=link,
                                 interfaces=None if host == "0.0.0.0" else [host])
         self.supervisor.run("mdns", self.mdns.run)
 
