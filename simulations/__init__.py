@@ -3,7 +3,8 @@
 - ``simulations.vtime``: ``run_virtual`` / ``VirtualEventLoop`` (timers jump: an idle
   hour costs no wall time), ``VirtualClock``, ``current_clock``.
 - ``simulations.network``: ``SimNetwork`` (seeded latency, jitter, loss), ``SimHost``
-  (a ``stack.base.net.DatagramNetwork``), ``SimEndpoint``, ``NetStats``.
+  (a ``stack.base.net.DatagramNetwork`` and ``MulticastNetwork``: the hosts behind one
+  NAT are a LAN segment, where mDNS runs), ``SimEndpoint``, ``NetStats``.
 - ``simulations.nat``: RFC 4787 NAT boxes, ``NAT_KINDS`` shared with the real lab.
 - ``simulations.aio``: ``loop.create_datagram_endpoint`` on the simulated network
   (``use_host``), so unchanged asyncio code (e.g. the ``kademlia`` package) runs on it.

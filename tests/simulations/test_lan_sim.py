@@ -76,10 +76,15 @@ def test_multicast_reaches_the_segment_and_nothing_beyond_it():
         assert net.segment_hosts(alone) == []
         assert home.stats.translated_out == 0 and other.stats.translated_in == 0
         assert sender.interface_networks()[0].with_prefixlen == "10.0.0.0/24"
+
+        m1.change_ip("10.0.0.9")  # a new lease: the group endpoint follows it
+        eps[m1].send(b"moved", MDNS_GROUP)
+        await asyncio.sleep(0.1)
+        assert boxes[sender].items == [(b"moved", ("10.0.0.9", 5353))]
         return net.stats
 
     stats = run_virtual(main())
-    assert (stats.multicast, stats.delivered, stats.dropped_unroutable) == (3, 3, 1)
+    assert (stats.multicast, stats.delivered, stats.dropped_unroutable) == (4, 5, 1)
 
 
 def test_join_group_refuses_what_is_not_a_group_or_a_free_port():
