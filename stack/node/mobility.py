@@ -24,8 +24,9 @@ cause           what it sees
 changes within it are folded into one re-announcement at its end), the node rebinds its
 UDP port on its new IP if it was bound to one that went away (``MovableEndpoint``),
 signs a new announcement (next sequence number, ``previous`` = its recent peers) and
-pushes it to its recent peers (``protocols.announce_push``), and puts one more (the next
-number, without ``previous``: the DHT is public) in the DHT at once.
+pushes it to its recent peers (``protocols.announce_push``), puts one more (the next
+number, without ``previous``: the DHT is public) in the DHT at once, and re-advertises
+its addresses on the LAN (mDNS, issue 12).
 """
 
 from __future__ import annotations
@@ -266,6 +267,8 @@ class Mobility:
         await self._rebind_if_gone()
         node = self.node
         self._last_announce = node.clock.monotonic()
+        if node.mdns is not None:
+            node.mdns.readvertise()  # LAN peers hear the new address now, not in 5 min
         push = node.announce_push
         await node.stores.sequence.ready()
         # Two records: the one pushed names our recent peers (seed 004's

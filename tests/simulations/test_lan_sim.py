@@ -26,7 +26,7 @@ from simulations.vtime import current_clock, run_virtual
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import PathKind
 from stack.base.net import MDNS_GROUP
-from stack.node import Node
+from stack.node import Node, operations
 from stack.node.config import NodeConfig
 from stack.store.stores import Stores
 
@@ -208,6 +208,33 @@ def test_with_a_bootstrap_node_as_well_the_lan_path_is_chosen(tmp_path):
 
     stats = run(tmp_path, 31, scenario)
     assert stats.dropped_unroutable > 0  # the public node's mDNS went nowhere
+
+
+def test_a_node_that_moves_on_its_lan_is_advertised_there_at_once(tmp_path):
+    """Alice's host gets a new lease on the home LAN: her node rebinds its port there
+    (issue 10) and re-advertises at once, so Bob reaches her at the new address over the
+    LAN by peer id, long before the 5-minute re-announcement; ``discover`` lists it."""
+
+    async def scenario(h: Homes):
+        home = h.net.add_nat_kind("203.0.113.1", KIND)
+        alice_host = home.add_host("10.0.0.2")
+        alice = await h.node(alice_host)
+        bob = await h.node(home.add_host("10.0.0.3"))
+        assert bob.mdns is not None
+        await until(lambda: seen(bob, alice.peer_id))
+        alice_host.change_ip("10.0.0.12")
+        moved = h.clock.monotonic()
+        await until(lambda: ("10.0.0.12", PORT, "quic") in
+                    bob.mdns.peers.peers[alice.peer_id].addrs, timeout=60)
+        assert h.clock.monotonic() - moved < 30
+        conn = await bob.connect(alice.peer_id)
+        assert (conn.peer_id, conn.path.kind) == (alice.peer_id, PathKind.LAN)
+        assert conn.remote_address == ("10.0.0.12", PORT)
+        listed = await operations.discover(bob, timeout=0.5)
+        [row] = listed["peers"]
+        assert f"/ip4/10.0.0.12/udp/{PORT}/quic-v1/p2p/{alice.peer_id}" in row["addrs"]
+
+    run(tmp_path, 61, scenario)
 
 
 def spoof(claimed: PeerId, host: str) -> bytes:
