@@ -311,4 +311,20 @@ def test_queries_are_answered_at_most_once_a_second(tmp_path):
         assert len(from_alice) == 1
         assert alice.mdns.stats["queries_suppressed"] - before == 99
 
+        def ask(name: str, kind: int) -> bytes:
+            out = DNSOutgoing(_FLAGS_QR_QUERY, multicast=True)
+            out.add_question(DNSQuestion(name, kind, _CLASS_IN))
+            return out.packets()[0]
+
+        mine = service_name(instance_name(alice.peer_id))
+        for name, kind in (("_http._tcp.local.", _TYPE_PTR), (mine, _TYPE_PTR),
+                           (mine.upper(), _TYPE_TXT)):  # names are case-insensitive
+            await asyncio.sleep(1.5)
+            answers.items.clear()
+            mallory.send(ask(name, kind), MDNS_GROUP)
+            await asyncio.sleep(0.5)
+            got = [d for d, src in answers.items if src[0] == "10.0.0.2"]
+            assert len(got) == (kind == _TYPE_TXT), (name, kind)
+        assert alice.mdns.stats["queries_suppressed"] - before == 99
+
     run(tmp_path, 51, scenario)
