@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from stack.base.errors import StackError
+from stack.base.errors import LocalError, StackError
 from stack.base.net import Address, DatagramEndpoint, EndpointStats, format_address
 from stack.node.events import AddressChanged, AnnouncementPublished
 from stack.node.migration import route
@@ -252,7 +252,7 @@ class Mobility:
         node = self.node
         endpoint = node.endpoint
         if not isinstance(endpoint, MovableEndpoint) or not node._started:
-            raise StackError("node is not started")
+            raise LocalError("node is not started")
         old = endpoint.local_address
         new = await node._network.bind(addr, node.demux)
         endpoint.replace(new)
@@ -268,8 +268,8 @@ class Mobility:
             return
         ip, port = endpoint.local_address
         ips = node._network.local_ips()
-        if ip == "0.0.0.0" or ip in ips:
-            return
+        if ip == "0.0.0.0" or ip in ips or ip.startswith("127."):
+            return  # (all of 127/8 is ours while lo is up, not only what it lists)
         fresh = [i for i in ips if not i.startswith("127.")]
         if not fresh:
             return  # no address at all yet: the next interface change will tell
