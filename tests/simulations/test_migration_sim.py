@@ -186,3 +186,27 @@ def test_a_reconnect_that_fails_is_reported_not_silent(tmp_path):
         assert mover.migration.stats["reconnect_failed"] == 1
 
     simulate(tmp_path, 54, scenario, dht=False)
+
+
+def test_no_address_for_a_while_then_a_new_one_still_migrates(tmp_path):
+    """Every interface goes down (the poll sees no address: nothing to migrate to, nothing
+    is replaced), then the host comes back at a new address: the connection migrates."""
+
+    async def scenario(w: World):
+        mover, peer = await _pair(w, mover_dials=True)
+        conn = next(c for c in mover.connections if c.peer_id == peer.peer_id)
+        events = collect(mover, (ConnectionMigrated, ConnectionReplaced))
+        host = w.hosts[mover]
+        down = mover.next_event(AddressChanged, new="", timeout=5)
+        host.local_ips = lambda: []  # the network seam: no interface has an address
+        await down
+        await asyncio.sleep(1.0)
+        assert events == [] and not conn.closed, w.fail(str(events))
+        up = mover.next_event(ConnectionMigrated, role="client", timeout=5)
+        del host.local_ips
+        host.change_ip(MOVED_TO)
+        await up
+        _, reply, _ = await mover.echo(conn, b"back")
+        assert reply == b"back" and [type(e) for e in events] == [ConnectionMigrated]
+
+    simulate(tmp_path, 55, scenario, dht=False)
