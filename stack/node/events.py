@@ -256,9 +256,10 @@ class ConnectionMigrated:
 class ConnectionReplaced:
     """A connection to ``peer_id`` that a move made unusable was replaced (issue 10):
     closed, with ``new_path`` the connection that carries on (``Path`` text, e.g.
-    ``direct 198.51.100.11:39001``), or None when no new one could be made (``error``
-    says why). ``cause``: ``migration_failed`` (we moved; it was ours to migrate and the
-    peer acknowledged nothing from the new path), ``server_side`` (we moved and were its
+    ``direct 198.51.100.11:39001``), or None when no new one could be made. ``error``:
+    what failed (the migration, and the redial when there is no new path). ``cause``:
+    ``migration_failed`` (we moved; it was ours to migrate and the peer acknowledged
+    nothing from the new path), ``server_side`` (we moved and were its
     server: QUIC moves only clients), ``tcp`` (we moved; a TLS-over-TCP connection cannot
     follow), ``peer_moved`` (the peer's announcement names a new address; we dialed the
     old one). One event per replaced connection."""

@@ -73,3 +73,28 @@ async def test_rebind_errors_are_named(nodes) -> None:
     await node.stop()
     with pytest.raises(LocalError, match="not started"):
         await node.mobility.rebind(("127.0.0.2", 0))
+
+
+async def test_a_tls_connection_is_replaced_over_quic(tmp_path: Path) -> None:
+    """TCP cannot follow a move: the TLS connection is replaced (cause ``tcp``) by a
+    dial of the peer id, which reaches the peer over QUIC on the same port number."""
+    listener = Node(NodeConfig(data_dir=tmp_path / "l", listen=("127.0.0.1", 0), dht=False,
+                               dial_back=False))
+    mover = Node(NodeConfig(data_dir=tmp_path / "m", listen=("127.0.0.1", 0), dht=False,
+                            dial_back=False))
+    await listener.start()
+    await mover.start()
+    try:
+        old = await mover.connect(f"127.0.0.1:{listener.udp_address[1]}", transport="tls",
+                                  identify=False)
+        replaced = mover.next_event(ConnectionReplaced, timeout=T)
+        await mover.mobility.rebind(("127.0.0.2", 0))
+        event = await replaced
+        assert event.cause == "tcp" and event.peer_id == listener.peer_id, event
+        assert event.new_path == f"direct 127.0.0.1:{listener.udp_address[1]}", event
+        assert old.closed
+        _, reply, _ = await mover.echo(listener.peer_id, b"over quic")
+        assert reply == b"over quic"
+    finally:
+        await mover.stop(0.1)
+        await listener.stop(0.1)
