@@ -210,3 +210,29 @@ def test_no_address_for_a_while_then_a_new_one_still_migrates(tmp_path):
         assert reply == b"back" and [type(e) for e in events] == [ConnectionMigrated]
 
     simulate(tmp_path, 55, scenario, dht=False)
+
+
+def test_a_peer_whose_redial_fails_reports_the_replaced_connection(tmp_path):
+    """The mover's announcement names an address nobody answers at: the peer closes the
+    connection it dialed to the old address, its redial times out, and its one
+    ``connection.replaced`` (``peer_moved``) names no new path and the error."""
+    from stack.base.records import sign_announcement
+    from tests.simulations.test_reconnect_sim import _push_raw
+
+    async def scenario(w: World):
+        mover = await w.add("198.51.100.21")
+        peer = await w.add("198.51.100.20")
+        await w.meet(peer, mover)
+        events = collect(peer, (ConnectionReplaced,))
+        replaced = peer.next_event(ConnectionReplaced, timeout=30)
+        carrier = await mover.connect(peer.peer_id, identify=False)  # not the stale one
+        record = sign_announcement(mover.identity, 5, [f"/ip4/{MOVED_TO}/udp/{PORT}/quic-v1"],
+                                   w.clock.now())
+        assert await _push_raw(carrier, record) == "valid"
+        event = await replaced
+        assert (event.cause, event.new_path) == ("peer_moved", None), w.fail(str(event))
+        assert event.old_path == f"direct 198.51.100.21:{PORT}"
+        assert event.error and MOVED_TO in event.error, w.fail(str(event))
+        assert len(events) == 1 and peer.announce_push.stats["redial_failed"] == 1
+
+    simulate(tmp_path, 56, scenario, dht=False)
