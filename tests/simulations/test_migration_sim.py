@@ -236,3 +236,25 @@ def test_a_peer_whose_redial_fails_reports_the_replaced_connection(tmp_path):
         assert len(events) == 1 and peer.announce_push.stats["redial_failed"] == 1
 
     simulate(tmp_path, 56, scenario, dht=False)
+
+
+def test_the_replacement_finds_the_peer_through_the_dht(tmp_path):
+    """The peer dialed the mover without identify, so the mover knows no address of it:
+    the replacement dial by peer id resolves the peer's announcement in the DHT."""
+
+    async def scenario(w: World):
+        await w.add("198.51.100.1")                      # bootstrap
+        mover = await w.add("198.51.100.10", wildcard=True)
+        peer = await w.add("198.51.100.11")
+        await peer.connect(f"198.51.100.10:{PORT}", identify=False)
+        entry = mover.trust.get(peer.peer_id)
+        assert entry is None or not entry.addresses, entry
+        assert mover.announce_push.addresses(peer.peer_id) == ()  # no push from it either
+        await asyncio.sleep(1.0)
+        replaced = mover.next_event(ConnectionReplaced, peer_id=peer.peer_id, timeout=10)
+        w.hosts[mover].change_ip(MOVED_TO)
+        event = await replaced
+        assert event.cause == "server_side", w.fail(str(event))
+        assert event.new_path == f"direct 198.51.100.11:{PORT}", w.fail(str(event))
+
+    simulate(tmp_path, 57, scenario)
