@@ -11,6 +11,7 @@ import hashlib
 
 from stack.base.interfaces import Connection, Stream
 from stack.node.events import AddressChanged, ConnectionMigrated, ConnectionReplaced
+from stack.node import operations
 from stack.node.router import open_protocol
 from tests.simulations.test_reconnect_sim import MOVED_TO, PORT, World, simulate
 
@@ -106,6 +107,7 @@ def test_mover_that_dialed_migrates_and_its_stream_loses_nothing(tmp_path):
         assert peer.announce_push.stats["valid"] == 1
         assert peer.announce_push.stats["redialed"] == 0
         assert mover.migration.stats == {"migrated": 1, "replaced": 0, "reconnect_failed": 0}
+        assert operations.status(mover)["mobility"]["connections"]["migrated"] == 1
         _, reply, _ = await mover.echo(conn, b"same connection")
         assert reply == b"same connection"
 
