@@ -8,7 +8,12 @@ each after a seeded random pause (so the move falls anywhere in the detector's p
 period), spaced past the per-peer push and redial limits:
 
 - ``switch``: M's host changes IP (``SimHost.change_ip``; M is bound to the wildcard);
-  the detector's interface poll notices.
+  the detector's interface poll notices. The peers dialed M, so M was the QUIC server
+  of every connection and QUIC cannot move them: they are replaced (reconnect).
+- ``migrate``: the same switch, but M dialed the peers (M is the QUIC client): the
+  connections migrate (RFC 9000 section 9). ``migrated`` = M has the peer's
+  acknowledgement from the new path (``connection.migrated``); ``first byte`` = an echo
+  M sends then over the same connection has its reply.
 - ``rebinding``: an observer reports a new mapped port (``Node.report_mapped_address``,
   as a STUN answer or keepalive would); M's listen address stays valid, so nothing
   redials: the figure is the push being verified at the peer.
@@ -45,12 +50,13 @@ from simulations.vtime import current_clock, run_virtual  # noqa: E402
 from stack.base.identity import Identity  # noqa: E402
 from stack.node import ConnectionOpened, Node  # noqa: E402
 from stack.node.config import NodeConfig  # noqa: E402
-from stack.node.events import AnnouncementReceived, DialbackResult  # noqa: E402
+from stack.node.events import (AnnouncementReceived, ConnectionMigrated,  # noqa: E402
+                               DialbackResult)
 from stack.store.stores import Stores  # noqa: E402
 
 PORT = 39001
 SPACING = 15.0  # s between moves: past the redial limit (10 s) and the push bucket
-CAUSES = ("switch", "rebinding", "sleep_wake")
+CAUSES = ("switch", "migrate", "rebinding", "sleep_wake")
 
 
 class SleepyClock:
@@ -88,14 +94,18 @@ async def world(cause: str, args: argparse.Namespace, seed: int) -> dict[str, li
         await node.start()
         return node
 
-    out: dict[str, list[float]] = {"push": [], "first byte": []}
+    out: dict[str, list[float]] = {"push": [], "migrated": [], "first byte": []}
     sleepy = SleepyClock(vclock)
     try:
         mover = await add("198.51.100.10", wildcard=True, clock=sleepy)
         peers = [await add(f"198.51.100.{20 + i}") for i in range(args.peers)]
         for p in peers:
-            verdict = p.next_event(DialbackResult, role="dialer", timeout=20)
-            await p.connect(f"198.51.100.10:{PORT}")
+            if cause == "migrate":  # M dials: it is the client of every connection
+                verdict = mover.next_event(DialbackResult, role="dialer", timeout=20)
+                await mover.connect(f"{p.udp_address[0]}:{PORT}")
+            else:
+                verdict = p.next_event(DialbackResult, role="dialer", timeout=20)
+                await p.connect(f"198.51.100.10:{PORT}")
             await verdict
         if cause == "rebinding":
             mover.report_mapped_address(("198.51.100.10", 40000), "stun")
@@ -111,7 +121,10 @@ async def world(cause: str, args: argparse.Namespace, seed: int) -> dict[str, li
             redials = [asyncio.ensure_future(p.next_event(
                 ConnectionOpened, peer_id=mover.peer_id, inbound=False, timeout=30))
                 for p in peers]
-            if cause == "switch":
+            migrated = [asyncio.ensure_future(mover.next_event(
+                ConnectionMigrated, peer_id=p.peer_id, role="client", timeout=30))
+                for p in peers] if cause == "migrate" else []
+            if cause in ("switch", "migrate"):
                 host.change_ip(f"203.0.{113 + k // 250}.{1 + k % 250}")
             elif cause == "rebinding":
                 mover.report_mapped_address(("198.51.100.10", 40001 + k), "stun")
@@ -119,7 +132,18 @@ async def world(cause: str, args: argparse.Namespace, seed: int) -> dict[str, li
                 host.restart()
                 sleepy.slept += args.sleep
             t0 = vclock.monotonic()
-            for p, g, r in zip(peers, got, redials, strict=True):
+
+            async def migrated_first_byte(p: Node, m: asyncio.Future, t0: float) -> None:
+                await m
+                out["migrated"].append(vclock.monotonic() - t0)
+                conn = next(c for c in mover.connections
+                            if c.peer_id == p.peer_id and c.is_client and not c.closed)
+                _, reply, _ = await mover.echo(conn, b"x")
+                assert reply == b"x"
+                out["first byte"].append(vclock.monotonic() - t0)
+
+            async def pushed_first_byte(p: Node, g: asyncio.Future, r: asyncio.Future,
+                                        t0: float, k: int) -> None:
                 try:
                     await g
                 except TimeoutError:
@@ -127,15 +151,21 @@ async def world(cause: str, args: argparse.Namespace, seed: int) -> dict[str, li
                                      f"pushes: {mover.mobility.last_push}, "
                                      f"peer stats: {dict(p.announce_push.stats)}") from None
                 out["push"].append(vclock.monotonic() - t0)
-                if cause == "rebinding":
+                if cause in ("rebinding", "migrate"):
                     r.cancel()
-                    continue
+                    return
                 await r
                 conn = next(c for c in p.connections
                             if c.peer_id == mover.peer_id and c.is_client and not c.closed)
                 _, reply, _ = await p.echo(conn, b"x")
                 assert reply == b"x"
                 out["first byte"].append(vclock.monotonic() - t0)
+
+            # every peer at once: one peer's echo does not delay the next one's figure
+            await asyncio.gather(*(migrated_first_byte(p, m, t0)
+                                   for p, m in zip(peers, migrated, strict=False)),
+                                 *(pushed_first_byte(p, g, r, t0, k)
+                                   for p, g, r in zip(peers, got, redials, strict=True)))
     finally:
         await asyncio.gather(*(n.stop(0.1) for n in nodes), return_exceptions=True)
     return out
@@ -163,7 +193,8 @@ def main() -> None:
           f"(+-{2000 * args.jitter:.0f}), virtual seconds")
     print(f"{'cause':<11} {'measure':<11} {'n':>5} {'p50 s':>7} {'p99 s':>7} {'max s':>7}  "
           "seed 004")
-    quoted = {"switch": "2-5 s", "rebinding": "2-5 s", "sleep_wake": "3-10 s"}
+    quoted = {"switch": "2-5 s", "migrate": "2-5 s", "rebinding": "2-5 s",
+              "sleep_wake": "3-10 s"}
     for i, cause in enumerate(args.causes):
         start = time.perf_counter()
         out = run_virtual(world(cause, args, args.seed * 1000 + i))

@@ -29,7 +29,8 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "DialbackResult", "DialbackRole", "AnnouncementPublished", "ServiceFailed",
            "ControlRequest", "ControlOutcome", "RelayReservation", "NatReported",
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
-           "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed", "NodeEvent",
+           "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
+           "ConnectionMigrated", "ConnectionReplaced", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
@@ -238,11 +239,42 @@ class HolePunchFailed:
     role: str
 
 
+@dataclass(frozen=True)
+class ConnectionMigrated:
+    """A QUIC connection to ``peer_id`` moved to a new path and kept its streams (RFC 9000
+    section 9, issue 10). ``role`` "client": we moved and migrated it; ``elapsed`` is the
+    seconds until the peer acknowledged a packet from our new path. ``role`` "server":
+    the peer moved from ``old_address`` to ``address`` and we validated it (no elapsed)."""
+    peer_id: PeerId
+    address: str           # the peer's HOST:PORT as we send to it now
+    role: str
+    elapsed: float | None = None
+    old_address: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionReplaced:
+    """A connection to ``peer_id`` that a move made unusable was replaced (issue 10):
+    closed, with ``new_path`` the connection that carries on (``Path`` text, e.g.
+    ``direct 198.51.100.11:39001``), or None when no new one could be made. ``error``:
+    what failed (the migration, and the redial when there is no new path). ``cause``:
+    ``migration_failed`` (we moved; it was ours to migrate and the peer acknowledged
+    nothing from the new path), ``server_side`` (we moved and were its
+    server: QUIC moves only clients), ``tcp`` (we moved; a TLS-over-TCP connection cannot
+    follow), ``peer_moved`` (the peer's announcement names a new address; we dialed the
+    old one). One event per replaced connection."""
+    peer_id: PeerId
+    old_path: str
+    new_path: str | None
+    cause: str
+    error: str | None = None
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
-             | HolePunchFailed)
+             | HolePunchFailed | ConnectionMigrated | ConnectionReplaced)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -255,6 +287,7 @@ EVENT_NAMES: dict[type, str] = {
     MappingChanged: "nat.mapping_changed", AddressChanged: "address.changed",
     AnnouncementReceived: "announce.received", HolePunchStarted: "holepunch.started",
     HolePunchSucceeded: "holepunch.succeeded", HolePunchFailed: "holepunch.failed",
+    ConnectionMigrated: "connection.migrated", ConnectionReplaced: "connection.replaced",
 }
 
 E = TypeVar("E")

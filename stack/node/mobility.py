@@ -15,6 +15,7 @@ cause           what it sees
                 re-announced only when what we would announce differs from what we did
 ``sleep_wake``  wall time advanced ``jump_tolerance`` seconds more than monotonic time
                 between two polls (a suspended machine: every NAT mapping may be gone)
+``rebind``      the application moved our UDP port itself (``Mobility.rebind``)
 ==============  =======================================================================
 
 ``Mobility`` is its driver on a Node: the ``mobility.watch`` service polls every
@@ -23,10 +24,14 @@ cause           what it sees
 (``address.changed``) and then, at most once per ``min_reannounce`` seconds (later
 changes within it are folded into one re-announcement at its end), the node rebinds its
 UDP port on its new IP if it was bound to one that went away (``MovableEndpoint``),
-signs a new announcement (next sequence number, ``previous`` = its recent peers) and
-pushes it to its recent peers (``protocols.announce_push``), puts one more (the next
-number, without ``previous``: the DHT is public) in the DHT at once, and re-advertises
-its addresses on the LAN (mDNS, issue 12).
+when the old path is gone (any cause but ``mapped``) migrates the QUIC connections it is
+the client of and replaces the others (``stack.node.migration``: ``connection.migrated``,
+``connection.replaced``), signs a new announcement (next sequence number, ``previous`` =
+its recent peers) and pushes it to its recent peers over the connections that carry on
+(``protocols.announce_push``), and puts one more (the next number, without ``previous``:
+the DHT is public) in the DHT at once, and re-advertises its addresses on the LAN (mDNS,
+issue 12). A move that left us no address at all (every
+interface down) waits for the next one: nothing could be migrated or pushed.
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from stack.base.errors import StackError
+from stack.base.errors import LocalError, StackError
 from stack.base.net import Address, DatagramEndpoint, EndpointStats, format_address
 from stack.node.events import AddressChanged, AnnouncementPublished
+from stack.node.migration import route
 
 if TYPE_CHECKING:
     from stack.node.node import Node
@@ -50,7 +56,7 @@ __all__ = ["Change", "ChangeDetector", "Mobility", "MovableEndpoint", "CAUSES"]
 
 log = structlog.get_logger("p2pstack.mobility")
 
-CAUSES = ("interface", "mapped", "send_error", "sleep_wake")
+CAUSES = ("interface", "mapped", "send_error", "sleep_wake", "rebind")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +245,22 @@ class Mobility:
         wait = self._last_announce + self.min_reannounce - node.clock.monotonic()
         self._pending = node.supervisor.spawn(self._reannounce(max(0.0, wait)))
 
+    async def rebind(self, addr: Address) -> Address:
+        """Move our UDP port to local address ``addr`` now (port 0: any) and handle it as
+        a move (``address.changed`` cause ``rebind``): for an application that knows it
+        switched networks before the interface poll does. Returns the new address;
+        ``LocalError`` if the node is not started, or from the bind."""
+        node = self.node
+        endpoint = node.endpoint
+        if not isinstance(endpoint, MovableEndpoint) or not node._started:
+            raise LocalError("node is not started")
+        old = endpoint.local_address
+        new = await node._network.bind(addr, node.demux)
+        endpoint.replace(new)
+        self.detector._send_errors = new.stats.send_errors
+        self.moved(Change(format_address(old), format_address(new.local_address), "rebind"))
+        return new.local_address
+
     async def _rebind_if_gone(self) -> None:
         """Bound to one IP that is no longer ours: bind the same port on our new one."""
         node = self.node
@@ -247,8 +269,8 @@ class Mobility:
             return
         ip, port = endpoint.local_address
         ips = node._network.local_ips()
-        if ip == "0.0.0.0" or ip in ips:
-            return
+        if ip == "0.0.0.0" or ip in ips or ip.startswith("127."):
+            return  # (all of 127/8 is ours while lo is up, not only what it lists)
         fresh = [i for i in ips if not i.startswith("127.")]
         if not fresh:
             return  # no address at all yet: the next interface change will tell
@@ -266,6 +288,13 @@ class Mobility:
             await asyncio.sleep(wait)
         await self._rebind_if_gone()
         node = self.node
+        replace = self._path_gone
+        if replace and not self.detector.ips and self.changes[-1].cause != "rebind":
+            log.info("address.none", note="no address to move to: waiting for one")
+            return  # _path_gone stays set: the next change settles and pushes
+        self._path_gone = False
+        # First, before any signing or I/O: connections that can migrate start now.
+        settling = node.migration.settle_all() if replace else {}
         self._last_announce = node.clock.monotonic()
         if node.mdns is not None:
             node.mdns.readvertise()  # LAN peers hear the new address now, not in 5 min
@@ -278,8 +307,9 @@ class Mobility:
         publish = None
         if node.dht is not None and node.config.publish and node._started:
             publish = node.supervisor.spawn(self._publish(node._sign_announcement()))
-        replace, self._path_gone = self._path_gone, False
-        results = await push.push_all(record, replace=replace)
+        results = await push.push_all(record, replace=replace,
+                                      route=(lambda p: route(settling, p)) if settling
+                                      else None)
         self.last_push = {str(p): r for p, r in results.items()}
         log.info("announce.pushed", peers=len(results),
                  valid=sum(1 for r in results.values() if r == "valid"))

@@ -103,6 +103,7 @@ from stack.node.events import (AnnouncementPublished, ConnectionClosed, Connecti
                                DialbackResult, DialbackRole, EventBus, EventWaiter,
                                IdentityReceived, NodeEvent, RelayReservation, ServiceFailed,
                                TrustChecked)
+from stack.node.migration import Migration
 from stack.node.mobility import Mobility, MovableEndpoint
 from stack.node.protocols.announce_push import AnnouncePushProtocol
 from stack.node.protocols.autonat import AutoNat, DialBack, Helper
@@ -202,6 +203,7 @@ class Node:
         self.control: ControlServer | None = None
         self._started_at = 0.0
         self.mdns: MdnsService | None = None  # LAN discovery (config.mdns)
+        self.migration = Migration(self)  # issue 10: our connections across our move
 
     def _build_router(self) -> Router:
         """The built-in protocols. A new protocol is one more ``router.add``."""
@@ -413,7 +415,8 @@ class Node:
             self.quic = QuicTransport(send=self.endpoint.send, certified=certified,
                                       clock=self.clock, options=self.options,
                                       registry=self.registry, on_connection=self._accepted,
-                                      verifier=self.verifier)
+                                      verifier=self.verifier,
+                                      on_migrated=self.migration.on_migrated)
             self.demux.register_quic(self.quic)
         self._start_natinfo()
         self.demux.register_p2p(PUNCH_BYTE, self.holepunch.receive)

@@ -238,7 +238,8 @@ def status(node: Node) -> dict[str, Any]:
         # verdicts (seed-004 codes, banned, rate_limited) and push/relay/redial counts.
         "mobility": {"changes": [{"old": c.old, "new": c.new, "cause": c.cause}
                                  for c in node.mobility.changes[-8:]] if node._started else [],
-                     "announcements": dict(sorted(node.announce_push.stats.items()))},
+                     "announcements": dict(sorted(node.announce_push.stats.items())),
+                     "connections": dict(node.migration.stats)},  # migrated / replaced
         "holepunch": {str(peer): {"outcome": type(r).__name__.removeprefix("HolePunch").lower(),
                                   "attempt": r.attempt,
                                   "path": str(r.path) if isinstance(r, HolePunchSucceeded)

@@ -23,7 +23,11 @@ nowhere else, so an aioquic upgrade is checked in one place
   (RFC 9000 section 8.1: three times the bytes received from an address not yet
   validated), which aioquic keeps on its current ``QuicNetworkPath``
   (``QuicConnection._network_paths``). aioquic holds its own packets to that budget but
-  not a CONNECTION_CLOSE, so the driver checks the close against it.
+  not a CONNECTION_CLOSE, so the driver checks the close against it;
+- how many connection ids the peer issued that we have not used yet
+  (``QuicConnection._peer_cid_available``): a client that migrates (RFC 9000 section 9.5)
+  must not send from its new address with the id it used on the old one, and aioquic's
+  public ``change_connection_id()`` silently keeps the old id when no spare one is left.
 
 Tests that drive a bare aioquic client against our server also read the termination
 event aioquic holds before it drains (``QuicConnection._close_event``).
@@ -41,7 +45,7 @@ from cryptography import x509
 __all__ = ["AIOQUIC_VERSION", "PRIVATE_FIELDS", "FlowControlledQuicConnection",
            "ServerQuicConnection", "grant_stream_credit", "host_cids", "is_first_flight",
            "peer_certificate", "unacked_bytes", "pending_close_event",
-           "amplification_budget"]
+           "amplification_budget", "spare_peer_cids"]
 
 #: The aioquic release these fields were read from; pyproject.toml pins the same.
 AIOQUIC_VERSION = "1.7.2"
@@ -69,6 +73,7 @@ PRIVATE_FIELDS = (
     "QuicNetworkPath.is_validated",
     "QuicNetworkPath.bytes_received",
     "QuicNetworkPath.bytes_sent",
+    "QuicConnection._peer_cid_available",
 )
 
 
@@ -170,3 +175,9 @@ def amplification_budget(quic: QuicConnection) -> int | None:
         return 0
     path = paths[0]
     return None if path.is_validated else 3 * path.bytes_received - path.bytes_sent
+
+
+def spare_peer_cids(quic: QuicConnection) -> int:
+    """Connection ids the peer issued (NEW_CONNECTION_ID) that ``quic`` has not used:
+    ``change_connection_id()`` switches to one of them only if this is at least 1."""
+    return len(quic._peer_cid_available)

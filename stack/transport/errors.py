@@ -22,6 +22,7 @@ __all__ = [
     "LimitExceeded",
     "ProtocolViolation",
     "TransportClosed",
+    "MigrationFailed",
 ]
 
 
@@ -94,3 +95,9 @@ class LimitExceeded(LocalError):
 
 class TransportClosed(LocalError):
     """The transport (or node) was shut down; no new connections or streams."""
+
+
+class MigrationFailed(TransportError):
+    """A QUIC connection could not move to our new address (RFC 9000 section 9): we are
+    not its client, its path is not our shared UDP port, no spare connection id, or the
+    peer did not acknowledge anything sent from the new path in time."""

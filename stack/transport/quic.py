@@ -45,6 +45,17 @@ plus the window. A reader that falls behind therefore holds the writer (its
 is reset. aioquic alone grants credit on receipt; ``FlowControlledQuicConnection``
 turns that off. Connection-level MAX_DATA stays aioquic's (it only grows), so one
 stalled stream never blocks the others.
+
+Migration (RFC 9000 section 9, issue 10): only a client moves a connection. When our
+shared port's address changed (a new socket, a new source IP), ``migrate(conn)`` switches
+a client connection to a spare connection id of the peer's (section 9.5: no id is used
+from two addresses) and sends a PING from wherever the port now sends; the peer sees a
+new address, moves its side there and validates it (PATH_CHALLENGE), and its ACK of the
+PING, which it sends to the new address, is our proof that the new path works both ways.
+Streams are untouched: what was in flight on the old path is declared lost and resent
+on the new one. On the server side aioquic promotes the new path itself; once it is
+validated the driver points the connection's path at the new address and reports it
+(``on_migrated``).
 """
 
 from __future__ import annotations
@@ -76,12 +87,13 @@ from stack.transport.aioquic_adapter import (FlowControlledQuicConnection,
                                              grant_stream_credit,
                                              host_cids, is_first_flight,
                                              peer_certificate, pending_close_event,
-                                             unacked_bytes)
+                                             spare_peer_cids, unacked_bytes)
 from stack.transport.base import BaseConnection
 from stack.transport.certs import CertificateVerifier, CertifiedKey
 from stack.transport.errors import (HandshakeFailed, HandshakeTimeout,
-                                    InvalidCertificate, LimitExceeded, PeerIdMismatch,
-                                    StreamReset, TransportClosed, TransportError)
+                                    InvalidCertificate, LimitExceeded, MigrationFailed,
+                                    PeerIdMismatch, StreamReset, TransportClosed,
+                                    TransportError)
 from stack.transport.options import ALPN, Registry, TransportOptions
 from stack.transport.streams import Stream
 
@@ -93,6 +105,7 @@ ERR_AUTH = 0x100 + 42               # CRYPTO_ERROR range is reserved; use an app
 RETRY_TOKEN_LIFETIME = 3.0          # seconds a Retry token is good for (one round trip)
 _TOKEN_TAG = 16                     # bytes of HMAC-SHA256 kept in a Retry token
 _VERSIONS = {v.value for v in QuicProtocolVersion if v.value}
+_MIGRATION_PING = 1 << 32           # PING uids of migrations start here (keep-alives use 0)
 
 
 class UdpPathSocket:
@@ -187,6 +200,9 @@ class QuicConn(BaseConnection):
         # this connection's live entry [deadline, seq, conn] in the driver's timer heap
         self.timer_entry: list | None = None
         self._consumed: dict[int, int] = {}   # stream id -> bytes the application read
+        # a migration in progress (client side): (PING uid, result future, started, timer)
+        self.migration: tuple[int, asyncio.Future[float], float, asyncio.TimerHandle] | None \
+            = None
 
     @property
     def path(self) -> Path:
@@ -251,7 +267,8 @@ class QuicTransport:
     def __init__(self, *, send: Callable[[bytes, Address], None], certified: CertifiedKey,
                  clock: Clock, options: TransportOptions, registry: Registry,
                  on_connection: Callable[[QuicConn], None],
-                 verifier: CertificateVerifier | None = None) -> None:
+                 verifier: CertificateVerifier | None = None,
+                 on_migrated: Callable[[QuicConn, Address], None] | None = None) -> None:
         self._verifier = verifier or CertificateVerifier()
         self._send = send
         self._certified = certified
@@ -259,6 +276,8 @@ class QuicTransport:
         self.options = options
         self._registry = registry
         self._on_connection = on_connection
+        self._on_migrated = on_migrated
+        self._migration_uids = itertools.count(_MIGRATION_PING)
         self._by_cid: dict[bytes, QuicConn] = {}
         # dicts, not sets: iteration in insertion order keeps simulated runs reproducible
         self._conns: dict[QuicConn, None] = {}
@@ -461,6 +480,8 @@ class QuicTransport:
                 self.dropped += 1
                 continue
             self._process(conn)
+            if not conn.is_client:
+                self._follow_peer(conn)
         self._rearm()
 
     def _route(self, data: bytes, addr: Address) -> QuicConn | None:
@@ -618,6 +639,8 @@ class QuicTransport:
             elif isinstance(event, events.ConnectionIdIssued):
                 conn.cids.add(event.connection_id)
                 self._by_cid[event.connection_id] = conn
+            elif isinstance(event, events.PingAcknowledged):
+                self._on_ping_acked(conn, event.uid)
             elif isinstance(event, events.ConnectionIdRetired):
                 conn.cids.discard(event.connection_id)
                 self._by_cid.pop(event.connection_id, None)
@@ -683,6 +706,7 @@ class QuicTransport:
 
     def _forget(self, conn: QuicConn) -> None:
         self._settle(conn)
+        self._end_migration(conn, MigrationFailed("the connection closed while migrating"))
         for cid in conn.cids:
             if self._by_cid.get(cid) is conn:
                 del self._by_cid[cid]
@@ -692,6 +716,78 @@ class QuicTransport:
         if conn.timer_entry is not None:
             conn.timer_entry[2] = None
             conn.timer_entry = None
+
+    # --- migration (RFC 9000 section 9) --------------------------------------------------
+    def migrate(self, conn: QuicConn, timeout: float) -> asyncio.Future[float]:
+        """Move client connection ``conn`` to the shared port's new address (see the
+        module docstring): a spare peer connection id (the old one is retired) and a
+        PING sent from the new path. The future gives the seconds until the peer
+        acknowledged it, or fails with ``MigrationFailed`` at once (not a client, not on
+        the shared port, closed, no spare connection id) or after ``timeout`` seconds
+        without that acknowledgement. A migration still in progress is superseded (its
+        future fails); streams are not touched either way."""
+        future: asyncio.Future[float] = self._loop.create_future()
+        sock = conn.path_socket
+        reason = None
+        if not conn.is_client:
+            reason = "only the client of a QUIC connection can migrate it"
+        elif conn.closed or not conn.established.done() or conn.established.exception():
+            reason = "the connection is not open"
+        elif not (isinstance(sock, UdpPathSocket) and sock._send == self._send):
+            reason = f"its path ({conn.path}) is not our UDP port"
+        elif not spare_peer_cids(conn.quic):
+            reason = "the peer left us no spare connection id"
+        if reason is not None:
+            future.set_exception(MigrationFailed(reason))
+            future.exception()  # retrieved: a caller may only look at the result later
+            return future
+        self._end_migration(conn, MigrationFailed("superseded by a newer migration"))
+        uid = next(self._migration_uids)
+        conn.quic.change_connection_id()
+        conn.quic.send_ping(uid)
+        timer = self._loop.call_later(timeout, self._migration_timeout, conn, uid, timeout)
+        conn.migration = (uid, future, self._clock.monotonic(), timer)
+        self._process(conn)
+        self._rearm()
+        return future
+
+    def _on_ping_acked(self, conn: QuicConn, uid: int) -> None:
+        migration = conn.migration
+        if migration is None or migration[0] != uid:
+            return
+        conn.migration = None
+        migration[3].cancel()
+        if not migration[1].done():
+            migration[1].set_result(self._clock.monotonic() - migration[2])
+
+    def _migration_timeout(self, conn: QuicConn, uid: int, timeout: float) -> None:
+        if conn.migration is not None and conn.migration[0] == uid:
+            self._end_migration(conn, MigrationFailed(
+                f"the peer acknowledged nothing from our new path within {timeout} s"))
+
+    @staticmethod
+    def _end_migration(conn: QuicConn, exc: MigrationFailed) -> None:
+        migration, conn.migration = conn.migration, None
+        if migration is not None:
+            migration[3].cancel()
+            if not migration[1].done():
+                migration[1].set_exception(exc)
+                migration[1].exception()
+
+    def _follow_peer(self, conn: QuicConn) -> None:
+        """Server side: the client moved and aioquic validated its new address (RFC 9000
+        section 9.3): send there through the shared port from now on and report it."""
+        peer = conn.quic.get_peer_address()
+        sock = conn.path_socket
+        if (peer is None or peer == conn.remote_address or conn.closed
+                or not isinstance(sock, UdpPathSocket) or sock._send != self._send
+                or amplification_budget(conn.quic) is not None):
+            return
+        old = conn.remote_address
+        conn.path_socket = UdpPathSocket(self._send, (peer[0], peer[1]), sock.path.kind)
+        conn.remote_address = conn.path_socket.path.address
+        if self._on_migrated is not None:
+            self._on_migrated(conn, old)
 
     # --- sending and timers -------------------------------------------------------------
     def _schedule_flush(self, conn: QuicConn) -> None:

@@ -74,7 +74,7 @@ from stack.base.records import (ANNOUNCEMENT_TYPE, MAX_RELAYED_SIZE, Announcemen
                                 MalformedRecord, RecordTooLarge, RelayedAnnouncement, Result,
                                 decode_announcement, relay)
 from stack.base.replay import Outcome, Verifier, VerifierConfig
-from stack.node.events import AnnouncementReceived, EventBus
+from stack.node.events import AnnouncementReceived, ConnectionReplaced, EventBus
 from stack.node.router import open_protocol
 from stack.store.replay import ReplayStore
 from stack.store.trust_model import TrustEntry
@@ -255,15 +255,24 @@ class AnnouncePushProtocol:
 
     # ------------------------------------------------------------------- pushing
 
-    async def push_all(self, record: bytes, *, replace: bool = False) -> dict[PeerId, str]:
+    async def push_all(self, record: bytes, *, replace: bool = False,
+                       route: Callable[[PeerId], Awaitable[Connection | None]] | None = None
+                       ) -> dict[PeerId, str]:
         """Push ``record`` (our announcement) to every recent peer at once; returns each
         peer's verdict, or the error that kept it from answering. With ``replace`` (our
         old path is gone) a peer that accepted it keeps only the push's connection from
         us: the others ran over the old path (the peer closes its side of them too, but
-        its close goes to our old address)."""
+        its close goes to our old address). ``route(peer)``, when given, names the
+        connection to push over (one that migrated to our new path, or replaced the old
+        ones: ``stack.node.migration``); the replacing was done there, so a peer it
+        names a connection for is pushed to without ``replace``."""
         peers = self.recent_peers()
-        results = await asyncio.gather(*(self.push(p, record, replace=replace)
-                                         for p in peers))
+
+        async def one(peer: PeerId) -> str:
+            conn = None if route is None else await route(peer)
+            return await self.push(peer, record, conn, replace=replace and conn is None)
+
+        results = await asyncio.gather(*(one(p) for p in peers))
         return dict(zip(peers, results, strict=True))
 
     async def push(self, peer: PeerId, record: bytes, conn: Connection | None = None, *,
@@ -408,6 +417,7 @@ class AnnouncePushProtocol:
             return False
         had = peer in self._lost
         ours = False
+        stale: list[Connection] = []
         for conn in self._live(peer):
             # Only connections we dialed went to an address: an inbound one comes from
             # whatever port the peer dialed from (a dial-back port, a NAT mapping).
@@ -415,25 +425,42 @@ class AnnouncePushProtocol:
                 continue
             if conn.remote_address not in new:
                 had = True
+                stale.append(conn)
                 conn.abort("peer moved")
             else:
                 ours = True
         if not had or ours or not self._redials.allow(peer, self._clock.monotonic()):
+            self._report_replaced(peer, stale, carrier, None)
             return False
         self._lost.pop(peer, None)
         self.stats["redialed"] += 1
-        self._spawn(self._redial(peer, new))
+        self._spawn(self._redial(peer, new, tuple(stale)))
         return True
 
-    async def _redial(self, peer: PeerId, addrs: list[Address]) -> Connection | None:
+    def _report_replaced(self, peer: PeerId, stale: Iterable[Connection],
+                         new: Connection | None, error: str | None) -> None:
+        """One ``connection.replaced`` (cause ``peer_moved``) per connection closed
+        because ``peer`` moved; ``new`` carries on (None: ``error`` says why not)."""
+        for old in stale:
+            self._events.emit(ConnectionReplaced(peer, str(old.path),
+                                                 None if new is None else str(new.path),
+                                                 "peer_moved", error), "warning")
+
+    async def _redial(self, peer: PeerId, addrs: list[Address],
+                      stale: tuple[Connection, ...] = ()) -> Connection | None:
+        error = None
         for host, port in addrs:
             try:
                 async with asyncio.timeout(self.config.push_timeout):
-                    return await self._connect(PeerAddress(host, port, "quic", peer))
+                    conn = await self._connect(PeerAddress(host, port, "quic", peer))
+                self._report_replaced(peer, stale, conn, None)
+                return conn
             except (StackError, TimeoutError) as exc:
+                error = f"{host}:{port}: {str(exc) or 'timeout'}"
                 log.debug("announce.redial_failed", peer_id=str(peer),
                           address=f"{host}:{port}", error=str(exc) or "timeout")
         self.stats["redial_failed"] += 1
+        self._report_replaced(peer, stale, None, error)
         return None
 
     # ----------------------------------------------------------------- relaying
