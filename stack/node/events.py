@@ -29,7 +29,8 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "DialbackResult", "DialbackRole", "AnnouncementPublished", "ServiceFailed",
            "ControlRequest", "ControlOutcome", "RelayReservation", "NatReported",
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
-           "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed", "NodeEvent",
+           "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed", "TurnAllocationChanged",
+           "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
@@ -238,11 +239,23 @@ class HolePunchFailed:
     role: str
 
 
+@dataclass(frozen=True)
+class TurnAllocationChanged:
+    """Our allocation on the TURN server ``server`` (``turn:USER@HOST:PORT``, no password;
+    issue 9, ``stack.node.turn``) was made (``held``; ``address`` is the relayed address we
+    announce) or failed or was lost (not ``held``; ``error`` names why: wrong
+    credentials, no answer, lost on refresh)."""
+    server: str
+    address: str
+    held: bool
+    error: str
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
-             | HolePunchFailed)
+             | HolePunchFailed | TurnAllocationChanged)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -255,6 +268,7 @@ EVENT_NAMES: dict[type, str] = {
     MappingChanged: "nat.mapping_changed", AddressChanged: "address.changed",
     AnnouncementReceived: "announce.received", HolePunchStarted: "holepunch.started",
     HolePunchSucceeded: "holepunch.succeeded", HolePunchFailed: "holepunch.failed",
+    TurnAllocationChanged: "turn.allocation",
 }
 
 E = TypeVar("E")
