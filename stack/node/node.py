@@ -905,8 +905,10 @@ class Node:
             conn.abort("dialed ourselves")
             raise UsageError(f"{target.multiaddr()} is this node itself")
         # The address as dialed (a name resolved to its IP), so that "localhost:P" and
-        # "127.0.0.1:P" are one TOFU pin.
-        return await self._admit_outbound(conn, _addr_text(conn.remote_address),
+        # "127.0.0.1:P" are one TOFU pin; a TURN address as its p2p-turn multiaddr, so
+        # that a later dial by peer id knows it for one.
+        address = target.multiaddr() if target.turn else _addr_text(conn.remote_address)
+        return await self._admit_outbound(conn, address,
                                           by_peer_id=target.peer_id is not None,
                                           identify=identify)
 
