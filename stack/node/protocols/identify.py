@@ -12,7 +12,7 @@ listener that does no dial-backs answers ``ok: None`` at once.
 Listener (``handle``): verifies the dialer's exchange, answers with its own, and unless
 it does no dial-backs (or dialed this connection itself, or the connection is relayed:
 its remote address is the relay's) asks ``autonat`` to dial the peer back before writing
-the verdict. A dialer ignores the observed address of a relayed connection.
+the verdict. A dialer ignores the observed address of a relayed or TURN connection.
 """
 
 from __future__ import annotations
@@ -103,8 +103,9 @@ class IdentifyProtocol:
                 if not isinstance(obj, dict) or not isinstance(obj.get("ok"), (bool, type(None))):
                     return
                 observed = obj.get("observed")
-                # over a relayed path the listener sees the relay, not us
-                if isinstance(observed, str) and conn.path.kind is not PathKind.RELAYED:
+                # over a relayed or TURN path the listener sees the relay, not us
+                if isinstance(observed, str) and conn.path.kind not in (PathKind.RELAYED,
+                                                                        PathKind.TURN):
                     self._on_observed(conn, observed, obj["ok"] is True)
                 address, error = obj.get("address"), obj.get("error")
                 result = DialbackResult(conn.peer_id, obj["ok"],
