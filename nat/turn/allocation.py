@@ -141,10 +141,12 @@ class TurnAllocation:
     ``close()`` deletes it. ``accept_path`` builds the receiver for each new remote
     address (see the module docstring). ``timeout`` bounds each request (aioice's own
     retransmissions would take 31.5 s); ``refresh`` overrides the maintenance interval
-    (tests)."""
+    (tests); ``max_permissions`` and ``max_paths`` bound the permitted IPs and the remote
+    addresses with a path."""
 
     def __init__(self, server: TurnServer, *, accept_path: AcceptPath, timeout: float = 10.0,
-                 refresh: float | None = None, max_permissions: int = 64) -> None:
+                 refresh: float | None = None, max_permissions: int = 64,
+                 max_paths: int = MAX_PATHS) -> None:
         self.server = server
         self.server_address: Address = server.address   # numeric once allocated
         self.relayed_address: Address | None = None
@@ -159,6 +161,7 @@ class TurnAllocation:
         self._timeout = timeout
         self._refresh = refresh
         self._max_permissions = max_permissions
+        self._max_paths = max_paths
         self._proto: _Client | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._error: asyncio.Event = asyncio.Event()
@@ -334,7 +337,7 @@ class TurnAllocation:
             if receiver is None:
                 self.dropped += 1
                 return
-            if len(self._paths) >= MAX_PATHS:
+            if len(self._paths) >= self._max_paths:
                 _, (_, oldest) = self._paths.popitem(last=False)
                 oldest.close("TURN path evicted")
             entry = self._paths[peer] = (sock, receiver)

@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aioice import stun
 
 from nat.turn import (TurnAllocation, TurnAllocationLost, TurnAuthFailed, TurnServer,
                       TurnUnreachable, parse_turn_url)
+from nat.turn.allocation import _Client
 from stack.base.errors import UsageError
 from stack.base.interfaces import PathKind
 from stack.transport.errors import HandshakeTimeout
@@ -191,3 +193,70 @@ async def test_a_server_gone_after_allocating_is_turn_allocation_lost(
             await asyncio.wait_for(allocation.run(), T)
     finally:
         await allocation.close()
+
+
+# ------------------------------------------- the receive path, fed directly (no server)
+
+class _Receiver:
+    def __init__(self, sock, on_closed) -> None:
+        self.sock, self.on_closed = sock, on_closed
+        self.batches: list[list[bytes]] = []
+        self.closed: str | None = None
+
+    def __call__(self, batch: list[bytes]) -> None:
+        self.batches.append(batch)
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+
+
+def _data_indication(peer: tuple[str, int], payload: bytes) -> bytes:
+    message = stun.Message(message_method=stun.Method.DATA,
+                           message_class=stun.Class.INDICATION)
+    message.attributes["XOR-PEER-ADDRESS"] = peer
+    message.attributes["DATA"] = payload
+    return bytes(message)
+
+
+async def test_what_the_server_relays_reaches_only_permitted_quic_paths() -> None:
+    receivers: list[_Receiver] = []
+
+    def accept(sock, on_closed):
+        receivers.append(_Receiver(sock, on_closed))
+        return receivers[-1]
+
+    allocation = TurnAllocation(parse_turn_url("turn:u:p@127.0.0.1:3478"),
+                                accept_path=accept, max_paths=2)
+    client = _Client(allocation, allocation.server, ("127.0.0.1", 3478))
+    quic = b"\xc0" + bytes(20)  # a long-header first byte
+    await allocation.permit("192.0.2.1")  # not allocated yet: remembered only
+    client.datagram_received(_data_indication(("198.51.100.9", 5000), quic), ("x", 0))
+    assert allocation.dropped == 1 and not receivers  # no permission for that IP
+    client.datagram_received(_data_indication(("192.0.2.1", 5000), b"\x01junk"), ("x", 0))
+    assert allocation.dropped == 2 and not receivers  # not QUIC
+    client.datagram_received(b"\x40\x00\x00\x05hello", ("x", 0))  # an unbound channel
+    client.datagram_received(b"\xff\xfe", ("x", 0))                # no STUN at all
+    assert allocation.dropped == 4
+    for port in (5000, 5000, 5001, 5002):
+        client.datagram_received(_data_indication(("192.0.2.1", port), quic), ("x", 0))
+    assert [r.sock.peer for r in receivers] == [("192.0.2.1", p) for p in (5000, 5001, 5002)]
+    assert receivers[0].batches == [[quic], [quic]]
+    assert receivers[0].sock.path.kind is PathKind.TURN
+    assert receivers[0].closed == "TURN path evicted"  # max_paths=2: the oldest went
+    assert allocation.paths == 2
+    receivers[2].on_closed(object())  # its connection closed: the path is forgotten
+    assert allocation.paths == 1
+    client.channel_to_peer[0x4000] = ("192.0.2.1", 5001)   # a bound channel delivers
+    client.datagram_received(b"\x40\x00" + len(quic).to_bytes(2, "big") + quic, ("x", 0))
+    assert receivers[1].batches == [[quic], [quic]]
+    receivers[2].sock.send(b"x")  # no allocation: counted, never raised
+    assert allocation.send_failures == 1
+
+
+async def test_permissions_are_bounded_oldest_first() -> None:
+    allocation = TurnAllocation(parse_turn_url("turn:u:p@127.0.0.1:3478"),
+                                accept_path=lambda sock, closed: None, max_permissions=2)
+    for ip in ("192.0.2.1", "192.0.2.2", "192.0.2.1", "192.0.2.3"):
+        await allocation.permit(ip)
+    assert list(allocation.permitted) == ["192.0.2.1", "192.0.2.3"]
+    assert allocation.refresh_interval == 240.0  # 80% of the 300 s permission lifetime
