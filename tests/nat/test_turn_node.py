@@ -119,6 +119,8 @@ async def test_a_peer_reaches_a_turn_node_by_peer_id_through_its_dht_record(
                                        timeout=T)
         assert out["path"] == "turn" and out["reply"] == "through coturn"
         assert out["holepunch"] is None  # a TURN path is not a circuit to upgrade
+        # A sees the TURN server's address, not B's: no dial-back there (as over a relay)
+        assert out["reachable"] is None
         status = operations.status(b)
         assert [c["path"] for c in status["connections"] if c["peer_id"] == str(a.peer_id)] \
             == ["turn"]

@@ -121,13 +121,14 @@ class IdentifyProtocol:
         addrs = self._check(conn, await stream.read_message(MAX_IDENTIFY))
         await stream.write_message(self._our_exchange())
         observed = format_address(conn.remote_address)  # identify's "observed address"
-        relayed = conn.path.kind is PathKind.RELAYED
+        # a TURN path's remote address is the TURN server's, as a relayed one's is the relay's
+        relayed = conn.path.kind in (PathKind.RELAYED, PathKind.TURN)
         if self._dial_back is None or conn.is_client or relayed:
             verdict: dict[str, Any] = {"ok": None, "address": None, "error": "no dial-back"}
         else:
             result = await self._dial_back.dial_back(conn, addrs)
             verdict = {"ok": result.ok, "address": result.address, "error": result.error}
         if relayed:  # the address we see is the relay's: neither dial it back nor report it
-            verdict["error"] = "relayed connection: no dial-back"
+            verdict["error"] = f"{conn.path.kind} connection: no dial-back"
         await stream.write_message(msgpack.packb({**verdict, "observed": observed}))
         await stream.close()
