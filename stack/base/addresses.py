@@ -6,11 +6,19 @@ Accepted text forms::
     /ip4/H/tcp/P/tls[/p2p/ID]            TLS 1.3 over TCP
     /ip4/H/udp/P/quic-v1/p2p/R/p2p-circuit/p2p/ID   relayed through R (parsed; the
                                                       relay transport lives in nat/)
+    /ip4/H/udp/P/quic-v1/p2p-turn/p2p/ID  H:P is a TURN server's relayed address of ID
+                                          (issue 9; ``nat.turn``): QUIC to it reaches
+                                          ID, if ID has permitted our IP there
     /p2p/ID                              a peer id alone (dial by id)
     HOST:PORT                            transport chosen by the caller
 
 ``parse_address`` returns a ``PeerAddress`` or raises ``UsageError``;
 ``PeerAddress.multiaddr()`` formats it back (round trip).
+
+``p2p-turn`` is p2pstack's own component (no registered multiaddr protocol names a TURN
+allocation): the address is dialed like any UDP address, but it is a relay's, so a dialer
+orders it with the relayed addresses, after the direct ones, and reports the path as
+``turn``.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ class PeerAddress:
     transport: str | None = None        # "quic", "tls", or None (caller's choice)
     peer_id: PeerId | None = None
     relay: PeerId | None = None         # set for p2p-circuit addresses
+    turn: bool = False                  # H:P is a TURN relayed address (p2p-turn)
 
     @property
     def address(self) -> Address:
@@ -44,7 +53,8 @@ class PeerAddress:
         return (self.host, self.port)
 
     def with_transport(self, transport: str) -> PeerAddress:
-        return PeerAddress(self.host, self.port, transport, self.peer_id, self.relay)
+        return PeerAddress(self.host, self.port, transport, self.peer_id, self.relay,
+                           self.turn)
 
     def multiaddr(self) -> str:
         parts = []
@@ -52,6 +62,8 @@ class PeerAddress:
             proto = "udp" if self.transport in (None, "quic") else "tcp"
             suffix = "quic-v1" if proto == "udp" else "tls"
             parts.append(f"/ip4/{self.host}/{proto}/{self.port}/{suffix}")
+            if self.turn:
+                parts.append("/p2p-turn")
         if self.relay is not None:
             parts.append(f"/p2p/{self.relay}/p2p-circuit")
         if self.peer_id is not None:
@@ -107,6 +119,7 @@ def parse_address(text: str) -> PeerAddress:
     transport: str | None = None
     peer: PeerId | None = None
     relay: PeerId | None = None
+    turn = False
     if parts[:1] == ["ip4"]:
         if len(parts) < 4:
             raise UsageError(f"incomplete multiaddr {text!r}")
@@ -124,13 +137,18 @@ def parse_address(text: str) -> PeerAddress:
         else:
             raise UsageError(f"unsupported protocol {proto!r} in {text!r}")
         i += 1
+        if parts[i:i + 1] == ["p2p-turn"]:
+            if transport != "quic":
+                raise UsageError(f"p2p-turn needs a UDP (quic-v1) address: {text!r}")
+            turn = True
+            i += 1
     while i < len(parts):
         if parts[i] == "p2p" and i + 1 < len(parts):
             if peer is not None:
                 raise UsageError(f"two peer ids without p2p-circuit in {text!r}")
             peer = _peer(parts[i + 1])
             i += 2
-        elif parts[i] == "p2p-circuit" and peer is not None and relay is None:
+        elif parts[i] == "p2p-circuit" and peer is not None and relay is None and not turn:
             relay, peer = peer, None
             i += 1
         else:
@@ -139,4 +157,4 @@ def parse_address(text: str) -> PeerAddress:
         raise UsageError(f"p2p-circuit without a target peer id in {text!r}")
     if host is None and peer is None:
         raise UsageError(f"multiaddr names neither host nor peer: {text!r}")
-    return PeerAddress(host, port, transport, peer, relay)
+    return PeerAddress(host, port, transport, peer, relay, turn)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import signal
 import sys
 from typing import Any
@@ -41,6 +42,7 @@ from stack.node.config import DEFAULT_PORT, NodeConfig
 from stack.node.control import ControlClient
 from stack.node.natinfo import DEFAULT_STUN_PORT
 from stack.node.protocols.echo import MAX_ECHO
+from nat.turn import parse_turn_url
 
 __all__ = ["register", "running_node", "add_standalone_flag", "add_bootstrap_flag",
            "bootstrap_addrs"]
@@ -73,6 +75,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reserve a slot on this relay (multiaddr, ideally with /p2p/ID; "
                         "repeatable) and announce our address through it: for a node "
                         "others cannot dial")
+    p.add_argument("--turn", action="append", default=[], metavar="turn:USER:PASS@HOST:PORT",
+                   help="allocate on this TURN server (long-term credentials; repeatable; "
+                        "default port 3478) and announce the relayed address: QUIC from "
+                        "peers we permitted reaches us through it")
+    p.add_argument("--turn-permit", action="append", default=[], metavar="IP",
+                   help="let this peer IP reach us through our TURN allocations "
+                        "(repeatable; peers we connect to directly are permitted anyway)")
     p.add_argument("--stun", action="append", default=[], metavar="HOST:PORT",
                    help="a STUN server to learn our NAT behaviour from (repeatable; an "
                         "RFC 5780 server such as coturn gives filtering too; default port "
@@ -151,6 +160,13 @@ def _config(args: argparse.Namespace, **overrides: Any) -> NodeConfig:
 def run_node(args: argparse.Namespace) -> int:
     for text in args.relay:
         parse_address(text)  # a typo is a usage error (exit 2)
+    for text in args.turn:
+        parse_turn_url(text)
+    for text in args.turn_permit:
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            raise UsageError(f"--turn-permit needs an IPv4 address, not {text!r}") from None
     config = _config(args, control=True, trust_policy=args.trust_policy,
                      dial_back=not args.no_dial_back,
                      tls=not args.no_tls, bootstrap=bootstrap_addrs(args),
@@ -159,7 +175,8 @@ def run_node(args: argparse.Namespace) -> int:
                      relay_service=args.relay_service, relays=tuple(args.relay),
                      stun_servers=_stun_servers(args),
                      keepalive=args.keepalive or None,
-                     hole_punch=not args.no_hole_punch)
+                     hole_punch=not args.no_hole_punch,
+                     turn=tuple(args.turn), turn_permit=tuple(args.turn_permit))
     return asyncio.run(_serve(config, args.json))
 
 

@@ -76,6 +76,9 @@ def _text(r: dict[str, Any]) -> str:
                                            f"{stats['circuits']} circuits)")
         lines.append(f"relay:        service {relay['service']}{served}")
         lines += [f"  reserved:   {addr}" for addr in relay["reservations"]]
+    lines += [f"turn:         {t['address']} on {t['server']} ({t['permissions']} permitted "
+              f"IPs, {t['paths']} paths, {t['refreshes']} refreshes)"
+              for t in r.get("turn") or ()]  # absent from a node older than TURN
     mobility = r.get("mobility")  # absent from a node older than issue 10
     if mobility is not None:
         counts = ", ".join(f"{k} {v}" for k, v in mobility["announcements"].items())

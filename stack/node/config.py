@@ -84,6 +84,11 @@ class NodeConfig:
     keepalive        seconds between NAT keepalives to a few DHT neighbours while behind
                      a NAT (``stack.node.keepalive``; at most 25 s); None: off
     keepalive_peers  how many DHT neighbours those keepalives go to
+    turn             TURN servers to allocate on, ``turn:USER:PASS@HOST[:PORT]`` (issue 9,
+                     ``stack.node.turn``): each allocation is kept refreshed and its relayed
+                     address announced (``.../quic-v1/p2p-turn/p2p/<us>``)
+    turn_permit      IPs allowed to reach us through our TURN allocations from the start
+                     (peers we hold a direct connection with are permitted as they connect)
     """
 
     data_dir: Path
@@ -120,3 +125,5 @@ class NodeConfig:
     keepalive_peers: int = 3
     hole_punch: bool = True
     hole_punch_grace: float = 5.0
+    turn: tuple[str, ...] = ()
+    turn_permit: tuple[str, ...] = ()

@@ -30,7 +30,7 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "ControlRequest", "ControlOutcome", "RelayReservation", "NatReported",
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
            "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
-           "ConnectionMigrated", "ConnectionReplaced", "NodeEvent",
+           "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
@@ -270,11 +270,24 @@ class ConnectionReplaced:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class TurnAllocationChanged:
+    """Our allocation on the TURN server ``server`` (``turn:USER@HOST:PORT``, no password;
+    issue 9, ``stack.node.turn``) was made (``held``; ``address`` is the relayed address we
+    announce) or failed or was lost (not ``held``; ``error`` names why: wrong
+    credentials, no answer, lost on refresh)."""
+    server: str
+    address: str
+    held: bool
+    error: str
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
-             | HolePunchFailed | ConnectionMigrated | ConnectionReplaced)
+             | HolePunchFailed | ConnectionMigrated | ConnectionReplaced
+             | TurnAllocationChanged)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -288,6 +301,7 @@ EVENT_NAMES: dict[type, str] = {
     AnnouncementReceived: "announce.received", HolePunchStarted: "holepunch.started",
     HolePunchSucceeded: "holepunch.succeeded", HolePunchFailed: "holepunch.failed",
     ConnectionMigrated: "connection.migrated", ConnectionReplaced: "connection.replaced",
+    TurnAllocationChanged: "turn.allocation",
 }
 
 E = TypeVar("E")

@@ -112,6 +112,7 @@ from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
 from stack.node.protocols.ping import PROTO_PING, PingProtocol, ping_once
 from stack.node.protocols.relay import RelayStopProtocol, dial_relayed
+from stack.node.turn import NodeTurn
 from stack.node.router import Router
 from stack.node.supervisor import Supervisor
 from stack.store.stores import Stores
@@ -238,7 +239,22 @@ class Node:
         router.add(self.announce_push)
         self._add_relay_protocols(router)
         self._add_hole_punching(router)
+        self._add_turn()
         return router
+
+    def _add_turn(self) -> None:
+        """TURN allocations (issue 9, ``stack.node.turn``); a bad URL is a ``UsageError``."""
+        def changed() -> None:
+            if self.dht is not None and self._record is not None and self._started:
+                async def republish() -> None:
+                    with contextlib.suppress(StackError):
+                        await self.republish_if_moved()
+                self.supervisor.spawn(republish())
+
+        self.turn = NodeTurn(urls=self.config.turn, permits=self.config.turn_permit,
+                             me=self.peer_id, accept_path=self._accept_path,
+                             events=self.events, timeout=self.options.handshake_timeout,
+                             spawn=self.supervisor.spawn, on_change=changed)
 
     def _add_hole_punching(self, router: Router) -> None:
         """Hole punching (issue 9 section 3, ``protocols.dcutr``): relayed connections
@@ -327,6 +343,9 @@ class Node:
         for relay in self.config.relays:
             self.supervisor.run(f"relay.reservation {relay}",
                                 functools.partial(self.relays.service, relay))
+        for server in self.turn.servers:
+            self.supervisor.run(f"turn.allocation {server}",
+                                functools.partial(self.turn.service, server))
 
     @property
     def reachability(self) -> dict[PeerId, DialbackResult]:
@@ -600,6 +619,7 @@ class Node:
         if self.observed_address is not None and self.quic is not None:
             out.append(PeerAddress(*self.observed_address, "quic").multiaddr())
         out.extend(self.relays.addrs())  # before our own: a NATed node's way in
+        out.extend(self.turn.addrs())
         for text in self.addrs():
             parsed = parse_address(text)
             text = PeerAddress(parsed.host, parsed.port, parsed.transport).multiaddr()
@@ -852,6 +872,7 @@ class Node:
         self.events.emit(ConnectionOpened(conn.peer_id, conn.transport, address, inbound,
                                           conn.path.kind))
         self.router.connection_opened(conn)
+        self.turn.connected(conn)  # a direct peer may come back through our TURN relay
 
         def closed(c: Any) -> None:
             self._connections.discard(conn)
@@ -887,17 +908,23 @@ class Node:
         if target.host is None:
             return await self._connect_known(target, name, identify)
         conn: Connection
-        if lan and name == "quic" and self.quic is not None and self.endpoint is not None:
+        if target.turn and name != "quic":
+            raise UsageError(f"{target.multiaddr()} is a TURN relayed address: QUIC only")
+        if (lan or target.turn) and name == "quic" and self.quic is not None \
+                and self.endpoint is not None:
+            kind = PathKind.TURN if target.turn else PathKind.LAN
             conn = await self.quic.dial_path(
-                UdpPathSocket(self.endpoint.send, target.address, PathKind.LAN), target.peer_id)
+                UdpPathSocket(self.endpoint.send, target.address, kind), target.peer_id)
         else:
             conn = await self._transport(name).dial(target.address, target.peer_id)
         if conn.peer_id == self.peer_id:
             conn.abort("dialed ourselves")
             raise UsageError(f"{target.multiaddr()} is this node itself")
         # The address as dialed (a name resolved to its IP), so that "localhost:P" and
-        # "127.0.0.1:P" are one TOFU pin.
-        return await self._admit_outbound(conn, _addr_text(conn.remote_address),
+        # "127.0.0.1:P" are one TOFU pin; a TURN address as its p2p-turn multiaddr, so
+        # that a later dial by peer id knows it for one.
+        address = target.multiaddr() if target.turn else _addr_text(conn.remote_address)
+        return await self._admit_outbound(conn, address,
                                           by_peer_id=target.peer_id is not None,
                                           identify=identify)
 
@@ -1167,7 +1194,7 @@ def _dialable(candidates: list[str], transport: str) -> list[str]:
     for text in candidates:
         with contextlib.suppress(UsageError):
             address = parse_address(text)
-            if (address.host is not None and address.relay is None
+            if (address.host is not None and address.relay is None and not address.turn
                     and address.transport in (None, transport)):
                 parsed.append((text, address.host.startswith("127.")))
     if all(loopback for _, loopback in parsed):
@@ -1215,12 +1242,14 @@ async def _race(dials: list[tuple[str, Callable[[], Awaitable[Connection]]]],
 
 
 def _relayed(candidates: list[str], peer_id: PeerId) -> list[str]:
-    """The p2p-circuit addresses of ``peer_id`` among ``candidates``, in order, once each."""
+    """The p2p-circuit and p2p-turn addresses of ``peer_id`` among ``candidates``, in
+    order, once each."""
     out: list[str] = []
     for text in candidates:
         with contextlib.suppress(UsageError):
             address = parse_address(text)
-            if address.relay is not None and address.peer_id == peer_id and text not in out:
+            if ((address.relay is not None or address.turn) and address.peer_id == peer_id
+                    and text not in out):
                 out.append(text)
     return out
 

@@ -234,6 +234,7 @@ def status(node: Node) -> dict[str, Any]:
         "relay": {"service": node.config.relay_service,
                   "stats": None if node.relay_server is None else node.relay_server.stats,
                   "reservations": node.relays.addrs()},
+        "turn": node.turn.to_json(),  # our TURN allocations (issue 9, stack.node.turn)
         # Issue 10: the moves noticed (latest last) and the pushed announcements'
         # verdicts (seed-004 codes, banned, rate_limited) and push/relay/redial counts.
         "mobility": {"changes": [{"old": c.old, "new": c.new, "cause": c.cause}

@@ -12,7 +12,7 @@ listener that does no dial-backs answers ``ok: None`` at once.
 Listener (``handle``): verifies the dialer's exchange, answers with its own, and unless
 it does no dial-backs (or dialed this connection itself, or the connection is relayed:
 its remote address is the relay's) asks ``autonat`` to dial the peer back before writing
-the verdict. A dialer ignores the observed address of a relayed connection.
+the verdict. A dialer ignores the observed address of a relayed or TURN connection.
 """
 
 from __future__ import annotations
@@ -103,8 +103,9 @@ class IdentifyProtocol:
                 if not isinstance(obj, dict) or not isinstance(obj.get("ok"), (bool, type(None))):
                     return
                 observed = obj.get("observed")
-                # over a relayed path the listener sees the relay, not us
-                if isinstance(observed, str) and conn.path.kind is not PathKind.RELAYED:
+                # over a relayed or TURN path the listener sees the relay, not us
+                if isinstance(observed, str) and conn.path.kind not in (PathKind.RELAYED,
+                                                                        PathKind.TURN):
                     self._on_observed(conn, observed, obj["ok"] is True)
                 address, error = obj.get("address"), obj.get("error")
                 result = DialbackResult(conn.peer_id, obj["ok"],
@@ -120,13 +121,14 @@ class IdentifyProtocol:
         addrs = self._check(conn, await stream.read_message(MAX_IDENTIFY))
         await stream.write_message(self._our_exchange())
         observed = format_address(conn.remote_address)  # identify's "observed address"
-        relayed = conn.path.kind is PathKind.RELAYED
+        # a TURN path's remote address is the TURN server's, as a relayed one's is the relay's
+        relayed = conn.path.kind in (PathKind.RELAYED, PathKind.TURN)
         if self._dial_back is None or conn.is_client or relayed:
             verdict: dict[str, Any] = {"ok": None, "address": None, "error": "no dial-back"}
         else:
             result = await self._dial_back.dial_back(conn, addrs)
             verdict = {"ok": result.ok, "address": result.address, "error": result.error}
         if relayed:  # the address we see is the relay's: neither dial it back nor report it
-            verdict["error"] = "relayed connection: no dial-back"
+            verdict["error"] = f"{conn.path.kind} connection: no dial-back"
         await stream.write_message(msgpack.packb({**verdict, "observed": observed}))
         await stream.close()
