@@ -140,6 +140,13 @@ def _lookup(table: Mapping[str, Any], key: str) -> Any:
     return node
 
 
+def _checked(base: dict[str, Any], overrides: list[str]) -> Scenario:
+    try:
+        return parse_scenario(apply_overrides(base, overrides))
+    except ScenarioError as exc:  # "network.loss: must be ..." or "--set KEY: ..."
+        raise GridError("--param " + str(exc).removeprefix("--set ")) from None
+
+
 def _parse_param(text: str, base: dict[str, Any]) -> Param:
     key, sep, rest = text.partition("=")
     key = key.strip()
@@ -159,10 +166,7 @@ def _parse_param(text: str, base: dict[str, Any]) -> Param:
     for position, value_text in enumerate(texts, 1):
         if not value_text:
             raise GridError(f"--param {key}: value {position} of {len(texts)} is empty")
-        try:
-            scenario = parse_scenario(apply_overrides(base, [f"{key}={value_text}"]))
-        except ScenarioError as exc:
-            raise GridError(f"--param {exc}".replace("--param --set ", "--param ")) from None
+        scenario = _checked(base, [f"{key}={value_text}"])
         value = _lookup(scenario.to_dict(), key)
         if value is None:  # a key to_dict leaves out (a NAT kind at 0): keep what was given
             value = _lookup(apply_overrides({}, [f"{key}={value_text}"]), key)
@@ -204,12 +208,9 @@ def plan_sweep(spec: str, settings: Sequence[str], params: Sequence[str], *, see
                         f"(at most {MAX_RUNS:,})")
     cells = []
     for index, combo in enumerate(itertools.product(*(range(len(p.values)) for p in parsed))):
-        overrides = [f"{p.key}={p.texts[i]}" for p, i in zip(parsed, combo, strict=True)]
-        try:
-            scenario = parse_scenario(apply_overrides(table, overrides))
-        except ScenarioError as exc:
-            shown = ", ".join(overrides)
-            raise GridError(f"--param: the cell {shown}: {exc}") from None
+        # each value passed alone; a check across keys would still stop here, naming the key
+        scenario = _checked(table, [f"{p.key}={p.texts[i]}"
+                                    for p, i in zip(parsed, combo, strict=True)])
         cells.append(Cell(index, {p.key: p.values[i] for p, i in zip(parsed, combo,
                                                                        strict=True)},
                           scenario.to_dict()))
@@ -346,6 +347,4 @@ def _one_line(exc: BaseException | None) -> str:
 def _hint(exc: BaseException | None) -> str:
     if isinstance(exc, ModuleNotFoundError):
         return " (the Dask workers need p2pstack installed, the same version as here)"
-    if type(exc).__name__ == "KilledWorker":
-        return " (a worker process died running it: out of memory?)"
     return ""

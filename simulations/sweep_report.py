@@ -283,14 +283,18 @@ def plot_figure(report: Mapping[str, Any], spec: FigureSpec, key: str, path: Pat
     fig = Figure(figsize=(8, 4.8), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    # series with equal values would hide each other: each is shifted a little sideways
+    span = (max(positions) - min(positions)) or 1.0
+    shift = 0.008 * span
     plotted = False
-    for label, group in groups.items():
+    for n, (label, group) in enumerate(groups.items()):
+        offset = (n - (len(groups) - 1) / 2) * shift
         xs, means, low, high, dots_x, dots_y = [], [], [], [], [], []
         for cell in group:
             agg = cell["figures"][spec.name]
             if agg["mean"] is None:
                 continue
-            x = positions[xs_values.index(cell["values"][key])]
+            x = positions[xs_values.index(cell["values"][key])] + offset
             xs.append(x)
             means.append(agg["mean"])
             low.append(agg["mean"] - agg["min"])
@@ -308,8 +312,10 @@ def plot_figure(report: Mapping[str, Any], spec: FigureSpec, key: str, path: Pat
     if not plotted:
         ax.text(0.5, 0.5, "no values (no run measured this figure)", ha="center",
                 va="center", transform=ax.transAxes)
-    if not numeric:
+    if not numeric or len(positions) <= 12:
         ax.set_xticks(positions, [_value_text(v) for v in xs_values], fontsize="small")
+    if spec.unit == "%" and plotted:
+        ax.set_ylim(top=101.0)  # a share never passes 100 %
     if plotted and others:
         ax.legend(fontsize="small", loc="best")
     unit = KEY_UNITS.get(key)

@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from stack.cli._common import add_json_flag, print_json, quiet_logging
@@ -36,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     # word after "simulate" picks the parser, anything but "sweep" is a scenario
     modes = p.add_subparsers(dest="simulate_mode", metavar="SCENARIO | sweep SCENARIO",
                              action=_ScenarioOrSweep, required=True)
-    one = modes.add_parser("run", prog=p.prog, help="run one scenario (the default)")
+    one = modes.add_parser("run", prog=p.prog,
+                           help="'simulate SCENARIO ...' runs one scenario "
+                                "('p2pstack simulate dht --help': its flags)")
     one.add_argument("scenario", metavar="SCENARIO",
                      help="a built-in scenario (dht, churn, partition) or a TOML file")
     _add_scenario_flags(one)
@@ -78,9 +81,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     grid.set_defaults(handler=run_sweep)
 
 
+class _AnyName(Mapping[str, argparse.ArgumentParser]):
+    """The subparsers by name, where every word is a valid choice (argparse checks the word
+    against ``choices`` before the action sees it): the default one takes any scenario."""
+
+    def __init__(self, parsers: dict[str, argparse.ArgumentParser]) -> None:
+        self._parsers = parsers
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __getitem__(self, name: str) -> argparse.ArgumentParser:
+        return self._parsers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsers)
+
+    def __len__(self) -> int:
+        return len(self._parsers)
+
+
 class _ScenarioOrSweep(argparse._SubParsersAction):
     """Subcommands where the default one takes the word itself: ``simulate dht`` is
     ``simulate run dht``, ``simulate sweep dht`` the sweep."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = _AnyName(self._name_parser_map)  # type: ignore[assignment]
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
