@@ -254,7 +254,11 @@ def run_sweep(plan: SweepPlan, *, address: str | None = None, workers: int | Non
     ``task`` is what each run calls (``run_one``); another one is for tests."""
     import datetime
 
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise SweepError("simulate sweep runs on Dask, which is not installed: "
+                         "pip install 'p2pstack[sweep]'") from None
 
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     wall0 = time.perf_counter()

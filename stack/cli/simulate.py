@@ -8,6 +8,12 @@ virtual clock, seeded: the same scenario and ``--seed`` give the same ``report.j
 ``--force``. Progress (simulated time, datagrams, wall time) goes to stderr once a run
 has taken a second; ``--json`` prints the summary as one JSON object instead and shows
 no progress.
+
+``p2pstack simulate sweep SCENARIO --param KEY=V1,V2 ... [--seeds N]`` runs the grid of
+``--param`` values x seeds on a local Dask cluster (``--workers``) or on the one at
+``--dask ADDRESS`` (``simulations.sweep``) and writes the combined report
+(``simulations.sweep_report``). ``simulate`` reads the word after it: ``sweep`` is the
+sweep, any other word the scenario of a single run.
 """
 
 from __future__ import annotations

@@ -328,3 +328,17 @@ def test_an_unreachable_scheduler_is_one_line():
         run_sweep(plan, address=address, connect_timeout=1.0)
     assert str(info.value).startswith(f"--dask {address}: cannot reach the scheduler: ")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.timeout(60)
+def test_without_dask_the_sweep_says_what_to_install(tmp_path):
+    """A machine without the sweep extra: one line naming it, exit 1, nothing written."""
+    code = ("import sys; sys.modules['distributed'] = None\n"  # as if not installed
+            "from stack.cli import main\n"
+            f"sys.exit(main({_cli_args(tmp_path / 'out')!r}))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1
+    assert done.stderr == ("p2pstack: simulate sweep runs on Dask, which is not installed: "
+                           "pip install 'p2pstack[sweep]'\n")
+    assert not (tmp_path / "out").exists()
