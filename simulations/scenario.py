@@ -81,7 +81,8 @@ from stack.base.errors import UsageError
 
 __all__ = ["ScenarioError", "Scenario", "NetworkSpec", "JoinSpec", "WorkloadSpec",
            "ChurnSpec", "PartitionSpec", "MeasureSpec", "PLOTS", "ENGINES", "BUILTINS", "builtin",
-           "load_scenario", "parse_scenario", "to_toml", "apply_overrides", "resolve_scenario"]
+           "load_scenario", "parse_scenario", "to_toml", "apply_overrides", "canonical_key",
+           "resolve_scenario"]
 
 PLOTS = ("lookup_latency_cdf", "success_rate", "datagrams_by_kind", "routing_health")
 ENGINES = ("dht",)
@@ -410,26 +411,34 @@ def _toml_value(text: str) -> Any:
         return text  # a bare word: a string
 
 
+def canonical_key(key: str, flag: str = "--set") -> str:
+    """The dotted path ``key`` names: itself, or the one path of a unique leaf name
+    (``nodes`` -> ``network.nodes``, ``nat.none`` -> ``network.nat.none``). Whether that
+    path exists is ``parse_scenario``'s to say; ``flag`` only words the error."""
+    leaves = _leaf_paths()
+    head, dot, rest = key.partition(".")
+    if dot and head not in TOP and head not in SECTIONS and len(leaves.get(head, ())) == 1:
+        return f"{leaves[head][0]}.{rest}"  # nat.none -> network.nat.none
+    if "." not in key and key not in SECTIONS:
+        paths = leaves.get(key)
+        if paths is None:
+            raise ScenarioError(f"{flag} {key}: unknown key; use a dotted path "
+                                "(network.nodes) or one of: " + ", ".join(leaves))
+        if len(paths) > 1:
+            raise ScenarioError(f"{flag} {key}: ambiguous; say {' or '.join(paths)}")
+        return paths[0]
+    return key
+
+
 def apply_overrides(table: dict[str, Any], settings: list[str]) -> dict[str, Any]:
     """``table`` (a scenario's TOML-shaped dict) with each ``KEY=VALUE`` applied."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in table.items()}
-    leaves = _leaf_paths()
     for setting in settings:
         key, sep, text = setting.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ScenarioError(f"--set {setting!r}: expected KEY=VALUE")
-        head, dot, rest = key.partition(".")
-        if dot and head not in TOP and head not in SECTIONS and len(leaves.get(head, ())) == 1:
-            key = f"{leaves[head][0]}.{rest}"  # nat.none -> network.nat.none
-        elif "." not in key and key not in SECTIONS:
-            paths = leaves.get(key)
-            if paths is None:
-                raise ScenarioError(f"--set {key}: unknown key; use a dotted path "
-                                    "(network.nodes) or one of: " + ", ".join(leaves))
-            if len(paths) > 1:
-                raise ScenarioError(f"--set {key}: ambiguous; say {' or '.join(paths)}")
-            key = paths[0]
+        key = canonical_key(key)
         parts = key.split(".")
         node: dict[str, Any] = out
         for i, part in enumerate(parts[:-1]):

@@ -8,6 +8,12 @@ virtual clock, seeded: the same scenario and ``--seed`` give the same ``report.j
 ``--force``. Progress (simulated time, datagrams, wall time) goes to stderr once a run
 has taken a second; ``--json`` prints the summary as one JSON object instead and shows
 no progress.
+
+``p2pstack simulate sweep SCENARIO --param KEY=V1,V2 ... [--seeds N]`` runs the grid of
+``--param`` values x seeds on a local Dask cluster (``--workers``) or on the one at
+``--dask ADDRESS`` (``simulations.sweep``) and writes the combined report
+(``simulations.sweep_report``). ``simulate`` reads the word after it: ``sweep`` is the
+sweep, any other word the scenario of a single run.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from stack.cli._common import add_json_flag, print_json, quiet_logging
@@ -25,26 +32,125 @@ from stack.cli._common import add_json_flag, print_json, quiet_logging
 __all__ = ["register"]
 
 PROGRESS_AFTER = 1.0  # wall seconds before the progress display appears
+DEFAULT_SEEDS = 3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="run a network simulation (built-in or TOML "
-                                        "scenario) and write a report with plots")
-    p.add_argument("scenario", metavar="SCENARIO",
-                   help="a built-in scenario (dht, churn) or a TOML file")
+                                        "scenario) and write a report with plots; "
+                                        "'simulate sweep' runs a grid of them on Dask")
+    # "simulate SCENARIO ..." runs one scenario, "simulate sweep SCENARIO ..." a grid: the
+    # word after "simulate" picks the parser, anything but "sweep" is a scenario
+    modes = p.add_subparsers(dest="simulate_mode", metavar="SCENARIO | sweep SCENARIO",
+                             action=_ScenarioOrSweep, required=True)
+    one = modes.add_parser("run", prog=p.prog,
+                           help="'simulate SCENARIO ...' runs one scenario "
+                                "('p2pstack simulate dht --help': its flags)")
+    one.add_argument("scenario", metavar="SCENARIO",
+                     help="a built-in scenario (dht, churn, partition) or a TOML file")
+    _add_scenario_flags(one)
+    one.add_argument("--out", metavar="DIR", default=None,
+                     help="where the report goes (default: ./simulate-SCENARIO-SEED)")
+    one.add_argument("--force", action="store_true",
+                     help="write into a non-empty --out directory (overwriting report files)")
+    one.add_argument("--show", action="store_true",
+                     help="print the scenario (with --set applied) as TOML and exit: a "
+                          "built-in to copy and edit")
+    add_json_flag(one)
+    one.set_defaults(handler=run)
+
+    grid = modes.add_parser(
+        "sweep", help="run SCENARIO over a grid of --param values and --seeds in parallel "
+                      "(local cores, or a Dask cluster) and write a combined report")
+    grid.add_argument("scenario", metavar="SCENARIO",
+                      help="a built-in scenario (dht, churn, partition) or a TOML file")
+    grid.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2,...",
+                      dest="params",
+                      help="a grid axis: a key --set takes and its values (network.loss=0,"
+                           "0.02,0.05; nodes=1000,5000); repeatable: the grid is every "
+                           "combination")
+    grid.add_argument("--seeds", type=_count, default=DEFAULT_SEEDS, metavar="N",
+                      help=f"runs per cell, seeds --seed, --seed + 1, ... (default "
+                           f"{DEFAULT_SEEDS})")
+    _add_scenario_flags(grid, seed_help="the first seed (default: the scenario's, else 1)")
+    where = grid.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_count, default=None, metavar="N",
+                       help="worker processes of the local Dask cluster (default: the cores)")
+    where.add_argument("--dask", metavar="ADDRESS", default=None, type=_dask_address,
+                       help="run on the Dask cluster whose scheduler is at ADDRESS "
+                            "(tcp://HOST:8786); its workers need p2pstack installed")
+    grid.add_argument("--out", metavar="DIR", default=None,
+                      help="where the report goes (default: ./sweep-SCENARIO-SEED)")
+    grid.add_argument("--force", action="store_true",
+                      help="write into a non-empty --out directory (overwriting report files)")
+    add_json_flag(grid)
+    grid.set_defaults(handler=run_sweep)
+
+
+class _AnyName(Mapping[str, argparse.ArgumentParser]):
+    """The subparsers by name, where every word is a valid choice (argparse checks the word
+    against ``choices`` before the action sees it): the default one takes any scenario."""
+
+    def __init__(self, parsers: dict[str, argparse.ArgumentParser]) -> None:
+        self._parsers = parsers
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __getitem__(self, name: str) -> argparse.ArgumentParser:
+        return self._parsers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsers)
+
+    def __len__(self) -> int:
+        return len(self._parsers)
+
+
+class _ScenarioOrSweep(argparse._SubParsersAction):
+    """Subcommands where the default one takes the word itself: ``simulate dht`` is
+    ``simulate run dht``, ``simulate sweep dht`` the sweep."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = _AnyName(self._name_parser_map)  # type: ignore[assignment]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if not values or values[0] != "sweep":
+            values = ["run", *values]
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _add_scenario_flags(p: argparse.ArgumentParser, seed_help: str | None = None) -> None:
     p.add_argument("--seed", type=_seed, default=None, metavar="N",
-                   help="seed of every random choice (default: the scenario's, else 1)")
+                   help=seed_help or "seed of every random choice (default: the scenario's, "
+                                     "else 1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                    help="override a scenario key (network.loss=0.05, nodes=10000); repeatable")
-    p.add_argument("--out", metavar="DIR", default=None,
-                   help="where the report goes (default: ./simulate-SCENARIO-SEED)")
-    p.add_argument("--force", action="store_true",
-                   help="write into a non-empty --out directory (overwriting report files)")
-    p.add_argument("--show", action="store_true",
-                   help="print the scenario (with --set applied) as TOML and exit: a "
-                        "built-in to copy and edit")
-    add_json_flag(p)
-    p.set_defaults(handler=run)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {text}")
+    return value
+
+
+def _dask_address(text: str) -> str:
+    """``tcp://HOST:PORT`` (or ``HOST:PORT``, Dask's default tcp), as a scheduler prints it."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    host, colon, port = rest.rpartition(":")
+    if scheme not in ("tcp", "tls", "ws", "wss") or not colon or not host \
+            or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"not a Dask scheduler address (tcp://HOST:PORT): "
+                                         f"{text!r}")
+    return f"{scheme}://{rest}"
 
 
 def _seed(text: str) -> int:
@@ -144,3 +250,81 @@ def _check_out(out: Path, force: bool) -> None:
         if any(out.iterdir()):
             raise ReportError(f"--out {out}: directory is not empty (use --force to "
                               "overwrite the report files in it, or another --out)")
+
+
+class _SweepProgress:
+    """Runs done out of the grid, on stderr (rich), from the first report on."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __call__(self, p: Any) -> None:  # p: simulations.sweep.SweepProgress
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("runs on {task.fields[workers]} workers, wall"),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(self._name, total=p.total, workers=p.workers)
+        self._bar.update(self._task, completed=p.done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from simulations.report import prepare_out_dir
+    from simulations.sweep import plan_sweep
+    from simulations.sweep import run_sweep as sweep
+    from simulations.sweep_report import (FIGURES, build_sweep_report, spread_text,
+                                          write_sweep_report)
+
+    quiet_logging(args, logging.ERROR)
+    if not args.verbose:  # Dask's own logs (scheduler, workers, client): errors only
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+    plan = plan_sweep(args.scenario, args.settings, args.params, seeds=args.seeds,
+                      seed=args.seed)
+    name = plan.scenario.name
+    out = Path(args.out) if args.out is not None else Path(f"sweep-{name}-{plan.seeds[0]}")
+    _check_out(out, args.force)  # before the runs: a refusal should not cost them
+
+    progress = None if args.json else _SweepProgress(f"sweep {name}")
+    try:
+        result = sweep(plan, address=args.dask, workers=args.workers, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    report = build_sweep_report(result)
+    written = write_sweep_report(prepare_out_dir(out, args.force), report)
+    keep = ("mean", "min", "max", "n")
+    if args.json:
+        print_json({
+            "scenario": name, "out": str(out), "files": [p.name for p in written],
+            "runs": len(result.runs), "seeds": list(plan.seeds), "engine": result.engine,
+            "wall_seconds": result.wall_seconds,
+            "cells": [{"values": c["values"],
+                       "figures": {f: {k: agg[k] for k in keep}
+                                   for f, agg in c["figures"].items()}}
+                      for c in report["cells"]]})
+        return 0
+    where = ("a local Dask cluster" if result.engine["kind"] == "local"
+             else f"the Dask cluster at {result.engine['address']}")
+    print(f"sweep {name}: {len(plan.cells)} cells x {len(plan.seeds)} seeds = "
+          f"{len(result.runs)} runs on {where} ({result.engine['workers']} workers) in "
+          f"{result.wall_seconds:.1f} s wall")
+    headline = [s for s in FIGURES if s.headline][:2]
+    for cell in report["cells"]:
+        values = " ".join(f"{k}={v}" for k, v in cell["values"].items())
+        shown = [f"{s.label} {spread_text(cell['figures'][s.name], s.digits, len(plan.seeds))}"
+                 f" {s.unit.split(',')[0]}" for s in headline]
+        print(f"  {values}: {'; '.join(shown)}")
+    print(f"report: {out / 'sweep.md'}")
+    sys.stdout.flush()
+    return 0
