@@ -83,6 +83,7 @@ from dataclasses import dataclass, field
 import nacl.exceptions
 import nacl.secret
 import spake2
+from spake2.ed25519_basic import NotOnCurve
 
 from stack.base.identity import PEER_ID_LENGTH, Identity, PeerId
 from rooms.errors import (ABORT_REASONS, AdmissionAborted, AdmissionError,
@@ -103,7 +104,9 @@ SPAKE_MESSAGE = 33               # bytes: side byte + Ed25519 group element
 _ID_A = b"p2pstack-room-newcomer/1"
 _ID_B = b"p2pstack-room-inviter/1"
 _TH = b"p2pstack-room-pake/1"
-_SPAKE_ERRORS = (ValueError, TypeError, spake2.SPAKEError)
+# what spake2's finish() raises for bytes that are not a peer's element (NotOnCurve is
+# a bare Exception there)
+_SPAKE_ERRORS = (ValueError, TypeError, spake2.SPAKEError, NotOnCurve)
 
 
 class Kind(enum.IntEnum):
@@ -298,6 +301,12 @@ class _Session:
     def handle_timer(self, now: float) -> None:
         if not self.done and now >= self._deadline:
             self._fail(AdmissionTimeout(f"no progress for {self.timeout:.0f} s"))
+
+    def connection_lost(self) -> None:
+        """The carrier (stream, rendezvous) went away before the end: the session fails
+        with ``AdmissionAborted("connection lost")``; after the end it changes nothing."""
+        if not self.done:
+            self._fail(AdmissionAborted("connection lost"), tell=False)
 
     def _finish(self, event: AdmissionEvent) -> None:
         self.done = True

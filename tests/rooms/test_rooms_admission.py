@@ -88,9 +88,11 @@ def setup(code_for_newcomer: Callable[[InviteCode], InviteCode] = lambda c: c, *
     b = book()
     invite = b.create(RID, T0)
     guard = ReplayGuard()
-    newcomer = NewcomerSession(NEWCOMER, RID, code_for_newcomer(invite.code), T0)
+    rng = random.Random(kw.pop("seed", 11))  # the SPAKE2 scalars: runs are reproducible
+    newcomer = NewcomerSession(NEWCOMER, RID, code_for_newcomer(invite.code), T0,
+                               entropy=rng.randbytes)
     make = kw.pop("make", None) or (lambda first: InviterSession(
-        INVITER, b, guard, first, T0 + 1, room_id=RID))
+        INVITER, b, guard, first, T0 + 1, room_id=RID, entropy=rng.randbytes))
     return b, invite, guard, newcomer, make
 
 
@@ -255,7 +257,8 @@ class DishonestInviter(InviterSession):
     lambda s, n, now: sign_admission(INVITER, RID, MALLORY.peer_id, now, s._th),
     lambda s, n, now: sign_admission(INVITER, room_id("other"), n, now, s._th),
     lambda s, n, now: sign_admission(INVITER, RID, n, now, bytes(32)),
-    lambda s, n, now: sign_admission(INVITER, RID, n, now, s._th)[:-1] + b"\x00",
+    lambda s, n, now: (lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]))(
+        sign_admission(INVITER, RID, n, now, s._th)),
     lambda s, n, now: b"not an admission",
 ], ids=["other-newcomer", "other-room", "other-session", "bad-signature", "garbage"])
 def test_a_forged_admission_is_refused(forge) -> None:
@@ -326,3 +329,33 @@ def test_an_abort_with_an_unknown_reason() -> None:
     newcomer.receive(msgpack.packb([0, "gremlins"]), T0)
     error = failure(newcomer)
     assert isinstance(error, AdmissionAborted) and error.peer_reason == "gremlins"
+
+
+def test_a_lost_carrier_fails_the_session_once() -> None:
+    _b, _invite, _guard, newcomer, make = setup()
+    inviter = make(newcomer.outgoing()[0])
+    inviter.connection_lost()
+    error = failure(inviter)
+    assert isinstance(error, AdmissionAborted) and error.peer_reason == "connection lost"
+    assert inviter.outgoing()[1:] == []  # PAKE2 was queued; no abort is sent to nobody
+    inviter.connection_lost()
+    assert inviter.next_event() is None
+
+
+@pytest.mark.parametrize("kind, index", [(Kind.PAKE1, 3), (Kind.PAKE2, 1)])
+def test_every_flipped_byte_of_a_spake_message_fails_cleanly(kind, index) -> None:
+    """Off the curve, outside the group, another side's byte or another point: a failed
+    admission on both sides, never an exception or an admission."""
+    for position in range(33):
+        def tamper(k: int, data: bytes, position=position) -> bytes:
+            if k != kind:
+                return data
+            obj = msgpack.unpackb(data)
+            field = bytearray(obj[index])
+            field[position] ^= 0x01
+            obj[index] = bytes(field)
+            return msgpack.packb(obj, use_bin_type=True)
+        _b, _invite, _guard, newcomer, make = setup(seed=position)
+        inviter, _ = run(newcomer, make, tamper)
+        assert isinstance(events(newcomer)[-1], AdmissionFailed), position
+        assert isinstance(events(inviter)[-1], AdmissionFailed), position
