@@ -94,7 +94,7 @@ from rooms.names import ROOM_ID_LENGTH
 from rooms.signed import ADMISSION_TYPE, PAKE_ID_TYPE, open_signed, pack, seal, unpack
 
 __all__ = ["Role", "Admission", "Admitted", "AdmissionFailed", "AdmissionEvent",
-           "ReplayGuard", "NewcomerSession", "InviterSession", "sign_admission",
+           "ReplayGuard", "AdmissionSession", "NewcomerSession", "InviterSession", "sign_admission",
            "verify_admission", "MAX_MESSAGE", "DEFAULT_ADMISSION_TIMEOUT", "Kind"]
 
 MAX_MESSAGE = 2048               # bytes, every admission message
@@ -274,7 +274,9 @@ def peek_pake1(data: bytes) -> tuple[bytes, int] | None:
     return fields[0], fields[1]
 
 
-class _Session:
+class AdmissionSession:
+    """What both sides share: the sans-I/O surface a driver moves bytes through."""
+
     role: Role
 
     def __init__(self, room_id: bytes, number: int, now: float, timeout: float) -> None:
@@ -345,7 +347,7 @@ class _Session:
         raise NotImplementedError
 
 
-class NewcomerSession(_Session):
+class NewcomerSession(AdmissionSession):
     """The newcomer's side: holds the code, starts the exchange (PAKE1 is queued at once)."""
 
     role = Role.NEWCOMER
@@ -400,7 +402,7 @@ class NewcomerSession(_Session):
                               admission))
 
 
-class InviterSession(_Session):
+class InviterSession(AdmissionSession):
     """The inviter's side of one attempt, built from the newcomer's PAKE1 (which names
     the invite). The invite is spent from the moment a sound, fresh PAKE1 names it."""
 

@@ -84,6 +84,10 @@ class NodeConfig:
     keepalive        seconds between NAT keepalives to a few DHT neighbours while behind
                      a NAT (``stack.node.keepalive``; at most 25 s); None: off
     keepalive_peers  how many DHT neighbours those keepalives go to
+    rendezvous       serve ``/p2pstack/rendezvous/1`` (issue 13,
+                     ``protocols.rendezvous``): keep rooms' signed membership
+                     announcements and carry invite (PAKE) messages between members and
+                     newcomers, which it cannot read
     """
 
     data_dir: Path
@@ -120,3 +124,4 @@ class NodeConfig:
     keepalive_peers: int = 3
     hole_punch: bool = True
     hole_punch_grace: float = 5.0
+    rendezvous: bool = False

@@ -110,6 +110,7 @@ from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
 from stack.node.protocols.ping import PROTO_PING, PingProtocol, ping_once
 from stack.node.protocols.relay import RelayStopProtocol, dial_relayed
+from stack.node.protocols.rendezvous import RendezvousService
 from stack.node.router import Router
 from stack.node.supervisor import Supervisor
 from stack.store.stores import Stores
@@ -235,6 +236,12 @@ class Node:
         router.add(self.announce_push)
         self._add_relay_protocols(router)
         self._add_hole_punching(router)
+        # Issue 13: rooms' rendezvous (membership announcements, opaque invite messages)
+        self.rendezvous: RendezvousService | None = None
+        if self.config.rendezvous:
+            self.rendezvous = RendezvousService(clock=self.clock,
+                                                timeout=self.options.handshake_timeout)
+            router.add(self.rendezvous)
         return router
 
     def _add_hole_punching(self, router: Router) -> None:
