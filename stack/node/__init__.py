@@ -16,7 +16,7 @@ from stack.node.events import (ConnectionOpened, ConnectionClosed, TrustChecked,
                                ControlRequest, ControlOutcome, RelayReservation, NatReported,
                                ReachabilityChecked, MappingChanged, AddressChanged,
                                AnnouncementReceived, HolePunchStarted, HolePunchSucceeded,
-                               HolePunchFailed, NodeEvent)
+                               HolePunchFailed, RoomAdmitted, RoomAdmissionFailed, NodeEvent)
 from stack.node.node import ADDRESS_CHECK_INTERVAL, PROTO_ECHO, PROTO_IDENTIFY, PROTO_PING, Node
 
 __all__ = ["Node", "NodeConfig", "DEFAULT_PORT", "PROTO_IDENTIFY", "PROTO_PING", "PROTO_ECHO",
@@ -25,4 +25,4 @@ __all__ = ["Node", "NodeConfig", "DEFAULT_PORT", "PROTO_IDENTIFY", "PROTO_PING",
            "ServiceFailed", "ControlRequest", "ControlOutcome", "RelayReservation",
            "NatReported", "ReachabilityChecked", "MappingChanged", "AddressChanged",
            "AnnouncementReceived", "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
-           "NodeEvent"]
+           "RoomAdmitted", "RoomAdmissionFailed", "NodeEvent"]

@@ -29,7 +29,8 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "DialbackResult", "DialbackRole", "AnnouncementPublished", "ServiceFailed",
            "ControlRequest", "ControlOutcome", "RelayReservation", "NatReported",
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
-           "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed", "NodeEvent",
+           "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed", "RoomAdmitted",
+           "RoomAdmissionFailed", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
@@ -238,11 +239,33 @@ class HolePunchFailed:
     role: str
 
 
+@dataclass(frozen=True)
+class RoomAdmitted:
+    """An admission into ``room`` succeeded (issue 13). ``role`` "inviter": we admitted
+    ``peer_id`` with invite ``number``; "newcomer": ``peer_id`` admitted us. Either way
+    that peer is now in the trust store with source ``invite``."""
+    room: str
+    peer_id: PeerId
+    role: str
+    number: int
+
+
+@dataclass(frozen=True)
+class RoomAdmissionFailed:
+    """An admission failed; ``reason`` is the named refusal (``wrong_code``: a wrong
+    guess spent invite ``number``, ``invite_used``, ``invite_expired``, ``tampered_message``
+    ...). For the inviter this is the report of the failed attempt."""
+    room: str
+    number: int
+    reason: str
+    role: str
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
-             | HolePunchFailed)
+             | HolePunchFailed | RoomAdmitted | RoomAdmissionFailed)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -255,6 +278,7 @@ EVENT_NAMES: dict[type, str] = {
     MappingChanged: "nat.mapping_changed", AddressChanged: "address.changed",
     AnnouncementReceived: "announce.received", HolePunchStarted: "holepunch.started",
     HolePunchSucceeded: "holepunch.succeeded", HolePunchFailed: "holepunch.failed",
+    RoomAdmitted: "room.admitted", RoomAdmissionFailed: "room.admission_failed",
 }
 
 E = TypeVar("E")
