@@ -16,7 +16,8 @@ Rules, in the order ``InviteBook.claim`` checks them:
 
 Spent and expired invites stay in the book as tombstones (so a second try reads
 ``InviteUsed``, not ``InviteUnknown``) until ``expire(now)`` drops them one TTL after
-their expiry; the book holds at most ``MAX_OPEN_INVITES`` live ones.
+their expiry, or a new invite takes their number (a rendezvous reuses numbers, though
+not within a TTL of their release); the book holds at most ``MAX_OPEN_INVITES`` live ones.
 
 Times are Unix seconds (``now``, the clock's wall time: an expiry is shown to people).
 Randomness is ``entropy(n) -> bytes`` (``os.urandom``; tests inject a seeded one).
@@ -129,8 +130,11 @@ class InviteBook:
             number = self.next_number(room_id)
         if not 1 <= number <= MAX_INVITE_NUMBER:
             raise InvalidInviteCode(f"an invite number is 1..{MAX_INVITE_NUMBER}")
-        if (room_id, number) in self._invites:
+        old = self._invites.get((room_id, number))
+        if old is not None and not old.used and old.expires_at > now:
             raise RoomError(f"invite number {number} is already in use in this room")
+        # a spent or expired invite's number may come back from a rendezvous: the new
+        # invite replaces its tombstone
         raw = self.entropy(self.words)
         code = InviteCode(number, tuple(WORDS[b] for b in raw))
         life = self.ttl if ttl is None else ttl

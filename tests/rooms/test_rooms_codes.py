@@ -91,6 +91,16 @@ def test_unknown_and_expired_invites() -> None:
         book.claim(RID, 42, 11.0)
 
 
+def test_a_spent_number_can_be_issued_again_a_live_one_cannot() -> None:
+    book = InviteBook(entropy=seeded())
+    first = book.create(RID, 0.0, number=4)
+    with pytest.raises(RoomError, match="already in use"):
+        book.create(RID, 1.0, number=4)
+    book.claim(RID, 4, 1.0)
+    second = book.create(RID, 2.0, number=4)  # the rendezvous handed the number out again
+    assert book.get(RID, 4) is second and second.code != first.code and not second.used
+
+
 def test_tombstones_leave_one_ttl_after_expiry() -> None:
     book = InviteBook(entropy=seeded(), ttl=10.0)
     book.create(RID, 0.0)

@@ -90,6 +90,9 @@ async def test_a_wrong_code_is_reported_by_the_inviter_and_named_to_the_newcomer
     with pytest.raises(InviteUnknown):           # one guess: the slot is gone
         await b.rooms.join("club", invite["code"], addr(r))
     assert b.rooms.list() == {"rooms": []} and b.trust.get(a.peer_id) is None
+    # a fresh invite from the same inviter (the rendezvous hands out a fresh number)
+    await admit(a, b, "club", addr(r))
+    assert b.trust.get(a.peer_id).source is Source.INVITE
 
 
 async def test_refusals_are_named(nodes, tmp_path) -> None:

@@ -18,7 +18,10 @@ request                          answer
                                  announcements as they were signed (callers verify them
                                  again: the rendezvous is not trusted); FIN
 ``["host", room_id]``            ``["number", n, expires]`` (Unix seconds): an invite slot,
-                                 held as long as this stream (at most ``invite_ttl``).
+                                 held as long as this stream (at most ``invite_ttl``); n is
+                                 the lowest number of the room neither held nor released
+                                 in the last ``invite_ttl`` (a late try with an old code
+                                 must not meet a new invite).
                                  Refused (``["error", reason]``, FIN) with ``not_member``
                                  unless the caller has an unexpired announcement in the
                                  room, ``slots_full`` beyond the bounds. Once a newcomer
@@ -133,6 +136,9 @@ class RendezvousService:
         self._clock = clock
         self._timeout = timeout
         self._slots: dict[tuple[bytes, int], _Slot] = {}
+        # numbers whose slot ended, with when: not handed out again within invite_ttl,
+        # so a late try with an old code cannot spend someone's new invite
+        self._released: dict[tuple[bytes, int], float] = {}
         self.stats: Counter[str] = Counter()
 
     def forward(self, data: bytes, to_inviter: bool) -> bytes:
@@ -204,7 +210,10 @@ class RendezvousService:
                 >= self.limits.max_slots_per_peer):
             await self._refuse(stream, "slots_full")
             return
-        taken = {n for (r, n) in self._slots if r == room_id}
+        for key, at in list(self._released.items()):
+            if at + self.limits.invite_ttl <= now:
+                del self._released[key]
+        taken = {n for (r, n) in (*self._slots, *self._released) if r == room_id}
         number = next(n for n in range(1, MAX_INVITE_NUMBER + 2) if n not in taken)
         if number > MAX_INVITE_NUMBER:
             await self._refuse(stream, "slots_full")
@@ -218,6 +227,8 @@ class RendezvousService:
         finally:
             if self._slots.get((room_id, number)) is slot:
                 del self._slots[(room_id, number)]
+            if len(self._released) < 16 * self.limits.max_slots:  # bounded; oldest age out
+                self._released[(room_id, number)] = self._clock.now()
 
     async def _hold(self, conn: Connection, slot: _Slot) -> None:
         """Until a newcomer pairs with the slot (then until the pairing ends), the invite
