@@ -114,7 +114,7 @@ def main() -> None:
     p.add_argument("--joins", type=int, default=10)
     args = p.parse_args()
     logging.disable(logging.WARNING)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     inviter, newcomer = Identity.generate(), Identity.generate()
     ours, base = [], []
     for _ in range(args.rounds):
