@@ -37,6 +37,7 @@ import structlog
 
 from stack.base.clock import Clock
 from stack.base.errors import CorruptFileError, LocalError, StackError, UsageError
+from stack.base.addresses import parse_address
 from stack.base.files import atomic_write, read_regular
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection
@@ -45,7 +46,8 @@ from rooms.invites import InviteBook, parse_code
 from rooms.membership import DEFAULT_MEMBER_TTL, MAX_MEMBER_ADDRS, sign_member
 from rooms.names import normalize_room_name, room_id
 from stack.node.events import EventBus, RoomAdmissionFailed, RoomAdmitted
-from stack.node.protocols.rendezvous import announce, host_invite, join, serve_invite
+from stack.node.protocols.rendezvous import (HostedInvite, announce, host_invite, join,
+                                             serve_invite)
 from stack.store.trust import TrustStore
 
 __all__ = ["NodeRooms", "Room", "UnknownRoom", "RoomExists", "NoRendezvous", "ROOMS_FILE"]
@@ -104,6 +106,13 @@ class Room:
                    None if adm is None else base64.b64decode(adm, validate=True),
                    {PeerId.parse(p): base64.b64decode(a, validate=True)
                     for p, a in obj["admitted"].items()})
+
+
+def _check_address(text: object) -> None:
+    """A rendezvous address must parse (``UsageError`` otherwise) before we dial it."""
+    if not isinstance(text, str):
+        raise UsageError("a rendezvous address is a multiaddr or HOST:PORT (text)")
+    parse_address(text)
 
 
 class NodeRooms:
@@ -182,6 +191,8 @@ class NodeRooms:
 
     async def create(self, name: str, rendezvous: str | None = None) -> dict[str, Any]:
         text = normalize_room_name(name)
+        if rendezvous is not None:
+            _check_address(rendezvous)
         rooms = self._load()
         if text in rooms:
             raise RoomExists(f"this node is already in room {text!r}")
@@ -211,7 +222,7 @@ class NodeRooms:
         return {"room": room.name, "code": str(invite.code), "number": invite.number,
                 "expires": invite.expires_at}
 
-    async def _serve(self, room: Room, hosted: Any) -> None:
+    async def _serve(self, room: Room, hosted: HostedInvite) -> None:
         result = await serve_invite(hosted, identity=self._identity, book=self.book,
                                     guard=self.guard, room_id=room.room_id, clock=self._clock)
         if isinstance(result, Admitted):
@@ -228,6 +239,7 @@ class NodeRooms:
     async def join(self, name: str, code: str, rendezvous: str) -> dict[str, Any]:
         text = normalize_room_name(name)
         parsed = parse_code(code)  # a typo is a usage error here, before any network
+        _check_address(rendezvous)
         rooms = self._load()
         if text in rooms:
             raise RoomExists(f"this node is already in room {text!r}")

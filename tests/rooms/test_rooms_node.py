@@ -9,7 +9,7 @@ from pathlib import Path as FsPath
 
 import pytest
 
-from stack.base.errors import CorruptFileError
+from stack.base.errors import CorruptFileError, UsageError
 from stack.node import Node, RoomAdmissionFailed, RoomAdmitted
 from stack.node.config import NodeConfig
 from stack.node.rooms import ROOMS_FILE, NoRendezvous, RoomExists, UnknownRoom
@@ -106,6 +106,15 @@ async def test_refusals_are_named(nodes, tmp_path) -> None:
         await a.rooms.invite("nowhere")
     with pytest.raises(RoomExists):
         await a.rooms.join("solo", "1-acorn-acorn", "127.0.0.1:1")
+    for bad in ("not an address", 7):
+        with pytest.raises(UsageError):
+            await a.rooms.create("other", bad)
+        with pytest.raises(UsageError):
+            await a.rooms.join("other", "1-acorn-acorn", bad)
+    with pytest.raises(UsageError):
+        await a.rooms.join(7, "1-acorn-acorn", "127.0.0.1:1")
+    with pytest.raises(UsageError):
+        await a.rooms.join("other", None, "127.0.0.1:1")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / ROOMS_FILE).write_text("{not json")
     b = await nodes("b")                          # a corrupt file does not stop the node

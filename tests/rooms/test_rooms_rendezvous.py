@@ -201,3 +201,30 @@ async def test_node_config_serves_the_rendezvous_and_status_shows_it(nodes) -> N
     report = operations.status(rv)["rendezvous"]
     assert report == {"rooms": 1, "stats": {"announced": 1}}
     assert operations.status(plain)["rendezvous"] is None
+
+
+class ForgingRendezvous(RendezvousService):
+    """Lists members it made up: a record with a broken signature, one of another room,
+    an expired one, garbage, and one that is not even bytes."""
+
+    def __init__(self, forged: list, **kw) -> None:
+        super().__init__(**kw)
+        self.forged = forged
+
+    def listed(self, room_id: bytes) -> list:
+        return super().listed(room_id) + self.forged
+
+
+async def test_forged_membership_records_are_dropped_by_the_client(nodes) -> None:
+    from stack.base.identity import Identity
+    mallory = Identity.generate()
+    now = SystemClock().now()
+    broken = bytearray(sign_member(mallory, RID, [], now))
+    broken[-1] ^= 1
+    forged = [bytes(broken), sign_member(mallory, room_id("other"), [], now),
+              sign_member(mallory, RID, [], now - 7200, ttl=60), b"garbage", 7]
+    rv = await nodes(ForgingRendezvous(forged, clock=SystemClock(), timeout=T))
+    a = await nodes()
+    conn = await a.connect(addr(rv))
+    await announce(conn, sign_member(a.identity, RID, [], a.clock.now()), T)
+    assert [m.peer_id for m in await members(conn, RID, a.clock.now(), T)] == [a.peer_id]
