@@ -25,7 +25,8 @@ from stack.node.control import ControlClient
 
 __all__ = ["register"]
 
-TIMEOUT = 30.0  # seconds: a join waits for the PAKE's round trips through the rendezvous
+# seconds: a join may take the admission's own 30 s timeout, plus the dial to the rendezvous
+TIMEOUT = 45.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

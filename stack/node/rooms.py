@@ -135,6 +135,7 @@ class NodeRooms:
         self._timeout = timeout
         self._rooms: dict[str, Room] | None = None  # loaded on first use
         self._refreshing: set[str] = set()
+        self._saving = asyncio.Lock()
         self.book = InviteBook()
         self.guard = ReplayGuard()
 
@@ -161,11 +162,15 @@ class NodeRooms:
         return rooms
 
     async def _save(self) -> None:
+        """Write the rooms (off the event loop); one write at a time, each of the state
+        as it is when its turn comes, so an older state never lands after a newer one."""
         if self._path is None or self._rooms is None:
             return
-        body = {"version": 1, "rooms": {n: r.to_json() for n, r in sorted(self._rooms.items())}}
-        data = (json.dumps(body, indent=2) + "\n").encode()
-        await asyncio.to_thread(atomic_write, self._path, data)
+        async with self._saving:
+            body = {"version": 1,
+                    "rooms": {n: r.to_json() for n, r in sorted(self._rooms.items())}}
+            data = (json.dumps(body, indent=2) + "\n").encode()
+            await asyncio.to_thread(atomic_write, self._path, data)
 
     def _room(self, name: str) -> Room:
         room = self._load().get(normalize_room_name(name))

@@ -201,6 +201,9 @@ async def test_node_config_serves_the_rendezvous_and_status_shows_it(nodes) -> N
     report = operations.status(rv)["rendezvous"]
     assert report == {"rooms": 1, "stats": {"announced": 1}}
     assert operations.status(plain)["rendezvous"] is None
+    from stack.cli.status import _text  # what `p2pstack status` prints of it
+    assert "rendezvous:   1 rooms (announced 1)" in _text(operations.status(rv)).splitlines()
+    assert "rendezvous:" not in _text(operations.status(plain))
 
 
 class ForgingRendezvous(RendezvousService):
