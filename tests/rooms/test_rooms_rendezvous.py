@@ -177,12 +177,12 @@ async def test_refusals_are_named(nodes) -> None:
 
 
 async def test_slots_are_bounded_and_expire(nodes) -> None:
-    limits = RendezvousLimits(max_slots_per_peer=1, invite_ttl=0.5)
+    limits = RendezvousLimits(max_slots_per_peer=1, invite_ttl=1.0)
     rv = await nodes(RendezvousService(clock=SystemClock(), timeout=T, limits=limits))
     a = await nodes()
+    conn = await a.connect(addr(rv))  # first: the slot below lives one second
     book = InviteBook()
     invite, served = await member_with_invite(a, rv, book)
-    conn = await a.connect(addr(rv))
     with pytest.raises(RendezvousRefused, match="slots_full"):
         await host_invite(conn, RID, T)
     assert await asyncio.wait_for(served, T) is None  # expired at the rendezvous: FIN
