@@ -12,15 +12,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from stack.cli import (announce, demo, discover, ident, lookup, nat, node, simulate, status,
-                       trust)
+from stack.cli import (announce, demo, discover, ident, lookup, nat, node, room, simulate,
+                       status, trust)
 from stack.cli._common import OneLineErrors, configure_logging
 from stack.base.errors import StackError, UsageError
 from stack.base.files import resolve_data_dir
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = [ident, trust, nat, announce, node, status, lookup, discover, demo, simulate]
+COMMANDS = [ident, trust, nat, announce, node, status, lookup, discover, demo, simulate, room]
 
 
 def _add_global_flags(parser: argparse.ArgumentParser, default: object = None) -> None:

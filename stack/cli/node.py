@@ -93,6 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-hole-punch", action="store_true",
                    help="keep relayed connections relayed (no connection reversal or "
                         "hole punching to upgrade them to direct ones)")
+    p.add_argument("--rendezvous", action="store_true",
+                   help="serve as a rooms rendezvous: keep signed membership announcements "
+                        "and carry invite (PAKE) messages, which it cannot read")
     add_json_flag(p)
     p.set_defaults(handler=run_node)
 
@@ -176,7 +179,8 @@ def run_node(args: argparse.Namespace) -> int:
                      stun_servers=_stun_servers(args),
                      keepalive=args.keepalive or None,
                      hole_punch=not args.no_hole_punch,
-                     turn=tuple(args.turn), turn_permit=tuple(args.turn_permit))
+                     turn=tuple(args.turn), turn_permit=tuple(args.turn_permit),
+                     rendezvous=args.rendezvous)
     return asyncio.run(_serve(config, args.json))
 
 

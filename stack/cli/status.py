@@ -90,6 +90,10 @@ def _text(r: dict[str, Any]) -> str:
         why = f" ({h['reason']})" if h.get("reason") else ""
         lines.append(f"hole punch:   {peer} {h['outcome']} on attempt {h['attempt']}, "
                      f"{h['path']}{after}{why}")
+    rendezvous = r.get("rendezvous")  # absent from an older node, None when not serving
+    if rendezvous is not None:
+        counts = ", ".join(f"{k} {v}" for k, v in rendezvous["stats"].items())
+        lines.append(f"rendezvous:   {rendezvous['rooms']} rooms ({counts or 'no requests'})")
     lines.append(f"connections:  {len(r['connections'])}")
     lines += [f"  {c['peer_id']} {c['transport']} {c['path']} {c['remote']} {c['direction']}"
               for c in r["connections"]]

@@ -17,7 +17,8 @@ from stack.node.events import (ConnectionOpened, ConnectionClosed, TrustChecked,
                                ReachabilityChecked, MappingChanged, AddressChanged,
                                AnnouncementReceived, HolePunchStarted, HolePunchSucceeded,
                                HolePunchFailed, ConnectionMigrated, ConnectionReplaced,
-                               TurnAllocationChanged, NodeEvent)
+                               TurnAllocationChanged, RoomAdmitted, RoomAdmissionFailed,
+                               NodeEvent)
 from stack.node.node import ADDRESS_CHECK_INTERVAL, PROTO_ECHO, PROTO_IDENTIFY, PROTO_PING, Node
 
 __all__ = ["Node", "NodeConfig", "DEFAULT_PORT", "PROTO_IDENTIFY", "PROTO_PING", "PROTO_ECHO",
@@ -26,4 +27,5 @@ __all__ = ["Node", "NodeConfig", "DEFAULT_PORT", "PROTO_IDENTIFY", "PROTO_PING",
            "ServiceFailed", "ControlRequest", "ControlOutcome", "RelayReservation",
            "NatReported", "ReachabilityChecked", "MappingChanged", "AddressChanged",
            "AnnouncementReceived", "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
-           "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "NodeEvent"]
+           "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged",
+           "RoomAdmitted", "RoomAdmissionFailed", "NodeEvent"]

@@ -89,6 +89,10 @@ class NodeConfig:
                      address announced (``.../quic-v1/p2p-turn/p2p/<us>``)
     turn_permit      IPs allowed to reach us through our TURN allocations from the start
                      (peers we hold a direct connection with are permitted as they connect)
+    rendezvous       serve ``/p2pstack/rendezvous/1`` (issue 13,
+                     ``protocols.rendezvous``): keep rooms' signed membership
+                     announcements and carry invite (PAKE) messages between members and
+                     newcomers, which it cannot read
     """
 
     data_dir: Path
@@ -127,3 +131,4 @@ class NodeConfig:
     hole_punch_grace: float = 5.0
     turn: tuple[str, ...] = ()
     turn_permit: tuple[str, ...] = ()
+    rendezvous: bool = False

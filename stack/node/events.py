@@ -30,7 +30,8 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "ControlRequest", "ControlOutcome", "RelayReservation", "NatReported",
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
            "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
-           "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "NodeEvent",
+           "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "RoomAdmitted",
+           "RoomAdmissionFailed", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
@@ -282,12 +283,34 @@ class TurnAllocationChanged:
     error: str
 
 
+@dataclass(frozen=True)
+class RoomAdmitted:
+    """An admission into ``room`` succeeded (issue 13). ``role`` "inviter": we admitted
+    ``peer_id`` with invite ``number``; "newcomer": ``peer_id`` admitted us. Either way
+    that peer is now in the trust store with source ``invite``."""
+    room: str
+    peer_id: PeerId
+    role: str
+    number: int
+
+
+@dataclass(frozen=True)
+class RoomAdmissionFailed:
+    """An admission failed; ``reason`` is the named refusal (``wrong_code``: a wrong
+    guess spent invite ``number``, ``invite_used``, ``invite_expired``, ``tampered_message``
+    ...). For the inviter this is the report of the failed attempt."""
+    room: str
+    number: int
+    reason: str
+    role: str
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
              | HolePunchFailed | ConnectionMigrated | ConnectionReplaced
-             | TurnAllocationChanged)
+             | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -302,6 +325,7 @@ EVENT_NAMES: dict[type, str] = {
     HolePunchSucceeded: "holepunch.succeeded", HolePunchFailed: "holepunch.failed",
     ConnectionMigrated: "connection.migrated", ConnectionReplaced: "connection.replaced",
     TurnAllocationChanged: "turn.allocation",
+    RoomAdmitted: "room.admitted", RoomAdmissionFailed: "room.admission_failed",
 }
 
 E = TypeVar("E")

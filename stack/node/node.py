@@ -113,6 +113,8 @@ from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
 from stack.node.protocols.ping import PROTO_PING, PingProtocol, ping_once
 from stack.node.protocols.relay import RelayStopProtocol, dial_relayed
 from stack.node.turn import NodeTurn
+from stack.node.protocols.rendezvous import RendezvousService
+from stack.node.rooms import ROOMS_FILE, NodeRooms
 from stack.node.router import Router
 from stack.node.supervisor import Supervisor
 from stack.store.stores import Stores
@@ -205,6 +207,12 @@ class Node:
         self._started_at = 0.0
         self.mdns: MdnsService | None = None  # LAN discovery (config.mdns)
         self.migration = Migration(self)  # issue 10: our connections across our move
+        # Issue 13: the rooms we are in (rooms.json; memory only with in-memory stores)
+        self.rooms = NodeRooms(
+            identity=self.identity, clock=self.clock, events=self.events, trust=self.trust,
+            connect=self.connect, addrs=self.addrs, run_service=self.supervisor.run,
+            spawn=self.supervisor.spawn, timeout=self.options.handshake_timeout,
+            path=None if config.stores is not None else config.data_dir / ROOMS_FILE)
 
     def _build_router(self) -> Router:
         """The built-in protocols. A new protocol is one more ``router.add``."""
@@ -240,6 +248,12 @@ class Node:
         self._add_relay_protocols(router)
         self._add_hole_punching(router)
         self._add_turn()
+        # Issue 13: rooms' rendezvous (membership announcements, opaque invite messages)
+        self.rendezvous: RendezvousService | None = None
+        if self.config.rendezvous:
+            self.rendezvous = RendezvousService(clock=self.clock,
+                                                timeout=self.options.handshake_timeout)
+            router.add(self.rendezvous)
         return router
 
     def _add_turn(self) -> None:
@@ -407,6 +421,7 @@ class Node:
             self.supervisor.run("nat.watch", self.nat.watch)
         if self.keepalive is not None:
             self.supervisor.run("nat.keepalive", self.keepalive.service)
+        self.rooms.resume()
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
     async def _start_parts(self) -> None:
@@ -536,6 +551,10 @@ class Node:
             "discover": lambda params: operations.discover(self, **params),
             "sign_announcement": lambda params: operations.sign_announcement(self, **params),
             "nat": lambda params: operations.nat(self, **params),
+            "room_create": lambda params: self.rooms.create(**params),
+            "room_invite": lambda params: self.rooms.invite(**params),
+            "room_join": lambda params: self.rooms.join(**params),
+            "room_list": lambda params: _answer(self.rooms.list(**params)),
         }
         control = ControlServer(socket_path(self.config.data_dir),
                                 {name: _checked(name, m) for name, m in methods.items()},

@@ -250,6 +250,9 @@ def status(node: Node) -> dict[str, Any]:
                                   "reason": getattr(r, "reason", None)}
                       for peer, r in sorted(node.holepunch.results.items(),
                                             key=lambda item: str(item[0]))},
+        "rendezvous": None if node.rendezvous is None else {
+            "rooms": node.rendezvous.directory.room_count,
+            "stats": dict(sorted(node.rendezvous.stats.items()))},
         "services": sorted(node.supervisor.services),
         "service_restarts": dict(sorted(node.supervisor.restarts.items())),
     }

@@ -1,0 +1,106 @@
+"""``p2pstack room create|invite|join|list``: private rooms (issue 13), through the node
+running in the data directory (its control API: ``room_create``, ``room_invite``,
+``room_join``, ``room_list`` in ``stack.node.rooms``).
+
+- ``room create NAME [--rendezvous ADDR]``: this node is the room's admin.
+- ``room invite NAME [--json]``: a one-use code (``7-guitar-orbit``, 10 minutes) to pass on
+  out of band; the node serves it through the room's rendezvous. ``--json``:
+  ``{"code", "expires"}`` (Unix seconds) plus ``room`` and ``number``.
+- ``room join NAME CODE --rendezvous ADDR``: the PAKE with the inviter through the
+  rendezvous; prints who admitted us. A wrong code, a spent or expired invite are named
+  (exit 1); a mistyped code is a usage error (exit 2) and does not spend the invite.
+- ``room list [--json]``: the rooms this node is in.
+
+With no node running there, each fails (exit 1) with one line saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from stack.base.errors import LocalError
+from stack.cli._common import add_json_flag, print_json
+from stack.node.control import ControlClient
+
+__all__ = ["register"]
+
+# seconds: a join may take the admission's own 30 s timeout, plus the dial to the rendezvous
+TIMEOUT = 45.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("room", help="private rooms: create, invite, join (issue 13)")
+    rooms = p.add_subparsers(dest="room_command", metavar="ROOM_COMMAND", required=True)
+    q = rooms.add_parser("create", help="create a room; this node is its admin")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--rendezvous", metavar="ADDR",
+                   help="a node serving --rendezvous (multiaddr with /p2p/ID, or HOST:PORT)")
+    add_json_flag(q)
+    q.set_defaults(handler=_create)
+    q = rooms.add_parser("invite", help="print a one-use invite code for the room")
+    q.add_argument("name", metavar="NAME")
+    add_json_flag(q)
+    q.set_defaults(handler=_invite)
+    q = rooms.add_parser("join", help="join a room with an invite code")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("code", metavar="CODE")
+    q.add_argument("--rendezvous", metavar="ADDR", required=True,
+                   help="the rendezvous the inviter uses")
+    add_json_flag(q)
+    q.set_defaults(handler=_join)
+    q = rooms.add_parser("list", help="the rooms this node is in")
+    add_json_flag(q)
+    q.set_defaults(handler=_list)
+
+
+def _call(args: argparse.Namespace, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    client = ControlClient.open(args.data_dir)
+    if client is None:
+        raise LocalError(f"no node is running in {args.data_dir} "
+                         "(start one with 'p2pstack node')")
+    with client:
+        return client.call(method, params, timeout=TIMEOUT)
+
+
+def _room_line(r: dict[str, Any]) -> str:
+    role = "admin" if r["admin"] else f"admitted by {r['admitted_by']}"
+    via = f", rendezvous {r['rendezvous']}" if r["rendezvous"] else ", no rendezvous"
+    return f"{r['room']} ({role}{via}; {len(r['admitted'])} admitted by us)"
+
+
+def _create(args: argparse.Namespace) -> int:
+    out = _call(args, "room_create", {"name": args.name, "rendezvous": args.rendezvous})
+    if args.json:
+        print_json(out)
+    else:
+        print(f"created room {_room_line(out)}", flush=True)
+    return 0
+
+
+def _invite(args: argparse.Namespace) -> int:
+    out = _call(args, "room_invite", {"name": args.name})
+    if args.json:
+        print_json(out)
+    else:
+        print(out["code"], flush=True)
+    return 0
+
+
+def _join(args: argparse.Namespace) -> int:
+    out = _call(args, "room_join", {"name": args.name, "code": args.code,
+                                    "rendezvous": args.rendezvous})
+    if args.json:
+        print_json(out)
+    else:
+        print(f"joined room {_room_line(out)}", flush=True)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    out = _call(args, "room_list", {})
+    if args.json:
+        print_json(out)
+    else:
+        print("\n".join(_room_line(r) for r in out["rooms"]) or "no rooms", flush=True)
+    return 0

@@ -1,0 +1,51 @@
+"""``p2pstack room create|invite|join|list`` as processes, through running nodes: a
+rendezvous (``node --rendezvous``), A creates and invites, B joins; exit codes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.stack.test_node_cli import CLI, ROOT, first_line, run
+
+
+def spawn(data_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "--data-dir", str(data_dir), "node", "--listen",
+                             "127.0.0.1:0", "--json", "--no-mdns", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=ROOT)
+
+
+def test_create_invite_join_through_the_cli(tmp_path: Path) -> None:
+    # started together: each CLI process spends seconds importing on a busy machine
+    procs = [spawn(tmp_path / "r", "--rendezvous"), spawn(tmp_path / "a"),
+             spawn(tmp_path / "b")]
+    try:
+        r_info, a_info, _ = (json.loads(first_line(p)) for p in procs)
+        rv = r_info["addrs"][0]
+        A, B = ("--data-dir", str(tmp_path / "a")), ("--data-dir", str(tmp_path / "b"))
+        out = run(*A, "room", "create", "club", "--rendezvous", rv)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("created room club (admin, rendezvous ")
+        out = run(*A, "room", "invite", "club", "--json")
+        assert out.returncode == 0, out.stderr
+        invite = json.loads(out.stdout)
+        assert set(invite) == {"code", "expires", "room", "number"}
+        number = invite["code"].split("-")[0]
+        typo = run(*B, "room", "join", "club", f"{number}-notaword-x", "--rendezvous", rv)
+        assert typo.returncode == 2 and "notaword" in typo.stderr
+        out = run(*B, "room", "join", "club", invite["code"], "--rendezvous", rv, "--json")
+        assert out.returncode == 0, out.stderr
+        joined = json.loads(out.stdout)
+        assert joined["admitted_by"] == a_info["peer_id"] and joined["room"] == "club"
+        trust = json.loads((tmp_path / "b" / "trusted_peers.json").read_text())
+        assert trust["peers"][a_info["peer_id"]]["source"] == "invite"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=20)
+    out = run("--data-dir", str(tmp_path / "b"), "room", "list")  # b has stopped
+    assert out.returncode == 1 and "no node is running" in out.stderr
