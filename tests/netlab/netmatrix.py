@@ -66,6 +66,7 @@ from stack.node.control import ControlClient
 __all__ = ["NetMatrix", "Pair", "KIND_LABELS", "INFEASIBLE", "markdown"]
 
 REPO = Path(__file__).resolve().parents[2]
+CUE = Path(__file__).with_name("cli_on_cue.py")
 PORT = 39001
 KIND_LABELS = {"full-cone": "full cone", "restricted-cone": "restricted",
                "port-restricted-cone": "port-restr.", "symmetric": "symmetric",
@@ -118,7 +119,8 @@ class NetMatrix:
     """Build with :meth:`start`, measure with :meth:`run_pairs`, always :meth:`close`."""
 
     def __init__(self, workdir: Path, *, mapping_timeout: int = 15, keepalive: float = 5.0,
-                 connect_timeout: float = 20.0, ready_timeout: float = 60.0) -> None:
+                 connect_timeout: float = 20.0, ready_timeout: float = 120.0,
+                 prefix: str | None = None) -> None:
         if not keepalive < mapping_timeout:
             raise ValueError("the keepalive must come before the mapping timeout")
         self.workdir = workdir
@@ -126,7 +128,7 @@ class NetMatrix:
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
         self.ready_timeout = ready_timeout
-        self.lab = Lab(workdir / "lab", mapping_timeout=mapping_timeout)
+        self.lab = Lab(workdir / "lab", prefix=prefix, mapping_timeout=mapping_timeout)
         self.boot: Member | None = None
         self.dialers: dict[str, Member] = {}
         self.targets: dict[str, Member] = {}
@@ -243,53 +245,99 @@ class NetMatrix:
         finally:
             client.close()
 
-    def idle(self, seconds: float | None = None) -> float:
-        """Let every router's mappings that only the connects would use time out: no
-        traffic but the nodes' own for ``seconds`` (default: mapping timeout + 5)."""
-        seconds = self.mapping_timeout + 5.0 if seconds is None else seconds
-        time.sleep(seconds)  # the idle period is what is being tested, not a wait
-        self.idled_s = seconds
-        return seconds
-
     # -- measurement --------------------------------------------------------------------
 
     def connect(self, dialer: str, target: str) -> Pair:
-        """``p2pstack connect TARGET_ID --json`` through the running dialer node."""
+        """``p2pstack connect TARGET_ID --json`` through the running dialer node, now."""
+        return self.run_pairs(pairs=[(dialer, target)])[0]
+
+    def _spawn_connect(self, dialer: str, target: str) -> subprocess.Popen[str]:
+        """The dialer's ``p2pstack connect TARGET_ID --json``, started in its namespace,
+        waiting for its cue (``cli_on_cue.py``)."""
         d, t = self.dialers[dialer], self.targets[target]
-        argv = [sys.executable, "-m", "stack.cli", "--data-dir", str(d.data), "connect",
-                t.peer_id, "--json", "--timeout", f"{self.connect_timeout:g}",
-                "--message", f"{dialer} -> {target}"]
+        argv = ["ip", "netns", "exec", d.site.host_ns, sys.executable, str(CUE),
+                "--data-dir", str(d.data), "connect", t.peer_id, "--json",
+                "--timeout", f"{self.connect_timeout:g}", "--message", f"{dialer} -> {target}"]
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=REPO, env=_env(),
+                                preexec_fn=_die_with_parent)
+
+    def run_pairs(self, rounds: bool = False, idle: float | None = 0.0,
+                  pairs: list[tuple[str, str]] | None = None) -> list[Pair]:
+        """Every dialer x target pair (or ``pairs``): the CLI processes are started,
+        ``idle`` seconds pass (None: the mapping timeout + 5) with no traffic but the
+        nodes' own, so that every router mapping only a connect would use has timed
+        out, and every process has imported the CLI; then they are cued.
+        By default all at once (each node dials 5 targets and is dialed by 5 dialers at
+        the same time); with ``rounds``, 5 rounds of a Latin square (round r pairs dialer
+        i with target (i + r) mod 5: no node dials or is dialed twice at a time)."""
+        n = len(KINDS)
+        if pairs is not None:
+            schedule = [pairs]
+        else:
+            schedule = [[(KINDS[i], KINDS[(i + r) % n]) for i in range(n)] for r in range(n)]
+            if not rounds:
+                schedule = [[pair for batch in schedule for pair in batch]]
+        idle = self.mapping_timeout + 5.0 if idle is None else idle
         started = time.monotonic()
-        try:
-            result = self.lab.run(d.site.host_ns, argv, timeout=self.connect_timeout + 30,
-                                  env=_env(), cwd=REPO)
-        except subprocess.TimeoutExpired:
-            return Pair(dialer, target, False, None, None, None, None,
-                        (time.monotonic() - started) * 1000, "the CLI did not return")
-        wall = round((time.monotonic() - started) * 1000, 1)
-        if result.returncode != 0:
+        out: list[Pair] = []
+        for batch in schedule:
+            procs = [self._spawn_connect(d, t) for d, t in batch]
+            try:
+                for proc in procs:  # imported: each says so before it waits
+                    assert proc.stdout is not None
+                    if proc.stdout.readline() != "ready\n":
+                        proc.kill()
+                        raise LabError(f"the CLI did not start: {proc.communicate()[1][-2000:]}")
+                if (left := idle - (time.monotonic() - started)) > 0:
+                    time.sleep(left)  # the idle period is what is tested, not a wait
+                self.idled_s = time.monotonic() - started
+                out += self._cue(batch, procs)
+            finally:
+                for proc in procs:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+            idle = 0.0
+        order = {k: i for i, k in enumerate(KINDS)}
+        return sorted(out, key=lambda p: (order[p.dialer], order[p.target]))
+
+    def _cue(self, batch: list[tuple[str, str]],
+             procs: list[subprocess.Popen[str]]) -> list[Pair]:
+        """Release ``procs`` together and read what each printed."""
+        cued = time.monotonic()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+
+        def finish(job: tuple[tuple[str, str], subprocess.Popen[str]]) -> Pair:
+            (dialer, target), proc = job
+            try:
+                stdout, stderr = proc.communicate(timeout=self.connect_timeout + 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                return Pair(dialer, target, False, None, None, None, None,
+                            round((time.monotonic() - cued) * 1000, 1), "the CLI did not return")
+            return self._pair(dialer, target, proc.returncode, stdout, stderr,
+                              round((time.monotonic() - cued) * 1000, 1))
+
+        with concurrent.futures.ThreadPoolExecutor(len(procs)) as pool:
+            return list(pool.map(finish, zip(batch, procs, strict=True)))
+
+    def _pair(self, dialer: str, target: str, code: int, stdout: str, stderr: str,
+              wall: float) -> Pair:
+        if code != 0:
+            lines = stderr.strip().splitlines()
             return Pair(dialer, target, False, None, None, None, None, wall,
-                        result.stderr.strip().splitlines()[-1:][0] if result.stderr.strip()
-                        else f"exit {result.returncode}")
-        out = json.loads(result.stdout)
-        ok = out["reply"] == f"{dialer} -> {target}" and out["peer_id"] == t.peer_id
+                        lines[-1] if lines else f"exit {code}")
+        out = json.loads(stdout)
+        ok = (out["reply"] == f"{dialer} -> {target}"
+              and out["peer_id"] == self.targets[target].peer_id)
         return Pair(dialer, target, ok, out["path"], out["first_byte_ms"],
                     out.get("upgrade_ms"), out.get("holepunch"), wall,
                     "" if ok else f"wrong reply or peer: {out}")
-
-    def run_pairs(self) -> list[Pair]:
-        """All 25 pairs in 5 rounds: round r pairs dialer i with target (i + r) mod 5,
-        so within a round no node dials or is dialed twice; a round's 5 connects run at
-        once."""
-        pairs: list[Pair] = []
-        n = len(KINDS)
-        with concurrent.futures.ThreadPoolExecutor(n) as pool:
-            for r in range(n):
-                jobs = [pool.submit(self.connect, KINDS[i], KINDS[(i + r) % n])
-                        for i in range(n)]
-                pairs += [job.result() for job in jobs]
-        order = {k: i for i, k in enumerate(KINDS)}
-        return sorted(pairs, key=lambda p: (order[p.dialer], order[p.target]))
 
     # -- reporting and tear-down --------------------------------------------------------
 
@@ -353,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keepalive", type=float, default=5.0, metavar="S")
     parser.add_argument("--idle", type=float, default=None, metavar="S",
                         help="idle period before the connects (default: mapping timeout + 5)")
+    parser.add_argument("--rounds", action="store_true",
+                        help="5 rounds of 5 connects (no node in two at once) instead of "
+                             "all 25 at once")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if (reason := skip_reason()) is not None:
@@ -366,13 +417,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             matrix.start()
             ready = time.monotonic() - started
-            idled = matrix.idle(args.idle)
-            pairs = matrix.run_pairs()
+            pairs = matrix.run_pairs(rounds=args.rounds, idle=args.idle)
+            t_pairs = time.monotonic() - started - ready - matrix.idled_s
+            idled = matrix.idled_s
         finally:
             matrix.close()
         wall = time.monotonic() - started
     result = {"mapping_timeout_s": args.mapping_timeout, "keepalive_s": args.keepalive,
-              "idle_s": idled, "ready_s": round(ready, 1), "wall_s": round(wall, 1),
+              "idle_s": idled, "ready_s": round(ready, 1),
+              "pairs_s": round(t_pairs, 1), "wall_s": round(wall, 1),
               **summary(pairs),
               "nodes": {m.name: {"up_s": m.up_s, "ready_s": m.ready_s}
                         for m in matrix.members()},
