@@ -12,35 +12,43 @@ Set-up (``tests/netlab/lab.py``; root, network namespaces, nftables, coturn):
   nodes behind two symmetric NATs, as in the wild). Each runs
   ``p2pstack node --bootstrap B --stun COTURN --keepalive K --no-mdns --no-tls``, and
   the NATed ones ``--relay B`` (what the README tells a user behind a NAT to do);
-* every router forgets an idle UDP mapping after ``mapping_timeout`` seconds (default
-  15: conntrack's ``nf_conntrack_udp_timeout`` and ``..._stream`` in the router's
-  namespace, and the cone routers' inbound sets), instead of the kernel's 30/120 s, so
-  the idle period costs seconds; the nodes' ``--keepalive`` is scaled with it (default
-  5 s, the node's minimum; its default 25 s is below the 30 s of real routers);
+* every router forgets an idle UDP mapping after ``mapping_timeout`` seconds (the
+  test and the benchmark use 10: conntrack's ``nf_conntrack_udp_timeout`` and
+  ``..._stream`` in the router's namespace, and the cone routers' inbound sets),
+  instead of the kernel's 30/120 s, so the idle period costs seconds; the nodes'
+  ``--keepalive`` is scaled with it (default 5 s, the node's minimum; its default 25 s
+  is below the 30 s of real routers);
 * ``--no-mdns``: the lab's public hosts share one bridge, which would make them LAN
   peers of each other; ``--no-tls``: the routers translate UDP only.
 
 Then: every node has published its announcement and the bootstrap node's ``lookup``
 returns what it announces (its relayed address included), every NATed node holds its
-reservation; the whole lab idles ``idle`` seconds (default ``mapping_timeout + 5``)
-with no traffic but the nodes' own (keepalives, QUIC keep-alives, DHT); then the 25
-connects run in 5 rounds of a Latin square (in each round every node dials once and is
-dialed once, the 5 connects at the same time), each as the CLI a user types, inside the
-dialer's namespace, through the running dialer node's control socket.
+reservation; the whole lab idles at least ``idle`` seconds (default ``mapping_timeout +
+5``) with no traffic but the nodes' own (keepalives, QUIC keep-alives, DHT); then the 25
+connects run at once (``rounds``: in 5 rounds of a Latin square, no node in two connects
+at a time), each the CLI a user types, inside the dialer's namespace, through the
+running dialer node's control socket. The 25 CLI processes start during the idle period
+and wait for their cue (``cli_on_cue.py``): importing the CLI costs 1-2 s of CPU each,
+which would otherwise compete with the connects on a 2-core machine.
 
 Per pair: reachable (exit 0 and the echo came back), ``path`` (direct | punched |
 relayed), ``first_byte_ms`` (connect to the first echo reply), ``upgrade_ms``, the
 ``holepunch`` outcome, and on failure the CLI's error line.
 
-    sudo python3 tests/netlab/netmatrix.py [--mapping-timeout 15] [--idle S] [--json]
+    sudo python3 benchmarks/netmatrix.py     # this matrix and its baseline, tables
 
-Everything the run creates (namespaces ``p2ps-<pid>-*``, processes) is removed at the
-end, also on failure or Ctrl-C.
+``traversal=False`` is that baseline: the same nodes with ``--keepalive 0
+--no-hole-punch`` and no ``--relay`` (issue 9's keepalives, relay fallback and hole
+punching off; AutoNAT and the NAT report stay, they cannot be turned off).
+
+Everything the run creates (namespaces ``<prefix>*``, default ``p2ps-<pid>-``; the test
+and the benchmark use ``p2ps-<pid>-nm-``; processes) is removed by :meth:`close`, which
+callers run in ``finally``; a run killed outright leaves namespaces that the next run's
+``sweep_stale`` removes (the processes die with their parent: ``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import contextlib
 import json
@@ -49,15 +57,10 @@ import selectors
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: tests/ on the path, the repo first
-    sys.path[:0] = [str(Path(__file__).resolve().parents[2]),
-                    str(Path(__file__).resolve().parents[1])]
 
 from netlab.lab import NAT_KINDS, Lab, LabError, Site, _die_with_parent
 from stack.base.errors import StackError
@@ -120,7 +123,7 @@ class NetMatrix:
 
     def __init__(self, workdir: Path, *, mapping_timeout: int = 15, keepalive: float = 5.0,
                  connect_timeout: float = 20.0, ready_timeout: float = 120.0,
-                 prefix: str | None = None) -> None:
+                 prefix: str | None = None, traversal: bool = True) -> None:
         if not keepalive < mapping_timeout:
             raise ValueError("the keepalive must come before the mapping timeout")
         self.workdir = workdir
@@ -128,6 +131,7 @@ class NetMatrix:
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
         self.ready_timeout = ready_timeout
+        self.traversal = traversal
         self.lab = Lab(workdir / "lab", prefix=prefix, mapping_timeout=mapping_timeout)
         self.boot: Member | None = None
         self.dialers: dict[str, Member] = {}
@@ -155,9 +159,12 @@ class NetMatrix:
         stun = "{}:{}".format(*self.lab.stun_primary)
         members = self.members()[1:]
         for m in members:
-            extra = ["--relay", boot_addr] if m.site.nat else []
-            self._launch(m, "--bootstrap", boot_addr, "--stun", stun,
-                         "--keepalive", f"{self.keepalive:g}", *extra)
+            if not self.traversal:
+                extra = ["--keepalive", "0", "--no-hole-punch"]
+            else:
+                extra = ["--keepalive", f"{self.keepalive:g}"]
+                extra += ["--relay", boot_addr] if m.site.nat else []
+            self._launch(m, "--bootstrap", boot_addr, "--stun", stun, *extra)
         for m in members:
             self._await_first_line(m)
         self._await_ready(members)
@@ -223,7 +230,7 @@ class NetMatrix:
             return "no NAT report yet"
         if not status["dht"]["published_seq"]:
             return "not published yet"
-        if m.site.nat and not status["relay"]["reservations"]:
+        if self.traversal and m.site.nat and not status["relay"]["reservations"]:
             return "no relay reservation yet"
         try:
             found = self.call(self.boot, "lookup", {"peer_id": m.peer_id, "timeout": 5.0})
@@ -371,14 +378,17 @@ def _env() -> dict[str, str]:
 
 
 def cell(p: Pair) -> str:
+    """``path first-byte-ms``, and ``/ direct-path-ms`` after an upgrade."""
     if not p.reachable:
         return "**fail**"
     ms = f"{p.first_byte_ms:.0f}" if p.first_byte_ms is not None else "?"
-    return f"{p.path} ({ms} ms)"
+    up = f" / {p.upgrade_ms:.0f}" if p.upgrade_ms is not None else ""
+    return f"{p.path} {ms}{up}"
 
 
 def markdown(pairs: list[Pair]) -> str:
-    """The issue's table: dialer rows x target columns, path and time to first byte."""
+    """The issue's table: dialer rows x target columns; each cell the path, the ms from
+    connect to the first echo byte and, after an upgrade, to the direct path."""
     by = {(p.dialer, p.target): p for p in pairs}
     head = "| dialer \\ target | " + " | ".join(KIND_LABELS[k] for k in KINDS) + " |"
     rows = [head, "|---" * (len(KINDS) + 1) + "|"]
@@ -392,54 +402,3 @@ def summary(pairs: list[Pair]) -> dict[str, int]:
     return {"pairs": len(pairs), "reachable": sum(p.reachable for p in pairs),
             "direct": sum(p.reachable and p.path in ("direct", "punched") for p in pairs),
             "relayed": sum(p.reachable and p.path == "relayed" for p in pairs)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    from netlab.lab import skip_reason, sweep_stale
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mapping-timeout", type=int, default=15, metavar="S")
-    parser.add_argument("--keepalive", type=float, default=5.0, metavar="S")
-    parser.add_argument("--idle", type=float, default=None, metavar="S",
-                        help="idle period before the connects (default: mapping timeout + 5)")
-    parser.add_argument("--rounds", action="store_true",
-                        help="5 rounds of 5 connects (no node in two at once) instead of "
-                             "all 25 at once")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    if (reason := skip_reason()) is not None:
-        print(f"netmatrix: {reason}", file=sys.stderr)
-        return 2
-    sweep_stale()
-    with tempfile.TemporaryDirectory(prefix="netmatrix-") as tmp:
-        matrix = NetMatrix(Path(tmp), mapping_timeout=args.mapping_timeout,
-                           keepalive=args.keepalive)
-        started = time.monotonic()
-        try:
-            matrix.start()
-            ready = time.monotonic() - started
-            pairs = matrix.run_pairs(rounds=args.rounds, idle=args.idle)
-            t_pairs = time.monotonic() - started - ready - matrix.idled_s
-            idled = matrix.idled_s
-        finally:
-            matrix.close()
-        wall = time.monotonic() - started
-    result = {"mapping_timeout_s": args.mapping_timeout, "keepalive_s": args.keepalive,
-              "idle_s": idled, "ready_s": round(ready, 1),
-              "pairs_s": round(t_pairs, 1), "wall_s": round(wall, 1),
-              **summary(pairs),
-              "nodes": {m.name: {"up_s": m.up_s, "ready_s": m.ready_s}
-                        for m in matrix.members()},
-              "matrix": [p.to_json() for p in pairs]}
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(markdown(pairs))
-        print(json.dumps({k: v for k, v in result.items() if k != "matrix"}))
-        for p in pairs:
-            if p.error:
-                print(f"{p.dialer} -> {p.target}: {p.error}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
