@@ -226,6 +226,16 @@ class Mobility:
                   changed=change is not None)
         if change is not None:
             self.moved(change)
+        elif (node._published_addrs is not None and node.dht is not None
+              and node.announced_addrs() != node._published_addrs):
+            # Our first public mapping, learnt after our first put (a filtering NAT's,
+            # which no dial-back confirms before it): not a move, but an address the
+            # record lacks. Put it now, not at the next minute's address check: a
+            # peer resolving us meanwhile gets no public candidate to punch to.
+            async def republish() -> None:
+                with contextlib.suppress(StackError):
+                    await node.republish_if_moved()
+            node.supervisor.spawn(republish())
 
     def moved(self, change: Change) -> None:
         """Emit the event and re-announce (rate-limited, see the module docstring)."""

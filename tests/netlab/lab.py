@@ -59,6 +59,8 @@ STUN_PRIMARY = "203.0.113.2"
 STUN_ALTERNATE = "203.0.113.3"
 STUN_PORT = 3478
 STUN_ALT_PORT = 3479
+#: seconds a router keeps an idle UDP mapping by default (RFC 4787 REQ-5: at least 120)
+MAPPING_TIMEOUT = 120
 #: the lab's own STUN check (aioice codec), run inside a namespace as a script
 STUN_PROBE = Path(__file__).with_name("stunprobe.py")
 
@@ -167,15 +169,19 @@ class Site:
         return self.kind in HAIRPIN_KINDS
 
 
-def _ruleset(kind: str, lan: str, host_ip: str, public_ip: str) -> str:
-    """The router's nftables ruleset for one NAT kind (see the module docstring)."""
+def _ruleset(kind: str, lan: str, host_ip: str, public_ip: str,
+             mapping_timeout: int = MAPPING_TIMEOUT) -> str:
+    """The router's nftables ruleset for one NAT kind (see the module docstring); a cone
+    router's inbound rules forget a mapped port ``mapping_timeout`` seconds after the
+    host last sent from it."""
     cone = kind in ("full-cone", "restricted-cone")
     masquerade = "masquerade fully-random" if kind == "symmetric" else "masquerade"
     sets = forward_updates = ""
     inbound = ""
     if cone:
         # A mapped port stays open for two minutes after the host last sent from it.
-        sets += "  set mapped { type inet_service; flags timeout; timeout 120s; }\n"
+        sets += ("  set mapped { type inet_service; flags timeout; "
+                 f"timeout {mapping_timeout}s; }}\n")
         forward_updates += "    iifname \"lan\" oifname \"wan\" update @mapped { udp sport }\n"
         # Hairpin: the host sending to its own public address comes back inside.
         inbound += (f"    iifname \"lan\" ip daddr {public_ip} udp dport @mapped "
@@ -185,7 +191,7 @@ def _ruleset(kind: str, lan: str, host_ip: str, public_ip: str) -> str:
     if kind == "restricted-cone":
         # Per mapping (the host's port, kept by masquerade), the IPs it has sent to.
         sets += ("  set contacted { type inet_service . ipv4_addr; flags timeout; "
-                 "timeout 120s; }\n")
+                 f"timeout {mapping_timeout}s; }}\n")
         forward_updates += ("    iifname \"lan\" oifname \"wan\" "
                             "update @contacted { udp sport . ip daddr }\n")
         inbound += (f"    iifname \"wan\" udp dport . ip saddr @contacted "
@@ -223,12 +229,20 @@ def _ruleset(kind: str, lan: str, host_ip: str, public_ip: str) -> str:
 class Lab:
     """The lab of one test run. Build with :meth:`start`, add sites, always :meth:`close`.
 
-    ``workdir`` holds coturn's log and database. Every method raises :class:`LabError`
-    with the failing command on a set-up failure.
+    ``workdir`` holds coturn's log and database; ``mapping_timeout`` shortens every
+    router's UDP mapping timeout (see ``__init__``). Every method raises
+    :class:`LabError` with the failing command on a set-up failure.
     """
 
-    def __init__(self, workdir: Path, prefix: str | None = None) -> None:
+    def __init__(self, workdir: Path, prefix: str | None = None,
+                 mapping_timeout: int | None = None) -> None:
         self.prefix = prefix or run_prefix()
+        #: None: the kernel's conntrack UDP timeouts (30 s unreplied, 120 s for a flow
+        #: with replies) and 120 s for the cone routers' inbound sets. A number: every
+        #: router forgets an idle UDP mapping after that many seconds, both in conntrack
+        #: (``nf_conntrack_udp_timeout`` and ``..._stream``, per namespace) and in those
+        #: sets, so a test can idle past it in seconds instead of minutes.
+        self.mapping_timeout = mapping_timeout
         self.workdir = workdir
         self.inet = f"{self.prefix}inet"
         self.stun_primary = (STUN_PRIMARY, STUN_PORT)
@@ -297,8 +311,7 @@ class Lab:
             router = f"{self.prefix}r{i}"
             public, lan, gw, host_ip = (f"203.0.113.{10 + i}", f"10.{i}.0.0/24",
                                         f"10.{i}.0.1", f"10.{i}.0.2")
-            self._add_namespace(router)
-            self._sysctl(router, "net.ipv4.ip_forward", "1")
+            self._add_router_namespace(router)
             self._veth(router, "wan", self.inet, f"r{i}")
             self._veth(router, "lan", host, "eth0")
             self._ip(router, "addr", "add", f"{public}/24", "dev", "wan")
@@ -308,7 +321,7 @@ class Lab:
                 self._ip(ns, "link", "set", dev, "up")
             self._ip(host, "route", "add", "default", "via", gw)
             _sh("ip", "netns", "exec", router, "nft", "-f", "-",
-                stdin=_ruleset(kind, lan, host_ip, public))
+                stdin=_ruleset(kind, lan, host_ip, public, self._set_timeout))
             site = Site(kind, host, router, host_ip, public)
         self.sites.append(site)
         return site
@@ -324,8 +337,7 @@ class Lab:
         i = len(self.sites) + 1
         router = f"{self.prefix}r{i}"
         public, lan, gw = f"203.0.113.{10 + i}", f"10.{i}.0.0/24", f"10.{i}.0.1"
-        self._add_namespace(router)
-        self._sysctl(router, "net.ipv4.ip_forward", "1")
+        self._add_router_namespace(router)
         self._veth(router, "wan", self.inet, f"r{i}")
         self._ip(router, "link", "add", "lan", "type", "bridge")
         self._ip(router, "addr", "add", f"{public}/24", "dev", "wan")
@@ -344,9 +356,20 @@ class Lab:
             self._ip(host, "route", "add", "default", "via", gw)
             sites.append(Site(kind, host, router, host_ip, public))
         _sh("ip", "netns", "exec", router, "nft", "-f", "-",
-            stdin=_ruleset(kind, lan, sites[0].host_ip, public))
+            stdin=_ruleset(kind, lan, sites[0].host_ip, public, self._set_timeout))
         self.sites.extend(sites)
         return sites
+
+    @property
+    def _set_timeout(self) -> int:
+        return MAPPING_TIMEOUT if self.mapping_timeout is None else self.mapping_timeout
+
+    def _add_router_namespace(self, router: str) -> None:
+        self._add_namespace(router)
+        self._sysctl(router, "net.ipv4.ip_forward", "1")
+        if self.mapping_timeout is not None:
+            for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"):
+                self._sysctl(router, f"net.netfilter.{key}", str(self.mapping_timeout))
 
     def _add_namespace(self, ns: str) -> None:
         _sh("ip", "netns", "add", ns)

@@ -18,7 +18,8 @@ from stack.base.identity import Identity
 from stack.base.records import relay, sign_announcement
 from stack.node import ConnectionOpened, Node
 from stack.node.config import NodeConfig
-from stack.node.events import AddressChanged, AnnouncementReceived, DialbackResult
+from stack.node.events import (AddressChanged, AnnouncementPublished, AnnouncementReceived,
+                               DialbackResult)
 from stack.node.protocols.announce_push import PROTO_ANNOUNCE
 from stack.node.router import open_protocol
 from stack.store.stores import Stores
@@ -388,3 +389,23 @@ def test_same_seed_same_move(tmp_path):
 
     first = simulate(tmp_path / "a", 41, scenario, dht=False)
     assert simulate(tmp_path / "b", 41, scenario, dht=False) == first, "seed=41: runs differ"
+
+
+def test_first_mapping_after_the_first_put_is_published_at_once(tmp_path):
+    """A first public mapping (a STUN report behind a filtering NAT) that arrives after
+    the node has published is not a move, but it goes into the DHT within a second, not
+    at the next minute's address check (issue 9: the real-NAT matrix saw a port-restricted
+    node's record lack its public address for 60 s)."""
+
+    async def scenario(w: World):
+        await w.add("198.51.100.1")
+        node = await w.add("198.51.100.10")
+        first = node.next_event(AnnouncementPublished, peer_id=node.peer_id, timeout=30)
+        await first
+        again = node.next_event(AnnouncementPublished, peer_id=node.peer_id, timeout=1)
+        node.report_mapped_address(("203.0.113.7", 39001), "stun")
+        assert node.mobility.changes == []  # the first mapping: not a move
+        event = await again
+        assert event.addrs[0] == "/ip4/203.0.113.7/udp/39001/quic-v1", event
+
+    simulate(tmp_path, 23, scenario)
