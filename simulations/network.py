@@ -45,7 +45,9 @@ ephemeral, from 49152 up; a taken port or a foreign ip raises ``SimulationError`
 datagram that reaches an endpoint at the same instant is handed over in one call. A
 receiver that raises is reported to the loop's exception handler; delivery goes on.
 ``host.change_ip(new_ip, old_ip=None)`` moves the host to another address (issue 10:
-wildcard-bound endpoints follow it, endpoints bound to the old address get send errors).
+wildcard-bound endpoints follow it, endpoints bound to the old address get send errors);
+``host.switch_network(new_ip, nat=None)`` moves it to another network: public, or behind
+another NAT box (Wi-Fi to 4G).
 ``host.crash()`` makes the host drop everything in and out (its endpoints stay bound);
 ``host.restart()`` undoes it. ``SimHost`` also implements ``stack.base.net.
 MulticastNetwork``: ``await host.join_group(group, receiver)`` and
@@ -271,31 +273,65 @@ class SimHost:
 
     def change_ip(self, new_ip: str, old_ip: str | None = None) -> None:
         """The host's address ``old_ip`` (default: its primary one) becomes ``new_ip``
-        (a network switch, a new DHCP lease; issue 10). ``local_ips()`` reports the new
-        address from now on. Endpoints bound to the wildcard follow it (they send from
-        ``new_ip`` and their ``local_address`` says so); endpoints bound to ``old_ip``
-        itself are orphaned, as a real socket is: what they send is counted in their
-        ``stats.send_errors`` and dropped, and nothing reaches them any more. Datagrams
-        in flight to ``old_ip`` are lost (``dropped_unroutable``)."""
+        (a network switch, a new DHCP lease; issue 10), on the same network: public, or
+        behind the same NAT. ``local_ips()`` reports the new address from now on.
+        Endpoints bound to the wildcard follow it (they send from ``new_ip`` and their
+        ``local_address`` says so); endpoints bound to ``old_ip`` itself are orphaned, as
+        a real socket is: what they send is counted in their ``stats.send_errors`` and
+        dropped, and nothing reaches them any more. Datagrams in flight to ``old_ip`` are
+        lost (``dropped_unroutable``)."""
         old = self.ip if old_ip is None else old_ip
         if old not in self.ips:
             raise SimulationError(f"{old} is not an address of {self!r}")
+        self._check_free(new_ip, self.nat)
+        self._unregister(old)
+        self._register(new_ip)
+        self._readdress(old, new_ip)
+
+    def switch_network(self, new_ip: str, nat: Nat | None = None) -> None:
+        """The host leaves its network for another one (Wi-Fi to 4G): its primary
+        address becomes ``new_ip``, public (``nat`` None) or behind ``nat``, and it
+        leaves its LAN segment for that NAT's. Endpoints follow or are orphaned as in
+        ``change_ip``; the old NAT's mappings for it expire on their own."""
+        self._check_free(new_ip, nat)
+        old = self.ip
+        self._unregister(old)
+        segments = self.network._segments
+        if self.segment is not None and self in segments.get(self.segment, ()):
+            segments[self.segment].remove(self)
+        self.nat = self.segment = nat
+        if nat is not None:
+            segments.setdefault(nat, []).append(self)
+        self._register(new_ip)
+        self._readdress(old, new_ip)
+
+    def _check_free(self, ip: str, nat: Nat | None) -> None:
+        if nat is None:
+            self.network._claim(ip)
+        elif ip in nat._hosts:
+            raise SimulationError(f"{ip} is already taken behind {nat.public_ip}")
+
+    def _unregister(self, ip: str) -> None:
         net = self.network
         if self.nat is None:
-            net._claim(new_ip)
-            del net._public[old]
-            net._public[new_ip] = self
+            del net._public[ip]
+            return
+        del self.nat._hosts[ip]
+        hosts = net._private.get(ip, [])
+        if self in hosts:
+            hosts.remove(self)
+        if not hosts:
+            net._private.pop(ip, None)
+
+    def _register(self, ip: str) -> None:
+        net = self.network
+        if self.nat is None:
+            net._public[ip] = self
         else:
-            if new_ip in self.nat._hosts:
-                raise SimulationError(f"{new_ip} is already taken behind {self.nat.public_ip}")
-            del self.nat._hosts[old]
-            self.nat._hosts[new_ip] = self
-            hosts = net._private.get(old, [])
-            if self in hosts:
-                hosts.remove(self)
-            if not hosts:
-                net._private.pop(old, None)
-            net._private.setdefault(new_ip, []).append(self)
+            self.nat._hosts[ip] = self
+            net._private.setdefault(ip, []).append(self)
+
+    def _readdress(self, old: str, new_ip: str) -> None:
         self.ips = [new_ip if ip == old else ip for ip in self.ips]
         self.ip = self.ips[0]
         for key, endpoint in list(self._endpoints.items()):

@@ -115,7 +115,7 @@ class NatReported:
     The fields are ``nat.detect.NatReport``'s (addresses as ``HOST:PORT``; RFC 4787
     words for ``mapping`` / ``filtering``; None where untestable, ``notes`` say why).
     ``servers``: STUN servers asked; ``reason``: why it ran (``start``, ``join``,
-    ``asked``, ``mapping-changed``, ``refresh``)."""
+    ``asked``, ``mapping-changed``, ``refresh``; after our move: ``moved``, ``woke``)."""
     public_address: str | None
     nat: bool | None
     mapping: str | None
@@ -262,8 +262,9 @@ class ConnectionReplaced:
     ``migration_failed`` (we moved; it was ours to migrate and the peer acknowledged
     nothing from the new path), ``server_side`` (we moved and were its
     server: QUIC moves only clients), ``tcp`` (we moved; a TLS-over-TCP connection cannot
-    follow), ``peer_moved`` (the peer's announcement names a new address; we dialed the
-    old one). One event per replaced connection."""
+    follow), ``slept`` (we slept longer than the idle timeout: the peer has closed its
+    side, so no migration is tried), ``peer_moved`` (the peer's announcement names a new
+    address; we dialed the old one). One event per replaced connection."""
     peer_id: PeerId
     old_path: str
     new_path: str | None

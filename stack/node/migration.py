@@ -13,6 +13,9 @@ QUIC, we are its client, on our UDP port   migrated (``QuicTransport.migrate``: 
                                            role ``client``; streams carry on
 the same, but the peer acknowledged        replaced, cause ``migration_failed``
 nothing from the new path in ``timeout`` s
+the same, after a sleep longer than the     replaced, cause ``slept``: the peer closed
+idle timeout (``migrate=False``)           its side long ago, a migration would only
+                                           wait for its timeout
 QUIC, we are its server                    replaced, cause ``server_side`` (RFC 9000
                                            section 9: only clients migrate)
 TLS over TCP                               replaced, cause ``tcp``
@@ -78,17 +81,18 @@ class Migration:
 
     # ------------------------------------------------------------- our move
 
-    def settle_all(self) -> dict[PeerId, asyncio.Task[Connection | None]]:
+    def settle_all(self, *, migrate: bool = True) -> dict[PeerId, asyncio.Task[Connection | None]]:
         """Start settling every peer we have an open connection with; each task gives
-        the connection to that peer that carries on (or None)."""
+        the connection to that peer that carries on (or None). ``migrate`` False: replace
+        every connection (see the module docstring)."""
         peers: dict[PeerId, None] = {}
         for conn in self.node.connections:
             if not conn.closed:
                 peers.setdefault(conn.peer_id, None)
         spawn = self.node.supervisor.spawn
-        return {peer: spawn(self.settle(peer)) for peer in peers}
+        return {peer: spawn(self.settle(peer, migrate=migrate)) for peer in peers}
 
-    async def settle(self, peer: PeerId) -> Connection | None:
+    async def settle(self, peer: PeerId, *, migrate: bool = True) -> Connection | None:
         """Migrate or replace our connections to ``peer``; the one that carries on."""
         node = self.node
         live = [c for c in node.connections if c.peer_id == peer and not c.closed]
@@ -99,7 +103,9 @@ class Migration:
             if isinstance(conn, QuicConn):
                 if not _on_our_port(conn):
                     continue  # relayed: rides on (and settles with) another connection
-                if conn.is_client and node.quic is not None:
+                if not migrate:
+                    stale.append((conn, "slept", None))
+                elif conn.is_client and node.quic is not None:
                     migrating.append((conn, node.quic.migrate(conn, self.timeout)))
                 else:
                     stale.append((conn, "server_side", None))

@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from stack.base.errors import LocalError, StackError
+from stack.base.identity import PeerId
+from stack.base.interfaces import Connection
 from stack.base.net import Address, DatagramEndpoint, EndpointStats, format_address
 from stack.node.events import AddressChanged, AnnouncementPublished
 from stack.node.migration import route
@@ -89,6 +91,7 @@ class ChangeDetector:
         self.send_error_burst = send_error_burst
         self.send_error_holdoff = send_error_holdoff
         self._send_error_at = float("-inf")
+        self.slept = 0.0  # seconds the last ``sleep_wake`` change says the host was away
 
     @staticmethod
     def _public(ips: Iterable[str]) -> frozenset[str]:
@@ -112,6 +115,7 @@ class ChangeDetector:
             here = _ips_text(current)
             out.append(Change(here, here, "send_error"))
         if jump > self.jump_tolerance:
+            self.slept = jump
             here = _ips_text(current)
             out.append(Change(here, here, "sleep_wake"))
             self.mapped = None  # every mapping may be gone: the next report is news
@@ -182,6 +186,7 @@ class Mobility:
         self._path_gone = False  # a change since the last push made our old path unusable
         self._sleeper: asyncio.Future[None] | None = None
         self._idle = False
+        self._settled = 0  # changes[:_settled] have been handled by a re-announcement
 
     def _errors(self) -> int:
         endpoint = self.node.endpoint
@@ -303,8 +308,16 @@ class Mobility:
             log.info("address.none", note="no address to move to: waiting for one")
             return  # _path_gone stays set: the next change settles and pushes
         self._path_gone = False
+        # A sleep longer than the idle timeout: every peer has closed its side, so a
+        # migration could only wait for its timeout before the redial.
+        causes = {c.cause for c in self.changes[self._settled:]}
+        self._settled = len(self.changes)
+        dead = "sleep_wake" in causes and self.detector.slept >= node.config.idle_timeout
         # First, before any signing or I/O: connections that can migrate start now.
-        settling = node.migration.settle_all() if replace else {}
+        settling = node.migration.settle_all(migrate=not dead) if replace else {}
+        if replace:
+            woke = causes <= {"sleep_wake", "send_error"}  # no new address: same mapping?
+            node.supervisor.spawn(self._refresh(settling, "woke" if woke else "moved"))
         self._last_announce = node.clock.monotonic()
         if node.mdns is not None:
             node.mdns.readvertise()  # LAN peers hear the new address now, not in 5 min
@@ -326,6 +339,24 @@ class Mobility:
         if publish is not None:
             with contextlib.suppress(StackError, asyncio.CancelledError):
                 await publish
+
+    async def _refresh(self, settling: dict[PeerId, asyncio.Task[Connection | None]],
+                       reason: str) -> None:
+        """What we know about our network is the old one's: learn the NAT anew
+        (``reason`` ``moved``: a new address, its mapping and filtering; ``woke``: the
+        mapping, which may have outlived the sleep; ``stack.node.natinfo``) and, first,
+        once the connections have settled, reserve again at once on every relay whose
+        reservation did not survive the move (not after the relay service's failure
+        backoff, up to a minute)."""
+        node = self.node
+        await asyncio.gather(*settling.values(), return_exceptions=True)
+        if not node._started:
+            return
+        node.restart_lost_reservations()
+        if node.nat is not None:
+            node.nat.info.rebound(node.endpoint.local_address if node.endpoint else None)
+            with contextlib.suppress(StackError):
+                await node.nat.detect(reason)
 
     async def _publish(self, record: bytes) -> None:
         node = self.node

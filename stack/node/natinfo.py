@@ -15,6 +15,11 @@ their answers; filtering stays null unless an RFC 5780 server was given). One ru
 at a time; each finished run is the new ``report``, emitted as ``NatReported``
 (``nat.report``) and passed to ``on_report``.
 
+After a move to a new address (``detect("moved")``, ``stack.node.mobility``) the run
+asks the RFC 5780 servers again: a new source address is a new mapping, with a filter no
+earlier run opened. After a sleep (``detect("woke")``) the mapping may have survived, so
+only plain servers are asked, and ``merge`` keeps what is still true.
+
 Re-runs on the same port cannot test filtering again: the first run's phase 3 sent to
 the RFC 5780 server's alternate address, which opened exactly the filter a second test
 would probe (for as long as the NAT keeps the mapping). So once filtering is known the
@@ -170,7 +175,7 @@ class NatInfo:
         when there is no server to ask. A ``join`` or ``refresh`` run that would ask
         nobody new keeps the report it has."""
         async with self._lock:  # decided in the lock: a run before ours may know more
-            if not (self.wants_rfc5780 or reason == "mapping-changed"):
+            if not (self.wants_rfc5780 or reason in ("mapping-changed", "moved")):
                 rfc5780 = []
             if (reason in ("join", "refresh") and self.report is not None
                     and set(rfc5780 + plain) <= set(self.servers)):
@@ -215,6 +220,12 @@ class NatInfo:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             if deadline is not None and clock.now() >= deadline:
                 detector.handle_timer(clock.now())
+
+    def rebound(self, local: Address | None) -> None:
+        """Our port was bound anew (a move, ``stack.node.mobility``): runs from now on
+        test from ``local``."""
+        if local is not None:
+            self._local = local
 
     @property
     def wants_rfc5780(self) -> bool:

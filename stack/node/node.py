@@ -355,11 +355,22 @@ class Node:
 
     def _start_relays(self) -> None:
         for relay in self.config.relays:
-            self.supervisor.run(f"relay.reservation {relay}",
-                                functools.partial(self.relays.service, relay))
+            self._run_reservation(relay)
         for server in self.turn.servers:
             self.supervisor.run(f"turn.allocation {server}",
                                 functools.partial(self.turn.service, server))
+
+    def _run_reservation(self, relay: str) -> None:
+        self.supervisor.run(f"relay.reservation {relay}",
+                            functools.partial(self.relays.service, relay))
+
+    def restart_lost_reservations(self) -> None:
+        """Reserve again now on each configured relay holding no live reservation (after
+        our move, ``stack.node.mobility``: the service would wait out its backoff)."""
+        held = set(self.relays.active)
+        for relay in self.config.relays:
+            if relay not in held or self.relays.active[relay].conn.closed:
+                self._run_reservation(relay)
 
     @property
     def reachability(self) -> dict[PeerId, DialbackResult]:

@@ -503,3 +503,38 @@ def test_change_ip_moves_wildcard_endpoints_and_orphans_bound_ones():
         with pytest.raises(SimulationError):
             b.change_ip("203.0.113.9")  # taken
     run_virtual(main())
+
+
+def test_switch_network_moves_a_host_from_behind_one_nat_to_another_and_to_public():
+    """Wi-Fi to 4G: the host leaves NAT A's network for NAT B's (new mapping, new
+    segment), then for a public address; what NAT A knew no longer reaches it."""
+    async def main():
+        net = SimNetwork(random.Random(2), latency=0.01, jitter=0.0)
+        server = net.add_host("198.51.100.2")
+        seen: list = []
+        srv = await server.bind(("198.51.100.2", 6000), seen.extend)
+        nat_a = net.add_nat("203.0.113.1", filtering="endpoint-independent")
+        nat_b = net.add_nat("203.0.113.2", filtering="endpoint-independent")
+        host = nat_a.add_host("10.0.0.2")
+        got: list = []
+        ep = await host.bind(("0.0.0.0", 5000), got.extend)
+        ep.send(b"from a", ("198.51.100.2", 6000))
+        await asyncio.sleep(0.05)
+        host.switch_network("192.168.1.7", nat_b)
+        assert host.nat is nat_b and host.local_ips() == ["192.168.1.7"]
+        assert net.segment_hosts(host) == [host]
+        ep.send(b"from b", ("198.51.100.2", 6000))
+        await asyncio.sleep(0.05)
+        assert [(d, a[0]) for d, a in seen] == [(b"from a", "203.0.113.1"),
+                                                (b"from b", "203.0.113.2")]
+        srv.send(b"to old mapping", seen[0][1])
+        srv.send(b"to new mapping", seen[1][1])
+        await asyncio.sleep(0.05)
+        assert [d for d, _ in got] == [b"to new mapping"]
+        host.switch_network("198.51.100.9")
+        assert host.nat is None and net.host_at("198.51.100.9") is host
+        assert net.segment_hosts(host) == []
+        with pytest.raises(SimulationError):
+            host.switch_network("198.51.100.2")  # taken: nothing changes
+        assert host.ip == "198.51.100.9"
+    run_virtual(main())
