@@ -2,8 +2,8 @@
 
 Each case runs once per entry of ``TRANSPORTS`` on real 127.0.0.1 sockets: streams both
 ways, message framing, limits, back-pressure, graceful close, abort, resets, the proven
-peer id and the connection's ``Path``. Adding a transport (a relayed or punched path) is
-one more ``Transport`` entry: how to build a listening peer, how to dial it, what path
+peer id and the connection's ``Path``, over QUIC, TLS, a relayed and a punched path (issue
+9). Adding a transport is one more ``Transport`` entry: how to build a listening peer, how to dial it, what path
 kind and remote address the dialer must then report, and how to read the bytes it holds
 queued for a stream. Known divergences of one transport are listed in its entry
 (``known_bugs``) and run as strict xfails, so a fix shows up as an XPASS.
@@ -15,6 +15,7 @@ that prove a negative ("the writer is held", "close waited for its grace").
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from stack.transport.errors import (ConnectionClosed, FrameTooLarge, HandshakeFa
                                     HandshakeTimeout, LimitExceeded, PeerIdMismatch,
                                     StreamReset, TransportClosed)
 from stack.transport.options import ConnectionLimits, TransportOptions
+from stack.transport.quic import UdpPathSocket
 from tests.stack.transport.helpers import quic_peer, tls_peer
 from tests.stack.transport.relayed_helpers import relayed_dial, relayed_peer
 
@@ -98,8 +100,27 @@ RELAYED = Relayed(
     name="quic", make_peer=relayed_peer, queued=_quic_queued,
     dialer_address=lambda dialer, conn: conn.remote_address, path_kind=PathKind.RELAYED)
 
+
+@dataclass(frozen=True)
+class Punched(Transport):
+    """QUIC on a hole-punched path, as DCUtR leaves it (stack.node.protocols.dcutr):
+    the listener expects the punch from the dialer's IP (no Retry inside the window), the
+    dialer dials over a PUNCHED path socket from its shared port; both ends' path is
+    PUNCHED. On loopback no NAT sits between them, so this exercises the transport's
+    punched path, not the NAT traversal (tests/simulations/test_punch_sim.py does that)."""
+
+    async def dial(self, dialer: Any, listener: Any, expected: PeerId | None) -> Any:
+        listener.transport.expect_punch([dialer.address[0]], time.monotonic() + T)
+        sock = UdpPathSocket(dialer.endpoint.send, listener.address, PathKind.PUNCHED)
+        return await dialer.transport.dial_path(sock, expected)
+
+
+PUNCHED = Punched(
+    name="quic", make_peer=quic_peer, queued=_quic_queued,
+    dialer_address=lambda dialer, conn: dialer.address, path_kind=PathKind.PUNCHED)
+
 TRANSPORTS = [pytest.param(QUIC, id="quic"), pytest.param(TLS, id="tls"),
-              pytest.param(RELAYED, id="relayed")]
+              pytest.param(RELAYED, id="relayed"), pytest.param(PUNCHED, id="punched")]
 
 
 # --- fixtures ----------------------------------------------------------------------------
