@@ -2,11 +2,12 @@
 
 Each case runs once per entry of ``TRANSPORTS`` on real 127.0.0.1 sockets: streams both
 ways, message framing, limits, back-pressure, graceful close, abort, resets, the proven
-peer id and the connection's ``Path``, over QUIC, TLS, a relayed and a punched path (issue
-9). Adding a transport is one more ``Transport`` entry: how to build a listening peer, how to dial it, what path
-kind and remote address the dialer must then report, and how to read the bytes it holds
-queued for a stream. Known divergences of one transport are listed in its entry
-(``known_bugs``) and run as strict xfails, so a fix shows up as an XPASS.
+peer id and the connection's ``Path``, over QUIC, TLS, a relayed and a punched path
+(issue 9). Adding a transport is one more ``Transport`` entry: how to build a listening
+peer, how to dial it, what path kind and remote address the dialer must then report,
+and how to read the bytes it holds queued for a stream. Known divergences of one
+transport are listed in its entry (``known_bugs``) and run as strict xfails, so a fix
+shows up as an XPASS.
 
 Every wait is on an event with a timeout (``T``); the only fixed windows are the ones
 that prove a negative ("the writer is held", "close waited for its grace").
