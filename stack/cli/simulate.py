@@ -85,6 +85,40 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="write into a non-empty --out directory (overwriting report files)")
     add_json_flag(grid)
     grid.set_defaults(handler=run_sweep)
+    _flags_before_the_scenario(p, (one, grid))
+
+
+def _flags_before_the_scenario(p: argparse.ArgumentParser,
+                               modes: tuple[argparse.ArgumentParser, ...]) -> None:
+    """``simulate --seed 3 dht`` means ``simulate dht --seed 3``. argparse hands the
+    word after ``simulate`` and everything behind it to the mode's parser, so a run's or a
+    sweep's flag given before the scenario would be an unknown flag of ``simulate`` (and
+    its value taken for the scenario). ``p`` parses its arguments with those flags (and
+    their values) moved to the end, where the mode's parser reads them."""
+    own = {opt for action in p._actions for opt in action.option_strings}
+    takes_value: dict[str, bool] = {}
+    for mode in modes:
+        for action in mode._actions:
+            for opt in action.option_strings:
+                if opt not in own:
+                    takes_value[opt] = action.nargs != 0
+    parse = p.parse_known_args
+
+    def reordered(args: Any = None, namespace: Any = None) -> Any:
+        words = list(sys.argv[1:] if args is None else args)
+        moved: list[str] = []
+        i = 0
+        while i < len(words) and words[i].startswith("-"):
+            flag = words[i].split("=", 1)[0]
+            if flag not in takes_value:
+                i += 1 + (flag == "--data-dir" and "=" not in words[i])
+                continue
+            width = 2 if takes_value[flag] and "=" not in words[i] else 1
+            moved += words[i:i + width]
+            del words[i:i + width]
+        return parse(words + moved, namespace)
+
+    p.parse_known_args = reordered  # type: ignore[method-assign]
 
 
 class _AnyName(Mapping[str, argparse.ArgumentParser]):

@@ -24,7 +24,7 @@ import pytest
 from simulations.report import build_report, prepare_out_dir, render_markdown, write_report
 from simulations.runner import OUTCOMES, datagram_kind, run_scenario
 from simulations.scenario import BUILTINS, resolve_scenario
-from stack.cli import main
+from stack.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -268,3 +268,23 @@ def test_show_prints_the_scenario_as_toml(tmp_path, capsys, monkeypatch):
     assert resolve_scenario(str(tmp_path / "mine.toml")) == resolve_scenario("churn",
                                                                              ["nodes=5"])
     assert list(tmp_path.iterdir()) == [tmp_path / "mine.toml"]  # --show runs nothing
+
+
+@pytest.mark.parametrize("argv, mode, seed, settings", [
+    (["simulate", "--seed", "3", "dht"], "run", 3, []),
+    (["simulate", "--seed=3", "--set", "nodes=5", "dht", "--json"], "run", 3, ["nodes=5"]),
+    (["simulate", "--data-dir", "/nowhere", "--seed", "4", "sweep", "dht"], "sweep", 4, []),
+    (["simulate", "dht", "--seed", "5"], "run", 5, []),
+])
+def test_a_run_flag_may_come_before_the_scenario(argv, mode, seed, settings):
+    """``simulate --seed 3 dht`` is ``simulate dht --seed 3``: argparse alone took 3 for
+    the scenario and called --seed unknown."""
+    args = build_parser().parse_args(argv)
+    assert (args.simulate_mode, args.scenario, args.seed, args.settings) == (
+        mode, "dht", seed, settings)
+
+
+def test_an_unknown_flag_before_the_scenario_is_still_an_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["simulate", "--bogus", "dht"])
+    assert info.value.code == 2 and "--bogus" in capsys.readouterr().err
