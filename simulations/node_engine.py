@@ -41,8 +41,11 @@ lookup, dial, relay or punch as the node decides). A probe that has no reply
 ``reconnect_timeout`` seconds after the move is ``None`` (failed).
 
 Reproducible like the ``dht`` engine: every choice is drawn from the run's seed in the
-order the run makes it; the datagram tap (``runner._TapEndpoint``) counts by kind and
-bucket where the nodes send.
+order the run makes it, and every count is the same for a seed. Times are rounded to
+``TIME_DIGITS`` (1 ms, finer than the network's jitter): aioquic paces packets by their
+size, and the ECDSA signatures of the TLS handshake vary by a byte (random nonces), which
+moves a send by microseconds from one process to the next. The datagram tap
+(``runner._TapEndpoint``) counts by kind and bucket where the nodes send.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ __all__ = ["run_node_engine", "PATHS", "PORT", "PROBE_GAP", "READY_TIMEOUT"]
 PORT = 39001
 #: what a matrix connect can end on (the heat map's categories, in this order)
 PATHS = ("direct", "punched", "relayed", "failed")
+TIME_DIGITS = 3       # report times in seconds to the millisecond (module docstring)
 PROBE_GAP = 0.2       # seconds between a failed probe attempt and the next
 READY_TIMEOUT = 120.0  # seconds a node has to join, publish and (NATed) reserve
 #: never used for a file: every simulated node has memory stores (``_config``)
@@ -224,7 +228,8 @@ class _NodeEngine:
         self.phase = name
         start, sent = self.now(), self.net.stats.sent
         await work
-        self.result.phases.append((name, start, self.now(), self.net.stats.sent - sent))
+        self.result.phases.append((name, round(start, TIME_DIGITS), round(self.now(), TIME_DIGITS),
+                                   self.net.stats.sent - sent))
 
     async def run(self) -> RunResult:
         sc = self.sc
@@ -292,8 +297,10 @@ class _NodeEngine:
             out["error"] = "wrong reply or peer"
             return out
         out.update(path=got["path"] if got["path"] in PATHS else "failed",
-                   first_byte_s=got["first_byte_ms"] / 1000, holepunch=got["holepunch"],
-                   upgrade_s=None if got["upgrade_ms"] is None else got["upgrade_ms"] / 1000)
+                   first_byte_s=round(got["first_byte_ms"] / 1000, TIME_DIGITS),
+                   holepunch=got["holepunch"],
+                   upgrade_s=(None if got["upgrade_ms"] is None
+                              else round(got["upgrade_ms"] / 1000, TIME_DIGITS)))
         return out
 
     async def _mobility(self) -> None:
@@ -364,7 +371,7 @@ class _NodeEngine:
         times = await asyncio.gather(*probes)
         mover.moving = False
         self.result.moves.append({
-            "at": round(t0, 9), "how": how, "kind": mover.kind, "mover": mover.index,
+            "at": round(t0, TIME_DIGITS), "how": how, "kind": mover.kind, "mover": mover.index,
             "observers": len(observers), "reconnect_s": list(times[:len(connected)]),
             "found_again_s": times[-1] if stranger is not None else None,
             "stranger": stranger is not None})
@@ -390,7 +397,7 @@ class _NodeEngine:
                 self.result.node_stats["probe attempts failed"] += 1
                 await asyncio.sleep(PROBE_GAP)
                 continue
-            return round(self.now() - t0, 9)
+            return round(self.now() - t0, TIME_DIGITS)
         return None
 
     # ---- measuring ----------------------------------------------------------------------
@@ -415,7 +422,7 @@ class _NodeEngine:
         for nat in self.nats:
             for f in fields(nat.stats):
                 r.nat_stats[f.name] += getattr(nat.stats, f.name)
-        r.sim_time = self.now()
+        r.sim_time = round(self.now(), TIME_DIGITS)
 
 
 async def run_node_engine(scenario: Scenario, seed: int,
