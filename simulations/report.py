@@ -290,7 +290,7 @@ def _figure() -> tuple[Figure, Any]:
 
 def _title(ax: Any, what: str, report: dict[str, Any]) -> None:
     ax.set_title(pad=14, label=f"{what}\nscenario {report['scenario']['name']}, "
-                 f"{report['scenario']['network']['nodes']} nodes, seed {report['seed']}")
+                 f"{report['summary']['nodes']['initial']} nodes, seed {report['seed']}")
 
 
 def _shade_phases(ax: Any, report: dict[str, Any], scale: float = 60.0) -> None:
