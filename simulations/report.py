@@ -15,9 +15,11 @@
     time, datagrams per minute by message kind, routing-table health. Each plot has a
     title naming the scenario and the seed, and axis units.
 
-Extension point: ``PLOTTERS`` maps a plot name (``simulations.scenario.PLOTS``) to the
-function drawing it from the report; the NAT heat map and time-to-reconnect histogram of
-the later scenarios go there.
+Extension point: ``PLOTTERS`` maps a plot name (``simulations.scenario.PLOTS`` and
+``NODE_PLOTS``) to the function drawing it from the report. A ``node`` engine run adds
+``matrix``, ``mobility`` and ``node_stats`` to report.json (``simulations.node_report``),
+their figures to ``summary`` and report.md, and draws the NAT-pair heat map and the
+time-to-reconnect histogram.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from simulations.node_report import (node_markdown, node_rows, node_sections, node_summary,
+                                     plot_connection_paths, plot_reconnect_histogram)
 from simulations.runner import OUTCOMES, RunResult
 from stack.base.errors import UsageError
 
@@ -100,7 +104,7 @@ def build_report(result: RunResult, *, wall_seconds: float, started_at: str) -> 
                         "rate": ok / total if total else None,
                         "latency_p50": _quantile(lat, 0.5), "latency_p95": _quantile(lat, 0.95)})
     last = result.routing[-1] if result.routing else None
-    summary = {
+    summary: dict[str, Any] = {
         "nodes": {"initial": sc.network.nodes, "started": result.nodes_started,
                   "live_at_end": result.live_at_end,
                   "nat_kinds": dict(sorted(result.nat_kinds.items()))},
@@ -135,7 +139,7 @@ def build_report(result: RunResult, *, wall_seconds: float, started_at: str) -> 
                       {"start": result.partition[0], "healed": result.partition[1],
                        "nodes_cut_off": result.partition[2]}),
     }
-    return {
+    report = {
         "format": FORMAT,
         "scenario": sc.to_dict(),
         "seed": result.seed,
@@ -152,6 +156,12 @@ def build_report(result: RunResult, *, wall_seconds: float, started_at: str) -> 
         "plots": [f"{name}.png" for name in sc.measure.plots],
         "wall": {"seconds": wall_seconds, "started_at": started_at},
     }
+    if sc.engine == "node":
+        sections = node_sections(result)
+        report.update(sections)
+        summary.update(node_summary(sections))
+        summary["nodes"]["initial"] = result.nodes_started  # the engine placed them
+    return report
 
 
 def without_wall(report: dict[str, Any]) -> dict[str, Any]:
@@ -239,11 +249,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         ("simulated time", f"{s['sim_seconds']:.0f} s"),
         ("wall time", f"{report['wall']['seconds']:.1f} s"),
     ]
+    if sc.get("engine") == "node":  # no lookups, publishes or churn of its own to show
+        rows = node_rows(report) + [r for r in rows if r[0].startswith(
+            ("nodes", "NAT kinds", "datagrams (total)", "joins", "simulated", "wall"))]
     out = [f"# p2pstack simulate: {sc['name']} (seed {report['seed']})", ""]
     if sc.get("description"):
         out += [sc["description"], ""]
     out += ["| figure | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in rows]
+    out += node_markdown(report)
     out += ["", "## Phases (simulated time)", "", "| phase | start s | end s | datagrams |",
             "|---|---|---|---|"]
     out += [f"| {p['name']} | {p['start']:.1f} | {p['end']:.1f} | {p['datagrams']:,} |"
@@ -276,7 +290,7 @@ def _figure() -> tuple[Figure, Any]:
 
 def _title(ax: Any, what: str, report: dict[str, Any]) -> None:
     ax.set_title(pad=14, label=f"{what}\nscenario {report['scenario']['name']}, "
-                 f"{report['scenario']['network']['nodes']} nodes, seed {report['seed']}")
+                 f"{report['summary']['nodes']['initial']} nodes, seed {report['seed']}")
 
 
 def _shade_phases(ax: Any, report: dict[str, Any], scale: float = 60.0) -> None:
@@ -394,4 +408,6 @@ PLOTTERS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "success_rate": plot_success_rate,
     "datagrams_by_kind": plot_datagrams,
     "routing_health": plot_routing,
+    "connection_paths": plot_connection_paths,
+    "reconnect_histogram": plot_reconnect_histogram,
 }

@@ -27,9 +27,10 @@ Measured (all on the simulated clock, in ``bucket``-second buckets from the star
 - the network's and the NAT boxes' counters, the DHT cores' ``stats`` summed, join and
   publish outcomes, churn events.
 
-Extension point: ``ENGINES`` maps a scenario's ``engine`` to the coroutine that runs it;
-full-``Node`` engines (NAT traversal, reconnection; they must use ``Stores.memory()``)
-go there, reusing ``_Measure`` for the datagram tap, lookups and buckets.
+Extension point: ``ENGINES`` maps a scenario's ``engine`` to the coroutine that runs it:
+``dht`` (here) and ``node`` (``simulations.node_engine``: full Nodes, for the NAT matrix
+and mobility; it reuses ``_Measure`` and ``_TapEndpoint`` and fills ``RunResult.paths``,
+``moves`` and ``node_stats``).
 """
 
 from __future__ import annotations
@@ -135,6 +136,11 @@ class RunResult:
     nodes_started: int = 0
     live_at_end: int = 0
     sim_time: float = 0.0
+    # the node engine (simulations.node_engine): one entry per matrix connect (dialer and
+    # target kind, path, times) and per move (how, kind, reconnect / found-again times)
+    paths: list[dict[str, Any]] = field(default_factory=list)
+    moves: list[dict[str, Any]] = field(default_factory=list)
+    node_stats: Counter[str] = field(default_factory=Counter)  # migration, push, probes
 
 
 class _TapEndpoint:
@@ -590,8 +596,17 @@ async def _dht_engine(scenario: Scenario, seed: int,
     return await _DhtEngine(scenario, seed, progress).run()
 
 
+async def _node_engine(scenario: Scenario, seed: int,
+                       progress: Callable[[Progress], None] | None) -> RunResult:
+    # imported here: node_engine builds on this module, and a dht run needs no Node
+    from simulations.node_engine import run_node_engine
+
+    return await run_node_engine(scenario, seed, progress)
+
+
 ENGINES: dict[str, Callable[[Scenario, int, Callable[[Progress], None] | None],
-                            Coroutine[Any, Any, RunResult]]] = {"dht": _dht_engine}
+                            Coroutine[Any, Any, RunResult]]] = {"dht": _dht_engine,
+                                                                "node": _node_engine}
 
 
 def run_scenario(scenario: Scenario, seed: int | None = None,

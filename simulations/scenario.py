@@ -10,9 +10,11 @@ The format (every key optional; the defaults are the ``dht`` built-in)::
 
     name = "my-run"              # used in the default output directory
     description = "..."
-    engine = "dht"               # what runs on each simulated host: the production DHT
-                                 # core and driver ("node": full Nodes, for the NAT and
-                                 # reconnection scenarios, is not implemented yet)
+    engine = "dht"               # what runs on each simulated host: "dht", the production
+                                 # DHT core and driver; "node", full production Nodes
+                                 # (QUIC, trust, DHT, relays, hole punching, mobility) for
+                                 # the [matrix] and [mobility] scenarios
+                                 # (``simulations.node_engine``)
     seed = 1                     # default seed (``--seed`` overrides it)
     duration = 120.0             # simulated seconds of the workload phase
     idle = 120.0                 # simulated seconds of idling at the end (no lookups)
@@ -51,9 +53,40 @@ The format (every key optional; the defaults are the ``dht`` built-in)::
     at = 60.0                    # seconds into the workload phase
     heal_after = 120.0           # seconds until it heals (0 = it never does)
 
+    [matrix]                     # engine "node": connections by peer id across NATs
+    kinds = []                   # NAT kinds of the matrix (empty: no matrix). The run
+                                 # places its own nodes: node 0 (public: bootstrap node
+                                 # and relay), then per kind a dialer and a target, each
+                                 # behind a NAT box of its own; network.nodes and
+                                 # network.nat are not used. Once all are ready, each
+                                 # dialer connects to each target by peer id, one pair at
+                                 # a time (``p2pstack connect PEER_ID``'s operation)
+    timeout = 20.0               # seconds per connect (echo and hole punch included)
+    idle_before = 0.0            # seconds of quiet before the connects (NAT mappings that
+                                 # only a connect would use time out meanwhile)
+
+    [mobility]                   # engine "node": address changes during ``duration``
+    ip_changes_per_minute = 0.0  # Poisson rate: a random node (not node 0) gets a new IP
+                                 # (public: a new public address; NATed: a new private one,
+                                 # so its NAT maps it anew)
+    rebinds_per_minute = 0.0     # Poisson rate: a random NATed node's NAT box forgets its
+                                 # mappings (a reboot, a carrier NAT's rebinding); the
+                                 # next one takes a new public port
+    ip_change_at = []            # and at these seconds into the workload phase
+    rebind_at = []
+    observers = 2                # nodes that connect to the mover just before it moves;
+                                 # each measures its time to reconnect
+    probe_timeout = 1.0          # seconds per echo attempt of an observer's probe; a
+                                 # failed attempt is retried (0.2 s later)
+    find_timeout = 10.0          # the same for the stranger's probe (DHT lookup, dial,
+                                 # relay or punch included: `p2pstack connect`'s default)
+    reconnect_timeout = 120.0    # seconds after the move a probe gives up ("failed")
+
     [measure]
     bucket = 60.0                # seconds per bucket of the time series
     plots = ["lookup_latency_cdf", "success_rate", "datagrams_by_kind", "routing_health"]
+                                 # also "connection_paths" (the matrix's heat map) and
+                                 # "reconnect_histogram" (mobility)
 
 Phases on the simulated clock: join (node i starts at ``i * spacing``) + settle, publish
 (+ settle), workload (``duration``, with churn), idle. NATed nodes sit each behind its own
@@ -61,6 +94,14 @@ NAT box of their kind and run the DHT in client mode (they cannot be dialed, so 
 must not enter routing tables); node 0 is always public. ``--set KEY=VALUE`` overrides one
 key: a dotted path (``network.loss=0.05``) or a leaf name that is unique (``nodes=10000``);
 VALUE is a TOML value (a bare word is a string).
+
+The ``node`` engine (``simulations.node_engine``) runs full Nodes through join (+ settle),
+then the matrix (if ``matrix.kinds``), then the workload (``duration``, with the moves of
+[mobility]), then idle; [workload], [churn] and [partition] are the ``dht`` engine's:
+setting one of them (or [matrix] / [mobility] under ``engine = "dht"``) is an error naming
+the key. In a mobility run node 0 is public (bootstrap node and relay), nodes 1.. get
+kinds by ``network.nat`` and NATed ones hold a reservation on node 0's relay; their NAT
+boxes give new mappings random ports (so that a rebinding moves them).
 
 Extension points: ``ENGINES`` (a new engine, e.g. ``node``), ``SECTIONS`` (a new table,
 e.g. ``[partition]``, with its dataclass), ``BUILTINS`` (a new built-in scenario).
@@ -80,12 +121,14 @@ from simulations.nat import NAT_KINDS
 from stack.base.errors import UsageError
 
 __all__ = ["ScenarioError", "Scenario", "NetworkSpec", "JoinSpec", "WorkloadSpec",
-           "ChurnSpec", "PartitionSpec", "MeasureSpec", "PLOTS", "ENGINES", "BUILTINS", "builtin",
+           "ChurnSpec", "PartitionSpec", "MatrixSpec", "MobilitySpec", "MeasureSpec", "PLOTS",
+           "NODE_PLOTS", "ENGINES", "BUILTINS", "builtin",
            "load_scenario", "parse_scenario", "to_toml", "apply_overrides", "canonical_key",
            "resolve_scenario"]
 
 PLOTS = ("lookup_latency_cdf", "success_rate", "datagrams_by_kind", "routing_health")
-ENGINES = ("dht",)
+NODE_PLOTS = ("connection_paths", "reconnect_histogram")  # the node engine's figures
+ENGINES = ("dht", "node")
 MAX_NODES = 1_000_000
 
 
@@ -136,6 +179,30 @@ class PartitionSpec:
 
 
 @dataclass(frozen=True)
+class MatrixSpec:
+    kinds: tuple[str, ...] = ()
+    timeout: float = 20.0
+    idle_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class MobilitySpec:
+    ip_changes_per_minute: float = 0.0
+    rebinds_per_minute: float = 0.0
+    ip_change_at: tuple[float, ...] = ()
+    rebind_at: tuple[float, ...] = ()
+    observers: int = 2
+    probe_timeout: float = 1.0
+    find_timeout: float = 10.0
+    reconnect_timeout: float = 120.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.ip_changes_per_minute or self.rebinds_per_minute
+                    or self.ip_change_at or self.rebind_at)
+
+
+@dataclass(frozen=True)
 class MeasureSpec:
     bucket: float = 60.0
     plots: tuple[str, ...] = PLOTS
@@ -154,6 +221,8 @@ class Scenario:
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     churn: ChurnSpec = field(default_factory=ChurnSpec)
     partition: PartitionSpec = field(default_factory=PartitionSpec)
+    matrix: MatrixSpec = field(default_factory=MatrixSpec)
+    mobility: MobilitySpec = field(default_factory=MobilitySpec)
     measure: MeasureSpec = field(default_factory=MeasureSpec)
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,9 +328,9 @@ def _engine(v: Any) -> str:
 def _plots(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
         raise ValueError("must be a list of plot names")
-    unknown = [p for p in v if p not in PLOTS]
+    unknown = [p for p in v if p not in PLOTS + NODE_PLOTS]
     if unknown:
-        raise ValueError(f"unknown plot {unknown[0]!r}; known: {', '.join(PLOTS)}")
+        raise ValueError(f"unknown plot {unknown[0]!r}; known: {', '.join(PLOTS + NODE_PLOTS)}")
     return tuple(dict.fromkeys(v))
 
 
@@ -269,6 +338,24 @@ def _nat_mix(v: Any) -> dict[str, float]:
     if not isinstance(v, dict) or not v:
         raise ValueError(f"must be a table of fractions per NAT kind ({', '.join(NAT_KINDS)})")
     return v  # each kind is checked (and named) in _parse_nat
+
+
+def _kinds(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(k, str) for k in v):
+        raise ValueError("must be a list of NAT kinds")
+    unknown = [k for k in v if k not in NAT_KINDS]
+    if unknown:
+        raise ValueError(f"unknown NAT kind {unknown[0]!r}; known: {', '.join(NAT_KINDS)}")
+    if len(set(v)) != len(v):
+        raise ValueError("must name each NAT kind once")
+    return tuple(v)
+
+
+def _times(v: Any) -> tuple[float, ...]:
+    if not isinstance(v, list):
+        raise ValueError("must be a list of seconds into the workload phase")
+    check = _number(0.0, 86400.0 * 365)
+    return tuple(sorted(check(t) for t in v))
 
 
 # section -> (dataclass, {key: check}); top-level scalars under ""
@@ -298,8 +385,25 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
         "at": _number(0.0, 86400.0 * 365),
         "heal_after": _number(0.0, 86400.0 * 365),
     }),
+    "matrix": (MatrixSpec, {
+        "kinds": _kinds,
+        "timeout": _number(0.0, 3600.0, lo_open=True),
+        "idle_before": _number(0.0, 86400.0),
+    }),
+    "mobility": (MobilitySpec, {
+        "ip_changes_per_minute": _number(0.0, 1e4),
+        "rebinds_per_minute": _number(0.0, 1e4),
+        "ip_change_at": _times,
+        "rebind_at": _times,
+        "observers": _integer(0, 64),
+        "probe_timeout": _number(0.0, 3600.0, lo_open=True),
+        "find_timeout": _number(0.0, 3600.0, lo_open=True),
+        "reconnect_timeout": _number(0.0, 86400.0, lo_open=True),
+    }),
     "measure": (MeasureSpec, {"bucket": _number(1.0, 86400.0), "plots": _plots}),
 }
+#: the sections each engine reads; a non-default one the engine ignores is an error
+_ENGINE_SECTIONS = {"dht": ("workload", "churn", "partition"), "node": ("matrix", "mobility")}
 TOP: dict[str, Check] = {
     "name": _name, "description": _text, "engine": _engine,
     "seed": _integer(0, 2**63 - 1),
@@ -348,7 +452,23 @@ def parse_scenario(table: Mapping[str, Any]) -> Scenario:
                 raise _bad(key, str(exc), value) from None
         else:
             raise _bad(key, "unknown key; known: " + ", ".join([*TOP, *SECTIONS]))
-    return Scenario(**values)
+    scenario = Scenario(**values)
+    _check_engine_sections(scenario)
+    return scenario
+
+
+def _check_engine_sections(sc: Scenario) -> None:
+    """A section only the other engine reads must keep its defaults: a run that would
+    silently ignore what the file says is refused, naming the first key it ignores."""
+    theirs = [s for engine, names in _ENGINE_SECTIONS.items() if engine != sc.engine
+              for s in names]
+    for section in theirs:
+        value, default = getattr(sc, section), SECTIONS[section][0]()
+        for f in fields(value):
+            if getattr(value, f.name) != getattr(default, f.name):
+                raise _bad(f"{section}.{f.name}", f"is not read by engine {sc.engine!r}; "
+                           f"remove it, or set engine = "
+                           f"\"{'node' if sc.engine == 'dht' else 'dht'}\"")
 
 
 def _parse_section(section: str, table: dict[str, Any]) -> Any:
@@ -525,5 +645,50 @@ at = 60.0
 heal_after = 120.0
 [measure]
 bucket = 30.0
+""",
+    "nat-matrix": """
+name = "nat-matrix"
+description = "Nodes behind every NAT kind connect by peer id: direct, punched or relayed."
+engine = "node"
+duration = 0.0
+idle = 0.0
+[network]
+latency = 0.020
+jitter = 0.005
+[join]
+spacing = 1.0
+settle = 5.0
+[matrix]
+kinds = ["none", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric"]
+timeout = 20.0
+[measure]
+bucket = 30.0
+plots = ["connection_paths", "datagrams_by_kind"]
+""",
+    "mobility": """
+name = "mobility"
+description = "Nodes change IP or get rebound by their NAT: time to reconnect, to be found."
+engine = "node"
+duration = 600.0
+idle = 0.0
+[network]
+nodes = 12
+latency = 0.020
+jitter = 0.005
+[network.nat]
+none = 0.4
+full-cone = 0.2
+port-restricted-cone = 0.2
+symmetric = 0.2
+[join]
+spacing = 1.0
+settle = 5.0
+[mobility]
+ip_changes_per_minute = 1.0
+rebinds_per_minute = 1.0
+observers = 2
+[measure]
+bucket = 60.0
+plots = ["reconnect_histogram", "datagrams_by_kind"]
 """,
 }

@@ -1,13 +1,14 @@
 """``p2pstack simulate SCENARIO``: run a network simulation and write its report (issue 11).
 
-SCENARIO is a built-in name (``dht``, ``churn``) or a TOML file (the format is in
-``simulations.scenario``). The production DHT code runs on the simulated network and
-virtual clock, seeded: the same scenario and ``--seed`` give the same ``report.json``
-(apart from its ``wall`` key). The report goes to ``--out`` (default: a new directory
-``simulate-<scenario>-<seed>`` here); a non-empty directory is refused without
-``--force``. Progress (simulated time, datagrams, wall time) goes to stderr once a run
-has taken a second; ``--json`` prints the summary as one JSON object instead and shows
-no progress.
+SCENARIO is a built-in name (``dht``, ``churn``, ``partition``, ``nat-matrix``,
+``mobility``) or a TOML file (the format is in ``simulations.scenario``). The production
+code (the DHT core and driver, or full Nodes for ``nat-matrix`` and ``mobility``) runs on
+the simulated network and virtual clock, seeded: the same scenario and ``--seed`` give
+the same ``report.json`` (apart from its ``wall`` key). The report goes to ``--out``
+(default: a new directory ``simulate-<scenario>-<seed>`` here); a non-empty directory is
+refused without ``--force``. Progress (simulated time, datagrams, wall time) goes to
+stderr once a run has taken a second; ``--json`` prints the summary as one JSON object
+instead and shows no progress.
 
 ``p2pstack simulate sweep SCENARIO --param KEY=V1,V2 ... [--seeds N]`` runs the grid of
 ``--param`` values x seeds on a local Dask cluster (``--workers``) or on the one at
@@ -266,13 +267,32 @@ def run(args: argparse.Namespace) -> int:
     lk, lat = summary["lookups"], summary["latency_seconds"]
     rate = "-" if lk["success_rate"] is None else f"{100 * lk['success_rate']:.2f}%"
     p50 = "-" if lat["p50"] is None else f"{1000 * lat['p50']:.0f} ms"
+    if scenario.engine == "node":  # connections and moves, no lookups of its own
+        figures = _node_figures(summary)
+    else:
+        figures = f"lookups {lk['succeeded']}/{lk['counted']} ({rate}), median {p50}"
     print(f"{scenario.name} seed {seed}: {summary['nodes']['initial']} nodes, "
           f"{summary['sim_seconds']:.0f} s simulated in {wall:.1f} s wall; "
-          f"lookups {lk['succeeded']}/{lk['counted']} ({rate}), median {p50}; "
-          f"{summary['datagrams']['total']:,} datagrams")
+          f"{figures}; {summary['datagrams']['total']:,} datagrams")
     print(f"report: {out / 'report.md'}")
     sys.stdout.flush()
     return 0
+
+
+def _node_figures(summary: dict[str, Any]) -> str:
+    parts = []
+    if "matrix" in summary:
+        m = summary["matrix"]
+        parts.append(f"{m['pairs']} pairs: direct {m['direct']}, punched {m['punched']}, "
+                     f"relayed {m['relayed']}, failed {m['failed']}")
+    if "mobility" in summary:
+        def s(x: float | None) -> str:
+            return "-" if x is None else f"{x:.2f} s"
+        r, f = summary["mobility"]["reconnect"], summary["mobility"]["found_again"]
+        parts.append(f"{summary['mobility']['moves']} moves: reconnect p50 {s(r['p50'])} "
+                     f"p99 {s(r['p99'])} ({r['failed']} failed), found again p50 "
+                     f"{s(f['p50'])} p99 {s(f['p99'])} ({f['failed']} failed)")
+    return "; ".join(parts) or "no matrix, no moves"
 
 
 def _check_out(out: Path, force: bool) -> None:

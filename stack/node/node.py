@@ -183,7 +183,9 @@ class Node:
         self.events = EventBus()
         self.supervisor = Supervisor(self.events)
         self.router = self._build_router()
-        self._connections: set[Connection] = set()
+        # open connections in the order they opened (a dict, not a set: a set of objects
+        # iterates by memory address, which made two simulated runs of one seed differ)
+        self._connections: dict[Connection, None] = {}
         self._started = False
         self.dht: DhtDriver | None = None
         # Our UDP port as peers saw it (identify's observed address, e.g. a NAT's public
@@ -897,7 +899,7 @@ class Node:
         self._serve(conn, inbound=True)
 
     def _serve(self, conn: Connection, inbound: bool) -> None:
-        self._connections.add(conn)
+        self._connections[conn] = None
         address = _addr_text(conn.remote_address)
         self.events.emit(ConnectionOpened(conn.peer_id, conn.transport, address, inbound,
                                           conn.path.kind))
@@ -905,7 +907,7 @@ class Node:
         self.turn.connected(conn)  # a direct peer may come back through our TURN relay
 
         def closed(c: Any) -> None:
-            self._connections.discard(conn)
+            self._connections.pop(conn, None)
             self.events.emit(ConnectionClosed(conn.peer_id, conn.transport, address,
                                               c.close_reason or "closed"))
 

@@ -83,7 +83,8 @@ def test_an_empty_file_is_the_defaults_named_after_the_file(tmp_path):
 @pytest.mark.parametrize("name", sorted(BUILTINS))
 def test_builtins_parse(name):
     sc = builtin(name)
-    assert sc.name == name and sc.engine == "dht"
+    assert sc.name == name and sc.engine == ("node" if name in ("nat-matrix", "mobility")
+                                             else "dht")
     assert parse_scenario(sc.to_dict()) == sc
     assert builtin("churn").churn.active and not builtin("dht").churn.active
     assert builtin("partition").partition.fraction > 0 and not builtin("dht").partition.fraction
@@ -116,7 +117,25 @@ BAD = [
     ("[measure]\nbucket = 0", "measure.bucket: must be a number >= 1"),
     ("[measure]\nplots = [\"pie\"]", "measure.plots: unknown plot 'pie'"),
     ("[measure]\nplots = \"success_rate\"", "measure.plots: must be a list"),
-    ("engine = \"node\"", "engine: must be one of dht"),
+    ("engine = \"kad\"", "engine: must be one of dht, node"),
+    ("[matrix]\nkinds = [\"none\", \"cgnat\"]", "matrix.kinds: unknown NAT kind 'cgnat'"),
+    ("[matrix]\nkinds = \"none\"", "matrix.kinds: must be a list of NAT kinds"),
+    ("engine = \"node\"\n[matrix]\nkinds = [\"none\", \"none\"]",
+     "matrix.kinds: must name each NAT kind once"),
+    ("engine = \"node\"\n[matrix]\ntimeout = 0", "matrix.timeout: must be a number > 0"),
+    ("[matrix]\nkinds = [\"none\"]", "matrix.kinds: is not read by engine 'dht'"),
+    ("[mobility]\nrebinds_per_minute = 1", "mobility.rebinds_per_minute: is not read by "
+                                          "engine 'dht'"),
+    ("engine = \"node\"\n[churn]\nleaves_per_minute = 1",
+     "churn.leaves_per_minute: is not read by engine 'node'"),
+    ("engine = \"node\"\n[mobility]\nip_change_at = [10, \"later\"]",
+     "mobility.ip_change_at: must be a number >= 0"),
+    ("engine = \"node\"\n[mobility]\nrebind_at = 30", "mobility.rebind_at: must be a list"),
+    ("engine = \"node\"\n[mobility]\nobservers = -1", "mobility.observers: must be an "
+                                                      "integer >= 0"),
+    ("engine = \"node\"\n[mobility]\nfind_timeout = \"long\"",
+     "mobility.find_timeout: must be a number > 0"),
+    ("[measure]\nplots = [\"heat\"]", "measure.plots: unknown plot 'heat'"),
     ("name = \"a b\"", "name: must be a non-empty name"),
     ("seed = -1", "seed: must be an integer >= 0"),
     ("duration = -5", "duration: must be a number >= 0"),

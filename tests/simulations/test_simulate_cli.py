@@ -23,7 +23,7 @@ import pytest
 
 from simulations.report import build_report, prepare_out_dir, render_markdown, write_report
 from simulations.runner import OUTCOMES, datagram_kind, run_scenario
-from simulations.scenario import BUILTINS, resolve_scenario
+from simulations.scenario import BUILTINS, builtin, resolve_scenario
 from stack.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,8 +173,9 @@ def test_the_same_seed_gives_a_byte_identical_report(tmp_path):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("name", sorted(BUILTINS))
+@pytest.mark.parametrize("name", sorted(n for n in BUILTINS if builtin(n).engine == "dht"))
 def test_every_builtin_runs_small(tmp_path, name, capsys):
+    """The DHT built-ins; the node engine's are in test_simulate_node.py."""
     out = tmp_path / "out"
     args = ["simulate", name, "--set", "nodes=20", "--set", "duration=60", "--set", "idle=30",
             "--out", str(out), "--json"]
