@@ -381,7 +381,7 @@ class DhtCore:
                 return
             data = fitted
         self._out.append((data, addr))
-        if req.kind == FIND_NODE and req.server and req.want_proof and target == sender_id:
+        if req.server and req.want_proof:
             self._on_join_signal(sender_id, addr, now)
 
     def _store_priority(self, key: bytes) -> int:
@@ -665,9 +665,9 @@ class DhtCore:
     # ---- keeping records through churn (issue 11 section 5) --------------------------
 
     def _on_join_signal(self, node_id: int, addr: Address, now: float) -> None:
-        """A server-mode peer looks up its own id asking for our proof (its table has no
-        entry for us: a publisher's put walks to its own id too, through contacts it
-        knows): it is joining (or back after a restart,
+        """A server-mode peer asks for our proof: its table has no entry for us (a
+        publisher's put or a refresh goes to contacts it knows without asking), so it is
+        joining (or back after a restart,
         at the same address and with an empty store, which its table entry here cannot
         tell). A known contact at that address gets the records it should hold (after a
         PING: its old cookie may be from its previous process); a stranger gets them once
