@@ -75,7 +75,7 @@ from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInf
 from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, RateLimiter
 from discovery.lookup import SUCCEEDED, Lookup
 from discovery.records import RecordInfo, RecordStore, RecordValidator, dht_key_of
-from discovery.routing import RoutingTable, RttEstimator
+from discovery.routing import Contact, RoutingTable, RttEstimator
 from discovery.wire import (FIND_NODE, FIND_VALUE, FLAG_SERVER, FLAG_TRUNCATED,
                             FLAG_WANT_PROOF, MAX_DATAGRAM, MAX_RECORD, PING, PROOF_DOMAIN,
                             PROVE, PROVE_DOMAIN, STORE, Reply, Request, WireContact, decode,
@@ -120,6 +120,16 @@ class DhtConfig:
     stranger_rate: float = 50.0
     stranger_burst: float = 200.0
     maintenance_interval: float = 300.0  # record expiry and republish checks
+    # Keeping records through churn (issue 11 section 5; 0 / False turns each off):
+    keep_own_record: bool = True   # a publisher holds its own record (it is the key's
+                                   # closest node: lookups for it end there)
+    handoff_rank: int = 2    # a holder hands a record to a newly seen node among the k
+                             # closest to its key when fewer than this many of its
+                             # contacts are closer to the key than itself
+    replicas_wanted: int = 10  # a publisher that saw a replica fail probes its key's k
+                               # closest at the next maintenance tick and re-puts to
+                               # those lacking the record when fewer than this hold it
+    max_handoff: int = 32    # records one handoff may send (bounds the work a join causes)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -181,6 +191,13 @@ class DhtCore:
         self._events: deque[Event] = deque()
         self._next_op = 0
         self._published: dict[bytes, tuple[bytes, RecordInfo]] = {}
+        # our published keys -> node ids that accepted our last put or probe, and the
+        # keys one of whose replicas has failed since (a dict: ordered, for determinism)
+        self._replicas: dict[bytes, set[int]] = {}
+        self._dirty: dict[bytes, None] = {}
+        # node ids we handed records to within ``challenge_backoff`` (once per join)
+        self._handed: ExpiringKeys[int, bool] = ExpiringKeys(config.challenge_backoff,
+                                                             config.max_challenges)
         self._next_refresh: float | None = None
         self._next_maintenance: float | None = None
         self._next_republish = _INF
@@ -252,6 +269,7 @@ class DhtCore:
         if self._next_maintenance is not None and now >= self._next_maintenance:
             self._next_maintenance = now + self.config.maintenance_interval
             self.store.expire(now)
+            self._probe_replicas(now)
         if now >= self._next_republish:
             self._republish(now)
 
@@ -363,6 +381,8 @@ class DhtCore:
                 return
             data = fitted
         self._out.append((data, addr))
+        if req.server and req.want_proof:
+            self._on_join_signal(sender_id, addr, now)
 
     def _store_priority(self, key: bytes) -> int:
         """A STORE's priority class (``discovery.records``): +2 when the record's
@@ -497,6 +517,8 @@ class DhtCore:
             self._fail(rpc, now)
             return
         node_id = rpc.node_id if rpc.node_id is not None else _node_id(rep.responder)
+        before = self.table.get(node_id)
+        was_verified = before is not None and before.verified
         if rpc.want_proof:
             if not (rep.proof and verify_signature(rep.responder[-32:],
                                                    PROOF_DOMAIN + rpc.txid, rep.proof)):
@@ -524,6 +546,12 @@ class DhtCore:
             contact = self.table.get(node_id)
             if contact is not None:
                 contact.rtt.sample(rtt)
+        if not was_verified:
+            contact = self.table.get(node_id)
+            if contact is not None and contact.verified:
+                # a node newly seen to answer (a joiner): its cookie is fresh, so the
+                # records it should hold go out without a PING first
+                self._handoff(contact, now, ping_first=False)
         if rep.contacts:
             self._learn(rep.contacts, now)
         if rpc.op is not None and not rpc.op.finished:
@@ -543,6 +571,12 @@ class DhtCore:
             replacement = self.table.record_failure(rpc.node_id)
             if replacement is not None:
                 self._challenge(*replacement, now)
+            if self.table.get(rpc.node_id) is None:
+                # gone stale (one lost datagram is not enough): if it was a replica of
+                # ours, probe at the next maintenance tick
+                for key, ids in self._replicas.items():
+                    if rpc.node_id in ids:
+                        self._dirty[key] = None
         if rpc.op is not None and not rpc.op.finished:
             rpc.op.on_failure(rpc, now)
 
@@ -628,11 +662,84 @@ class DhtCore:
                 self._request(FIND_NODE, c.addr, now, expected=c.peer_id, node_id=c.node_id,
                               target=target.to_bytes(32, "big"))
 
+    # ---- keeping records through churn (issue 11 section 5) --------------------------
+
+    def _on_join_signal(self, node_id: int, addr: Address, now: float) -> None:
+        """A server-mode peer asks for our proof: its table has no entry for us (a
+        publisher's put or a refresh goes to contacts it knows without asking), so it is
+        joining (or back after a restart,
+        at the same address and with an empty store, which its table entry here cannot
+        tell). A known contact at that address gets the records it should hold (after a
+        PING: its old cookie may be from its previous process); a stranger gets them once
+        it has proven itself and answered (``_on_reply``). A replica of ours that rejoins
+        may have lost our record: probe at the next maintenance tick."""
+        contact = self.table.get(node_id)
+        if contact is None or contact.addr != addr:
+            return
+        for key, ids in self._replicas.items():
+            if node_id in ids:
+                self._dirty[key] = None
+        self._handoff(contact, now, ping_first=True)
+
+    def _handoff(self, contact: Contact, now: float, *, ping_first: bool) -> None:
+        """Send ``contact`` the records it should hold (``_handoff_records``), at most
+        once per ``challenge_backoff``."""
+        if not self.config.handoff_rank or not len(self.store) \
+                or self._handed.get(contact.node_id, now) is not None:
+            return
+        records = self._handoff_records(contact.node_id, now)
+        if records:
+            self._handed.add(contact.node_id, now, True)
+            _HandoffOp(self, self._op_id(), contact, records).begin(now, ping_first)
+
+    def _handoff_records(self, node_id: int, now: float) -> list[tuple[bytes, bytes]]:
+        """The records we hold for which ``node_id`` is among the k closest nodes we know
+        and fewer than ``handoff_rank`` of our verified contacts are closer to the key
+        than we are (Kademlia's join handoff, by the few closest holders, not all k).
+        Only keys within about the radius of its k-neighbourhood (in our table) are
+        examined, and at most ``max_handoff`` are returned."""
+        cfg, table = self.config, self.table
+        near = [c for c in table.closest(node_id, cfg.k + 1, True) if c.node_id != node_id]
+        radius = near[cfg.k - 1].node_id ^ node_id if len(near) >= cfg.k else (1 << 256) - 1
+        out: list[tuple[bytes, bytes]] = []
+        for key in self.store.keys_near(node_id, min(256, radius.bit_length() + 1)):
+            record = self.store.get(key, now)
+            if not record:
+                continue
+            key_id = int.from_bytes(key, "big")
+            theirs, ours = node_id ^ key_id, table.own_id ^ key_id
+            closer = [c.node_id ^ key_id for c in table.closest(key_id, cfg.k + 1, True)
+                      if c.node_id != node_id]
+            ahead_of_them = sum(d < theirs for d in closer) + (ours < theirs)
+            if ahead_of_them >= cfg.k or sum(d < ours for d in closer) >= cfg.handoff_rank:
+                continue
+            out.append((key, record))
+            if len(out) >= cfg.max_handoff:
+                break
+        return out
+
+    def _probe_replicas(self, now: float) -> None:
+        """For each published key one of whose replicas failed since the last put or
+        probe: walk to its k closest (FIND_VALUE, so each says whether it holds the
+        record) and re-put to those lacking it when fewer than ``replicas_wanted`` hold
+        it. Nothing is sent while the replicas answer (an idle network costs nothing)."""
+        if not self.config.replicas_wanted:
+            self._dirty.clear()
+            return
+        for key in list(self._dirty):
+            published = self._published.get(key)
+            if published is not None:
+                self.stats["replica_probes"] += 1
+                _ProbeOp(self, self._op_id(), key, now, *published).pump(now)
+        self._dirty.clear()
+
     def _republish(self, now: float) -> None:
         window = self.config.record_window
         for key, (record, info) in list(self._published.items()):
             if now - info.timestamp > window / 2:
                 del self._published[key]
+                self._replicas.pop(key, None)
+                self._dirty.pop(key, None)
                 self._events.append(RecordRefreshDue(key))
             else:
                 self._put(record, now)
@@ -840,6 +947,7 @@ class _PutOp(_LookupOp):
         self.record = record
         self.storing = 0
         self.stored = 0
+        self.accepted: set[int] = set()
         self.walked = False
 
     def pump(self, now: float) -> None:
@@ -856,7 +964,7 @@ class _PutOp(_LookupOp):
     def _store_phase(self, now: float) -> None:
         targets = self.lookup.closest()
         if not targets:
-            self._finish("no_peers")
+            self._finish("no_peers", now)
             return
         self.storing = len(targets)
         for cand in targets:
@@ -871,21 +979,99 @@ class _PutOp(_LookupOp):
             return
         if rep.result in ("stored", "unchanged"):
             self.stored += 1
+            self.accepted.add(node_id)
         else:
             self.core.stats["put_rejected_" + rep.result] += 1
-        self._store_done()
+        self._store_done(now)
 
     def on_failure(self, rpc: _Rpc, now: float) -> None:
         if rpc.kind != STORE:
             super().on_failure(rpc, now)
             return
-        self._store_done()
+        self._store_done(now)
 
-    def _store_done(self) -> None:
+    def _store_done(self, now: float) -> None:
         self.storing -= 1
         if self.storing == 0:
-            self._finish(None if self.stored else "rejected")
+            self._finish(None if self.stored else "rejected", now)
 
-    def _finish(self, error: str | None) -> None:
+    def _finish(self, error: str | None, now: float) -> None:
         self.finished = True
-        self.core._emit(PutDone(self.op_id, self.target, self.stored, error))
+        core = self.core
+        published = core._published.get(self.target)
+        if published is not None and published[0] == self.record:
+            core._replicas[self.target] = self.accepted  # the replicas to watch
+            core._dirty.pop(self.target, None)
+            if self.stored and core.config.keep_own_record:
+                # put: now ours too (a failed put keeps nothing that could clash later)
+                core.store.offer(self.target, self.record, now, None, 3)
+        core._emit(PutDone(self.op_id, self.target, self.stored, error))
+
+
+class _ProbeOp(_GetOp):
+    """A publisher's replica check (``DhtCore._probe_replicas``): a FIND_VALUE walk to
+    the k closest (no early stop at a quorum), then STOREs to those of them without the
+    record (or with an older one) when fewer than ``replicas_wanted`` hold it. Ends
+    with no event: the layer above did not ask for it."""
+
+    def __init__(self, core: DhtCore, op_id: int, key: bytes, now: float, record: bytes,
+                 info: RecordInfo) -> None:
+        super().__init__(core, op_id, key, now)
+        self.record = record
+        self.info = info
+
+    def stop(self) -> bool:
+        return self.lookup.done
+
+    def pump(self, now: float) -> None:
+        _LookupOp.pump(self, now)
+
+    def complete(self, now: float) -> None:
+        core, seq = self.core, self.info.seq
+        closest = self.lookup.closest()
+        missing = [c for c in closest
+                   if self.holders.get(c.node_id, (-1, None))[0] < seq]
+        core._replicas[self.target] = {c.node_id for c in closest}
+        if len(closest) - len(missing) >= core.config.replicas_wanted:
+            return
+        core.stats["replica_reputs"] += len(missing)
+        for c in missing:
+            core._request(STORE, c.addr, now, expected=c.peer_id, node_id=c.node_id,
+                          target=self.target, record=self.record, want_proof=False,
+                          retries=core.config.store_retries)
+
+
+class _HandoffOp(_Op):
+    """STOREs of records a joiner should hold (``DhtCore._handoff``), after a PING when
+    its cookie may be stale. The receiver checks each record as it checks any STORE
+    (signature, key, seq, quota): handing over changes no acceptance rule."""
+
+    def __init__(self, core: DhtCore, op_id: int, contact: Contact,
+                 records: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(core, op_id)
+        self.contact = contact
+        self.records = records
+
+    def begin(self, now: float, ping_first: bool) -> None:
+        c = self.contact
+        if ping_first:
+            self.core._request(PING, c.addr, now, expected=c.peer_id, node_id=c.node_id,
+                               op=self, want_proof=False)
+        else:
+            self._store(now)
+
+    def _store(self, now: float) -> None:
+        c, core = self.contact, self.core
+        core.stats["handoffs"] += len(self.records)
+        for key, record in self.records:
+            core._request(STORE, c.addr, now, expected=c.peer_id, node_id=c.node_id, op=self,
+                          target=key, record=record, want_proof=False)
+
+    def on_reply(self, rpc: _Rpc, rep: Reply, node_id: int, now: float) -> None:
+        if rpc.kind == PING:
+            self._store(now)
+        else:
+            self.core.stats["handoff_" + rep.result] += 1
+
+    def on_failure(self, rpc: _Rpc, now: float) -> None:
+        pass  # a joiner that vanished: nothing to hand over

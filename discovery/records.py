@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ class RecordStore:
         self._most = 0  # the most records any source holds
         self._expiry: list[tuple[float, int, bytes]] = []  # (timestamp, stamp, key)
         self._stamps = itertools.count()
+        # the keys as ints, sorted: the keys near a node id are one slice (handoff)
+        self._sorted: list[int] = []
 
     def __len__(self) -> int:
         return len(self._records)
@@ -120,6 +123,21 @@ class RecordStore:
             self._remove(key)
             return b""
         return stored.data
+
+    def peek(self, key: bytes, now: float) -> bytes:
+        """``get`` without dropping an expired record (for observers: changes nothing)."""
+        stored = self._records.get(key)
+        if stored is None or stored.info.timestamp < now - self.window:
+            return b""
+        return stored.data
+
+    def keys_near(self, center: int, bits: int) -> list[bytes]:
+        """The keys that agree with ``center`` on all but the low ``bits`` bits (XOR
+        distance below ``2**bits``), expired ones included; O(log n + answer)."""
+        lo = center >> bits << bits
+        ids = self._sorted
+        start, end = bisect_left(ids, lo), bisect_left(ids, lo + (1 << bits))
+        return [i.to_bytes(32, "big") for i in ids[start:end]]
 
     def offer(self, key: bytes, data: bytes, now: float, source: Hashable | None = None,
               priority: int = 0) -> str:
@@ -152,6 +170,7 @@ class RecordStore:
         stamp = next(self._stamps)
         if stored is None:
             stored = self._records[key] = _Stored(data, info, source, -1, stamp)
+            insort(self._sorted, int.from_bytes(key, "big"))
             if source is not None:
                 keys = self._keys_of.get(source)
                 if keys is None:
@@ -213,6 +232,8 @@ class RecordStore:
     def _remove(self, key: bytes) -> None:
         stored = self._records.pop(key)
         del self._classes[stored.priority][key]
+        ids = self._sorted
+        del ids[bisect_left(ids, int.from_bytes(key, "big"))]
         if stored.source is not None:
             keys = self._keys_of[stored.source]
             del keys[key]

@@ -128,6 +128,12 @@ def build_report(result: RunResult, *, wall_seconds: float, started_at: str) -> 
             "idle_per_minute": (idle["datagrams"] * 60.0 / (idle["end"] - idle["start"])
                                 if idle and idle["end"] > idle["start"] else None),
         },
+        # issue 11 section 5: lookups target live published nodes only, so this is the
+        # share of live nodes' records found, overall and in the worst bucket
+        "records_found_ratio": {
+            "overall": succeeded / len(counted) if counted else None,
+            "min_per_bucket": min((b["rate"] for b in success if b["rate"] is not None),
+                                  default=None)},
         "joins": {"ok": result.joins["ok"], "failed": result.joins["failed"]},
         "publishes": {"ok": result.publishes["ok"], "failed": result.publishes["failed"],
                       "replicas_min": min(result.replicas) if result.replicas else None,
@@ -225,6 +231,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         ("NAT kinds (initial)", ", ".join(f"{k} {v}" for k, v in s["nodes"]["nat_kinds"].items())),
         ("lookup success", f"{_pct(lk['success_rate'])} ({lk['succeeded']} of {lk['counted']}; "
                            f"{lk['aborted']} aborted)"),
+        ("live nodes' records found (overall / worst bucket)",
+         f"{_pct(s['records_found_ratio']['overall'])} / "
+         f"{_pct(s['records_found_ratio']['min_per_bucket'])}"),
         ("lookup outcomes", ", ".join(f"{o} {lk[o]}" for o in OUTCOMES)),
         ("lookup latency p50 / p95 / p99", f"{_ms(lat['p50'])} / {_ms(lat['p95'])} / "
                                            f"{_ms(lat['p99'])}"),
