@@ -72,7 +72,7 @@ from dataclasses import dataclass
 
 from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInfo, PutDone,
                               RecordRefreshDue)
-from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, RateLimiter
+from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys
 from discovery.lookup import SUCCEEDED, Lookup
 from discovery.records import RecordInfo, RecordStore, RecordValidator, dht_key_of
 from discovery.routing import Contact, RoutingTable, RttEstimator
@@ -171,7 +171,7 @@ class DhtCore:
         self.stats: Counter[str] = Counter()
         self._rng = rng
         self._cookies = Cookies(rng.randbytes(32))
-        self._limiter = RateLimiter(config.rate, config.burst)
+        self._limiter = TokenBuckets(config.rate, config.burst)
         self._their_cookies: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
         # (node id, address) challenged within ``challenge_backoff``
         self._challenged: ExpiringKeys[tuple[int, Address], bool] = ExpiringKeys(

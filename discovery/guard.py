@@ -1,12 +1,11 @@
 """Abuse limits in front of the DHT core: per-source rate limits and address cookies.
 
-- ``RateLimiter``: a token bucket per source address (rate per second, burst), in a
-  bounded table (the oldest source is forgotten first), so a flood costs us O(1) memory.
 - ``Cookies``: a responder hands every requester ``HMAC(secret, ip:port:epoch)[:8]``; a
   request that echoes it proves the requester receives at its source address (not a
   spoofed victim). Un-cookied requests get replies at most ``amplification`` times their
   own size (QUIC's RFC 9000 section 8 rule), so the DHT is no reflection amplifier.
-  Epochs are 5 minutes; the previous epoch's cookie stays valid.
+  Epochs are 5 minutes; the previous epoch's cookie stays valid. Cookies are cached for
+  the current and the previous epoch only.
 - ``ExpiringKeys``: keys that expire a constant ``ttl`` after insertion, at most
   ``max_keys`` of them (the oldest goes first). Expiry is insertion + ttl, so insertion
   order is expiry order: expiring pops from the front of an ``OrderedDict`` and stops at
@@ -24,7 +23,7 @@ from typing import Generic, TypeVar
 
 from stack.base.net import Address
 
-__all__ = ["RateLimiter", "Cookies", "ExpiringKeys", "COOKIE_EPOCH"]
+__all__ = ["Cookies", "ExpiringKeys", "COOKIE_EPOCH"]
 
 COOKIE_EPOCH = 300.0
 
@@ -32,37 +31,19 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class RateLimiter:
-    def __init__(self, rate: float, burst: float, max_sources: int = 8192) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_sources = max_sources
-        self._buckets: OrderedDict[Address, list[float]] = OrderedDict()
-
-    def allow(self, source: Address, now: float) -> bool:
-        bucket = self._buckets.get(source)
-        if bucket is None:
-            if len(self._buckets) >= self.max_sources:
-                self._buckets.popitem(last=False)
-            bucket = self._buckets[source] = [self.burst, now]
-        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
-        bucket[1] = now
-        if tokens < 1.0:
-            bucket[0] = tokens
-            return False
-        bucket[0] = tokens - 1.0
-        return True
-
-
 class Cookies:
     def __init__(self, secret: bytes, max_cached: int = 8192) -> None:
         self._secret = secret
         self._max_cached = max_cached
         self._cache: dict[tuple[Address, int], bytes] = {}  # (addr, epoch) -> cookie
+        self._epoch = 0  # the newest epoch a cookie was made for
 
     def make(self, addr: Address, now: float, epoch_offset: int = 0) -> bytes:
         epoch = int(now // COOKIE_EPOCH) + epoch_offset
         key = (addr, epoch)
+        if epoch > self._epoch:  # a new epoch: the one before last is no longer checked
+            self._epoch = epoch
+            self._cache = {k: v for k, v in self._cache.items() if k[1] >= epoch - 1}
         cookie = self._cache.get(key)
         if cookie is None:  # every request needs one: compute each HMAC once per epoch
             if len(self._cache) >= self._max_cached:

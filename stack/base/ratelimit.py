@@ -7,8 +7,12 @@ keeps at most ``max_keys`` keys, forgetting the one seen least recently (O(1): a
 insertion-ordered dict, moved to the end on use), so a flood from
 many sources costs bounded memory and constant time per packet. A forgotten key starts
 again with a full bucket: the bound is on memory, the rate holds for every key that is
-still sending. Time is a parameter (sans-I/O); a clock that steps backwards earns
-nothing.
+still sending. A bucket that has filled up again is forgotten too (a few per call, from
+the least recently used end): it is exactly what a new key gets, so forgetting it
+changes no answer, and the table holds only the keys active in the last ``burst / rate``
+seconds (a node that talks to thousands of peers, each now and then, keeps a handful of
+buckets, not thousands). Time is a parameter (sans-I/O); a clock that steps backwards
+earns nothing.
 """
 
 from __future__ import annotations
@@ -45,7 +49,20 @@ class TokenBuckets:
             if earned > 0:
                 bucket[0] = min(self.burst, bucket[0] + earned)
                 bucket[1] = now
+        self._forget_full(now)
         if bucket[0] < cost:
             return False
         bucket[0] -= cost
         return True
+
+    def _forget_full(self, now: float, most: int = 2) -> None:
+        """Drop up to ``most`` buckets that are full again, least recently used first
+        (each insertion pays for at most the removals it makes possible)."""
+        buckets = self._buckets
+        for _ in range(most):
+            if len(buckets) < 2:
+                return
+            key, (tokens, at) = next(iter(buckets.items()))
+            if at + (self.burst - tokens) / self.rate > now:
+                return
+            del buckets[key]

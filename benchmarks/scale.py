@@ -1,0 +1,96 @@
+"""Benchmark: how the ``dht`` scenario grows with the network (issue 11 section 4).
+
+Each size runs ``p2pstack simulate dht --set nodes=N --json`` as a child process of its
+own (the production DHT core and driver on the simulated network and virtual clock, the
+built-in scenario otherwise unchanged: join, publish, 2 minutes of lookups, 2 idle
+minutes); its wall time is the report's, its peak RSS the child's own (``wait4``), with
+the datagram count and the lookup success rate beside them. Writes a table to stdout and
+``--plot`` (wall time and memory against nodes, log-log) as a PNG.
+
+    python benchmarks/scale.py [--nodes 500 1000 2000 5000 10000] [--plot FILE]
+
+Targets (issue 11): 10,000 nodes in <= 120 s wall and <= 1 GB peak RSS on this 2-core box,
+with 100% lookup success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(nodes: int, seed: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "stack.cli", "simulate", "dht", "--seed", str(seed),
+             "--set", f"nodes={nodes}", "--json", "--out", str(Path(tmp) / "out"),
+             "--data-dir", str(Path(tmp) / "home")],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert child.stdout is not None
+        out = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            raise SystemExit(f"{nodes} nodes: simulate exited {child.returncode}")
+        report = json.loads(out)
+        summary = report["summary"]
+        return {"nodes": nodes, "wall": report["wall_seconds"],
+                "process_wall": time.perf_counter() - started,
+                "rss_mb": usage.ru_maxrss / 1024, "datagrams": summary["datagrams"]["total"],
+                "success": summary["lookups"]["success_rate"],
+                "lookups": summary["lookups"]["total"]}
+
+
+def plot(rows: list[dict[str, float]], path: Path, seed: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nodes = [r["nodes"] for r in rows]
+    fig, wall_ax = plt.subplots(figsize=(7, 4.5))
+    wall_ax.loglog(nodes, [r["wall"] for r in rows], "o-", color="tab:blue", label="wall time")
+    wall_ax.set_xlabel("nodes")
+    wall_ax.set_ylabel("wall time (s)", color="tab:blue")
+    rss_ax = wall_ax.twinx()
+    rss_ax.loglog(nodes, [r["rss_mb"] for r in rows], "s--", color="tab:red",
+                  label="peak RSS")
+    rss_ax.set_ylabel("peak RSS (MB)", color="tab:red")
+    wall_ax.axhline(120, color="tab:blue", lw=0.8, ls=":")
+    rss_ax.axhline(1024, color="tab:red", lw=0.8, ls=":")
+    wall_ax.set_title(f"p2pstack simulate dht: wall time and memory against nodes "
+                      f"(seed {seed})\ndotted: the 10,000-node targets, 120 s and 1 GB")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[500, 1000, 2000, 5000, 10000])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--plot", type=Path, default=None, help="write the curve as a PNG")
+    args = parser.parse_args()
+    print(f"{'nodes':>7} {'wall s':>8} {'peak RSS MB':>12} {'datagrams':>11} "
+          f"{'us/datagram':>12} {'lookups':>8} {'success':>8}", flush=True)
+    rows = []
+    for n in args.nodes:
+        r = run(n, args.seed)
+        rows.append(r)
+        print(f"{n:>7} {r['wall']:>8.1f} {r['rss_mb']:>12.0f} {r['datagrams']:>11} "
+              f"{r['wall'] / r['datagrams'] * 1e6:>12.1f} {r['lookups']:>8} "
+              f"{r['success']:>8.1%}", flush=True)
+    if args.plot is not None:
+        plot(rows, args.plot, args.seed)
+
+
+if __name__ == "__main__":
+    main()
