@@ -31,7 +31,7 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
            "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
            "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "RoomAdmitted",
-           "RoomAdmissionFailed", "NodeEvent",
+           "RoomAdmissionFailed", "RoomMemberVerified", "RoomStatementRefused", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
@@ -306,12 +306,37 @@ class RoomAdmissionFailed:
     role: str
 
 
+@dataclass(frozen=True)
+class RoomMemberVerified:
+    """``peer_id`` entered our own view of ``room`` (issue 13): ``via`` "introduced" (a
+    member's introduction we checked; ``by`` is that inviter), "welcome" (listed by our
+    inviter ``by``), "admitted" (we admitted it, and it reached us directly). It is in the
+    trust store with source ``invite``; ``connected``: we hold a connection to it."""
+    room: str
+    peer_id: PeerId
+    via: str
+    by: PeerId | None
+    connected: bool
+
+
+@dataclass(frozen=True)
+class RoomStatementRefused:
+    """A room statement ``sender`` sent us was refused (issue 13): ``statement`` "intro",
+    "welcome", "greet", "joined" ...; ``reason`` the named refusal
+    (``forged_introduction``, ``not_member``, ``removed``, ...)."""
+    room: str
+    sender: PeerId
+    statement: str
+    reason: str
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
              | HolePunchFailed | ConnectionMigrated | ConnectionReplaced
-             | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed)
+             | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed
+             | RoomMemberVerified | RoomStatementRefused)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -327,6 +352,7 @@ EVENT_NAMES: dict[type, str] = {
     ConnectionMigrated: "connection.migrated", ConnectionReplaced: "connection.replaced",
     TurnAllocationChanged: "turn.allocation",
     RoomAdmitted: "room.admitted", RoomAdmissionFailed: "room.admission_failed",
+    RoomMemberVerified: "room.member_verified", RoomStatementRefused: "room.statement_refused",
 }
 
 E = TypeVar("E")

@@ -1,0 +1,338 @@
+"""Members check newcomers for themselves (issue 13 section 2, seed 002's flow).
+
+``NodeRooms`` runs the admission; this module does what follows it, on the members'
+direct connections (``protocols.roomlink``), never through the rendezvous:
+
+1. The newcomer dials its inviter (its signed membership announcement at the rendezvous
+   gives the addresses; the dial by peer id proves who answers) and says ``joined`` with
+   its own signed announcement. The inviter, who admitted exactly that peer id, answers
+   with a signed welcome: the admin and the members it verified, each with its admission.
+2. The inviter introduces the newcomer to every other member of its roster on *their*
+   direct connections (``intro``), each introduction signed by it and carrying the
+   admission it signed.
+3. Each member checks the introduction itself (``rooms.intro.verify_intro``: signed
+   first-hand by a member it verified, the admission that member's, for this room and the
+   newcomer's peer id), puts the newcomer in the trust store with source ``invite`` and its
+   roster, then dials it by peer id and says ``greet``; the newcomer accepts only members
+   of its own roster.
+
+Every refusal is named (``forged_introduction``, ``not_member``, ``removed``,
+``malformed_message``, ``unknown_room``), counted in ``stats`` (``refused.<reason>``) and
+reported as a ``RoomStatementRefused`` event; a peer's entry into our roster is a
+``RoomMemberVerified`` event. The rosters (``rooms.roster``) are kept in
+``room_members.json`` (atomic, 0600; corrupt: ``CorruptFileError``, kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from stack.base.addresses import PeerAddress, parse_address
+from stack.base.clock import Clock
+from stack.base.errors import CorruptFileError, StackError
+from stack.base.files import atomic_write, read_regular
+from stack.base.identity import Identity, PeerId
+from stack.base.interfaces import Connection
+from rooms.errors import MalformedMessage, MembershipError, RoomError
+from rooms.intro import (IntroductionError, NotAMember, sign_intro, sign_welcome,
+                         verify_intro, verify_welcome)
+from rooms.membership import MAX_MEMBER_ADDRS, sign_member, verify_member
+from rooms.roster import Member, Roster, Via
+from stack.node.events import (EventBus, RoomAdmitted, RoomMemberVerified,
+                               RoomStatementRefused)
+from stack.node.protocols.rendezvous import members as rendezvous_members
+from stack.node.protocols.roomlink import RoomLinkProtocol, request
+from stack.node.rooms import NodeRooms, Room
+from stack.store.trust import TrustStore
+
+__all__ = ["RoomTrust", "MEMBERS_FILE", "UnknownRoomId"]
+
+log = structlog.get_logger("p2pstack.roomtrust")
+
+MEMBERS_FILE = "room_members.json"
+MAX_MEMBERS_FILE = 4 << 20
+
+
+class UnknownRoomId(RoomError):
+    reason = "unknown_room"
+
+
+class RoomTrust:
+    """The members' side of seed 002 for one node (see the module docstring)."""
+
+    def __init__(self, *, identity: Identity, clock: Clock, events: EventBus,
+                 trust: TrustStore, rooms: NodeRooms,
+                 connect: Callable[[str], Awaitable[Connection]],
+                 connections: Callable[[], list[Connection]], addrs: Callable[[], list[str]],
+                 run_service: Callable[[str, Callable[[], Awaitable[None]]], None],
+                 spawn: Callable[[Any], object], path: Path | None, timeout: float) -> None:
+        self._identity = identity
+        self._me = identity.peer_id
+        self._clock = clock
+        self._events = events
+        self._trust = trust
+        self._rooms = rooms
+        self._connect = connect
+        self._connections = connections
+        self._addrs = addrs
+        self._run_service = run_service
+        self._spawn = spawn
+        self._path = path
+        self._timeout = timeout
+        self._rosters: dict[str, Roster] | None = None
+        self._welcoming: set[str] = set()  # rooms whose welcome we are waiting for
+        self._saving = asyncio.Lock()
+        self.protocol = RoomLinkProtocol(self._handle, timeout)
+        self.stats: Counter[str] = Counter()
+
+    def start(self) -> None:
+        self._run_service("room.links", self._watch)
+
+    async def _watch(self) -> None:
+        """A newcomer's next step after its admission: reach the inviter directly."""
+        queue = self._events.subscribe()
+        try:
+            while True:
+                event = await queue.get()
+                if isinstance(event, RoomAdmitted) and event.role == "newcomer":
+                    self._spawn(self.after_join(event.room, event.peer_id))
+        finally:
+            self._events.unsubscribe(queue)
+
+    # ------------------------------------------------------------------- storage
+
+    def _load(self) -> dict[str, Roster]:
+        if self._rosters is not None:
+            return self._rosters
+        rosters: dict[str, Roster] = {}
+        data = None if self._path is None else read_regular(self._path, MAX_MEMBERS_FILE)
+        if data is not None:
+            try:
+                obj = json.loads(data)
+                if obj.get("version") != 1:
+                    raise ValueError("unknown version")
+                rosters = {name: Roster.from_json(r) for name, r in obj["rooms"].items()}
+            except (ValueError, KeyError, TypeError, AttributeError, StackError) as exc:
+                assert self._path is not None
+                raise CorruptFileError(self._path, f"not a room members file ({exc}); it "
+                                                   "was left untouched") from None
+        self._rosters = rosters
+        return rosters
+
+    async def _save(self) -> None:
+        if self._path is None or self._rosters is None:
+            return
+        async with self._saving:
+            body = {"version": 1,
+                    "rooms": {n: r.to_json() for n, r in sorted(self._rosters.items())}}
+            data = (json.dumps(body, indent=2) + "\n").encode()
+            await asyncio.to_thread(atomic_write, self._path, data)
+
+    def roster(self, name: str) -> Roster:
+        """Our roster of room ``name`` (``UnknownRoom`` if we are not in it), brought up
+        to date with the admissions ``NodeRooms`` recorded."""
+        room = self._rooms._room(name)
+        rosters = self._load()
+        roster = rosters.get(room.name)
+        if roster is None or roster.room_id != room.room_id:
+            roster = rosters[room.name] = Roster(room.room_id, self._me,
+                                                 self._me if room.admin else None)
+        me = roster.members[self._me]
+        me.inviter, me.admission = room.admitted_by, room.admission
+        if room.admitted_by is not None:
+            roster.add(Member(room.admitted_by, Via.INVITER))
+        for peer, admission in room.admitted.items():
+            roster.add(Member(peer, Via.ADMITTED, self._me, admission))
+        return roster
+
+    def _room_by_id(self, room_id: bytes) -> Room:
+        for room in self._rooms._load().values():
+            if room.room_id == room_id:
+                return room
+        raise UnknownRoomId("this node is in no such room")
+
+    # ----------------------------------------------------------------- dialling
+
+    async def _link(self, peer: PeerId, addrs: tuple[str, ...] | list[str]) -> Connection:
+        """A connection to ``peer``: one we hold, else a dial by peer id at ``addrs``."""
+        for conn in self._connections():
+            if conn.peer_id == peer and not conn.closed:
+                return conn
+        error: BaseException = RoomError(f"no address of {peer} to dial")
+        for text in addrs:
+            try:
+                target = parse_address(text)
+                if target.peer_id not in (None, peer):
+                    continue
+                target = PeerAddress(target.host, target.port, target.transport, peer,
+                                     target.relay, target.turn)
+                return await self._connect(target.multiaddr())
+            except (StackError, OSError, TimeoutError) as exc:
+                error = exc
+        raise error
+
+    def _refused(self, room: str, sender: PeerId, kind: str, reason: str) -> None:
+        self.stats[f"refused.{reason}"] += 1
+        self._events.emit(RoomStatementRefused(room, sender, kind, reason), "warning")
+
+    # ------------------------------------------------------------ newcomer side
+
+    async def after_join(self, name: str, inviter: PeerId) -> None:
+        """Reach our inviter directly, say ``joined``, take its welcome."""
+        self._welcoming.add(name)
+        try:
+            await self._take_welcome(name, inviter)
+        finally:
+            self._welcoming.discard(name)
+
+    async def _take_welcome(self, name: str, inviter: PeerId) -> None:
+        room = self._rooms._room(name)
+        roster = self.roster(name)
+        addrs: tuple[str, ...] = roster.members[inviter].addrs
+        if room.rendezvous is not None:
+            with contextlib.suppress(StackError, TimeoutError):
+                rv = await self._connect(room.rendezvous)
+                for ann in await rendezvous_members(rv, room.room_id, self._clock.now(),
+                                                    self._timeout):
+                    if ann.peer_id == inviter:
+                        addrs = ann.addrs
+        conn = await self._link(inviter, addrs)
+        record = sign_member(self._identity, room.room_id, self._addrs()[:MAX_MEMBER_ADDRS],
+                             self._clock.now())
+        data = await request(conn, "joined", room.room_id, record, self._timeout)
+        try:
+            welcome = verify_welcome(data, room_id=room.room_id, inviter=inviter)
+        except IntroductionError as exc:
+            self._refused(name, inviter, "welcome", exc.reason)
+            raise
+        roster.members[inviter].addrs = addrs
+        new = roster.apply_welcome(welcome)
+        for peer in new:
+            await self._trust.check_peer_async(peer, source="invite")
+        await self._save()
+        for peer in new:
+            self._events.emit(RoomMemberVerified(name, peer, Via.WELCOME.value, inviter,
+                                                 False))
+        self._events.emit(RoomMemberVerified(name, inviter, Via.INVITER.value, inviter, True))
+
+    # --------------------------------------------------------------- the handler
+
+    async def _handle(self, conn: Connection, verb: str, room_id: bytes,
+                      record: bytes) -> bytes:
+        sender = conn.peer_id
+        try:
+            room = self._room_by_id(room_id)
+        except UnknownRoomId:
+            self.stats["refused.unknown_room"] += 1
+            raise
+        try:
+            if verb == "joined":
+                return await self._joined(room, sender, record)
+            if verb == "intro":
+                await self._intro(room, sender, record)
+            elif verb == "greet":
+                await self._greeted(room, sender)
+            return b""
+        except RoomError as exc:
+            self._refused(room.name, sender, verb, getattr(exc, "reason", "refused"))
+            raise
+
+    async def _greeted(self, room: Room, sender: PeerId) -> None:
+        """A member that verified us connects. While our welcome is on its way, the
+        members it lists may greet us first (our inviter introduced us as it sent it):
+        wait for it before deciding."""
+        waiter = self._events.next_event(RoomMemberVerified, room=room.name, peer_id=sender,
+                                         timeout=self._timeout)
+        if room.name in self._welcoming and not self.roster(room.name).is_member(sender):
+            with contextlib.suppress(TimeoutError):
+                await waiter
+        else:
+            waiter.cancel()
+        if not self.roster(room.name).is_member(sender):
+            raise NotAMember(f"a greeting from {sender}, who is not a member we verified")
+
+    async def _joined(self, room: Room, sender: PeerId, record: bytes) -> bytes:
+        """The inviter's side: the newcomer we admitted reached us directly."""
+        waiter = self._events.next_event(RoomAdmitted, room=room.name, peer_id=sender,
+                                         role="inviter", timeout=self._timeout)
+        if sender in room.admitted:
+            waiter.cancel()
+        else:  # its ADMIT reached it before our own bookkeeping finished
+            with contextlib.suppress(TimeoutError):
+                await waiter
+        if sender not in room.admitted:
+            raise NotAMember(f"{sender} was not admitted by us")
+        try:
+            ann = verify_member(record, self._clock.now())
+        except (MembershipError, MalformedMessage) as exc:
+            raise MalformedMessage(f"joined: {exc}") from None
+        if ann.peer_id != sender or ann.room_id != room.room_id:
+            raise MalformedMessage("joined: an announcement of another peer or room")
+        roster = self.roster(room.name)
+        if roster.admin is None:
+            raise NotAMember("we have no welcome of our own yet: try again")
+        newcomer = roster.members[sender]
+        newcomer.addrs = ann.addrs
+        roster.members[self._me].addrs = tuple(self._addrs()[:MAX_MEMBER_ADDRS])
+        now = self._clock.now()
+        welcome = sign_welcome(self._identity, room.room_id, roster.admin,
+                               roster.welcome_rows(), now)
+        admission = room.admitted[sender]
+        intro = sign_intro(self._identity, room.room_id, admission, ann.addrs, now)
+        others = [m for m in roster.members.values() if m.peer_id not in (self._me, sender)]
+        await self._save()
+        self._events.emit(RoomMemberVerified(room.name, sender, Via.ADMITTED.value,
+                                             self._me, True))
+        self._spawn(self.fan_out(room.name, intro, others))
+        return welcome
+
+    async def fan_out(self, name: str, intro: bytes, others: list[Member]) -> None:
+        """Introduce a newcomer to every other member, each on its own connection (a
+        seam: a test's conspiring member introduces nobody)."""
+        async def one(member: Member) -> None:
+            try:
+                conn = await self._link(member.peer_id, member.addrs)
+                room_id = self._rooms._room(name).room_id
+                await request(conn, "intro", room_id, intro, self._timeout)
+                self.stats["introduced"] += 1
+            except (StackError, TimeoutError, OSError) as exc:
+                self.stats["intro_failed"] += 1
+                log.warning("room.intro_failed", room=name, member=str(member.peer_id),
+                            error=f"{type(exc).__name__}: {exc}")
+
+        await asyncio.gather(*(one(m) for m in others))
+
+    async def _intro(self, room: Room, sender: PeerId, record: bytes) -> None:
+        """A member's side: check the newcomer ourselves, then connect to it."""
+        roster = self.roster(room.name)
+        intro = verify_intro(record, room_id=room.room_id, sender=sender,
+                             members=roster.members, removed=roster.removed)
+        newcomer = intro.newcomer
+        if roster.is_member(newcomer):
+            return
+        await self._trust.check_peer_async(newcomer, source="invite")
+        roster.add(Member(newcomer, Via.INTRODUCED, intro.inviter, intro.admission.raw,
+                          intro.addrs))
+        await self._save()
+        self.stats["verified"] += 1
+        self._spawn(self._greet(room.name, newcomer, intro.inviter, intro.addrs))
+
+    async def _greet(self, name: str, peer: PeerId, by: PeerId,
+                     addrs: tuple[str, ...]) -> None:
+        connected = False
+        try:
+            conn = await self._link(peer, addrs)
+            await request(conn, "greet", self._rooms._room(name).room_id, b"", self._timeout)
+            connected = True
+        except (StackError, TimeoutError, OSError) as exc:
+            log.warning("room.greet_failed", room=name, peer=str(peer),
+                        error=f"{type(exc).__name__}: {exc}")
+        self._events.emit(RoomMemberVerified(name, peer, Via.INTRODUCED.value, by, connected))

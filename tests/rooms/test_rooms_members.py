@@ -1,0 +1,146 @@
+"""Members check newcomers themselves (``stack.node.roomtrust``, issue 13 section 2) on
+real nodes on 127.0.0.1: seed 002's three-member flow (A creates, invites B; B invites C;
+B introduces C to A on their direct connection; A and B both verify C and connect), and
+forged introductions refused by name and counted."""
+
+from __future__ import annotations
+
+from pathlib import Path as FsPath
+
+import pytest
+
+from stack.base.identity import Identity
+from stack.node import Node, RoomAdmitted
+from stack.node.config import NodeConfig
+from stack.node.events import RoomMemberVerified, RoomStatementRefused
+from stack.node.protocols.roomlink import RoomLinkRefused, request
+from stack.store.trust_model import Source
+from rooms.admission import sign_admission
+from rooms.intro import sign_intro
+from rooms.roster import Via
+
+T = 10.0
+
+
+@pytest.fixture
+async def nodes(tmp_path: FsPath):
+    created: list[Node] = []
+
+    async def make(name: str, **overrides) -> Node:
+        node = Node(NodeConfig(data_dir=tmp_path / name, listen=("127.0.0.1", 0), tls=False,
+                               dht=False, dial_back=False, **overrides))
+        await node.start()
+        created.append(node)
+        return node
+
+    yield make
+    for node in reversed(created):
+        if node._started:
+            await node.stop(grace=0.1)
+
+
+def addr(node: Node) -> str:
+    return f"/ip4/127.0.0.1/udp/{node.udp_address[1]}/quic-v1/p2p/{node.peer_id}"
+
+
+async def admit(inviter: Node, newcomer: Node, room: str, rendezvous: str,
+                *members: Node) -> None:
+    """``inviter`` admits ``newcomer``; returns once the newcomer took its welcome and
+    every other member in ``members`` verified the newcomer and connected to it."""
+    code = (await inviter.rooms.invite(room))["code"]
+    admitted = inviter.next_event(RoomAdmitted, role="inviter", timeout=T)
+    welcomed = newcomer.next_event(RoomMemberVerified, room=room, peer_id=inviter.peer_id,
+                                   via="inviter", timeout=T)
+    verified = [m.next_event(RoomMemberVerified, room=room, peer_id=newcomer.peer_id,
+                             via="introduced", timeout=T) for m in members]
+    await newcomer.rooms.join(room, code, rendezvous)
+    await admitted
+    await welcomed
+    for waiter in verified:
+        event = await waiter
+        assert event.by == inviter.peer_id and event.connected, event
+
+
+def peers_of(node: Node) -> set:
+    return {c.peer_id for c in node.connections if not c.closed}
+
+
+async def test_seed_002_three_members_verify_each_other(nodes) -> None:
+    r = await nodes("r", rendezvous=True)
+    a, b, c = await nodes("a"), await nodes("b"), await nodes("c")
+    await a.rooms.create("club", addr(r))
+    await admit(a, b, "club", addr(r))
+    await admit(b, c, "club", addr(r), a)        # B introduces C to A; A verifies C itself
+    for node in (a, b, c):
+        others = {a.peer_id, b.peer_id, c.peer_id} - {node.peer_id}
+        roster = node.roomtrust.roster("club")
+        assert roster.verified() == others, node
+        assert roster.admin == a.peer_id
+        for peer in others:
+            entry = node.trust.get(peer)
+            assert entry is not None and entry.source is Source.INVITE, (node, peer)
+    assert c.peer_id in peers_of(a) and a.peer_id in peers_of(c)   # A connected to C
+    ra = a.roomtrust.roster("club")
+    assert ra.members[c.peer_id].via is Via.INTRODUCED
+    assert ra.members[c.peer_id].inviter == b.peer_id
+    assert c.roomtrust.roster("club").members[a.peer_id].via is Via.WELCOME
+    assert b.roomtrust.stats["introduced"] == 1 and a.roomtrust.stats["verified"] == 1
+    assert not any(k.startswith("refused.") for n in (a, b, c) for k in n.roomtrust.stats)
+    # the rosters are kept across a restart
+    await c.stop(grace=0.1)
+    again = await nodes("c")
+    assert again.roomtrust.roster("club").verified() == {a.peer_id, b.peer_id}
+
+
+async def test_forged_introductions_are_refused_by_name_and_counted(nodes) -> None:
+    r = await nodes("r", rendezvous=True)
+    a, b, z = await nodes("a"), await nodes("b"), await nodes("z")
+    await a.rooms.create("club", addr(r))
+    await admit(a, b, "club", addr(r))
+    rid = a.rooms._room("club").room_id
+    ghost = Identity.generate()           # the peer a forger would slip into the room
+    now = a.clock.now()
+    by_b = b.identity
+    cases = [
+        # (sender node, record, reason)
+        (b, b"\x93not a signed record", "forged_introduction"),        # unsigned garbage
+        (b, sign_intro(z.identity, rid, sign_admission(z.identity, rid, ghost.peer_id, now,
+                                                       bytes(32)), [], now),
+         "forged_introduction"),       # signed, but by Z: not first-hand from B
+        (b, sign_intro(by_b, rid, sign_admission(z.identity, rid, ghost.peer_id, now,
+                                                 bytes(32)), [], now),
+         "forged_introduction"),       # B's signature over an admission Z signed
+        (b, sign_intro(by_b, bytes(32), sign_admission(by_b, bytes(32), ghost.peer_id, now,
+                                                       bytes(32)), [], now),
+         "unknown_room"),
+        (z, sign_intro(z.identity, rid, sign_admission(z.identity, rid, ghost.peer_id, now,
+                                                       bytes(32)), [], now),
+         "not_member"),                # sound, but Z is no member A verified
+    ]
+    for sender, record, reason in cases:
+        conn = await sender.connect(addr(a))
+        room_id = bytes(32) if reason == "unknown_room" else rid
+        refused = a.next_event(RoomStatementRefused, statement="intro", timeout=T) \
+            if reason != "unknown_room" else None
+        with pytest.raises(RoomLinkRefused) as info:
+            await request(conn, "intro", room_id, record, T)
+        assert info.value.reason == reason
+        if refused is not None:
+            event = await refused
+            assert event.reason == reason and event.sender == sender.peer_id
+    stats = a.roomtrust.stats
+    assert stats["refused.forged_introduction"] == 3
+    assert stats["refused.not_member"] == 1 and stats["refused.unknown_room"] == 1
+    assert not a.roomtrust.roster("club").is_member(ghost.peer_id)
+    assert a.trust.get(ghost.peer_id) is None
+    # a greeting from a non-member is refused too
+    conn = await z.connect(addr(b))
+    with pytest.raises(RoomLinkRefused, match="not_member"):
+        await request(conn, "greet", rid, b"", T)
+    # a genuine introduction from B of a peer B admitted is accepted (the same path)
+    good = sign_intro(by_b, rid, sign_admission(by_b, rid, ghost.peer_id, now, bytes(32)),
+                      [], now)
+    conn = await b.connect(addr(a))
+    assert await request(conn, "intro", rid, good, T) == b""
+    assert a.roomtrust.roster("club").is_member(ghost.peer_id)
+    assert a.trust.get(ghost.peer_id).source is Source.INVITE
