@@ -16,7 +16,8 @@ via             how we know it
                 admission signed by that member (``rooms.intro.verify_intro``)
 ==============  =============================================================================
 
-A removed peer (``removed``: peer -> why) is never added again. Sans-I/O: no clock, no I/O;
+A removed peer (``removed``: peer -> why) is never added again. ``statements`` holds the
+newest signed vouch of each member (``rooms.graph``), as received. Sans-I/O: no clock, no I/O;
 ``to_json``/``from_json`` let the node keep it in its data directory.
 """
 
@@ -74,6 +75,8 @@ class Roster:
     admin: PeerId | None = None
     members: dict[PeerId, Member] = field(default_factory=dict)
     removed: dict[PeerId, str] = field(default_factory=dict)
+    # the newest signed vouch of each member (``rooms.graph``), ours included
+    statements: dict[PeerId, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.members.setdefault(self.me, Member(self.me, Via.SELF))
@@ -127,7 +130,9 @@ class Roster:
         return {"room_id": self.room_id.hex(), "me": str(self.me),
                 "admin": None if self.admin is None else str(self.admin),
                 "members": {str(p): m.to_json() for p, m in self.members.items()},
-                "removed": {str(p): why for p, why in self.removed.items()}}
+                "removed": {str(p): why for p, why in self.removed.items()},
+                "statements": {str(p): base64.b64encode(raw).decode()
+                               for p, raw in self.statements.items()}}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Roster:
@@ -136,5 +141,7 @@ class Roster:
                      None if admin is None else PeerId.parse(admin),
                      {PeerId.parse(p): Member.from_json(p, m)
                       for p, m in obj["members"].items()},
-                     {PeerId.parse(p): str(why) for p, why in obj["removed"].items()})
+                     {PeerId.parse(p): str(why) for p, why in obj["removed"].items()},
+                     {PeerId.parse(p): base64.b64decode(raw, validate=True)
+                      for p, raw in obj.get("statements", {}).items()})
         return roster

@@ -31,7 +31,8 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
            "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
            "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "RoomAdmitted",
-           "RoomAdmissionFailed", "RoomMemberVerified", "RoomStatementRefused", "NodeEvent",
+           "RoomAdmissionFailed", "RoomMemberVerified", "RoomStatementRefused",
+           "RoomGraphChanged", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
@@ -330,13 +331,23 @@ class RoomStatementRefused:
     reason: str
 
 
+@dataclass(frozen=True)
+class RoomGraphChanged:
+    """Our trust graph of ``room`` changed (issue 13 section 3): ``cause`` "vouch" (we
+    took ``peer_id``'s newer signed statement of whom it verified), "removed" (``peer_id``
+    left the room by a removal we accepted, or was cut off with the member it came in by)."""
+    room: str
+    peer_id: PeerId
+    cause: str
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
              | HolePunchFailed | ConnectionMigrated | ConnectionReplaced
              | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed
-             | RoomMemberVerified | RoomStatementRefused)
+             | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -353,6 +364,7 @@ EVENT_NAMES: dict[type, str] = {
     TurnAllocationChanged: "turn.allocation",
     RoomAdmitted: "room.admitted", RoomAdmissionFailed: "room.admission_failed",
     RoomMemberVerified: "room.member_verified", RoomStatementRefused: "room.statement_refused",
+    RoomGraphChanged: "room.graph_changed",
 }
 
 E = TypeVar("E")

@@ -42,12 +42,13 @@ from stack.base.files import atomic_write, read_regular
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection
 from rooms.errors import MalformedMessage, MembershipError, RoomError
+from rooms.graph import accept_vouch, admitted_by_us, build_graph, sign_vouch, verify_vouch
 from rooms.intro import (IntroductionError, NotAMember, sign_intro, sign_welcome,
                          verify_intro, verify_welcome)
 from rooms.membership import MAX_MEMBER_ADDRS, sign_member, verify_member
 from rooms.roster import Member, Roster, Via
-from stack.node.events import (EventBus, RoomAdmitted, RoomMemberVerified,
-                               RoomStatementRefused)
+from stack.node.events import (ConnectionClosed, ConnectionOpened, EventBus, RoomAdmitted,
+                               RoomGraphChanged, RoomMemberVerified, RoomStatementRefused)
 from stack.node.protocols.rendezvous import members as rendezvous_members
 from stack.node.protocols.roomlink import RoomLinkProtocol, request
 from stack.node.rooms import NodeRooms, Room
@@ -89,6 +90,8 @@ class RoomTrust:
         self._timeout = timeout
         self._rosters: dict[str, Roster] | None = None
         self._welcoming: set[str] = set()  # rooms whose welcome we are waiting for
+        self._publishing: set[str] = set()  # rooms whose vouch is being pushed
+        self._again: set[str] = set()       # ... and changed again meanwhile
         self._saving = asyncio.Lock()
         self.protocol = RoomLinkProtocol(self._handle, timeout)
         self.stats: Counter[str] = Counter()
@@ -97,15 +100,25 @@ class RoomTrust:
         self._run_service("room.links", self._watch)
 
     async def _watch(self) -> None:
-        """A newcomer's next step after its admission: reach the inviter directly."""
+        """A newcomer's next step after its admission: reach the inviter directly; and
+        a new vouch whenever a connection to a member opens or closes."""
         queue = self._events.subscribe()
         try:
             while True:
                 event = await queue.get()
                 if isinstance(event, RoomAdmitted) and event.role == "newcomer":
                     self._spawn(self.after_join(event.room, event.peer_id))
+                elif isinstance(event, ConnectionOpened | ConnectionClosed):
+                    for name in self._rooms_of(event.peer_id):
+                        self.changed(name)
         finally:
             self._events.unsubscribe(queue)
+
+    def _rooms_of(self, peer: PeerId) -> list[str]:
+        try:
+            return [n for n, r in self._load().items() if r.is_member(peer)]
+        except StackError:
+            return []
 
     # ------------------------------------------------------------------- storage
 
@@ -222,6 +235,7 @@ class RoomTrust:
             self._events.emit(RoomMemberVerified(name, peer, Via.WELCOME.value, inviter,
                                                  False))
         self._events.emit(RoomMemberVerified(name, inviter, Via.INVITER.value, inviter, True))
+        self.changed(name)
 
     # --------------------------------------------------------------- the handler
 
@@ -240,6 +254,8 @@ class RoomTrust:
                 await self._intro(room, sender, record)
             elif verb == "greet":
                 await self._greeted(room, sender)
+            elif verb == "vouch":
+                await self._vouched(room, sender, record)
             return b""
         except RoomError as exc:
             self._refused(room.name, sender, verb, getattr(exc, "reason", "refused"))
@@ -292,6 +308,7 @@ class RoomTrust:
         self._events.emit(RoomMemberVerified(room.name, sender, Via.ADMITTED.value,
                                              self._me, True))
         self._spawn(self.fan_out(room.name, intro, others))
+        self.changed(room.name)
         return welcome
 
     async def fan_out(self, name: str, intro: bytes, others: list[Member]) -> None:
@@ -324,6 +341,7 @@ class RoomTrust:
         await self._save()
         self.stats["verified"] += 1
         self._spawn(self._greet(room.name, newcomer, intro.inviter, intro.addrs))
+        self.changed(room.name)
 
     async def _greet(self, name: str, peer: PeerId, by: PeerId,
                      addrs: tuple[str, ...]) -> None:
@@ -336,3 +354,72 @@ class RoomTrust:
             log.warning("room.greet_failed", room=name, peer=str(peer),
                         error=f"{type(exc).__name__}: {exc}")
         self._events.emit(RoomMemberVerified(name, peer, Via.INTRODUCED.value, by, connected))
+
+    # ---------------------------------------------------------- the trust graph
+
+    def graph(self, name: str) -> dict[str, Any]:
+        """``room graph``: our roster, the vouches we hold (ours signed afresh) and the
+        gaps they show (``rooms.graph.build_graph``)."""
+        roster = self.roster(name)
+        roster.statements[self._me] = self._own_vouch(roster)
+        return {"room": self._rooms._room(name).name, **build_graph(roster)}
+
+    def _own_vouch(self, roster: Roster) -> bytes:
+        now_ms = int(self._clock.now() * 1000)
+        held = roster.statements.get(self._me)
+        last = verify_vouch(held, roster.room_id).issued_ms if held is not None else 0
+        live = {c.peer_id for c in self._connections() if not c.closed}
+        return sign_vouch(self._identity, roster.room_id, max(now_ms, last + 1),
+                          roster.verified(), admitted_by_us(roster),
+                          live & roster.verified())
+
+    def changed(self, name: str) -> None:
+        """Our vouch of room ``name`` may have changed: sign and push it to every member
+        (coalesced: one push at a time per room, one more if it changed meanwhile)."""
+        if name in self._publishing:
+            self._again.add(name)
+            return
+        self._publishing.add(name)
+
+        async def loop() -> None:
+            try:
+                while True:
+                    self._again.discard(name)
+                    await self._publish(name)
+                    if name not in self._again:
+                        return
+            finally:
+                self._publishing.discard(name)
+
+        self._spawn(loop())
+
+    async def _publish(self, name: str) -> None:
+        try:
+            roster = self.roster(name)
+        except StackError:  # the room is gone (or its file unusable): nothing to say
+            return
+        record = roster.statements[self._me] = self._own_vouch(roster)
+        await self._save()
+
+        async def one(member: Member) -> None:
+            try:
+                conn = await self._link(member.peer_id, member.addrs)
+                await request(conn, "vouch", roster.room_id, record, self._timeout)
+                self.stats["vouch_sent"] += 1
+            except (StackError, TimeoutError, OSError) as exc:
+                self.stats["vouch_failed"] += 1
+                log.info("room.vouch_failed", room=name, member=str(member.peer_id),
+                         error=f"{type(exc).__name__}: {exc}")
+
+        await asyncio.gather(*(one(m) for m in roster.members.values()
+                               if m.peer_id != self._me))
+
+    async def _vouched(self, room: Room, sender: PeerId, record: bytes) -> None:
+        roster = self.roster(room.name)
+        vouch = accept_vouch(roster, record, sender)
+        if vouch is None:
+            self.stats["vouch_stale"] += 1
+            return
+        self.stats["vouch_taken"] += 1
+        await self._save()
+        self._events.emit(RoomGraphChanged(room.name, sender, "vouch"))

@@ -5,6 +5,7 @@ forged introductions refused by name and counted."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path as FsPath
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from stack.base.identity import Identity
 from stack.node import Node, RoomAdmitted
 from stack.node.config import NodeConfig
-from stack.node.events import RoomMemberVerified, RoomStatementRefused
+from stack.node.events import RoomGraphChanged, RoomMemberVerified, RoomStatementRefused
 from stack.node.protocols.roomlink import RoomLinkRefused, request
 from stack.store.trust_model import Source
 from rooms.admission import sign_admission
@@ -144,3 +145,60 @@ async def test_forged_introductions_are_refused_by_name_and_counted(nodes) -> No
     assert await request(conn, "intro", rid, good, T) == b""
     assert a.roomtrust.roster("club").is_member(ghost.peer_id)
     assert a.trust.get(ghost.peer_id).source is Source.INVITE
+
+
+async def graph_until(node: Node, room: str, holds) -> dict:
+    """``node``'s graph of ``room`` once ``holds(graph)``: checked now and after each of
+    its graph changes (the waiter is registered before each check)."""
+    async with asyncio.timeout(T):
+        while True:
+            waiter = node.next_event(RoomGraphChanged, room=room)
+            graph = node.roomtrust.graph(room)
+            if holds(graph):
+                waiter.cancel()
+                return graph
+            await waiter
+
+
+def gaps(graph: dict) -> list[tuple]:
+    return sorted((g["kind"], g.get("member"), g["peer"]) for g in graph["gaps"])
+
+
+async def test_an_outsider_admitted_by_a_conspiring_member_shows_up_as_a_gap(nodes) -> None:
+    r = await nodes("r", rendezvous=True)
+    a, b, c, x = await nodes("a"), await nodes("b"), await nodes("c"), await nodes("x")
+    await a.rooms.create("club", addr(r))
+    await admit(a, b, "club", addr(r))
+    await admit(b, c, "club", addr(r), a)
+    ids = {str(n.peer_id) for n in (a, b, c)}
+    healthy = await graph_until(a, "club", lambda g: not g["gaps"])   # all statements held
+    assert {m["peer_id"] for m in healthy["members"]} == ids and healthy["outsiders"] == []
+    assert {(e["from"], e["to"]) for e in healthy["edges"]} == {
+        (p, q) for p in ids for q in ids if p != q}
+    kinds = {(e["from"], e["to"]): e["kind"] for e in healthy["edges"]}
+    assert kinds[(str(b.peer_id), str(c.peer_id))] == "admitted"
+    assert kinds[(str(a.peer_id), str(c.peer_id))] == "verified"
+
+    # C conspires: it admits X and tells nobody
+    async def tell_nobody(name, intro, others) -> None:
+        c.roomtrust.stats["kept_quiet"] += 1
+    c.roomtrust.fan_out = tell_nobody
+    knocked = a.next_event(RoomStatementRefused, sender=x.peer_id, statement="vouch",
+                           timeout=T)
+    await admit(c, x, "club", addr(r))
+    assert c.roomtrust.stats["kept_quiet"] == 1
+    assert (await knocked).reason == "not_member"   # X pushes its vouch to A: refused
+    outsider = str(x.peer_id)
+    for viewer in (a, b):
+        graph = await graph_until(viewer, "club",
+                                  lambda g: outsider in g["outsiders"] and len(g["gaps"]) == 2)
+        assert gaps(graph) == [("outside_peer", str(c.peer_id), outsider),
+                               ("single_voucher", None, outsider)]
+        single = next(g for g in graph["gaps"] if g["kind"] == "single_voucher")
+        assert single["vouched_by"] == [str(c.peer_id)]
+        assert single["not_verified_by"] == sorted([str(a.peer_id), str(b.peer_id)])
+        assert outsider in single["why"] and "cannot verify it" in single["why"]
+        assert {"from": str(c.peer_id), "to": outsider, "kind": "admitted"} in graph["edges"]
+        assert not viewer.roomtrust.roster("club").is_member(x.peer_id)
+        entry = viewer.trust.get(x.peer_id)   # its knock on A's door was TOFU, no invite
+        assert entry is None or entry.source is not Source.INVITE

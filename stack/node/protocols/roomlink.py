@@ -15,6 +15,8 @@ verb          from -> to                  record / answer data
                                           (its addresses); data: the signed welcome
 ``intro``     inviter -> other members    the signed introduction of the newcomer
 ``greet``     member -> newcomer          empty: "I verified you and connected"
+``vouch``     member -> members           its signed statement of whom it verified
+                                          (``rooms.graph``), pushed when it changes
 ============  ==========================  ==================================================
 
 A refusal's reason is the ``rooms.intro`` error's name (``forged_introduction``,
@@ -40,7 +42,7 @@ __all__ = ["PROTO_ROOM_LINK", "RoomLinkRefused", "RoomLinkProtocol", "request",
 
 PROTO_ROOM_LINK = b"/p2pstack/room-link/1"
 MAX_LINK_MESSAGE = 64 * 1024  # bytes: a welcome of a full room fits
-VERBS = frozenset({"joined", "intro", "greet"})
+VERBS = frozenset({"joined", "intro", "greet", "vouch"})
 
 #: the receiver's side: (connection, verb, room id, record) -> answer data; raising a
 #: ``RoomError`` with a ``reason`` refuses with that reason
