@@ -12,6 +12,9 @@ running in the data directory (its control API: ``room_create``, ``room_invite``
 - ``room list [--json]``: the rooms this node is in.
 - ``room graph NAME [--json] [--png FILE]``: the room's trust graph as this node sees it:
   members, who verified whom, and the gaps (``stack.cli.roomgraph``).
+- ``room kick NAME PEER [--json]``: as the room's admin, remove a member for everyone
+  (PEER: its peer id or a unique prefix); prints it and whom it alone let in, cut off with
+  it (``rooms.kick``).
 
 With no node running there, each fails (exit 1) with one line saying so.
 """
@@ -66,6 +69,11 @@ def _register_trust(rooms: argparse._SubParsersAction) -> None:
     q.add_argument("--png", metavar="FILE", type=Path, help="also draw it into FILE (PNG)")
     add_json_flag(q)
     q.set_defaults(handler=_graph)
+    q = rooms.add_parser("kick", help="remove a member for everyone (the admin only)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("peer", metavar="PEER", help="its peer id (or a unique prefix)")
+    add_json_flag(q)
+    q.set_defaults(handler=_kick)
 
 
 def _call(args: argparse.Namespace, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -128,4 +136,16 @@ def _graph(args: argparse.Namespace) -> int:
         print_json(out)
     else:
         print(roomgraph.render_text(out), flush=True)
+    return 0
+
+
+def _kick(args: argparse.Namespace) -> int:
+    out = _call(args, "room_kick", {"name": args.name, "peer": args.peer})
+    if args.json:
+        print_json(out)
+    else:
+        first, *cut = out["removed"]
+        print(f"removed {first['peer_id']} from room {out['room']}", flush=True)
+        for r in cut:
+            print(f"  and {r['peer_id']}: {r['reason']}", flush=True)
     return 0

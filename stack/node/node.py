@@ -577,6 +577,7 @@ class Node:
             "room_join": lambda params: self.rooms.join(**params),
             "room_list": lambda params: _answer(self.rooms.list(**params)),
             "room_graph": lambda params: _answer(self.roomtrust.graph(**params)),
+            "room_kick": lambda params: self.roomtrust.kick(**params),
         }
         control = ControlServer(socket_path(self.config.data_dir),
                                 {name: _checked(name, m) for name, m in methods.items()},

@@ -37,14 +37,15 @@ import structlog
 
 from stack.base.addresses import PeerAddress, parse_address
 from stack.base.clock import Clock
-from stack.base.errors import CorruptFileError, StackError
+from stack.base.errors import CorruptFileError, StackError, UsageError
 from stack.base.files import atomic_write, read_regular
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection
 from rooms.errors import MalformedMessage, MembershipError, RoomError
 from rooms.graph import accept_vouch, admitted_by_us, build_graph, sign_vouch, verify_vouch
-from rooms.intro import (IntroductionError, NotAMember, sign_intro, sign_welcome,
+from rooms.intro import (IntroductionError, NotAMember, PeerRemoved, sign_intro, sign_welcome,
                          verify_intro, verify_welcome)
+from rooms.kick import apply_removal, sign_removal, verify_removal
 from rooms.membership import MAX_MEMBER_ADDRS, sign_member, verify_member
 from rooms.roster import Member, Roster, Via
 from stack.node.events import (ConnectionClosed, ConnectionOpened, EventBus, RoomAdmitted,
@@ -54,7 +55,7 @@ from stack.node.protocols.roomlink import RoomLinkProtocol, request
 from stack.node.rooms import NodeRooms, Room
 from stack.store.trust import TrustStore
 
-__all__ = ["RoomTrust", "MEMBERS_FILE", "UnknownRoomId"]
+__all__ = ["RoomTrust", "MEMBERS_FILE", "UnknownRoomId", "KickRefused"]
 
 log = structlog.get_logger("p2pstack.roomtrust")
 
@@ -64,6 +65,10 @@ MAX_MEMBERS_FILE = 4 << 20
 
 class UnknownRoomId(RoomError):
     reason = "unknown_room"
+
+
+class KickRefused(UsageError):
+    """``room kick`` cannot do that: we are not the admin, no such member, ourselves."""
 
 
 class RoomTrust:
@@ -248,6 +253,14 @@ class RoomTrust:
             self.stats["refused.unknown_room"] += 1
             raise
         try:
+            roster = self.roster(room.name)
+            if verb == "remove":
+                await self._removal(room, sender, record)
+                return b""
+            if self._me in roster.removed:
+                raise PeerRemoved("we were removed from this room")
+            if sender in roster.removed:
+                raise PeerRemoved(f"{sender} was removed from this room")
             if verb == "joined":
                 return await self._joined(room, sender, record)
             if verb == "intro":
@@ -423,3 +436,70 @@ class RoomTrust:
         self.stats["vouch_taken"] += 1
         await self._save()
         self._events.emit(RoomGraphChanged(room.name, sender, "vouch"))
+
+    # ---------------------------------------------------------------- removals
+
+    def _find(self, roster: Roster, text: str) -> PeerId:
+        """A member (or a peer a vouch names) by its peer id or a unique prefix of it."""
+        if not isinstance(text, str) or not text:
+            raise KickRefused("name the peer to remove by its peer id")
+        known = set(roster.members) | {p for raw in roster.statements.values()
+                                       for p in verify_vouch(raw, roster.room_id).verified}
+        found = [p for p in known if str(p).startswith(text)]
+        if len(found) != 1:
+            raise KickRefused(f"no member of this room is {text!r}" if not found
+                              else f"{text!r} names {len(found)} members: give more of it")
+        return found[0]
+
+    async def kick(self, name: str, peer: str) -> dict[str, Any]:
+        """``room kick``: as the admin, remove ``peer`` for everyone (see ``rooms.kick``)."""
+        roster = self.roster(name)
+        if roster.admin != self._me:
+            raise KickRefused(f"only the room's admin ({roster.admin or 'unknown'}) removes "
+                              "members")
+        target = self._find(roster, peer)
+        if target == self._me:
+            raise KickRefused("the admin cannot remove itself")
+        record = sign_removal(self._identity, roster.room_id, target, self._clock.now(),
+                              f"removed by the admin {self._me}")
+        gone = await self._apply(name, verify_removal(record, roster).reason, target, record)
+        if not gone:
+            raise KickRefused(f"{target} was removed already")
+        return {"room": self._rooms._room(name).name,
+                "removed": [{"peer_id": str(p), "reason": why} for p, why in gone]}
+
+    async def _removal(self, room: Room, sender: PeerId, record: bytes) -> None:
+        roster = self.roster(room.name)
+        removal = verify_removal(record, roster)
+        await self._apply(room.name, removal.reason, removal.peer_id, record)
+
+    async def _apply(self, name: str, why: str, peer: PeerId,
+                     record: bytes) -> list[tuple[PeerId, str]]:
+        """Remove ``peer`` (and whom it alone let in); tell every member we knew, the
+        removed one included, so that it learns it is out; drop their connections."""
+        roster = self.roster(name)
+        before = [m for m in roster.members.values() if m.peer_id != self._me]
+        gone = apply_removal(roster, peer, why)
+        if not gone:
+            return []
+        self.stats["removed"] += len(gone)
+        await self._save()
+        for p, _ in gone:
+            self._events.emit(RoomGraphChanged(name, p, "removed"), "warning")
+
+        async def tell(member: Member) -> None:
+            try:
+                conn = await self._link(member.peer_id, member.addrs)
+                await request(conn, "remove", roster.room_id, record, self._timeout)
+            except (StackError, TimeoutError, OSError) as exc:
+                log.info("room.removal_not_told", room=name, member=str(member.peer_id),
+                         error=f"{type(exc).__name__}: {exc}")
+
+        await asyncio.gather(*(tell(m) for m in before if m.peer_id == peer
+                               or roster.is_member(m.peer_id)))
+        cut = {p for p, _ in gone} if peer != self._me else {m.peer_id for m in before}
+        for conn in self._connections():
+            if conn.peer_id in cut and not self._rooms_of(conn.peer_id):
+                await conn.close(grace=0.5)
+        self.changed(name)
+        return gone

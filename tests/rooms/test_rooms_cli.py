@@ -1,6 +1,6 @@
-"""``p2pstack room create|invite|join|list|graph`` as processes, through running nodes: a
-rendezvous (``node --rendezvous``), A creates and invites, B joins, A draws the graph;
-exit codes."""
+"""``p2pstack room create|invite|join|list|graph|kick`` as processes, through running nodes: a
+rendezvous (``node --rendezvous``), A creates and invites, B joins, A draws the graph, B may
+not kick; exit codes."""
 
 from __future__ import annotations
 
@@ -58,6 +58,8 @@ def test_create_invite_join_through_the_cli(tmp_path: Path) -> None:
         assert out.returncode == 0 and out.stdout.startswith("room club as "), out.stderr
         out = run(*A, "room", "graph", "nowhere")
         assert out.returncode == 2 and "no room called" in out.stderr
+        out = run(*B, "room", "kick", "club", a_info["peer_id"])
+        assert out.returncode == 2 and "only the room's admin" in out.stderr
     finally:
         for proc in procs:
             if proc.poll() is None:

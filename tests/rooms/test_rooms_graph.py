@@ -1,6 +1,7 @@
 """The trust graph's core (``rooms.graph``): vouches signed, kept newest-first and only
 first-hand from members; the gaps a conspiring member's outsider shows; no gaps in a room
-where everyone verified everyone."""
+where everyone verified everyone. Removals (``rooms.kick``): the admin's only, and whom the
+removed member alone let in goes with it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from stack.base.identity import Identity
 from rooms.graph import accept_vouch, build_graph, sign_vouch, verify_vouch
 from rooms.intro import ForgedIntroduction, NotAMember
+from rooms.kick import ForgedRemoval, NotAdmin, apply_removal, sign_removal, verify_removal
 from rooms.names import room_id
 from rooms.roster import Member, Roster, Via
 
@@ -68,3 +70,25 @@ def test_gaps_of_a_conspiring_members_outsider() -> None:
         in graph["edges"]
     assert next(m for m in graph["members"] if m["peer_id"] == str(A.peer_id))["admin"]
     assert Roster.from_json(roster.to_json()).statements == roster.statements
+
+
+def test_a_removal_cuts_off_only_whom_nobody_else_verified() -> None:
+    D = Identity.from_rng(rng)
+    roster = roster_of_a()
+    roster.add(Member(D.peer_id, Via.INTRODUCED, C.peer_id))      # C admitted D openly
+    roster.statements[B.peer_id] = vouch(B, 1, [A, C, D], [C])
+    roster.statements[C.peer_id] = vouch(C, 1, [A, B, D, X], [D, X])
+    with pytest.raises(NotAdmin):
+        verify_removal(sign_removal(B, RID, C.peer_id, 1.0, "coup"), roster)
+    with pytest.raises(NotAdmin):
+        verify_removal(sign_removal(A, RID, A.peer_id, 1.0, "self"), roster)
+    record = sign_removal(A, RID, C.peer_id, 1.0, "conspired")
+    with pytest.raises(ForgedRemoval):
+        verify_removal(record[:-1] + bytes([record[-1] ^ 1]), roster)
+    removal = verify_removal(record, roster)
+    gone = apply_removal(roster, removal.peer_id, removal.reason)
+    assert [p for p, _ in gone] == [C.peer_id, X.peer_id]          # D: A and B verified it
+    assert roster.verified() == {B.peer_id, D.peer_id}
+    assert C.peer_id not in roster.statements and X.peer_id in roster.removed
+    assert apply_removal(roster, C.peer_id, "again") == []
+    assert roster.add(Member(X.peer_id, Via.INTRODUCED, B.peer_id)) is False

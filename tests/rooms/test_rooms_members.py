@@ -15,9 +15,11 @@ from stack.node import Node, RoomAdmitted
 from stack.node.config import NodeConfig
 from stack.node.events import RoomGraphChanged, RoomMemberVerified, RoomStatementRefused
 from stack.node.protocols.roomlink import RoomLinkRefused, request
+from stack.node.roomtrust import KickRefused
 from stack.store.trust_model import Source
 from rooms.admission import sign_admission
 from rooms.intro import sign_intro
+from rooms.kick import sign_removal
 from rooms.roster import Via
 
 T = 10.0
@@ -164,7 +166,8 @@ def gaps(graph: dict) -> list[tuple]:
     return sorted((g["kind"], g.get("member"), g["peer"]) for g in graph["gaps"])
 
 
-async def test_an_outsider_admitted_by_a_conspiring_member_shows_up_as_a_gap(nodes) -> None:
+async def conspiracy(nodes) -> tuple[Node, ...]:
+    """A, B, C verified each other; then C admits X and introduces it to nobody."""
     r = await nodes("r", rendezvous=True)
     a, b, c, x = await nodes("a"), await nodes("b"), await nodes("c"), await nodes("x")
     await a.rooms.create("club", addr(r))
@@ -179,7 +182,6 @@ async def test_an_outsider_admitted_by_a_conspiring_member_shows_up_as_a_gap(nod
     assert kinds[(str(b.peer_id), str(c.peer_id))] == "admitted"
     assert kinds[(str(a.peer_id), str(c.peer_id))] == "verified"
 
-    # C conspires: it admits X and tells nobody
     async def tell_nobody(name, intro, others) -> None:
         c.roomtrust.stats["kept_quiet"] += 1
     c.roomtrust.fan_out = tell_nobody
@@ -188,6 +190,15 @@ async def test_an_outsider_admitted_by_a_conspiring_member_shows_up_as_a_gap(nod
     await admit(c, x, "club", addr(r))
     assert c.roomtrust.stats["kept_quiet"] == 1
     assert (await knocked).reason == "not_member"   # X pushes its vouch to A: refused
+    outsider = str(x.peer_id)
+    for viewer in (a, b):
+        await graph_until(viewer, "club",
+                          lambda g: outsider in g["outsiders"] and len(g["gaps"]) == 2)
+    return r, a, b, c, x
+
+
+async def test_an_outsider_admitted_by_a_conspiring_member_shows_up_as_a_gap(nodes) -> None:
+    _, a, b, c, x = await conspiracy(nodes)
     outsider = str(x.peer_id)
     for viewer in (a, b):
         graph = await graph_until(viewer, "club",
@@ -202,3 +213,39 @@ async def test_an_outsider_admitted_by_a_conspiring_member_shows_up_as_a_gap(nod
         assert not viewer.roomtrust.roster("club").is_member(x.peer_id)
         entry = viewer.trust.get(x.peer_id)   # its knock on A's door was TOFU, no invite
         assert entry is None or entry.source is not Source.INVITE
+
+
+async def test_kicking_the_conspiring_member_cuts_the_outsider_off(nodes) -> None:
+    _, a, b, c, x = await conspiracy(nodes)
+    with pytest.raises(KickRefused, match="only the room's admin"):
+        await b.roomtrust.kick("club", str(c.peer_id))
+    with pytest.raises(KickRefused, match="no member"):
+        await a.roomtrust.kick("club", "12D3KooWnobody")
+    told = [n.next_event(RoomGraphChanged, room="club", peer_id=p.peer_id, cause="removed",
+                         timeout=T) for n, p in ((b, x), (c, c))]
+    out = await a.roomtrust.kick("club", str(c.peer_id)[:20])   # a prefix will do
+    assert [r_["peer_id"] for r_ in out["removed"]] == [str(c.peer_id), str(x.peer_id)]
+    assert "cut off: admitted by " + str(c.peer_id) in out["removed"][1]["reason"]
+    for waiter in told:                        # B heard it from A (X went with C); C too
+        await waiter
+    for viewer in (a, b):
+        # no gaps once the other's newer vouch (no connection to C any more) is in
+        graph = await graph_until(viewer, "club", lambda g: not g["gaps"])
+        assert {m["peer_id"] for m in graph["members"]} == {str(a.peer_id), str(b.peer_id)}
+        assert {r_["peer_id"] for r_ in graph["removed"]} == {str(c.peer_id), str(x.peer_id)}
+        assert graph["outsiders"] == []
+        assert c.peer_id not in peers_of(viewer)
+    assert c.roomtrust.roster("club").removed.keys() == {c.peer_id}  # C knows it is out
+    rid = a.rooms._room("club").room_id
+    for sender in (c, x):                      # neither gets a word in with A any more
+        conn = await sender.connect(addr(a))
+        with pytest.raises(RoomLinkRefused, match="removed"):
+            await request(conn, "greet", rid, b"", T)
+    with pytest.raises(KickRefused, match="no member"):
+        await a.roomtrust.kick("club", str(c.peer_id))
+    # a forged removal (signed by B, not the admin) is refused by name, and counted
+    forged = sign_removal(b.identity, rid, a.peer_id, b.clock.now(), "coup")
+    conn = await b.connect(addr(a))
+    with pytest.raises(RoomLinkRefused, match="not_admin"):
+        await request(conn, "remove", rid, forged, T)
+    assert a.roomtrust.stats["refused.not_admin"] == 1

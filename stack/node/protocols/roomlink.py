@@ -17,11 +17,13 @@ verb          from -> to                  record / answer data
 ``greet``     member -> newcomer          empty: "I verified you and connected"
 ``vouch``     member -> members           its signed statement of whom it verified
                                           (``rooms.graph``), pushed when it changes
+``remove``    any member -> members       the admin's signed removal (``rooms.kick``),
+                                          passed on by whoever took it first
 ============  ==========================  ==================================================
 
-A refusal's reason is the ``rooms.intro`` error's name (``forged_introduction``,
-``not_member``, ``removed``) or ``malformed_message``, ``unknown_room``; the receiver
-counts each in ``stats``.
+A refusal's reason is the ``rooms.intro`` / ``rooms.kick`` error's name
+(``forged_introduction``, ``not_member``, ``removed``, ``forged_removal``, ``not_admin``)
+or ``malformed_message``, ``unknown_room``; the receiver counts each in ``stats``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ __all__ = ["PROTO_ROOM_LINK", "RoomLinkRefused", "RoomLinkProtocol", "request",
 
 PROTO_ROOM_LINK = b"/p2pstack/room-link/1"
 MAX_LINK_MESSAGE = 64 * 1024  # bytes: a welcome of a full room fits
-VERBS = frozenset({"joined", "intro", "greet", "vouch"})
+VERBS = frozenset({"joined", "intro", "greet", "vouch", "remove"})
 
 #: the receiver's side: (connection, verb, room id, record) -> answer data; raising a
 #: ``RoomError`` with a ``reason`` refuses with that reason
