@@ -208,6 +208,11 @@ class RoomTrust:
         self._welcoming.add(name)
         try:
             await self._take_welcome(name, inviter)
+        except (StackError, TimeoutError, OSError) as exc:
+            # admitted all the same; without the welcome we know only our inviter
+            self.stats["welcome_failed"] += 1
+            log.warning("room.welcome_failed", room=name, inviter=str(inviter),
+                        error=f"{type(exc).__name__}: {exc}")
         finally:
             self._welcoming.discard(name)
 

@@ -10,12 +10,13 @@ from pathlib import Path as FsPath
 
 import pytest
 
+from stack.base.errors import CorruptFileError
 from stack.base.identity import Identity
 from stack.node import Node, RoomAdmitted
 from stack.node.config import NodeConfig
 from stack.node.events import RoomGraphChanged, RoomMemberVerified, RoomStatementRefused
 from stack.node.protocols.roomlink import RoomLinkRefused, request
-from stack.node.roomtrust import KickRefused
+from stack.node.roomtrust import MEMBERS_FILE, KickRefused
 from stack.store.trust_model import Source
 from rooms.admission import sign_admission
 from rooms.intro import sign_intro
@@ -249,3 +250,13 @@ async def test_kicking_the_conspiring_member_cuts_the_outsider_off(nodes) -> Non
     with pytest.raises(RoomLinkRefused, match="not_admin"):
         await request(conn, "remove", rid, forged, T)
     assert a.roomtrust.stats["refused.not_admin"] == 1
+
+
+async def test_a_corrupt_members_file_is_named_and_kept(nodes, tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / MEMBERS_FILE).write_text("{not json")
+    a = await nodes("a")                       # a corrupt file does not stop the node
+    await a.rooms.create("solo")
+    with pytest.raises(CorruptFileError):
+        a.roomtrust.graph("solo")
+    assert (tmp_path / "a" / MEMBERS_FILE).read_text() == "{not json"
