@@ -10,6 +10,11 @@ running in the data directory (its control API: ``room_create``, ``room_invite``
   rendezvous; prints who admitted us. A wrong code, a spent or expired invite are named
   (exit 1); a mistyped code is a usage error (exit 2) and does not spend the invite.
 - ``room list [--json]``: the rooms this node is in.
+- ``room graph NAME [--json] [--png FILE]``: the room's trust graph as this node sees it:
+  members, who verified whom, and the gaps (``stack.cli.roomgraph``).
+- ``room kick NAME PEER [--json]``: as the room's admin, remove a member for everyone
+  (PEER: its peer id or a unique prefix); prints it and whom it alone let in, cut off with
+  it (``rooms.kick``).
 
 With no node running there, each fails (exit 1) with one line saying so.
 """
@@ -17,11 +22,13 @@ With no node running there, each fails (exit 1) with one line saying so.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from stack.base.errors import LocalError
 from stack.cli._common import add_json_flag, print_json
 from stack.node.control import ControlClient
+from stack.cli import roomgraph
 
 __all__ = ["register"]
 
@@ -52,6 +59,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = rooms.add_parser("list", help="the rooms this node is in")
     add_json_flag(q)
     q.set_defaults(handler=_list)
+    _register_trust(rooms)
+
+
+def _register_trust(rooms: argparse._SubParsersAction) -> None:
+    """The trust-graph commands (issue 13 section 3)."""
+    q = rooms.add_parser("graph", help="the room's trust graph: who verified whom, and gaps")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--png", metavar="FILE", type=Path, help="also draw it into FILE (PNG)")
+    add_json_flag(q)
+    q.set_defaults(handler=_graph)
+    q = rooms.add_parser("kick", help="remove a member for everyone (the admin only)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("peer", metavar="PEER", help="its peer id (or a unique prefix)")
+    add_json_flag(q)
+    q.set_defaults(handler=_kick)
 
 
 def _call(args: argparse.Namespace, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -103,4 +125,27 @@ def _list(args: argparse.Namespace) -> int:
         print_json(out)
     else:
         print("\n".join(_room_line(r) for r in out["rooms"]) or "no rooms", flush=True)
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    out = _call(args, "room_graph", {"name": args.name})
+    if args.png is not None:
+        roomgraph.write_png(out, args.png)
+    if args.json:
+        print_json(out)
+    else:
+        print(roomgraph.render_text(out), flush=True)
+    return 0
+
+
+def _kick(args: argparse.Namespace) -> int:
+    out = _call(args, "room_kick", {"name": args.name, "peer": args.peer})
+    if args.json:
+        print_json(out)
+    else:
+        first, *cut = out["removed"]
+        print(f"removed {first['peer_id']} from room {out['room']}", flush=True)
+        for r in cut:
+            print(f"  and {r['peer_id']}: {r['reason']}", flush=True)
     return 0

@@ -31,7 +31,8 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
            "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
            "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "RoomAdmitted",
-           "RoomAdmissionFailed", "NodeEvent",
+           "RoomAdmissionFailed", "RoomMemberVerified", "RoomStatementRefused",
+           "RoomGraphChanged", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
@@ -306,12 +307,47 @@ class RoomAdmissionFailed:
     role: str
 
 
+@dataclass(frozen=True)
+class RoomMemberVerified:
+    """``peer_id`` entered our own view of ``room`` (issue 13): ``via`` "introduced" (a
+    member's introduction we checked; ``by`` is that inviter), "welcome" (listed by our
+    inviter ``by``), "admitted" (we admitted it, and it reached us directly). It is in the
+    trust store with source ``invite``; ``connected``: we hold a connection to it."""
+    room: str
+    peer_id: PeerId
+    via: str
+    by: PeerId | None
+    connected: bool
+
+
+@dataclass(frozen=True)
+class RoomStatementRefused:
+    """A room statement ``sender`` sent us was refused (issue 13): ``statement`` "intro",
+    "welcome", "greet", "joined" ...; ``reason`` the named refusal
+    (``forged_introduction``, ``not_member``, ``removed``, ...)."""
+    room: str
+    sender: PeerId
+    statement: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoomGraphChanged:
+    """Our trust graph of ``room`` changed (issue 13 section 3): ``cause`` "vouch" (we
+    took ``peer_id``'s newer signed statement of whom it verified), "removed" (``peer_id``
+    left the room by a removal we accepted, or was cut off with the member it came in by)."""
+    room: str
+    peer_id: PeerId
+    cause: str
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
              | HolePunchFailed | ConnectionMigrated | ConnectionReplaced
-             | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed)
+             | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed
+             | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -327,6 +363,8 @@ EVENT_NAMES: dict[type, str] = {
     ConnectionMigrated: "connection.migrated", ConnectionReplaced: "connection.replaced",
     TurnAllocationChanged: "turn.allocation",
     RoomAdmitted: "room.admitted", RoomAdmissionFailed: "room.admission_failed",
+    RoomMemberVerified: "room.member_verified", RoomStatementRefused: "room.statement_refused",
+    RoomGraphChanged: "room.graph_changed",
 }
 
 E = TypeVar("E")

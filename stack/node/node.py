@@ -115,6 +115,7 @@ from stack.node.protocols.relay import RelayStopProtocol, dial_relayed
 from stack.node.turn import NodeTurn
 from stack.node.protocols.rendezvous import RendezvousService
 from stack.node.rooms import ROOMS_FILE, NodeRooms
+from stack.node.roomtrust import MEMBERS_FILE, RoomTrust
 from stack.node.router import Router
 from stack.node.supervisor import Supervisor
 from stack.store.stores import Stores
@@ -215,6 +216,14 @@ class Node:
             connect=self.connect, addrs=self.addrs, run_service=self.supervisor.run,
             spawn=self.supervisor.spawn, timeout=self.options.handshake_timeout,
             path=None if config.stores is not None else config.data_dir / ROOMS_FILE)
+        # Issue 13 section 2: members check newcomers themselves, on direct connections
+        self.roomtrust = RoomTrust(
+            identity=self.identity, clock=self.clock, events=self.events, trust=self.trust,
+            rooms=self.rooms, connect=self.connect, connections=lambda: self.connections,
+            addrs=self.addrs, run_service=self.supervisor.run, spawn=self.supervisor.spawn,
+            timeout=self.options.handshake_timeout,
+            path=None if config.stores is not None else config.data_dir / MEMBERS_FILE)
+        self.router.add(self.roomtrust.protocol)
 
     def _build_router(self) -> Router:
         """The built-in protocols. A new protocol is one more ``router.add``."""
@@ -435,6 +444,7 @@ class Node:
         if self.keepalive is not None:
             self.supervisor.run("nat.keepalive", self.keepalive.service)
         self.rooms.resume()
+        self.roomtrust.start()
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
     async def _start_parts(self) -> None:
@@ -568,6 +578,8 @@ class Node:
             "room_invite": lambda params: self.rooms.invite(**params),
             "room_join": lambda params: self.rooms.join(**params),
             "room_list": lambda params: _answer(self.rooms.list(**params)),
+            "room_graph": lambda params: _answer(self.roomtrust.graph(**params)),
+            "room_kick": lambda params: self.roomtrust.kick(**params),
         }
         control = ControlServer(socket_path(self.config.data_dir),
                                 {name: _checked(name, m) for name, m in methods.items()},

@@ -18,8 +18,9 @@ a node built with in-memory stores (a simulation) keeps them in memory only.
   our trust store with source ``invite``, the room is saved with its admission, and we
   announce ourselves at the rendezvous.
 
-Not yet (issue 13, later steps): telling the other members about an invite over direct
-connections and their own checks, the PIN flow, kick, the trust graph, shared state.
+What follows an admission (the newcomer reaching its inviter directly, introductions to
+the other members and their own checks, the trust graph, kick) is ``stack.node.roomtrust``.
+Not yet: the PIN flow, shared state.
 """
 
 from __future__ import annotations

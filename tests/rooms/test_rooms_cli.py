@@ -1,5 +1,6 @@
-"""``p2pstack room create|invite|join|list`` as processes, through running nodes: a
-rendezvous (``node --rendezvous``), A creates and invites, B joins; exit codes."""
+"""``p2pstack room create|invite|join|list|graph|kick`` as processes, through running nodes: a
+rendezvous (``node --rendezvous``), A creates and invites, B joins, A draws the graph, B may
+not kick; exit codes."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def test_create_invite_join_through_the_cli(tmp_path: Path) -> None:
     procs = [spawn(tmp_path / "r", "--rendezvous"), spawn(tmp_path / "a"),
              spawn(tmp_path / "b")]
     try:
-        r_info, a_info, _ = (json.loads(first_line(p)) for p in procs)
+        r_info, a_info, b_info = (json.loads(first_line(p)) for p in procs)
         rv = r_info["addrs"][0]
         A, B = ("--data-dir", str(tmp_path / "a")), ("--data-dir", str(tmp_path / "b"))
         out = run(*A, "room", "create", "club", "--rendezvous", rv)
@@ -42,6 +43,23 @@ def test_create_invite_join_through_the_cli(tmp_path: Path) -> None:
         assert joined["admitted_by"] == a_info["peer_id"] and joined["room"] == "club"
         trust = json.loads((tmp_path / "b" / "trusted_peers.json").read_text())
         assert trust["peers"][a_info["peer_id"]]["source"] == "invite"
+        # the trust graph as A sees it, as JSON and as a picture
+        png = tmp_path / "club.png"
+        out = run(*A, "room", "graph", "club", "--json", "--png", str(png))
+        assert out.returncode == 0, out.stderr
+        graph = json.loads(out.stdout)
+        # (B is in it once A's own bookkeeping of the admission is done: not awaited here)
+        assert {a_info["peer_id"]} <= {m["peer_id"] for m in graph["members"]} \
+            <= {a_info["peer_id"], b_info["peer_id"]}
+        assert graph["admin"] == a_info["peer_id"] and graph["outsiders"] == []
+        assert all({"kind", "why"} <= set(g) for g in graph["gaps"])
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        out = run(*A, "room", "graph", "club")
+        assert out.returncode == 0 and out.stdout.startswith("room club as "), out.stderr
+        out = run(*A, "room", "graph", "nowhere")
+        assert out.returncode == 2 and "no room called" in out.stderr
+        out = run(*B, "room", "kick", "club", a_info["peer_id"])
+        assert out.returncode == 2 and "only the room's admin" in out.stderr
     finally:
         for proc in procs:
             if proc.poll() is None:
