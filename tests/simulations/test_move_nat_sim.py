@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 
 from nat.relay.limits import RelayLimits
 from stack.base.interfaces import PathKind
@@ -66,10 +65,6 @@ def test_relay_only_mover_keeps_its_reservation_and_its_relayed_peer(tmp_path):
     simulate(tmp_path, 51, scenario)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug (issue 10): since the churn merge's DHT changes shifted this seed's timing, "
-    "the reservation re-made after waking is lost again before a stranger's CONNECT "
-    "arrives (the relay answers NO_RESERVATION); not yet understood"))
 def test_relay_only_mover_reserves_again_at_once_after_a_long_sleep(tmp_path):
     """M (symmetric NAT, relay only) sleeps 10 minutes: its reservation's connection
     died meanwhile and the relay service is deep in its failure backoff (up to 60 s).

@@ -261,11 +261,13 @@ class AnnouncePushProtocol:
         """Push ``record`` (our announcement) to every recent peer at once; returns each
         peer's verdict, or the error that kept it from answering. With ``replace`` (our
         old path is gone) a peer that accepted it keeps only the push's connection from
-        us: the others ran over the old path (the peer closes its side of them too, but
-        its close goes to our old address). ``route(peer)``, when given, names the
-        connection to push over (one that migrated to our new path, or replaced the old
-        ones: ``stack.node.migration``); the replacing was done there, so a peer it
-        names a connection for is pushed to without ``replace``."""
+        us among those open when the push began: they ran over the old path (the peer
+        closes its side of them too, but its close goes to our old address); one opened
+        meanwhile (a relay reservation's redial) is on the new path and stays.
+        ``route(peer)``, when given, names the connection to push over (one that migrated
+        to our new path, or replaced the old ones: ``stack.node.migration``); the
+        replacing was done there, so a peer it names a connection for is pushed to
+        without ``replace``."""
         peers = self.recent_peers()
 
         async def one(peer: PeerId) -> str:
@@ -283,8 +285,11 @@ class AnnouncePushProtocol:
         if not self._outgoing.allow(peer, self._clock.monotonic()):
             self.stats["push_rate_limited"] += 1
             return "not sent: rate limited"
+        # with ``replace``, the connections on the old path: any opened from here on
+        # (a relay reservation's own redial, say) runs on the new one and stays
+        old_path = self._live(peer)
         if conn is None and not replace:  # our path still works: reuse a connection
-            conn = next(iter(sorted(self._live(peer), key=lambda c: not c.is_client)), None)
+            conn = next(iter(sorted(old_path, key=lambda c: not c.is_client)), None)
         try:
             async with asyncio.timeout(self.config.push_timeout):
                 reply = None
@@ -301,8 +306,8 @@ class AnnouncePushProtocol:
         self.stats["pushed"] += 1
         verdict = reply.decode("ascii", errors="replace")
         if replace and verdict == Result.VALID:
-            for old in self._live(peer):
-                if old is not conn:
+            for old in old_path:
+                if old is not conn and not old.closed:
                     old.abort("replaced by a connection on the new path")
         return verdict
 
