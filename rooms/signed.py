@@ -28,7 +28,7 @@ from stack.base.records import signed_bytes
 from rooms.errors import BadSignature, MalformedMessage
 
 __all__ = ["MEMBER_TYPE", "ADMISSION_TYPE", "PAKE_ID_TYPE", "seal", "open_signed", "unpack",
-           "pack"]
+           "pack", "unpack_verb"]
 
 MEMBER_TYPE = b"/p2pstack/room-member/1"
 ADMISSION_TYPE = b"/p2pstack/room-admission/1"
@@ -64,6 +64,20 @@ def unpack(data: bytes, what: str, max_size: int) -> tuple[Any, ...]:
         canonical = False
     if not canonical:
         raise MalformedMessage(f"{what}: not in canonical form")
+    return obj
+
+
+def unpack_verb(data: bytes, what: str) -> tuple[Any, ...]:
+    """A protocol message: a msgpack array whose first field is its verb (a string).
+
+    Used by the room protocols (rendezvous, room link) on stream messages whose size the
+    stream already bounded; ``what`` names the protocol in the ``MalformedMessage``."""
+    try:
+        obj = msgpack.unpackb(data, use_list=False)
+    except _UNPACK_ERRORS:
+        raise MalformedMessage(f"{what}: not msgpack") from None
+    if type(obj) is not tuple or not obj or type(obj[0]) is not str:
+        raise MalformedMessage(f"{what}: not a message")
     return obj
 
 

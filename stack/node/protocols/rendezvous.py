@@ -52,7 +52,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import structlog
 
 from stack.base.clock import Clock
@@ -65,6 +64,7 @@ from rooms.errors import (ABORT_REASONS, AdmissionAborted, AdmissionError, Invit
 from rooms.invites import DEFAULT_INVITE_TTL, MAX_INVITE_NUMBER, InviteBook, InviteCode
 from rooms.membership import MAX_MEMBER_SIZE, MemberAnnouncement, MemberDirectory, verify_member
 from rooms.names import ROOM_ID_LENGTH
+from rooms.signed import pack, unpack_verb
 from stack.node.router import open_protocol
 from stack.transport.errors import TransportError
 
@@ -109,20 +109,6 @@ class _Slot:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def _pack(obj: object) -> bytes:
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
-    return data
-
-
-def _unpack(data: bytes) -> tuple[Any, ...]:
-    try:
-        obj = msgpack.unpackb(data, use_list=False)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        raise MalformedMessage("rendezvous: not msgpack") from None
-    if type(obj) is not tuple or not obj or type(obj[0]) is not str:
-        raise MalformedMessage("rendezvous: not a request")
-    return obj
-
 
 class RendezvousService:
     """The server side: a router protocol handler (see the module docstring)."""
@@ -150,7 +136,7 @@ class RendezvousService:
         return [a.raw for a in self.directory.members(room_id, self._clock.now())]
 
     async def _answer(self, stream: Stream, *fields: object) -> None:
-        await stream.write_message(_pack(fields))
+        await stream.write_message(pack(fields))
 
     async def _refuse(self, stream: Stream, reason: str) -> None:
         self.stats[f"refused.{reason}"] += 1
@@ -161,7 +147,7 @@ class RendezvousService:
         async with asyncio.timeout(self._timeout):
             raw = await stream.read_message(MAX_REQUEST)
         try:
-            req = _unpack(raw)
+            req = unpack_verb(raw, "rendezvous")
         except MalformedMessage:
             await self._refuse(stream, "malformed_message")
             return
@@ -294,9 +280,9 @@ class RendezvousService:
 async def _request(conn: Connection, timeout: float, *fields: object) -> tuple[Stream,
                                                                               tuple[Any, ...]]:
     stream = await open_protocol(conn, PROTO_RENDEZVOUS)
-    await stream.write_message(_pack(fields))
+    await stream.write_message(pack(fields))
     async with asyncio.timeout(timeout):
-        answer = _unpack(await stream.read_message(MAX_REQUEST))
+        answer = unpack_verb(await stream.read_message(MAX_REQUEST), "rendezvous")
     if answer[0] == "error":
         reason = answer[1] if len(answer) > 1 and type(answer[1]) is str else "?"
         raise RendezvousRefused(reason[:64])

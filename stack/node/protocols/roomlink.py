@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import msgpack
 
 from stack.base.interfaces import Connection, Stream
 from rooms.errors import MalformedMessage, RoomError
 from rooms.names import ROOM_ID_LENGTH
+from rooms.signed import pack, unpack_verb
 from stack.node.router import open_protocol
 
 __all__ = ["PROTO_ROOM_LINK", "RoomLinkRefused", "RoomLinkProtocol", "request",
@@ -59,20 +58,6 @@ class RoomLinkRefused(RoomError):
         super().__init__(f"the member refused: {reason}")
 
 
-def _pack(obj: object) -> bytes:
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
-    return data
-
-
-def _unpack(data: bytes) -> tuple[Any, ...]:
-    try:
-        obj = msgpack.unpackb(data, use_list=False)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        raise MalformedMessage("room link: not msgpack") from None
-    if type(obj) is not tuple or not obj or type(obj[0]) is not str:
-        raise MalformedMessage("room link: not a message")
-    return obj
-
 
 class RoomLinkProtocol:
     """The router handler: decodes a request, hands it to ``handler``, answers."""
@@ -87,16 +72,16 @@ class RoomLinkProtocol:
         async with asyncio.timeout(self._timeout):
             raw = await stream.read_message(MAX_LINK_MESSAGE)
         try:
-            req = _unpack(raw)
+            req = unpack_verb(raw, "room link")
             if (len(req) != 3 or req[0] not in VERBS or type(req[1]) is not bytes
                     or len(req[1]) != ROOM_ID_LENGTH or type(req[2]) is not bytes):
                 raise MalformedMessage("room link: not a request")
             data = await self._handler(conn, req[0], req[1], req[2])
         except RoomError as exc:
             reason = getattr(exc, "reason", "refused")
-            await stream.write_message(_pack(("error", str(reason)[:64])))
+            await stream.write_message(pack(("error", str(reason)[:64])))
         else:
-            await stream.write_message(_pack(("ok", data)))
+            await stream.write_message(pack(("ok", data)))
         await stream.close()
 
 
@@ -105,9 +90,9 @@ async def request(conn: Connection, verb: str, room_id: bytes, record: bytes,
     """Send one request on ``conn``; its answer data, or ``RoomLinkRefused``."""
     stream = await open_protocol(conn, PROTO_ROOM_LINK)
     try:
-        await stream.write_message(_pack((verb, room_id, record)))
+        await stream.write_message(pack((verb, room_id, record)))
         async with asyncio.timeout(timeout):
-            answer = _unpack(await stream.read_message(MAX_LINK_MESSAGE))
+            answer = unpack_verb(await stream.read_message(MAX_LINK_MESSAGE), "room link")
     except BaseException:
         stream.reset()
         raise
