@@ -104,7 +104,8 @@ async def test_bootstrap_to_nobody_fails_with_a_named_error(tmp_path):
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
     silent.bind(("127.0.0.1", 0))
     node = Node(NodeConfig(data_dir=tmp_path / "n", listen=("127.0.0.1", 0), tls=False,
-                           bootstrap=(f"127.0.0.1:{silent.getsockname()[1]}",)))
+                           bootstrap=(f"127.0.0.1:{silent.getsockname()[1]}",),
+                           handshake_timeout=2.0))  # the reachability probe's QUIC connect
     await node.start()
     try:
         with pytest.raises(BootstrapFailed):
