@@ -213,15 +213,15 @@ class Node:
         # Issue 13: the rooms we are in (rooms.json; memory only with in-memory stores)
         self.rooms = NodeRooms(
             identity=self.identity, clock=self.clock, events=self.events, trust=self.trust,
-            connect=self.connect, addrs=self.addrs, run_service=self.supervisor.run,
+            connect=self.connect, addrs=self._member_addrs, run_service=self.supervisor.run,
             spawn=self.supervisor.spawn, timeout=self.options.handshake_timeout,
             path=None if config.stores is not None else config.data_dir / ROOMS_FILE)
         # Issue 13 section 2: members check newcomers themselves, on direct connections
         self.roomtrust = RoomTrust(
             identity=self.identity, clock=self.clock, events=self.events, trust=self.trust,
             rooms=self.rooms, connect=self.connect, connections=lambda: self.connections,
-            addrs=self.addrs, run_service=self.supervisor.run, spawn=self.supervisor.spawn,
-            timeout=self.options.handshake_timeout,
+            addrs=self._member_addrs, run_service=self.supervisor.run,
+            spawn=self.supervisor.spawn, timeout=self.options.handshake_timeout,
             path=None if config.stores is not None else config.data_dir / MEMBERS_FILE)
         self.router.add(self.roomtrust.protocol)
 
@@ -670,6 +670,13 @@ class Node:
             if text not in out:
                 out.append(text)
         return tuple(out)
+
+    def _member_addrs(self) -> list[str]:
+        """The addresses a room membership announcement carries: those of our DHT
+        announcement (observed public mapping, relayed, then listen addresses). Listen
+        addresses alone would send a member behind another NAT to a private address,
+        which on its own network may be its own host."""
+        return list(self.announced_addrs())
 
     def _sign_announcement(self, previous: list[PeerId] | tuple[PeerId, ...] = ()) -> bytes:
         """A fresh announcement of our current addresses with the next sequence number
