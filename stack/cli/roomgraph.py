@@ -15,11 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import networkx as nx
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-
 from stack.base.errors import UsageError
 
 __all__ = ["render_text", "write_png", "short"]
@@ -63,6 +58,11 @@ def _gap_line(gap: dict[str, Any]) -> str:
 
 def write_png(graph: dict[str, Any], path: Path) -> None:
     """Draw the graph into ``path`` (``UsageError`` if it cannot be written there)."""
+    # Imported here: matplotlib and networkx cost every other command ~1 s at start.
+    import networkx as nx
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     g = nx.DiGraph()
     members = {m["peer_id"] for m in graph["members"]}
     admin = graph["admin"]
