@@ -1,5 +1,6 @@
 """The ``node`` engine of ``p2pstack simulate``: full production Nodes on the simulator
-(issue 11 sections 1-2; the ``nat-matrix`` and ``mobility`` scenarios).
+(issue 11 sections 1-2; the ``nat-matrix``, ``mobility`` and ``rendezvous-down``
+scenarios).
 
 Every simulated host runs ``stack.node.Node`` - QUIC on the node's one UDP port, trust on
 first use, the DHT, AutoNAT, keepalives, relay reservations, hole punching, mobility - in
@@ -40,6 +41,17 @@ A *stranger* (a ready node holding no connection to the mover) probes the same w
 lookup, dial, relay or punch as the node decides). A probe that has no reply
 ``reconnect_timeout`` seconds after the move is ``None`` (failed).
 
+Room (``[rooms]``, issue 13 on the simulator). Node 1 is a public rendezvous; nodes 2..
+get kinds by ``network.nat``. The first ``members`` ready nodes 2.. form a room: the
+first creates it (``p2pstack room create``), each next one is invited by a random member
+already in (``room invite`` / ``room join`` through the rendezvous, seed 002). An
+admission's time runs from the invite to the newcomer holding its inviter's welcome and
+every other member having checked it and tried to connect (``room.member_verified``
+events). ``down_after`` seconds after the last admission the rendezvous's host crashes;
+from then each member echoes each other member by peer id (the connection it holds, or
+the DHT, a relay, a punch) until a reply or ``give_up_after``, and one more node tries to
+join on a fresh invite, which cannot work without the rendezvous: its error is reported.
+
 Reproducible like the ``dht`` engine: every choice is drawn from the run's seed in the
 order the run makes it, and every count is the same for a seed. Times are rounded to
 ``TIME_DIGITS`` (1 ms, finer than the network's jitter): aioquic paces packets by their
@@ -67,7 +79,7 @@ from stack.base.identity import Identity
 from stack.base.net import Address, DatagramEndpoint, Receiver
 from stack.node import AnnouncementPublished, Node, operations
 from stack.node.config import NodeConfig
-from stack.node.events import RelayReservation
+from stack.node.events import RelayReservation, RoomMemberVerified
 from stack.store.stores import Stores
 
 __all__ = ["run_node_engine", "PATHS", "PORT", "PROBE_GAP", "READY_TIMEOUT"]
@@ -78,6 +90,7 @@ PATHS = ("direct", "punched", "relayed", "failed")
 TIME_DIGITS = 3       # report times in seconds to the millisecond (module docstring)
 PROBE_GAP = 0.2       # seconds between a failed probe attempt and the next
 READY_TIMEOUT = 120.0  # seconds a node has to join, publish and (NATed) reserve
+ROOM = "sim-room"      # the [rooms] scenario's room
 #: never used for a file: every simulated node has memory stores (``_config``)
 _NO_DATA_DIR = Path("/nonexistent/p2pstack-simulate")
 
@@ -178,6 +191,8 @@ class _NodeEngine:
         if index == 0:
             overrides["relay_service"] = "full"
         else:
+            if role == "rendezvous":
+                overrides["rendezvous"] = True
             overrides["bootstrap"] = (self.boot_addr,)
             if nat is not None:
                 overrides["relays"] = (self.boot_addr,)
@@ -240,13 +255,19 @@ class _NodeEngine:
                 for kind in sc.matrix.kinds:
                     self._add(kind, role, wildcard=False, random_ports=False)
         else:
-            for kind in self._kinds(sc.network.nodes - 1):
+            others = sc.network.nodes - 1
+            if sc.rooms.active:
+                self._add("none", "rendezvous", wildcard=False, random_ports=False)
+                others -= 1
+            for kind in self._kinds(others):
                 self._add(kind, "node", wildcard=True, random_ports=True)
         self.result.nat_kinds.update(m.kind for m in self.members)
         n = len(self.members)
         pairs = len(sc.matrix.kinds) ** 2
         self.planned = ((n - 1) * sc.join.spacing + sc.join.settle + sc.matrix.idle_before
-                        + pairs * 3.0 + sc.duration + sc.idle)
+                        + pairs * 3.0 + sc.duration + sc.idle
+                        + (sc.rooms.members * 2.0 + sc.rooms.down_after + 10.0
+                           if sc.rooms.active else 0.0))
         ticker = asyncio.ensure_future(self._tick())
         try:
             await self._phase("join", self._join_all(boot))
@@ -254,6 +275,8 @@ class _NodeEngine:
                 await self._phase("matrix", self._matrix())
             if sc.duration:
                 await self._phase("workload", self._mobility())
+            if sc.rooms.active:
+                await self._phase("room", self._room())
             if sc.idle:
                 await self._phase("idle", asyncio.sleep(sc.idle))
         finally:
@@ -395,6 +418,90 @@ class _NodeEngine:
                                        min(attempt, left))
             except Exception:
                 self.result.node_stats["probe attempts failed"] += 1
+                await asyncio.sleep(PROBE_GAP)
+                continue
+            return round(self.now() - t0, TIME_DIGITS)
+        return None
+
+    # ---- a room and its rendezvous going down ----------------------------------------
+
+    async def _room(self) -> None:
+        spec = self.sc.rooms
+        rv = next(m for m in self.members if m.role == "rendezvous")
+        ready = [m for m in self.members if m.role == "node" and m.ready]
+        members, rest = ready[:spec.members], ready[spec.members:]
+        room: dict[str, Any] = {"members": [m.index for m in members],
+                                "kinds": [m.kind for m in members], "admissions": [],
+                                "echoes": [], "late_join": None, "down_at": None}
+        self.result.room = room
+        if not rv.ready or len(members) < 2:
+            room["error"] = "not enough ready nodes" if rv.ready else "rendezvous not ready"
+            return
+        rv_addr = f"/ip4/{rv.host.ip}/udp/{PORT}/quic-v1/p2p/{rv.node.peer_id}"
+        await members[0].node.rooms.create(ROOM, rv_addr)
+        inside = [members[0]]
+        for newcomer in members[1:]:
+            inviter = inside[self.rng.randrange(len(inside))]
+            room["admissions"].append(await self._admit(inviter, newcomer, inside, rv_addr))
+            inside.append(newcomer)
+        await asyncio.sleep(spec.down_after)
+        t0 = self.now()
+        room["down_at"] = round(t0, TIME_DIGITS)
+        rv.host.crash()
+        pairs = [(a, b) for a in members for b in members if a is not b]
+        times = await asyncio.gather(*(self._echo_until(a.node, b, t0, spec.echo_timeout,
+                                                        spec.give_up_after)
+                                       for a, b in pairs))
+        room["echoes"] = [{"from": a.index, "to": b.index, "from_kind": a.kind,
+                           "to_kind": b.kind, "reached_s": t}
+                          for (a, b), t in zip(pairs, times, strict=True)]
+        if rest:
+            late = await self._admit(members[0], rest[0], inside, rv_addr,
+                                     limit=spec.give_up_after)
+            room["late_join"] = late
+
+    async def _admit(self, inviter: _Member, newcomer: _Member, inside: list[_Member],
+                     rv_addr: str, limit: float | None = None) -> dict[str, Any]:
+        """``inviter`` admits ``newcomer``: seconds from the invite until the newcomer
+        holds the welcome and every other member checked it, or the error."""
+        limit = self.sc.rooms.give_up_after if limit is None else limit
+        out: dict[str, Any] = {"newcomer": newcomer.index, "kind": newcomer.kind,
+                               "inviter": inviter.index, "in_room_s": None, "error": None,
+                               "connected": 0, "checked_by": 0}
+        t0 = self.now()
+        welcomed = newcomer.node.next_event(RoomMemberVerified, room=ROOM,
+                                            peer_id=inviter.node.peer_id, via="inviter",
+                                            timeout=limit)
+        checks = [m.node.next_event(RoomMemberVerified, room=ROOM,
+                                    peer_id=newcomer.node.peer_id, via="introduced",
+                                    timeout=limit) for m in inside if m is not inviter]
+        try:
+            code = (await inviter.node.rooms.invite(ROOM))["code"]
+            await asyncio.wait_for(newcomer.node.rooms.join(ROOM, code, rv_addr), limit)
+            await welcomed
+            for check in checks:
+                event = await check
+                out["checked_by"] += 1
+                out["connected"] += event.connected
+        except Exception as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}"[:200]
+            welcomed.cancel()
+            for check in checks:
+                check.cancel()
+            return out
+        out["in_room_s"] = round(self.now() - t0, TIME_DIGITS)
+        return out
+
+    async def _echo_until(self, node: Node, target: _Member, t0: float, attempt: float,
+                          give_up: float) -> float | None:
+        """Seconds from ``t0`` until an echo by peer id comes back from ``target``."""
+        deadline = t0 + give_up
+        while (left := deadline - self.now()) > 0:
+            try:
+                await asyncio.wait_for(node.echo(target.node.peer_id, b"room"),
+                                       min(attempt, left))
+            except Exception:
+                self.result.node_stats["room echo attempts failed"] += 1
                 await asyncio.sleep(PROBE_GAP)
                 continue
             return round(self.now() - t0, TIME_DIGITS)

@@ -4,7 +4,9 @@
     ``matrix`` (every connect: dialer and target kind, path, simulated seconds to the first
     echo byte and to the direct path, the hole punch's outcome, the error; and the counts
     per path) and ``mobility`` (every move in the order they happened, the reconnect and
-    found-again times with p50 / p90 / p99 / max, failures counted), ``None`` for a part
+    found-again times with p50 / p90 / p99 / max, failures counted) and ``room`` (every
+    admission with its time or error, the rendezvous's crash, each member's echoes to the
+    others after it with their spread, the admission tried after it), ``None`` for a part
     the scenario has not, and ``node_stats`` (the nodes' migration and announcement-push
     counters, the probes' failed attempts). Plain JSON data, a function of the run.
 ``node_summary(sections)``, ``node_rows(report)``, ``node_markdown(report)``
@@ -69,7 +71,17 @@ def node_sections(result: RunResult) -> dict[str, Any]:
                     "by_how": dict(sorted(Counter(m["how"] for m in moves).items())),
                     "reconnect": _spread(reconnect), "found_again": _spread(found),
                     "list": moves}
-    return {"matrix": matrix, "mobility": mobility,
+    room = None
+    if sc.rooms.active:
+        r = result.room
+        admissions = r.get("admissions", [])
+        room = {"members": r.get("members", []), "kinds": r.get("kinds", []),
+                "error": r.get("error"), "down_at": r.get("down_at"),
+                "admissions": admissions,
+                "admission": _spread([a["in_room_s"] for a in admissions]),
+                "echoes_after_down": _spread([e["reached_s"] for e in r.get("echoes", [])]),
+                "echoes": r.get("echoes", []), "late_join": r.get("late_join")}
+    return {"matrix": matrix, "mobility": mobility, "room": room,
             "node_stats": dict(sorted(result.node_stats.items()))}
 
 
@@ -84,6 +96,14 @@ def node_summary(sections: dict[str, Any]) -> dict[str, Any]:
         out["mobility"] = {"moves": mob["moves"], **{
             what: {k: mob[what][k] for k in ("probes", "reached", "failed", "p50", "p99")}
             for what in ("reconnect", "found_again")}}
+    if sections["room"] is not None:
+        room = sections["room"]
+        late = room["late_join"]
+        out["room"] = {
+            "members": len(room["members"]),
+            **{what: {k: room[what][k] for k in ("probes", "reached", "failed", "p50", "p99")}
+               for what in ("admission", "echoes_after_down")},
+            "late_join": None if late is None else (late["error"] or "admitted")}
     return out
 
 
@@ -107,6 +127,17 @@ def node_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                          f"{_s(f['p50'])} / {_s(f['p99'])} ({f['reached']} of {f['probes']} "
                          f"probes; {f['failed']} failed)"))
         rows.append(("moves", f"{mob['moves']}"))
+    if "room" in s:
+        room = s["room"]
+        for what, label in (("admission", "room admission, invite to checked by all"),
+                            ("echoes_after_down", "members reached by peer id after the "
+                                                  "rendezvous went down")):
+            f = room[what]
+            rows.append((f"{label} p50 / p99",
+                         f"{_s(f['p50'])} / {_s(f['p99'])} ({f['reached']} of {f['probes']}; "
+                         f"{f['failed']} failed)"))
+        rows.append(("a join tried after the rendezvous went down",
+                     room["late_join"] or "no node left to try"))
     return rows
 
 
@@ -151,11 +182,43 @@ def node_markdown(report: dict[str, Any]) -> list[str]:
                      "failed" if mv["found_again_s"] is None else _s(mv["found_again_s"]))
             out.append(f"| {mv['at']:.1f} | {mv['how']} | {KIND_LABELS[mv['kind']]} | "
                        f"{times or '-'} | {found} |")
+    room = report.get("room")
+    if room is not None:
+        out += _room_markdown(room)
     stats = report.get("node_stats")
     if stats:
         out += ["", "## Node counters (summed over the nodes)", "", "| counter | value |",
                 "|---|---|"]
         out += [f"| {k} | {v:,} |" for k, v in stats.items()]
+    return out
+
+
+def _room_markdown(room: dict[str, Any]) -> list[str]:
+    out = ["", "## The room and its rendezvous going down", ""]
+    if room["error"]:
+        return [*out, f"No room: {room['error']}."]
+    out += ["Admissions (seed 002: a random member already in invites the next node; time "
+            "from the invite until the newcomer holds its welcome and every other member "
+            "checked it):", "",
+            "| newcomer | its NAT | inviter | in the room after | checked by | connected |",
+            "|---|---|---|---|---|---|"]
+    for a in room["admissions"]:
+        took = a["error"] or _s(a["in_room_s"])
+        out.append(f"| {a['newcomer']} | {KIND_LABELS[a['kind']]} | {a['inviter']} | {took} | "
+                   f"{a['checked_by']} | {a['connected']} |")
+    f = room["echoes_after_down"]
+    out += ["", f"The rendezvous crashed at {room['down_at']} s. Then each member echoed each "
+            f"other by peer id: {f['reached']} of {f['probes']} pairs answered (p50 "
+            f"{_s(f['p50'])}, p99 {_s(f['p99'])}, max {_s(f['max'])}); {f['failed']} did not."]
+    failed = [e for e in room["echoes"] if e["reached_s"] is None]
+    if failed:
+        out += ["", "| from | its NAT | to | its NAT |", "|---|---|---|---|"]
+        out += [f"| {e['from']} | {KIND_LABELS[e['from_kind']]} | {e['to']} | "
+                f"{KIND_LABELS[e['to_kind']]} |" for e in failed]
+    late = room["late_join"]
+    if late is not None:
+        out += ["", f"A join on a fresh invite after the crash (node {late['newcomer']}): "
+                f"{late['error'] or 'admitted after ' + _s(late['in_room_s'])}."]
     return out
 
 

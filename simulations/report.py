@@ -17,7 +17,7 @@
 
 Extension point: ``PLOTTERS`` maps a plot name (``simulations.scenario.PLOTS`` and
 ``NODE_PLOTS``) to the function drawing it from the report. A ``node`` engine run adds
-``matrix``, ``mobility`` and ``node_stats`` to report.json (``simulations.node_report``),
+``matrix``, ``mobility``, ``room`` and ``node_stats`` to report.json (``simulations.node_report``),
 their figures to ``summary`` and report.md, and draws the NAT-pair heat map and the
 time-to-reconnect histogram.
 """

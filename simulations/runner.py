@@ -140,6 +140,8 @@ class RunResult:
     # target kind, path, times) and per move (how, kind, reconnect / found-again times)
     paths: list[dict[str, Any]] = field(default_factory=list)
     moves: list[dict[str, Any]] = field(default_factory=list)
+    # the room (``[rooms]``): admissions, the rendezvous's crash, echoes after it
+    room: dict[str, Any] = field(default_factory=dict)
     node_stats: Counter[str] = field(default_factory=Counter)  # migration, push, probes
 
 

@@ -82,6 +82,20 @@ The format (every key optional; the defaults are the ``dht`` built-in)::
                                  # relay or punch included: `p2pstack connect`'s default)
     reconnect_timeout = 120.0    # seconds after the move a probe gives up ("failed")
 
+    [rooms]                      # engine "node": a private room and its rendezvous going
+                                 # down (issue 13); node 1 is then a public rendezvous
+                                 # (``p2pstack node --rendezvous``) and kinds by
+                                 # network.nat go to nodes 2..
+    members = 0                  # room size (0: no room): the first ready nodes 2.. in
+                                 # order; the first creates the room, each next one is
+                                 # invited by a random member already in it (seed 002)
+    down_after = 10.0            # seconds after the last admission the rendezvous's host
+                                 # crashes
+    echo_timeout = 10.0          # then every member echoes every other by peer id: seconds
+                                 # per attempt (retried 0.2 s later)
+    give_up_after = 120.0        # seconds after the crash an echo, or the admission tried
+                                 # after it, counts as failed
+
     [measure]
     bucket = 60.0                # seconds per bucket of the time series
     plots = ["lookup_latency_cdf", "success_rate", "datagrams_by_kind", "routing_health"]
@@ -97,11 +111,13 @@ VALUE is a TOML value (a bare word is a string).
 
 The ``node`` engine (``simulations.node_engine``) runs full Nodes through join (+ settle),
 then the matrix (if ``matrix.kinds``), then the workload (``duration``, with the moves of
-[mobility]), then idle; [workload], [churn] and [partition] are the ``dht`` engine's:
-setting one of them (or [matrix] / [mobility] under ``engine = "dht"``) is an error naming
-the key. In a mobility run node 0 is public (bootstrap node and relay), nodes 1.. get
-kinds by ``network.nat`` and NATed ones hold a reservation on node 0's relay; their NAT
-boxes give new mappings random ports (so that a rebinding moves them).
+[mobility]), then the room (if ``rooms.members``: admissions, the rendezvous down,
+members reaching each other without it), then idle; [workload], [churn] and [partition]
+are the ``dht`` engine's: setting one of them (or [matrix] / [mobility] / [rooms] under
+``engine = "dht"``) is an error naming the key. In a mobility run node 0 is public
+(bootstrap node and relay), nodes 1.. get kinds by ``network.nat`` and NATed ones hold a
+reservation on node 0's relay; their NAT boxes give new mappings random ports (so that a
+rebinding moves them).
 
 Extension points: ``ENGINES`` (a new engine, e.g. ``node``), ``SECTIONS`` (a new table,
 e.g. ``[partition]``, with its dataclass), ``BUILTINS`` (a new built-in scenario).
@@ -121,7 +137,8 @@ from simulations.nat import NAT_KINDS
 from stack.base.errors import UsageError
 
 __all__ = ["ScenarioError", "Scenario", "NetworkSpec", "JoinSpec", "WorkloadSpec",
-           "ChurnSpec", "PartitionSpec", "MatrixSpec", "MobilitySpec", "MeasureSpec", "PLOTS",
+           "ChurnSpec", "PartitionSpec", "MatrixSpec", "MobilitySpec", "RoomsSpec", "MeasureSpec",
+           "PLOTS",
            "NODE_PLOTS", "ENGINES", "BUILTINS", "builtin",
            "load_scenario", "parse_scenario", "to_toml", "apply_overrides", "canonical_key",
            "resolve_scenario"]
@@ -203,6 +220,18 @@ class MobilitySpec:
 
 
 @dataclass(frozen=True)
+class RoomsSpec:
+    members: int = 0
+    down_after: float = 10.0
+    echo_timeout: float = 10.0
+    give_up_after: float = 120.0
+
+    @property
+    def active(self) -> bool:
+        return self.members > 0
+
+
+@dataclass(frozen=True)
 class MeasureSpec:
     bucket: float = 60.0
     plots: tuple[str, ...] = PLOTS
@@ -223,6 +252,7 @@ class Scenario:
     partition: PartitionSpec = field(default_factory=PartitionSpec)
     matrix: MatrixSpec = field(default_factory=MatrixSpec)
     mobility: MobilitySpec = field(default_factory=MobilitySpec)
+    rooms: RoomsSpec = field(default_factory=RoomsSpec)
     measure: MeasureSpec = field(default_factory=MeasureSpec)
 
     def to_dict(self) -> dict[str, Any]:
@@ -400,10 +430,17 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
         "find_timeout": _number(0.0, 3600.0, lo_open=True),
         "reconnect_timeout": _number(0.0, 86400.0, lo_open=True),
     }),
+    "rooms": (RoomsSpec, {
+        "members": _integer(0, 256),
+        "down_after": _number(0.0, 86400.0),
+        "echo_timeout": _number(0.0, 3600.0, lo_open=True),
+        "give_up_after": _number(0.0, 86400.0, lo_open=True),
+    }),
     "measure": (MeasureSpec, {"bucket": _number(1.0, 86400.0), "plots": _plots}),
 }
 #: the sections each engine reads; a non-default one the engine ignores is an error
-_ENGINE_SECTIONS = {"dht": ("workload", "churn", "partition"), "node": ("matrix", "mobility")}
+_ENGINE_SECTIONS = {"dht": ("workload", "churn", "partition"),
+                    "node": ("matrix", "mobility", "rooms")}
 TOP: dict[str, Check] = {
     "name": _name, "description": _text, "engine": _engine,
     "seed": _integer(0, 2**63 - 1),
@@ -454,7 +491,19 @@ def parse_scenario(table: Mapping[str, Any]) -> Scenario:
             raise _bad(key, "unknown key; known: " + ", ".join([*TOP, *SECTIONS]))
     scenario = Scenario(**values)
     _check_engine_sections(scenario)
+    _check_rooms(scenario)
     return scenario
+
+
+def _check_rooms(sc: Scenario) -> None:
+    members = sc.rooms.members
+    if members == 1:
+        raise _bad("rooms.members", "must be 0 (no room) or at least 2", members)
+    if members and sc.matrix.kinds:
+        raise _bad("rooms.members", "a room runs in its own scenario, not beside [matrix]")
+    if members > sc.network.nodes - 2:
+        raise _bad("rooms.members", f"must leave node 0 (bootstrap) and node 1 (rendezvous): "
+                   f"at most network.nodes - 2 = {sc.network.nodes - 2}", members)
 
 
 def _check_engine_sections(sc: Scenario) -> None:
@@ -664,6 +713,34 @@ timeout = 20.0
 [measure]
 bucket = 30.0
 plots = ["connection_paths", "datagrams_by_kind"]
+""",
+    "rendezvous-down": """
+name = "rendezvous-down"
+description = "A room behind NATs loses its rendezvous: its members still reach each other."
+engine = "node"
+duration = 0.0
+idle = 0.0
+[network]
+nodes = 8
+latency = 0.020
+jitter = 0.005
+[network.nat]
+none = 0.2
+full-cone = 0.2
+restricted-cone = 0.2
+port-restricted-cone = 0.2
+symmetric = 0.2
+[join]
+spacing = 1.0
+settle = 5.0
+[rooms]
+members = 5
+down_after = 10.0
+echo_timeout = 10.0
+give_up_after = 120.0
+[measure]
+bucket = 30.0
+plots = ["datagrams_by_kind"]
 """,
     "mobility": """
 name = "mobility"

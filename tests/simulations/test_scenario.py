@@ -83,8 +83,8 @@ def test_an_empty_file_is_the_defaults_named_after_the_file(tmp_path):
 @pytest.mark.parametrize("name", sorted(BUILTINS))
 def test_builtins_parse(name):
     sc = builtin(name)
-    assert sc.name == name and sc.engine == ("node" if name in ("nat-matrix", "mobility")
-                                             else "dht")
+    assert sc.name == name and sc.engine == (
+        "node" if name in ("nat-matrix", "mobility", "rendezvous-down") else "dht")
     assert parse_scenario(sc.to_dict()) == sc
     assert builtin("churn").churn.active and not builtin("dht").churn.active
     assert builtin("partition").partition.fraction > 0 and not builtin("dht").partition.fraction
@@ -135,6 +135,16 @@ BAD = [
                                                       "integer >= 0"),
     ("engine = \"node\"\n[mobility]\nfind_timeout = \"long\"",
      "mobility.find_timeout: must be a number > 0"),
+    ("[rooms]\nmembers = 3", "rooms.members: is not read by engine 'dht'"),
+    ("engine = \"node\"\n[rooms]\nmembers = 1", "rooms.members: must be 0 (no room) or "
+                                                "at least 2, not 1"),
+    ("engine = \"node\"\n[network]\nnodes = 4\n[rooms]\nmembers = 3",
+     "rooms.members: must leave node 0 (bootstrap) and node 1 (rendezvous): at most "
+     "network.nodes - 2 = 2, not 3"),
+    ("engine = \"node\"\n[rooms]\nmembers = 2\n[matrix]\nkinds = [\"none\"]",
+     "rooms.members: a room runs in its own scenario, not beside [matrix]"),
+    ("engine = \"node\"\n[rooms]\ngive_up_after = 0",
+     "rooms.give_up_after: must be a number > 0"),
     ("[measure]\nplots = [\"heat\"]", "measure.plots: unknown plot 'heat'"),
     ("name = \"a b\"", "name: must be a non-empty name"),
     ("seed = -1", "seed: must be an integer >= 0"),
