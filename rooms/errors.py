@@ -26,6 +26,13 @@ MalformedMessage      remote  bytes that are not a rooms message of the expected
 UnexpectedMessage     remote  a well-formed message in the wrong state of the exchange
 AdmissionTimeout      remote  the other side went quiet before the exchange finished
 AdmissionAborted      remote  the other side gave up and said why (``reason``)
+InvalidPin            local   a typed PIN that is not the challenge's number of digits
+                              (caught before it is sent, so it is not the one guess)
+WrongPin              remote  the newcomer's PIN is not the one the inviter's node showed
+NoPin                 remote  the inviter asked for a PIN and none came in time (or the
+                              newcomer's user gave none)
+ReplayedPin           remote  a PIN message seen before (one recorded from another
+                              session and sent again)
 BadSignature          remote  a signed membership announcement whose signature fails
 AnnouncementExpired   remote  a membership announcement past its expiry
 AnnouncementTooLong   remote  a membership announcement whose expiry is further away
@@ -42,7 +49,8 @@ __all__ = [
     "RoomError", "InvalidRoomName", "InvalidInviteCode", "AdmissionError",
     "InviteUnknown", "InviteExpired", "InviteUsed", "WrongCode", "ReplayedTranscript",
     "TamperedMessage", "ForgedAdmission", "MalformedMessage", "UnexpectedMessage",
-    "AdmissionTimeout", "AdmissionAborted", "MembershipError", "BadSignature",
+    "AdmissionTimeout", "AdmissionAborted", "InvalidPin", "WrongPin", "NoPin", "ReplayedPin",
+    "MembershipError", "BadSignature",
     "AnnouncementExpired", "AnnouncementTooLong", "RoomFull", "ABORT_REASONS",
 ]
 
@@ -117,6 +125,22 @@ class AdmissionAborted(AdmissionError):
         super().__init__(f"the other side aborted: {peer_reason}")
 
 
+class InvalidPin(UsageError, RoomError):
+    """A PIN that is not the digits the challenge asks for."""
+
+
+class WrongPin(AdmissionError):
+    reason = "wrong_pin"
+
+
+class NoPin(AdmissionError):
+    reason = "no_pin"
+
+
+class ReplayedPin(AdmissionError):
+    reason = "replayed_pin"
+
+
 class MembershipError(RemoteError, RoomError):
     """A membership announcement that was refused."""
 
@@ -143,6 +167,7 @@ class RoomFull(MembershipError):
 ABORT_REASONS: dict[str, type[AdmissionError]] = {
     cls.reason: cls for cls in (InviteUnknown, InviteExpired, InviteUsed, WrongCode,
                                 ReplayedTranscript, TamperedMessage, ForgedAdmission,
-                                MalformedMessage, UnexpectedMessage, AdmissionTimeout)
+                                MalformedMessage, UnexpectedMessage, AdmissionTimeout,
+                                WrongPin, NoPin, ReplayedPin)
 }
 
