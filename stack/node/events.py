@@ -31,7 +31,8 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
            "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
            "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "RoomAdmitted",
-           "RoomAdmissionFailed", "RoomMemberVerified", "RoomStatementRefused",
+           "RoomAdmissionFailed", "RoomPinIssued", "RoomPinRequested", "RoomMemberVerified",
+           "RoomStatementRefused",
            "RoomGraphChanged", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
@@ -308,6 +309,28 @@ class RoomAdmissionFailed:
 
 
 @dataclass(frozen=True)
+class RoomPinIssued:
+    """The inviter's node shows the PIN of a ``--pin`` invite (issue 13, ``rooms.pin``):
+    ``newcomer`` ran the PAKE with invite ``number`` and is admitted only if its user types
+    ``pin`` before ``expires`` (Unix seconds). Read it out to the person you invited."""
+    room: str
+    number: int
+    newcomer: PeerId
+    pin: str
+    expires: float
+
+
+@dataclass(frozen=True)
+class RoomPinRequested:
+    """The newcomer's side: the inviter asks for the ``digits``-digit PIN its node shows
+    (``p2pstack room join`` prompts for it; ``room_pin`` on the control API answers)."""
+    room: str
+    number: int
+    digits: int
+    expires: float
+
+
+@dataclass(frozen=True)
 class RoomMemberVerified:
     """``peer_id`` entered our own view of ``room`` (issue 13): ``via`` "introduced" (a
     member's introduction we checked; ``by`` is that inviter), "welcome" (listed by our
@@ -346,7 +369,8 @@ NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceiv
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
              | HolePunchFailed | ConnectionMigrated | ConnectionReplaced
-             | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed
+             | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed | RoomPinIssued
+             | RoomPinRequested
              | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged)
 
 #: the log name of each event type
@@ -363,6 +387,7 @@ EVENT_NAMES: dict[type, str] = {
     ConnectionMigrated: "connection.migrated", ConnectionReplaced: "connection.replaced",
     TurnAllocationChanged: "turn.allocation",
     RoomAdmitted: "room.admitted", RoomAdmissionFailed: "room.admission_failed",
+    RoomPinIssued: "room.pin_issued", RoomPinRequested: "room.pin_requested",
     RoomMemberVerified: "room.member_verified", RoomStatementRefused: "room.statement_refused",
     RoomGraphChanged: "room.graph_changed",
 }

@@ -577,6 +577,8 @@ class Node:
             "room_create": lambda params: self.rooms.create(**params),
             "room_invite": lambda params: self.rooms.invite(**params),
             "room_join": lambda params: self.rooms.join(**params),
+            "room_pin": lambda params: self.rooms.pin(**params),
+            "room_invite_wait": lambda params: self.rooms.invite_wait(**params),
             "room_list": lambda params: _answer(self.rooms.list(**params)),
             "room_graph": lambda params: _answer(self.roomtrust.graph(**params)),
             "room_kick": lambda params: self.roomtrust.kick(**params),

@@ -33,7 +33,7 @@ def test_create_invite_join_through_the_cli(tmp_path: Path) -> None:
         out = run(*A, "room", "invite", "club", "--json")
         assert out.returncode == 0, out.stderr
         invite = json.loads(out.stdout)
-        assert set(invite) == {"code", "expires", "room", "number"}
+        assert set(invite) == {"code", "expires", "room", "number", "pin"} and not invite["pin"]
         number = invite["code"].split("-")[0]
         typo = run(*B, "room", "join", "club", f"{number}-notaword-x", "--rendezvous", rv)
         assert typo.returncode == 2 and "notaword" in typo.stderr
