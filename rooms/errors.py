@@ -38,6 +38,12 @@ AnnouncementExpired   remote  a membership announcement past its expiry
 AnnouncementTooLong   remote  a membership announcement whose expiry is further away
                               than ``MAX_MEMBER_TTL`` (or issued in the future)
 RoomFull              remote  a rendezvous bound (rooms, members per room) is reached
+ForgedRoomRecord      remote  a room's DHT record whose framing or signature fails, or that
+                              names another room than the key it was found under
+RoomRecordExpired     remote  a room's DHT record past its expiry (or whose expiry is
+                              further away than ``MAX_RECORD_TTL``, or issued in the future)
+RoomNotFound          remote  no valid record under the room's DHT key (nobody published
+                              one, or none of those offered was valid)
 ====================  ======  =============================================================
 """
 
@@ -51,7 +57,8 @@ __all__ = [
     "TamperedMessage", "ForgedAdmission", "MalformedMessage", "UnexpectedMessage",
     "AdmissionTimeout", "AdmissionAborted", "InvalidPin", "WrongPin", "NoPin", "ReplayedPin",
     "MembershipError", "BadSignature",
-    "AnnouncementExpired", "AnnouncementTooLong", "RoomFull", "ABORT_REASONS",
+    "AnnouncementExpired", "AnnouncementTooLong", "RoomFull", "RoomRecordError",
+    "ForgedRoomRecord", "RoomRecordExpired", "RoomNotFound", "ABORT_REASONS",
 ]
 
 
@@ -161,6 +168,24 @@ class AnnouncementTooLong(MembershipError):
 
 class RoomFull(MembershipError):
     reason = "room_full"
+
+
+class RoomRecordError(RemoteError, RoomError):
+    """A room's DHT record that was refused, or none found."""
+
+    reason = "room_record_refused"
+
+
+class ForgedRoomRecord(RoomRecordError):
+    reason = "forged_room_record"
+
+
+class RoomRecordExpired(RoomRecordError):
+    reason = "room_record_expired"
+
+
+class RoomNotFound(RoomRecordError):
+    reason = "room_not_found"
 
 
 #: abort reasons an inviter may send (an unknown one reads as ``AdmissionAborted``)

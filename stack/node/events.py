@@ -32,7 +32,7 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
            "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "RoomAdmitted",
            "RoomAdmissionFailed", "RoomPinIssued", "RoomPinRequested", "RoomMemberVerified",
-           "RoomStatementRefused",
+           "RoomStatementRefused", "RoomReached",
            "RoomGraphChanged", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
@@ -355,6 +355,15 @@ class RoomStatementRefused:
 
 
 @dataclass(frozen=True)
+class RoomReached:
+    """We reached ``peer_id``, a member of our roster of ``room``, directly, having found
+    it ``via`` "dht" (the room's DHT record, ``stack.node.roomdht``): no rendezvous."""
+    room: str
+    peer_id: PeerId
+    via: str
+
+
+@dataclass(frozen=True)
 class RoomGraphChanged:
     """Our trust graph of ``room`` changed (issue 13 section 3): ``cause`` "vouch" (we
     took ``peer_id``'s newer signed statement of whom it verified), "removed" (``peer_id``
@@ -371,7 +380,7 @@ NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceiv
              | HolePunchFailed | ConnectionMigrated | ConnectionReplaced
              | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed | RoomPinIssued
              | RoomPinRequested
-             | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged)
+             | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged | RoomReached)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -388,6 +397,7 @@ EVENT_NAMES: dict[type, str] = {
     TurnAllocationChanged: "turn.allocation",
     RoomAdmitted: "room.admitted", RoomAdmissionFailed: "room.admission_failed",
     RoomPinIssued: "room.pin_issued", RoomPinRequested: "room.pin_requested",
+    RoomReached: "room.reached",
     RoomMemberVerified: "room.member_verified", RoomStatementRefused: "room.statement_refused",
     RoomGraphChanged: "room.graph_changed",
 }

@@ -194,6 +194,8 @@ class NodeRooms:
         self.guard = ReplayGuard()
         self._invites: dict[tuple[str, int], _InviteState] = {}
         self._pending: dict[str, _PendingJoin] = {}
+        # told the name of a room we entered (the node wires it to the room's DHT record)
+        self.changed: Callable[[str], None] = lambda name: None
 
     # ------------------------------------------------------------------- storage
 
@@ -263,6 +265,7 @@ class NodeRooms:
         rooms[text] = room
         await self._save()
         self._refresh(room)
+        self.changed(text)
         return room.report()
 
     async def invite(self, name: str, ttl: float | None = None,

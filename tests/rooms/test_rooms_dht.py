@@ -1,0 +1,141 @@
+"""Rooms found through the DHT (``rooms.record``, ``stack.node.roomdht``; issue 13 section
+1): the signed room record and its refusals, driven directly; replicas refuse forged,
+expired, replayed and misplaced records by name; on real nodes on 127.0.0.1 a lookup names
+a missing, forged or expired record, and a member that restarts with the rendezvous down
+finds the room's record and reaches the other member directly."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from stack.base.identity import Identity
+from stack.node.events import RoomReached
+from discovery.records import OK, RecordInfo, RecordStore
+from rooms.errors import ForgedRoomRecord, RoomNotFound, RoomRecordExpired
+from rooms.names import room_id
+from rooms.record import MAX_ROOM_RECORD, sign_room_record, verify_room_record
+from stack.node.roomdht import NodeRecordValidator
+from tests.rooms.test_rooms_members import admit
+from tests.rooms.test_rooms_node import addr, nodes  # noqa: F401  (the fixture)
+
+T = 10.0
+RID = room_id("club")
+A = Identity.from_seed(bytes([1]) * 32)
+B = Identity.from_seed(bytes([2]) * 32)
+T0 = 1_000_000.0
+
+
+def flip(data: bytes, at: int) -> bytes:
+    raw = bytearray(data)
+    raw[at] ^= 0x01
+    return bytes(raw)
+
+
+def test_the_record_lists_the_signer_first_and_fits_the_dht() -> None:
+    others = [Identity.from_seed(bytes([i]) * 32).peer_id for i in range(3, 40)]
+    data = sign_room_record(A, RID, [B.peer_id, *others], ["/ip4/127.0.0.1/udp/1/quic-v1"], T0)
+    rec = verify_room_record(data, T0 + 1, RID)
+    assert rec.signer == A.peer_id and rec.members[:2] == (A.peer_id, B.peer_id)
+    assert len(data) <= MAX_ROOM_RECORD and 2 < len(rec.members) <= 16
+    assert rec.addrs == ("/ip4/127.0.0.1/udp/1/quic-v1",)
+
+
+def test_forged_expired_and_misplaced_records_are_named() -> None:
+    data = sign_room_record(A, RID, [B.peer_id], [], T0)
+    with pytest.raises(ForgedRoomRecord):
+        verify_room_record(flip(data, len(data) - 3), T0)      # the signature
+    with pytest.raises(ForgedRoomRecord):
+        verify_room_record(flip(data, 60), T0)                 # the payload
+    with pytest.raises(ForgedRoomRecord):
+        verify_room_record(data, T0, room_id("other"))         # found under another key
+    with pytest.raises(ForgedRoomRecord):
+        verify_room_record(b"\x94garbage", T0)
+    with pytest.raises(RoomRecordExpired):
+        verify_room_record(data, T0 + 1800)
+    with pytest.raises(RoomRecordExpired):                     # would stay fresh too long
+        verify_room_record(sign_room_record(A, RID, [], [], T0, ttl=7200), T0)
+    with pytest.raises(RoomRecordExpired):                     # issued in the future
+        verify_room_record(data, T0 - 120)
+
+
+def test_replicas_refuse_forged_expired_replayed_and_misplaced_records() -> None:
+    validator = NodeRecordValidator()
+    store = RecordStore(validator, window=24 * 3600.0, max_records=16)
+    old = sign_room_record(A, RID, [B.peer_id], [], T0)
+    new = sign_room_record(B, RID, [A.peer_id], [], T0 + 5)
+    assert validator.check(old, T0)[0] == OK
+    assert validator.check(old, T0)[1].key == RID
+    assert store.offer(RID, flip(old, len(old) - 3), T0) == "forged_room_record"
+    assert store.offer(RID, old, T0 + 3600) == "room_record_expired"
+    assert store.offer(room_id("other"), old, T0) == "wrong_key"
+    assert store.offer(RID, new, T0 + 5) == "stored"
+    assert store.offer(RID, old, T0 + 6) == "stale_seq"         # an older one, replayed
+    assert store.get(RID, T0 + 6) == new
+    # announcements still go through the announcement validator
+    assert validator.check(b"\x94junk", T0)[1] is None
+
+
+class Permissive:
+    """A lying replica's validator: keeps anything, under the key it is given."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def check(self, data: bytes, now: float):
+        return OK, RecordInfo(bytes(38), 1, now, key=self.key)
+
+
+async def dht_nodes(nodes, *names: str):  # noqa: F811
+    """Nodes on one DHT (servers: each enters the others' routing tables)."""
+    first = await nodes(names[0], dht=True, dht_server=True)
+    await first.join(timeout=T)
+    out = [first]
+    for name in names[1:]:
+        node = await nodes(name, dht=True, dht_server=True,
+                           bootstrap=(f"127.0.0.1:{first.udp_address[1]}",))
+        await node.join(timeout=T)
+        out.append(node)
+    return out
+
+
+async def test_a_lookup_names_a_missing_forged_or_expired_record(nodes) -> None:  # noqa: F811
+    a, m, x = await dht_nodes(nodes, "a", "m", "x")
+    with pytest.raises(RoomNotFound):
+        await x.roomdht.find("club")
+    # a lying replica serves a forged record, and an expired one under another room
+    forged = flip(sign_room_record(A, RID, [B.peer_id], [], time.time()), -3)
+    m.dht.core.store.validator = Permissive(RID)
+    assert m.dht.core.store.offer(RID, forged, time.time()) == "stored"
+    with pytest.raises(ForgedRoomRecord):
+        await x.roomdht.find("club")
+    late = room_id("late")
+    m.dht.core.store.validator = Permissive(late)
+    stale = sign_room_record(A, late, [], [], time.time() - 7200, ttl=600)
+    assert m.dht.core.store.offer(late, stale, time.time()) == "stored"
+    with pytest.raises(RoomRecordExpired):
+        await x.roomdht.find("late")
+    # honest replicas refuse both when they are put
+    assert a.dht.core.store.offer(RID, forged, time.time()) == "forged_room_record"
+    assert a.dht.core.store.offer(late, stale, time.time()) == "room_record_expired"
+
+
+async def test_a_restarted_member_reaches_the_others_without_the_rendezvous(
+        nodes) -> None:  # noqa: F811
+    r = await nodes("r", rendezvous=True)
+    a, b = await dht_nodes(nodes, "a", "b")
+    await a.rooms.create("club", addr(r))
+    await admit(a, b, "club", addr(r))
+    # B's record is in the DHT (put once its welcome is in; here at once, to wait on it)
+    assert await b.roomdht.publish("club") >= 1
+    found = await a.roomdht.find("club")
+    assert set(found.members) == {a.peer_id, b.peer_id}
+    await r.stop(grace=0.1)                                   # the rendezvous is down
+    await b.stop(grace=0.1)
+    again = await nodes("b", dht=True, dht_server=True,
+                        bootstrap=(f"127.0.0.1:{a.udp_address[1]}",))
+    reached = again.next_event(RoomReached, room="club", peer_id=a.peer_id, timeout=T)
+    await again.join(timeout=T)                               # wakes the room.dht service
+    assert (await reached).via == "dht"
+    assert a.peer_id in {c.peer_id for c in again.connections if not c.closed}
