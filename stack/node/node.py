@@ -117,6 +117,7 @@ from stack.node.protocols.rendezvous import RendezvousService
 from stack.node.rooms import ROOMS_FILE, NodeRooms
 from stack.node.roomtrust import MEMBERS_FILE, RoomTrust
 from stack.node.roomdht import NodeRecordValidator, RoomDht
+from stack.node.protocols.roomadmit import RoomAdmitProtocol
 from stack.node.router import Router
 from stack.node.supervisor import Supervisor
 from stack.store.stores import Stores
@@ -232,6 +233,12 @@ class Node:
             link=self.roomtrust.link, connections=lambda: self.connections, addrs=self.addrs,
             run_service=self.supervisor.run, timeout=self.options.handshake_timeout)
         self.rooms.changed = self.roomdht.wake
+        if config.dht:  # with no rendezvous: admissions on direct connections
+            self.rooms.direct = lambda name, code, ask: self.roomdht.admit(
+                name, code, ask, self.rooms.guard)
+            self.roomadmit = RoomAdmitProtocol(self.rooms.serve_direct, self.rooms.has_invite,
+                                               self.options.handshake_timeout)
+            self.router.add(self.roomadmit)
 
     def _build_router(self) -> Router:
         """The built-in protocols. A new protocol is one more ``router.add``."""

@@ -16,6 +16,12 @@
 - ``find(name)``: the room's record, verified, or the named refusal: ``RoomNotFound``
   (nothing valid under the key), ``ForgedRoomRecord``, ``RoomRecordExpired`` (what the
   invalid records offered instead were).
+- ``admit(name, code, ask)``: ``room join`` with no rendezvous. It finds the record and
+  runs the admission (``protocols.roomadmit``) with the members it lists, in order, each
+  dialled by peer id: one that issued no such invite says ``invite_unknown`` (nothing
+  spent) and the next is tried; any other refusal ends the join (a wrong code or a lying
+  listed peer: trying more members would give whoever lies more guesses). Whoever runs
+  the PAKE without the code learns nothing and gets one guess, as a rendezvous would.
 
 A member reached this way is a ``RoomReached`` event (``via`` "dht"). Trust does not come
 from the record: only members already in our roster are dialled, and a dial by peer id
@@ -39,12 +45,16 @@ from discovery.announcements import AnnouncementValidator
 from discovery.driver import DhtDriver
 from discovery.errors import RecordNotFound
 from discovery.records import OK, RecordInfo
-from rooms.errors import ForgedRoomRecord, RoomNotFound, RoomRecordError, RoomRecordExpired
+from rooms.admission import Admitted, ReplayGuard
+from rooms.errors import (ForgedRoomRecord, InviteUnknown, RoomNotFound, RoomRecordError,
+                          RoomRecordExpired)
+from rooms.invites import InviteCode
 from rooms.membership import MAX_MEMBER_ADDRS
 from rooms.names import normalize_room_name, room_id
 from rooms.record import RoomRecord, sign_room_record, verify_room_record
 from rooms.signed import ROOM_RECORD_TYPE
 from stack.node.events import EventBus, NodeEvent, RoomAdmitted, RoomReached
+from stack.node.protocols.roomadmit import AskPin, admit_direct
 from stack.node.rooms import NodeRooms
 from stack.node.roomtrust import RoomTrust
 
@@ -171,6 +181,37 @@ class RoomDht:
             raise RoomNotFound(f"no record of room {name!r} in the DHT") from None
         return verify_room_record(raw, self._clock.now(), rid)
 
+    async def _addrs_of(self, peer: PeerId, record: RoomRecord) -> tuple[str, ...]:
+        if peer == record.signer:
+            return record.addrs
+        with contextlib.suppress(StackError, TimeoutError):
+            return (await self._resolve(peer)).addrs
+        return ()
+
+    async def admit(self, name: str, code: InviteCode, ask: AskPin,
+                    guard: ReplayGuard) -> Admitted:
+        """The newcomer's admission with no rendezvous (see the module docstring)."""
+        record = await self.find(name)
+        unreachable = 0
+        for peer in record.members:
+            if peer == self._me:
+                continue
+            try:
+                conn = await self._link(peer, await self._addrs_of(peer, record))
+            except (StackError, TimeoutError, OSError) as exc:
+                unreachable += 1
+                log.info("room.admit_unreachable", room=name, peer=str(peer),
+                         error=f"{type(exc).__name__}: {exc}")
+                continue
+            try:
+                return await admit_direct(conn, identity=self._identity,
+                                          room_id=record.room_id, code=code,
+                                          clock=self._clock, guard=guard, ask=ask)
+            except InviteUnknown:
+                continue  # not this member's invite
+        raise InviteUnknown(f"no member the room's record lists holds invite {code.number}"
+                            + (f" ({unreachable} not reachable)" if unreachable else ""))
+
     async def reach(self, name: str) -> list[PeerId]:
         """Dial the members of our roster that the room's record lists; returns those
         reached (each a ``RoomReached`` event)."""
@@ -181,11 +222,7 @@ class RoomDht:
         for peer in record.members:
             if peer == self._me or peer not in roster.verified():
                 continue  # the record says where to look, never whom to trust
-            addrs = record.addrs if peer == record.signer else ()
-            if not addrs:
-                with contextlib.suppress(StackError, TimeoutError):
-                    addrs = (await self._resolve(peer)).addrs
-            addrs = (*addrs, *roster.members[peer].addrs)
+            addrs = (*await self._addrs_of(peer, record), *roster.members[peer].addrs)
             try:
                 await self._link(peer, addrs)
             except (StackError, TimeoutError, OSError) as exc:

@@ -41,6 +41,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +55,8 @@ from stack.base.addresses import parse_address
 from stack.base.files import atomic_write, read_regular
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection
-from rooms.admission import AdmissionFailed, Admitted, ReplayGuard
-from rooms.invites import InviteBook, InviteCode, parse_code
+from rooms.admission import AdmissionFailed, Admitted, InviterSession, ReplayGuard, peek_pake1
+from rooms.invites import MAX_INVITE_NUMBER, InviteBook, InviteCode, parse_code
 from rooms.membership import DEFAULT_MEMBER_TTL, MAX_MEMBER_ADDRS, sign_member
 from rooms.names import normalize_room_name, room_id
 from rooms.pin import PinIssued, PinRequested, normalize_pin
@@ -63,6 +64,8 @@ from stack.node.events import (EventBus, RoomAdmissionFailed, RoomAdmitted, Room
                                RoomPinRequested)
 from stack.node.protocols.rendezvous import (HostedInvite, announce, host_invite, join,
                                              serve_invite)
+from stack.node.protocols.roomadmit import AskPin, drive
+from stack.base.interfaces import Stream
 from stack.store.trust import TrustStore
 
 __all__ = ["NodeRooms", "Room", "UnknownRoom", "RoomExists", "NoRendezvous", "NoPinAsked",
@@ -116,8 +119,8 @@ class _PendingJoin:
     """A join whose inviter asked for a PIN: the admission waits in ``task``."""
 
     code: InviteCode
-    rendezvous: str
-    conn: Connection
+    rendezvous: str | None
+    conn: Connection | None
     request: PinRequested
     task: asyncio.Task[Admitted | StackError]
     answer: asyncio.Future[str | None]
@@ -196,6 +199,9 @@ class NodeRooms:
         self._pending: dict[str, _PendingJoin] = {}
         # told the name of a room we entered (the node wires it to the room's DHT record)
         self.changed: Callable[[str], None] = lambda name: None
+        # a join with no rendezvous: the admission with a member the room's DHT record
+        # lists (the node wires it to ``RoomDht.admit``; None: no DHT, so no such join)
+        self.direct: Callable[[str, InviteCode, AskPin], Awaitable[Admitted]] | None = None
 
     # ------------------------------------------------------------------- storage
 
@@ -273,12 +279,14 @@ class NodeRooms:
         room = self._room(name)
         if not isinstance(pin, bool):
             raise UsageError("pin is true or false")
-        if room.rendezvous is None:
-            raise NoRendezvous(f"room {room.name!r} has no rendezvous: create or join it "
-                               "with --rendezvous ADDR")
+        if room.rendezvous is None and self.direct is None:
+            raise NoRendezvous(f"room {room.name!r} has no rendezvous and this node no DHT: "
+                               "create or join it with --rendezvous ADDR")
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
                                 or not 0 < ttl <= 3600):
             raise UsageError("an invite lives 0..3600 seconds")
+        if room.rendezvous is None:
+            return self._direct_invite(room, ttl, pin)
         conn = await self._connect(room.rendezvous)
         await self._announce(room, conn)  # the rendezvous hosts invites for members only
         hosted = await host_invite(conn, room.room_id, self._timeout)
@@ -289,6 +297,48 @@ class NodeRooms:
         self._spawn(self._serve(room, hosted))
         return {"room": room.name, "code": str(invite.code), "number": invite.number,
                 "expires": invite.expires_at, "pin": pin}
+
+    def _direct_invite(self, room: Room, ttl: float | None, pin: bool) -> dict[str, Any]:
+        """An invite served on our own connections (``/p2pstack/room-admit/1``): the
+        newcomer finds us through the room's DHT record. With no rendezvous to allocate
+        numbers, ours is random, so members' open invites rarely share one (a newcomer
+        whose number another member holds too meets that member's invite first: its code
+        fails there as a wrong one, and the invite it meant stays open)."""
+        now = self._clock.now()
+        self.book.expire(now)
+        taken = {i.number for i in self.book.open_invites(now) if i.room_id == room.room_id}
+        number = next(n for n in iter(lambda: 1 + secrets.randbelow(MAX_INVITE_NUMBER), 0)
+                      if n not in taken and self.book.get(room.room_id, n) is None)
+        invite = self.book.create(room.room_id, now, number=number, ttl=ttl, pin=pin)
+        state = self._watch_invite(room.name, number)
+
+        async def expire() -> None:  # nobody came: the invite's state says so
+            await asyncio.sleep(max(0.0, invite.expires_at - self._clock.now()))
+            if state.state == "open":
+                state.move("expired")
+
+        self._spawn(expire())
+        return {"room": room.name, "code": str(invite.code), "number": number,
+                "expires": invite.expires_at, "pin": pin}
+
+    def has_invite(self, rid: bytes, number: int) -> bool:
+        """An open invite of ours with that number in that room (``room-admit``)."""
+        invite = self.book.get(rid, number)
+        return invite is not None and not invite.used and invite.expires_at > self._clock.now()
+
+    async def serve_direct(self, conn: Connection, stream: Stream, first: bytes) -> None:
+        """A newcomer's PAKE1 for one of our invites on a direct connection."""
+        peek = peek_pake1(first)
+        room = next((r for r in self._load().values()
+                     if peek is not None and r.room_id == peek[0]), None)
+        if room is None:
+            stream.reset()
+            return
+        session = InviterSession(self._identity, self.book, self.guard, first,
+                                 self._clock.now(), room_id=room.room_id)
+        await drive(session, stream, self._clock,
+                    on_pin=lambda issued: self._pin_issued(room, issued))
+        await self._settled(room, session.number, session.result)
 
     def _watch_invite(self, name: str, number: int) -> _InviteState:
         if len(self._invites) >= MAX_WATCHED_INVITES:
@@ -329,6 +379,12 @@ class NodeRooms:
         except BaseException:
             state.move("failed", reason="aborted")
             raise
+        await self._settled(room, hosted.number, result)
+
+    async def _settled(self, room: Room, number: int,
+                       result: Admitted | AdmissionFailed | None) -> None:
+        """An invite's outcome: bookkeeping, the invite's state and our report."""
+        state = self._invites.get((room.name, number)) or _InviteState()
         if result is None:
             state.move("expired")
         elif isinstance(result, AdmissionFailed):
@@ -345,17 +401,23 @@ class NodeRooms:
                                                   result.error.reason, "inviter"),
                               "warning")
 
-    async def join(self, name: str, code: str, rendezvous: str) -> dict[str, Any]:
+    async def join(self, name: str, code: str, rendezvous: str | None = None) -> dict[str, Any]:
+        """Join with an invite code through ``rendezvous``, or with none through a member
+        the room's DHT record lists (``NoRendezvous`` if this node has no DHT)."""
         text = normalize_room_name(name)
         parsed = parse_code(code)  # a typo is a usage error here, before any network
-        _check_address(rendezvous)
+        if rendezvous is not None:
+            _check_address(rendezvous)
+        elif self.direct is None:
+            raise NoRendezvous("this node has no DHT to find the room in: join with "
+                               "--rendezvous ADDR")
         rooms = self._load()
         if text in rooms:
             raise RoomExists(f"this node is already in room {text!r}")
         waiting = self._pending.get(text)
         if waiting is not None and not waiting.task.done():
             raise RoomExists(f"a join of room {text!r} is waiting for its PIN ('room pin')")
-        conn = await self._connect(rendezvous)
+        conn = None if rendezvous is None else await self._connect(rendezvous)
         loop = asyncio.get_running_loop()
         asked: asyncio.Future[PinRequested] = loop.create_future()
         answer: asyncio.Future[str | None] = loop.create_future()
@@ -366,6 +428,9 @@ class NodeRooms:
 
         async def attempt() -> Admitted | StackError:
             try:
+                if conn is None:
+                    assert self.direct is not None
+                    return await self.direct(text, parsed, ask)
                 return await join(conn, identity=self._identity, room_id=room_id(text),
                                   code=parsed, clock=self._clock, timeout=self._timeout,
                                   guard=self.guard, ask=ask)
@@ -420,8 +485,9 @@ class NodeRooms:
         return await self._finish_join(text, pending.code, pending.rendezvous, pending.conn,
                                        outcome)
 
-    async def _finish_join(self, text: str, parsed: InviteCode, rendezvous: str,
-                           conn: Connection, outcome: Admitted | StackError) -> dict[str, Any]:
+    async def _finish_join(self, text: str, parsed: InviteCode, rendezvous: str | None,
+                           conn: Connection | None,
+                           outcome: Admitted | StackError) -> dict[str, Any]:
         if isinstance(outcome, StackError):
             self._failed(text, parsed.number, outcome)
             raise outcome
@@ -435,9 +501,11 @@ class NodeRooms:
         rooms[text] = room
         await self._save()
         self._events.emit(RoomAdmitted(text, admitted.peer_id, "newcomer", parsed.number))
-        with contextlib.suppress(StackError):  # admitted either way; the refresh retries
-            await self._announce(room, conn)
+        if rendezvous is not None:
+            with contextlib.suppress(StackError):  # admitted either way; the refresh retries
+                await self._announce(room, conn)
         self._refresh(room)
+        self.changed(text)
         return room.report()
 
     # ------------------------------------------------------------- announcements

@@ -1,8 +1,9 @@
 """Rooms found through the DHT (``rooms.record``, ``stack.node.roomdht``; issue 13 section
 1): the signed room record and its refusals, driven directly; replicas refuse forged,
 expired, replayed and misplaced records by name; on real nodes on 127.0.0.1 a lookup names
-a missing, forged or expired record, and a member that restarts with the rendezvous down
-finds the room's record and reaches the other member directly."""
+a missing, forged or expired record, a member that restarts with the rendezvous down
+finds the room's record and reaches the other member directly, and newcomers join with
+no rendezvous at all (the PAKE, and the PIN, on a direct connection to a listed member)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import time
 import pytest
 
 from stack.base.identity import Identity
-from stack.node.events import RoomReached
+from stack.node import RoomAdmissionFailed
+from stack.node.events import RoomMemberVerified, RoomPinIssued, RoomReached
+from stack.node.rooms import NoRendezvous
 from discovery.records import OK, RecordInfo, RecordStore
-from rooms.errors import ForgedRoomRecord, RoomNotFound, RoomRecordExpired
+from rooms.errors import (ForgedRoomRecord, InviteUnknown, RoomNotFound, RoomRecordExpired,
+                          WrongCode)
 from rooms.names import room_id
 from rooms.record import MAX_ROOM_RECORD, sign_room_record, verify_room_record
+from rooms.words import WORDS
 from stack.node.roomdht import NodeRecordValidator
 from tests.rooms.test_rooms_members import admit
 from tests.rooms.test_rooms_node import addr, nodes  # noqa: F401  (the fixture)
@@ -97,6 +102,8 @@ async def dht_nodes(nodes, *names: str):  # noqa: F811
                            bootstrap=(f"127.0.0.1:{first.udp_address[1]}",))
         await node.join(timeout=T)
         out.append(node)
+    for node in out:  # each node's own announcement, where members find its addresses
+        assert await node.announce(timeout=T) >= 1
     return out
 
 
@@ -139,3 +146,50 @@ async def test_a_restarted_member_reaches_the_others_without_the_rendezvous(
     await again.join(timeout=T)                               # wakes the room.dht service
     assert (await reached).via == "dht"
     assert a.peer_id in {c.peer_id for c in again.connections if not c.closed}
+
+
+async def test_join_with_no_rendezvous_through_the_rooms_record(nodes) -> None:  # noqa: F811
+    a, b, c = await dht_nodes(nodes, "a", "b", "c")
+    await a.rooms.create("club")                              # no rendezvous at all
+    assert await a.roomdht.publish("club") >= 1
+    with pytest.raises(RoomNotFound):
+        await b.rooms.join("nowhere", "1-acorn-acorn")
+    code = (await a.rooms.invite("club"))["code"]
+    welcomed = b.next_event(RoomMemberVerified, room="club", peer_id=a.peer_id,
+                            via="inviter", timeout=T)
+    out = await b.rooms.join("club", code)
+    assert out["admitted_by"] == str(a.peer_id) and out["rendezvous"] is None
+    await welcomed                                            # then on direct connections
+    assert a.peer_id in b.roomtrust.roster("club").verified()
+    # (B dialled A, by peer id, before the admission: its trust entry of A says tofu)
+    # B's record is the freshest now: C asks B first, who holds no such invite (nothing
+    # spent, nothing reported), then A; with a PIN, over the same direct stream
+    assert await b.roomdht.publish("club") >= 1
+    invite = await a.rooms.invite("club", pin=True)
+    issued = a.next_event(RoomPinIssued, room="club", timeout=T)
+    asked = await c.rooms.join("club", invite["code"])
+    assert asked["pin_required"] is True
+    out = await c.rooms.pin("club", (await issued).pin)
+    assert out["admitted_by"] == str(a.peer_id)
+    assert b.roomadmit.stats == {"served": 0, "invite_unknown": 1}
+    # a wrong code: named on both sides, reported by the inviter, and the invite is spent
+    code = (await a.rooms.invite("club"))["code"]
+    failed = a.next_event(RoomAdmissionFailed, role="inviter", timeout=T)
+    other = WORDS[(WORDS.index(code.split("-")[1]) + 1) % 256]
+    d = await nodes("d", dht=True, dht_server=True,
+                    bootstrap=(f"127.0.0.1:{a.udp_address[1]}",))
+    await d.join(timeout=T)
+    with pytest.raises(WrongCode):
+        await d.rooms.join("club", f"{code.split('-')[0]}-{other}-{code.split('-')[2]}")
+    assert (await failed).reason == "wrong_code"
+    with pytest.raises(InviteUnknown):                        # one guess
+        await d.rooms.join("club", code)
+
+
+async def test_no_dht_no_rendezvous_is_named(nodes) -> None:  # noqa: F811
+    a = await nodes("a")
+    await a.rooms.create("solo")
+    with pytest.raises(NoRendezvous):
+        await a.rooms.invite("solo")
+    with pytest.raises(NoRendezvous):
+        await a.rooms.join("other", "1-acorn-acorn")

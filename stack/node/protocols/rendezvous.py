@@ -48,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,14 +58,15 @@ from stack.base.clock import Clock
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection, Stream
 from rooms.admission import (MAX_MESSAGE, AdmissionFailed, Admitted, InviterSession,
-                             NewcomerSession, ReplayGuard, AdmissionSession)
-from rooms.pin import DEFAULT_PIN_TIMEOUT, PinIssued, PinRequested
-from rooms.errors import (ABORT_REASONS, AdmissionAborted, AdmissionError, InvalidPin,
-                          InviteUnknown, MalformedMessage, MembershipError, RoomError)
+                             NewcomerSession, ReplayGuard)
+from rooms.pin import DEFAULT_PIN_TIMEOUT, PinIssued
+from rooms.errors import (ABORT_REASONS, AdmissionAborted, AdmissionError, InviteUnknown,
+                          MalformedMessage, MembershipError, RoomError)
 from rooms.invites import DEFAULT_INVITE_TTL, MAX_INVITE_NUMBER, InviteBook, InviteCode
 from rooms.membership import MAX_MEMBER_SIZE, MemberAnnouncement, MemberDirectory, verify_member
 from rooms.names import ROOM_ID_LENGTH
 from rooms.signed import pack, unpack_verb
+from stack.node.protocols.roomadmit import AskPin, drive
 from stack.node.router import open_protocol
 from stack.transport.errors import TransportError
 
@@ -334,68 +335,6 @@ async def host_invite(conn: Connection, room_id: bytes, timeout: float) -> Hoste
     return HostedInvite(answer[1], float(answer[2]), stream)
 
 
-#: the newcomer's user, asked for the PIN the inviter's node shows: the PIN, or None
-AskPin = Callable[[PinRequested], Awaitable[str | None]]
-
-
-async def _ask(session: NewcomerSession, ask: AskPin | None, request: PinRequested,
-               clock: Clock) -> None:
-    """Wait for our user's PIN until the session's deadline. ``ask`` checks what the
-    user types (``rooms.pin.normalize_pin``) and asks again itself; one that still is
-    no PIN here ends the admission as none (``NoPin``)."""
-    deadline = session.next_timer() or clock.now()
-    try:
-        async with asyncio.timeout(max(0.0, deadline - clock.now())):
-            pin = None if ask is None else await ask(request)
-    except TimeoutError:
-        session.handle_timer(max(clock.now(), deadline))
-        return
-    try:
-        if pin is None:
-            raise InvalidPin("no PIN")
-        session.answer_pin(pin, clock.now())
-    except InvalidPin:
-        session.decline_pin()
-
-
-async def _drive(session: AdmissionSession, stream: Stream, clock: Clock, *,
-                 on_pin: Callable[[PinIssued], None] | None = None,
-                 ask: AskPin | None = None) -> None:
-    """Move messages between a session and a stream until the session ends; a PIN step
-    goes to ``on_pin`` (the inviter's: show it) or ``ask`` (the newcomer's: ask the user)."""
-    while True:
-        while (event := session.next_event()) is not None:
-            if isinstance(event, PinIssued) and on_pin is not None:
-                on_pin(event)
-            elif isinstance(event, PinRequested) and isinstance(session, NewcomerSession):
-                await _ask(session, ask, event, clock)
-        for out in session.outgoing():
-            try:
-                await stream.write_message(out)
-            except TransportError:
-                session.connection_lost()
-        if session.done:
-            with contextlib.suppress(TransportError):
-                await stream.close()
-            return
-        deadline = session.next_timer()
-        if deadline is None:  # not done, so it has a deadline; be safe anyway
-            deadline = clock.now()
-        try:
-            async with asyncio.timeout(max(0.0, deadline - clock.now())):
-                data = await stream.next_message(MAX_MESSAGE)
-        except TimeoutError:  # the loop's timer may fire a hair before the wall clock's
-            session.handle_timer(max(clock.now(), deadline))
-            continue
-        except TransportError:
-            session.connection_lost()
-            continue
-        if data is None:
-            session.connection_lost()
-        else:
-            session.receive(data, clock.now())
-
-
 async def serve_invite(hosted: HostedInvite, *, identity: Identity, book: InviteBook,
                        guard: ReplayGuard, room_id: bytes, clock: Clock,
                        on_event: Callable[[Admitted | AdmissionFailed], None] | None = None,
@@ -414,7 +353,7 @@ async def serve_invite(hosted: HostedInvite, *, identity: Identity, book: Invite
     if first is None:
         return None
     session = InviterSession(identity, book, guard, first, clock.now(), room_id=room_id)
-    await _drive(session, stream, clock, on_pin=on_pin)
+    await drive(session, stream, clock, on_pin=on_pin)
     result = session.result
     if result is not None and on_event is not None:
         on_event(result)
@@ -437,7 +376,7 @@ async def join(conn: Connection, *, identity: Identity, room_id: bytes, code: In
         stream.reset()
         raise MalformedMessage("rendezvous: not a pairing")
     session = NewcomerSession(identity, room_id, code, clock.now(), guard=guard)
-    await _drive(session, stream, clock, ask=ask)
+    await drive(session, stream, clock, ask=ask)
     result = session.result
     if isinstance(result, Admitted):
         return result
