@@ -2,9 +2,12 @@
 running in the data directory (its control API: ``room_create``, ``room_invite``,
 ``room_join``, ``room_list`` in ``stack.node.rooms``).
 
-- ``room create NAME [--rendezvous ADDR]``: this node is the room's admin.
+- ``room create NAME [--rendezvous ADDR]``: this node is the room's admin. Without a
+  rendezvous, invites are served on direct connections and newcomers find the room
+  through its DHT record (a node running the DHT).
 - ``room invite NAME [--pin] [--json]``: a one-use code (``7-guitar-orbit``, 10 minutes) to
-  pass on out of band; the node serves it through the room's rendezvous. ``--json``:
+  pass on out of band; the node serves it through the room's rendezvous (none: on its
+  own connections, ``/p2pstack/room-admit/1``). ``--json``:
   ``{"code", "expires"}`` (Unix seconds) plus ``room``, ``number`` and ``pin``. With
   ``--pin`` (seed 002's PIN challenge, ``rooms.pin``) the command stays to show the PIN
   once the newcomer's PAKE succeeded (``PIN 123456 for PEER: read it out ...``), then
@@ -12,8 +15,10 @@ running in the data directory (its control API: ``room_create``, ``room_invite``
   ``WrongCode``, ... exit 1); ``--json`` prints one object a line for each of these steps
   (``{"state": "pin", "pin", "newcomer", "expires"}``, ``{"state": "admitted",
   "peer_id"}``, ``{"state": "failed", "reason"}``).
-- ``room join NAME CODE --rendezvous ADDR``: the PAKE with the inviter through the
-  rendezvous; prints who admitted us. A wrong code, a spent or expired invite are named
+- ``room join NAME CODE [--rendezvous ADDR]``: the PAKE with the inviter through the
+  rendezvous; without one, with a member the room's DHT record lists, on a direct
+  connection (``stack.node.roomdht``; ``RoomNotFound`` if the DHT has no record of the
+  room); prints who admitted us. A wrong code, a spent or expired invite are named
   (exit 1); a mistyped code is a usage error (exit 2) and does not spend the invite. If
   the inviter asks for a PIN, it prompts for it (on stderr; the PIN is read from stdin,
   up to 3 tries for one that is not the digits asked for; an empty line or end of input
@@ -68,8 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = rooms.add_parser("join", help="join a room with an invite code")
     q.add_argument("name", metavar="NAME")
     q.add_argument("code", metavar="CODE")
-    q.add_argument("--rendezvous", metavar="ADDR", required=True,
-                   help="the rendezvous the inviter uses")
+    q.add_argument("--rendezvous", metavar="ADDR",
+                   help="the rendezvous the inviter uses (without: find the room's record "
+                        "in the DHT and run the admission with a member it lists)")
     add_json_flag(q)
     q.set_defaults(handler=_join)
     q = rooms.add_parser("list", help="the rooms this node is in")
@@ -165,8 +171,10 @@ def _ask_pin(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def _join(args: argparse.Namespace) -> int:
-    out = _call(args, "room_join", {"name": args.name, "code": args.code,
-                                    "rendezvous": args.rendezvous})
+    params = {"name": args.name, "code": args.code}
+    if args.rendezvous is not None:
+        params["rendezvous"] = args.rendezvous
+    out = _call(args, "room_join", params)
     if out.get("pin_required"):
         out = _ask_pin(args, out)
     if args.json:
