@@ -17,6 +17,11 @@ a node built with in-memory stores (a simulation) keeps them in memory only.
 - ``join(name, code, rendezvous)``: the newcomer's side; on admission the inviter enters
   our trust store with source ``invite``, the room is saved with its admission, and we
   announce ourselves at the rendezvous.
+- With no rendezvous (a node running the DHT): ``invite`` draws a random number and
+  serves the code on our own connections (``serve_direct``, for
+  ``protocols.roomadmit``); ``join(name, code)`` runs the admission with a member the
+  room's DHT record lists (``direct``, wired to ``stack.node.roomdht``). Rooms we enter
+  are passed to ``changed`` (the node: put the room's DHT record now).
 
 - ``invite(name, pin=True)``: seed 002's PIN challenge (``rooms.pin``): after the
   newcomer's PAKE our node draws a PIN and shows it (a ``RoomPinIssued`` event, and
