@@ -53,7 +53,7 @@ from rooms.membership import MAX_MEMBER_ADDRS
 from rooms.names import normalize_room_name, room_id
 from rooms.record import RoomRecord, sign_room_record, verify_room_record
 from rooms.signed import ROOM_RECORD_TYPE
-from stack.node.events import EventBus, NodeEvent, RoomAdmitted, RoomReached
+from stack.node.events import EventBus, RoomReached
 from stack.node.protocols.roomadmit import AskPin, admit_direct
 from stack.node.rooms import NodeRooms
 from stack.node.roomtrust import RoomTrust
@@ -120,26 +120,15 @@ class RoomDht:
         self._wake.set()
 
     async def _service(self) -> None:
-        queue = self._events.subscribe()
-        watcher = asyncio.ensure_future(self._watch(queue))
-        try:
-            while True:
-                self._wake.clear()
-                dht = self._dht()
-                if dht is not None and len(dht.core.table):  # somebody to ask
-                    for name in [r["room"] for r in self._rooms.list()["rooms"]]:
-                        await self._refresh(name)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(REFRESH):  # the service's timer
-                        await self._wake.wait()
-        finally:
-            watcher.cancel()
-            self._events.unsubscribe(queue)
-
-    async def _watch(self, queue: asyncio.Queue[NodeEvent]) -> None:
         while True:
-            if isinstance(await queue.get(), RoomAdmitted):
-                self.wake()
+            self._wake.clear()
+            dht = self._dht()
+            if dht is not None and len(dht.core.table):  # somebody to ask
+                for name in [r["room"] for r in self._rooms.list()["rooms"]]:
+                    await self._refresh(name)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REFRESH):  # the service's timer
+                    await self._wake.wait()
 
     async def _refresh(self, name: str) -> None:
         try:

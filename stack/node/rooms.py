@@ -202,7 +202,8 @@ class NodeRooms:
         self.guard = ReplayGuard()
         self._invites: dict[tuple[str, int], _InviteState] = {}
         self._pending: dict[str, _PendingJoin] = {}
-        # told the name of a room we entered (the node wires it to the room's DHT record)
+        # told the name of a room we entered or admitted someone to (the node wires it
+        # to the room's DHT record)
         self.changed: Callable[[str], None] = lambda name: None
         # a join with no rendezvous: the admission with a member the room's DHT record
         # lists (the node wires it to ``RoomDht.admit``; None: no DHT, so no such join)
@@ -401,6 +402,7 @@ class NodeRooms:
             self._events.emit(RoomAdmitted(room.name, result.peer_id, "inviter",
                                            result.number))
             state.move("admitted", peer_id=str(result.peer_id))
+            self.changed(room.name)
         elif isinstance(result, AdmissionFailed):
             self._events.emit(RoomAdmissionFailed(room.name, result.number,
                                                   result.error.reason, "inviter"),
