@@ -47,6 +47,7 @@ import base64
 import contextlib
 import json
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,8 @@ class NodeRooms:
         self._refreshing: set[str] = set()
         self._saving = asyncio.Lock()
         self.book = InviteBook()
+        # admissions by role and outcome: "inviter.admitted", "inviter.wrong_pin", ...
+        self.stats: Counter[str] = Counter()
         self.guard = ReplayGuard()
         self._invites: dict[tuple[str, int], _InviteState] = {}
         self._pending: dict[str, _PendingJoin] = {}
@@ -402,8 +405,10 @@ class NodeRooms:
             self._events.emit(RoomAdmitted(room.name, result.peer_id, "inviter",
                                            result.number))
             state.move("admitted", peer_id=str(result.peer_id))
+            self.stats["inviter.admitted"] += 1
             self.changed(room.name)
         elif isinstance(result, AdmissionFailed):
+            self.stats[f"inviter.{result.error.reason}"] += 1
             self._events.emit(RoomAdmissionFailed(room.name, result.number,
                                                   result.error.reason, "inviter"),
                               "warning")
@@ -472,6 +477,7 @@ class NodeRooms:
 
     def _failed(self, name: str, number: int, exc: StackError) -> None:
         reason = getattr(exc, "reason", type(exc).__name__)
+        self.stats[f"newcomer.{reason}"] += 1
         self._events.emit(RoomAdmissionFailed(name, number, str(reason), "newcomer"),
                           "warning")
 
@@ -507,6 +513,7 @@ class NodeRooms:
                     admission=admitted.admission.raw)
         rooms[text] = room
         await self._save()
+        self.stats["newcomer.admitted"] += 1
         self._events.emit(RoomAdmitted(text, admitted.peer_id, "newcomer", parsed.number))
         if rendezvous is not None:
             with contextlib.suppress(StackError):  # admitted either way; the refresh retries

@@ -9,6 +9,7 @@ import pytest
 
 from stack.base.errors import UsageError
 from stack.node import RoomAdmissionFailed, RoomAdmitted
+from stack.node import operations
 from stack.node.events import RoomPinIssued, RoomPinRequested
 from stack.node.protocols.rendezvous import RendezvousService
 from stack.node.rooms import NoPinAsked
@@ -66,6 +67,8 @@ async def test_a_wrong_pin_is_named_reported_and_spends_the_invite(nodes) -> Non
     with pytest.raises(WrongPin):
         await b.rooms.pin("club", str((int(pin) + 1) % 10**6).zfill(6))
     assert (await failed).reason == "wrong_pin" and (await mine).reason == "wrong_pin"
+    assert a.rooms.stats["inviter.wrong_pin"] == 1 and b.rooms.stats["newcomer.wrong_pin"] == 1
+    assert operations.status(a)["rooms"]["admissions"] == {"inviter.wrong_pin": 1}
     step = await a.rooms.invite_wait("club", invite["number"], "pin")
     assert step["state"] == "failed" and step["reason"] == "wrong_pin"
     with pytest.raises(InviteUnknown):            # one guess: the slot is gone
