@@ -21,8 +21,7 @@ a node built with in-memory stores (a simulation) keeps them in memory only.
   serves the code on our own connections (``serve_direct``, for
   ``protocols.roomadmit``); ``join(name, code)`` runs the admission with a member the
   room's DHT record lists (``direct``, wired to ``stack.node.roomdht``). Rooms we enter
-  are passed to ``changed`` (the node: put the room's DHT record now).
-
+  or admit someone to are passed to ``changed`` (the node: put the room's DHT record now).
 - ``invite(name, pin=True)``: seed 002's PIN challenge (``rooms.pin``): after the
   newcomer's PAKE our node draws a PIN and shows it (a ``RoomPinIssued`` event, and
   ``invite_wait``, which ``room invite --pin`` uses to print it); we admit only if the
@@ -60,7 +59,7 @@ from stack.base.errors import CorruptFileError, LocalError, StackError, UsageErr
 from stack.base.addresses import parse_address
 from stack.base.files import atomic_write, read_regular
 from stack.base.identity import Identity, PeerId
-from stack.base.interfaces import Connection
+from stack.base.interfaces import Connection, Stream
 from rooms.admission import AdmissionFailed, Admitted, InviterSession, ReplayGuard, peek_pake1
 from rooms.invites import MAX_INVITE_NUMBER, InviteBook, InviteCode, parse_code
 from rooms.membership import DEFAULT_MEMBER_TTL, MAX_MEMBER_ADDRS, sign_member
@@ -71,7 +70,6 @@ from stack.node.events import (EventBus, RoomAdmissionFailed, RoomAdmitted, Room
 from stack.node.protocols.rendezvous import (HostedInvite, announce, host_invite, join,
                                              serve_invite)
 from stack.node.protocols.roomadmit import AskPin, drive
-from stack.base.interfaces import Stream
 from stack.store.trust import TrustStore
 
 __all__ = ["NodeRooms", "Room", "UnknownRoom", "RoomExists", "NoRendezvous", "NoPinAsked",
@@ -506,8 +504,6 @@ class NodeRooms:
             raise outcome
         admitted = outcome
         rooms = self._load()
-        if text in rooms:
-            raise RoomExists(f"this node is already in room {text!r}")
         await self._trust.check_peer_async(admitted.peer_id, source="invite")
         room = Room(text, admin=False, rendezvous=rendezvous, admitted_by=admitted.peer_id,
                     admission=admitted.admission.raw)
