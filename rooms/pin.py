@@ -27,6 +27,10 @@ gets in), nor any check by the *other* members (each of them still verifies the
 newcomer's admission for itself, ``stack.node.roomtrust``). It proves contact, not
 identity: the inviter's user still has to know whom they are talking to.
 
+The PIN is shown in the inviter's node log (``room.pin_issued``) and its CLI. Seen there
+by someone else, it is of use only to the peer that ran this session: the MAC is keyed
+from this session's PAKE key, so nobody else can answer with it.
+
 Rules (each a named error; the inviter reports every one as its failed attempt, and the
 invite is spent already, whatever happens: one guess per invite, as for codes):
 
