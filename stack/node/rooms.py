@@ -433,7 +433,8 @@ class NodeRooms:
         answer: asyncio.Future[str | None] = loop.create_future()
 
         async def ask(request: PinRequested) -> str | None:
-            asked.set_result(request)
+            if not asked.done():  # one challenge per join: one session gets that far
+                asked.set_result(request)
             return await answer
 
         async def attempt() -> Admitted | StackError:
