@@ -74,7 +74,7 @@ from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInf
                               RecordRefreshDue)
 from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys
 from discovery.lookup import SUCCEEDED, Lookup
-from discovery.records import RecordInfo, RecordStore, RecordValidator, dht_key_of
+from discovery.records import RecordInfo, RecordStore, RecordValidator, key_of
 from discovery.routing import Contact, RoutingTable, RttEstimator
 from discovery.wire import (FIND_NODE, FIND_VALUE, FLAG_SERVER, FLAG_TRUNCATED,
                             FLAG_WANT_PROOF, MAX_DATAGRAM, MAX_RECORD, PING, PROOF_DOMAIN,
@@ -305,7 +305,7 @@ class DhtCore:
         ``RecordRefreshDue`` asks for a fresh signature half-way through the window."""
         op_id, info = self._put(record, now)
         if info is not None:
-            self._published[dht_key_of(info.peer_id)] = (record, info)
+            self._published[key_of(info)] = (record, info)
             self._next_republish = min(self._next_republish,
                                        now + self.config.republish_interval)
         return op_id
@@ -318,7 +318,7 @@ class DhtCore:
         if info is None:
             self._events.append(PutDone(op_id, b"", 0, code))
             return op_id, None
-        _PutOp(self, op_id, dht_key_of(info.peer_id), record).pump(now)
+        _PutOp(self, op_id, key_of(info), record).pump(now)
         return op_id, info
 
     def set_server(self, server: bool) -> None:
@@ -879,6 +879,7 @@ class _GetOp(_LookupOp):
         self.checked: dict[bytes, RecordInfo | None] = {}
         self.retried: set[int] = set()
         self.best: tuple[bytes, RecordInfo] | None = None
+        self.rejected: list[str] = []  # the codes of invalid records we were offered
         local = core.store.get(key, now)
         if local:  # our own replica counts for the answer, not for the quorum
             self._consider(local, now)
@@ -897,10 +898,11 @@ class _GetOp(_LookupOp):
         info = self.checked.get(record, ...)
         if info is ...:
             code, info = self.core.validator.check(record, now)
-            if info is not None and dht_key_of(info.peer_id) != self.target:
+            if info is not None and key_of(info) != self.target:
                 code, info = "wrong_key", None
             if info is None:
                 self.core.stats["get_rejected_" + code] += 1
+                self.rejected.append(code)
             self.checked[record] = info
         if info is not None and (self.best is None or info.seq > self.best[1].seq):
             self.best = (record, info)
@@ -921,7 +923,8 @@ class _GetOp(_LookupOp):
     def complete(self, now: float) -> None:
         repaired = 0
         if self.best is None:
-            self.core._emit(GetDone(self.op_id, self.target, None, None, 0, 0, "not_found"))
+            self.core._emit(GetDone(self.op_id, self.target, None, None, 0, 0, "not_found",
+                                    tuple(self.rejected)))
             return
         record, info = self.best
         for node_id, (seq, addr) in self.holders.items():
@@ -936,7 +939,7 @@ class _GetOp(_LookupOp):
                                   priority=self.core._store_priority(self.target))
         self.core.stats["repairs"] += repaired
         self.core._emit(GetDone(self.op_id, self.target, record, info.seq,
-                                len(self.holders), repaired, None))
+                                len(self.holders), repaired, None, tuple(self.rejected)))
 
 
 class _PutOp(_LookupOp):

@@ -139,6 +139,28 @@ class DhtDriver:
             raise RecordNotFound(f"no record for {pid}")
         return event.record
 
+    async def get(self, key: bytes, timeout: float = 30.0) -> bytes:
+        """The verified record with the highest seq under the 32-byte ``key``.
+        ``RecordNotFound`` (with the codes of the invalid records offered), ``DhtTimeout``."""
+        event = await self._run(self._start(self.core.get(key, self.clock.now())), timeout)
+        assert isinstance(event, GetDone)
+        if event.record is None:
+            raise RecordNotFound(f"no record under {key.hex()[:16]}...", event.rejected)
+        return event.record
+
+    async def put(self, record: bytes, timeout: float = 30.0) -> int:
+        """Store a signed record once on the k nodes closest to its key (the caller
+        re-puts it: nothing is re-published); returns the replica count.
+        ``InvalidRecord``, ``PublishFailed`` as for ``publish``."""
+        event = await self._run(self._start(self.core.put(record, self.clock.now())),
+                                timeout)
+        assert isinstance(event, PutDone)
+        if event.error in ("no_peers", "rejected"):
+            raise PublishFailed(f"no DHT node accepted the record ({event.error})")
+        if event.error:
+            raise InvalidRecord(f"record refused: {event.error}")
+        return event.stored
+
     async def lookup(self, target: bytes, timeout: float = 30.0) -> tuple[PeerInfo, ...]:
         """The k peers closest to a 32-byte key that answered."""
         event = await self._run(self._start(self.core.start_lookup(target, self.clock.now())),

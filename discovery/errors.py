@@ -18,7 +18,12 @@ class BootstrapFailed(DiscoveryError, RemoteError):
 
 
 class RecordNotFound(DiscoveryError, RemoteError):
-    """No node near the key holds a valid record for it."""
+    """No node near the key holds a valid record for it. ``rejected``: the validator codes
+    of the invalid records nodes offered instead (why none was valid)."""
+
+    def __init__(self, message: str, rejected: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.rejected = rejected
 
 
 class PublishFailed(DiscoveryError, RemoteError):

@@ -46,6 +46,7 @@ class GetDone:
     holders: int          # nodes that returned a valid record
     repaired: int         # stale holders sent the best record
     error: str | None     # "not_found"
+    rejected: tuple[str, ...] = ()  # validator codes of the invalid records offered
 
 
 @dataclass(frozen=True, slots=True)

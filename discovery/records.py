@@ -9,7 +9,8 @@ failing rule names the result:
     over_quota       a new key, and the storing source (an IP) already holds
                      ``max_per_source`` records here (checked before the signature)
     <validator code> the validator rejects it (bad signature, malformed, expired, ...)
-    wrong_key        the key is not SHA-256 of the record's peer-id bytes
+    wrong_key        the key is not the record's (``key_of``: SHA-256 of its peer-id bytes,
+                     or the key the validator names, as a room's record names its room)
     stale_seq        the stored record for the key has a higher sequence number, or the
                      same one with different bytes (a replay or an equivocation)
     full             the store holds ``max_records`` fresh records and none may be
@@ -49,18 +50,20 @@ from typing import Protocol
 
 from discovery.wire import MAX_RECORD
 
-__all__ = ["RecordInfo", "RecordValidator", "RecordStore", "OK", "dht_key_of"]
+__all__ = ["RecordInfo", "RecordValidator", "RecordStore", "OK", "dht_key_of", "key_of"]
 
 OK = "ok"
 
 
 @dataclass(frozen=True, slots=True)
 class RecordInfo:
-    """What a validator vouches for: the signer's peer-id bytes, seq, timestamp (seconds)."""
+    """What a validator vouches for: the signer's peer-id bytes, seq, timestamp (seconds),
+    and the key the record belongs under (None: the signer's own, ``dht_key_of``)."""
 
     peer_id: bytes
     seq: int
     timestamp: float
+    key: bytes | None = None
 
 
 class RecordValidator(Protocol):
@@ -71,6 +74,11 @@ class RecordValidator(Protocol):
 
 def dht_key_of(peer_id: bytes) -> bytes:
     return hashlib.sha256(peer_id).digest()
+
+
+def key_of(info: RecordInfo) -> bytes:
+    """The DHT key a validated record is stored under."""
+    return info.key if info.key is not None else dht_key_of(info.peer_id)
 
 
 PRIORITIES = 4  # priority classes 0..3 (see the module rules)
@@ -155,7 +163,7 @@ class RecordStore:
         code, info = self.validator.check(data, now)
         if info is None:
             return code
-        if dht_key_of(info.peer_id) != key:
+        if key_of(info) != key:
             return "wrong_key"
         if stored is not None and info.seq <= stored.info.seq:
             return "stale_seq"

@@ -22,6 +22,11 @@ kind   direction           fields
                            transcript hash (proves its peer id, bound to this session)
 4      inviter->newcomer   ADMIT ``[4, confirm_b(32), box_b]``; box_b sealed under ``k_b``:
                            the signed admission (below)
+5      inviter->newcomer   CHALLENGE ``[5, confirm_b(32), box_c]`` (a ``--pin`` invite, in
+                           place of ADMIT): box_c sealed under ``k_b``: ``[digits]``, how
+                           many digits the PIN the inviter's node shows has (``rooms.pin``)
+6      newcomer->inviter   PIN ``[6, pin_mac(32)]``: ``HMAC(k_pin, th || pin)`` with the PIN
+                           the newcomer's user typed; then the inviter sends ADMIT
 0      either              ABORT ``[0, reason]`` (unauthenticated: a forged one only denies
                            service)
 =====  ==================  ===================================================================
@@ -32,7 +37,8 @@ completes in another. From its key ``K`` and the transcript hash
 ``th = SHA-256("p2pstack-room-pake/1" || room_id || u32(number) || spake_a || spake_b)``:
 ``confirm_a = HMAC(K, "confirm-a" || th)``, ``confirm_b = HMAC(K, "confirm-b" || th)``,
 ``k_a = HMAC(K, "box-a" || th)``, ``k_b = HMAC(K, "box-b" || th)`` (boxes: XSalsa20-Poly1305,
-PyNaCl ``SecretBox``; a key per direction, so nothing reflects).
+PyNaCl ``SecretBox``; a key per direction, so nothing reflects), ``k_pin = HMAC(K, "pin" ||
+th)``.
 
 Rules (each refusal a named error in ``AdmissionFailed``; the side that fails sends ABORT):
 
@@ -43,12 +49,18 @@ Rules (each refusal a named error in ``AdmissionFailed``; the side that fails se
 - Inviter, on PAKE3: wrong ``confirm_a`` -> ``WrongCode`` (the failed attempt the inviter
   reports: one guess per invite); ``box_a`` does not open -> ``TamperedMessage``; the
   proof is not the transcript signed by a valid key -> ``ForgedAdmission``. Else it signs
-  the admission, sends ADMIT and reports ``Admitted``.
+  the admission, sends ADMIT and reports ``Admitted``; for a ``--pin`` invite it draws a
+  PIN instead, reports ``PinIssued`` (for its user to read out), sends CHALLENGE and waits
+  ``pin_timeout`` seconds for PIN: none -> ``NoPin``; seen before -> ``ReplayedPin``; a MAC
+  that is not its PIN's -> ``WrongPin``; else ADMIT and ``Admitted`` (``rooms.pin``).
 - Newcomer, on PAKE2: ``spake_b`` seen before (``ReplayGuard``) -> ``ReplayedTranscript``;
   not a group element -> ``MalformedMessage``. On ADMIT: wrong ``confirm_b`` ->
   ``WrongCode``; ``box_b`` does not open -> ``TamperedMessage``; an admission that is not
   the inviter's signature over (this room, our peer id, this transcript) ->
-  ``ForgedAdmission``.
+  ``ForgedAdmission``. On CHALLENGE (instead of ADMIT): the same confirmation and box checks,
+  then it reports ``PinRequested`` and waits ``pin_timeout`` seconds for its user
+  (``answer_pin``, whose ``InvalidPin`` for a malformed PIN sends nothing; ``decline_pin``
+  and the timer: ``NoPin``); it accepts no message meanwhile.
 - A message of the wrong kind for the state: ``UnexpectedMessage``; ABORT: the named
   error for its reason (``AdmissionAborted`` for one we do not know); no progress for
   ``timeout`` seconds: ``AdmissionTimeout``. After the end, messages are counted in
@@ -88,12 +100,15 @@ from spake2.ed25519_basic import NotOnCurve
 from stack.base.identity import PEER_ID_LENGTH, Identity, PeerId
 from rooms.errors import (ABORT_REASONS, AdmissionAborted, AdmissionError,
                           AdmissionTimeout, ForgedAdmission, MalformedMessage, MembershipError,
-                          ReplayedTranscript, TamperedMessage, UnexpectedMessage, WrongCode)
+                          NoPin, ReplayedPin, ReplayedTranscript, RoomError, TamperedMessage,
+                          UnexpectedMessage, WrongCode, WrongPin)
 from rooms.invites import MAX_INVITE_NUMBER, Invite, InviteBook, InviteCode
 from rooms.names import ROOM_ID_LENGTH
+from rooms.pin import (DEFAULT_PIN_DIGITS, DEFAULT_PIN_TIMEOUT, MAX_PIN_DIGITS, PinIssued,
+                       PinRequested, draw_pin, normalize_pin, pin_mac)
 from rooms.signed import ADMISSION_TYPE, PAKE_ID_TYPE, open_signed, pack, seal, unpack
 
-__all__ = ["Role", "Admission", "Admitted", "AdmissionFailed", "AdmissionEvent",
+__all__ = ["Role", "Admission", "Admitted", "AdmissionFailed", "AdmissionEvent", "SessionEvent",
            "ReplayGuard", "AdmissionSession", "NewcomerSession", "InviterSession", "sign_admission",
            "verify_admission", "MAX_MESSAGE", "DEFAULT_ADMISSION_TIMEOUT", "Kind"]
 
@@ -115,6 +130,8 @@ class Kind(enum.IntEnum):
     PAKE2 = 2
     PAKE3 = 3
     ADMIT = 4
+    CHALLENGE = 5
+    PIN = 6
 
 
 class Role(enum.StrEnum):
@@ -203,6 +220,8 @@ class AdmissionFailed:
 
 
 AdmissionEvent = Admitted | AdmissionFailed
+#: what ``next_event`` returns: the outcome, or a PIN step for the driver to pass on
+SessionEvent = AdmissionEvent | PinIssued | PinRequested
 
 
 # ----------------------------------------------------------------------- replay guard
@@ -246,7 +265,8 @@ def _decode(data: bytes) -> tuple[Kind, tuple[object, ...]]:
     if not obj or type(obj[0]) is not int or obj[0] not in Kind._value2member_map_:
         raise MalformedMessage("admission message: unknown kind")
     kind = Kind(obj[0])
-    shapes = {Kind.ABORT: 2, Kind.PAKE1: 4, Kind.PAKE2: 2, Kind.PAKE3: 3, Kind.ADMIT: 3}
+    shapes = {Kind.ABORT: 2, Kind.PAKE1: 4, Kind.PAKE2: 2, Kind.PAKE3: 3, Kind.ADMIT: 3,
+              Kind.CHALLENGE: 3, Kind.PIN: 2}
     if len(obj) != shapes[kind]:
         raise MalformedMessage(f"admission message: {kind.name} has {shapes[kind]} fields")
     return kind, obj[1:]
@@ -284,8 +304,9 @@ class AdmissionSession:
         self.number = number
         self.timeout = timeout
         self._deadline = now + timeout
+        self._wait = timeout  # seconds the next step may take (a PIN waits for a person)
         self._out: list[bytes] = []
-        self._events: deque[AdmissionEvent] = deque()
+        self._events: deque[SessionEvent] = deque()
         self.done = False
         self.result: AdmissionEvent | None = None
         self.dropped = 0  # messages after the end
@@ -294,7 +315,7 @@ class AdmissionSession:
         out, self._out = self._out, []
         return out
 
-    def next_event(self) -> AdmissionEvent | None:
+    def next_event(self) -> SessionEvent | None:
         return self._events.popleft() if self._events else None
 
     def next_timer(self) -> float | None:
@@ -302,7 +323,10 @@ class AdmissionSession:
 
     def handle_timer(self, now: float) -> None:
         if not self.done and now >= self._deadline:
-            self._fail(AdmissionTimeout(f"no progress for {self.timeout:.0f} s"))
+            self._fail(self._timed_out())
+
+    def _timed_out(self) -> AdmissionError:
+        return AdmissionTimeout(f"no progress for {self._wait:.0f} s")
 
     def connection_lost(self) -> None:
         """The carrier (stream, rendezvous) went away before the end: the session fails
@@ -337,39 +361,70 @@ class AdmissionSession:
             if kind is Kind.ABORT:
                 self._aborted(fields)
                 return
+            self._wait = self.timeout
             self._step(kind, fields, now)
         except AdmissionError as exc:
             self._fail(exc)
             return
-        self._deadline = now + self.timeout
+        self._deadline = now + self._wait
 
     def _step(self, kind: Kind, fields: tuple[object, ...], now: float) -> None:
         raise NotImplementedError
 
 
 class NewcomerSession(AdmissionSession):
-    """The newcomer's side: holds the code, starts the exchange (PAKE1 is queued at once)."""
+    """The newcomer's side: holds the code, starts the exchange (PAKE1 is queued at once).
+    After a CHALLENGE it reports ``PinRequested`` and waits for ``answer_pin`` or
+    ``decline_pin`` (``pin_timeout`` seconds)."""
 
     role = Role.NEWCOMER
 
     def __init__(self, identity: Identity, room_id: bytes, code: InviteCode, now: float, *,
                  timeout: float = DEFAULT_ADMISSION_TIMEOUT, guard: ReplayGuard | None = None,
-                 entropy: Callable[[int], bytes] = os.urandom) -> None:
+                 entropy: Callable[[int], bytes] = os.urandom,
+                 pin_timeout: float = DEFAULT_PIN_TIMEOUT) -> None:
         super().__init__(room_id, code.number, now, timeout)
         self._identity = identity
         self._guard = guard if guard is not None else ReplayGuard()
+        self._pin_timeout = pin_timeout
         self._spake = spake2.SPAKE2_A(code.password, idA=_ID_A + room_id, idB=_ID_B + room_id,
                                       entropy_f=entropy)
         self._spake_a: bytes = self._spake.start()
-        self._state = Kind.PAKE2  # the kind we expect next
+        self._expect: frozenset[Kind] = frozenset({Kind.PAKE2})  # none: waiting for our user
         self._th = b""
+        self._key = b""
         self._confirm_b = b""
         self._k_b = b""
+        self._k_pin = b""
+        self.pin_digits = 0  # > 0 while the inviter's PIN challenge waits for our user
         self._out.append(encode_pake1(room_id, code.number, self._spake_a))
 
+    def _timed_out(self) -> AdmissionError:
+        if self.pin_digits:
+            return NoPin(f"no PIN was typed within {self._pin_timeout:.0f} s")
+        return super()._timed_out()
+
+    def answer_pin(self, text: str, now: float) -> None:
+        """Send the PIN our user typed (``InvalidPin``: not the digits asked for, nothing
+        sent, still waiting; ``RoomError``: no challenge is waiting)."""
+        if self.done or not self.pin_digits:
+            raise RoomError("no PIN challenge is waiting in this admission")
+        pin = normalize_pin(text, self.pin_digits)
+        self._out.append(pack((Kind.PIN.value, pin_mac(self._k_pin, self._th, pin))))
+        self.pin_digits = 0
+        self._expect = frozenset({Kind.ADMIT})
+        self._wait = self.timeout
+        self._deadline = now + self.timeout
+
+    def decline_pin(self) -> None:
+        """Our user gave no PIN: the admission ends with ``NoPin`` (and the inviter is told)."""
+        if not self.done and self.pin_digits:
+            self._fail(NoPin("no PIN was given"))
+
     def _step(self, kind: Kind, fields: tuple[object, ...], now: float) -> None:
-        if kind is not self._state:
-            raise UnexpectedMessage(f"a {kind.name} while waiting for {self._state.name}")
+        if kind not in self._expect:
+            waiting = " or ".join(k.name for k in sorted(self._expect)) or "our user's PIN"
+            raise UnexpectedMessage(f"a {kind.name} while waiting for {waiting}")
         if kind is Kind.PAKE2:
             spake_b = _bytes(fields[0], "spake_b", SPAKE_MESSAGE)
             if not self._guard.check_and_add(spake_b, now):
@@ -382,11 +437,12 @@ class NewcomerSession(AdmissionSession):
             self._th = _transcript(self.room_id, self.number, self._spake_a, spake_b)
             self._confirm_b = _derive(key, b"confirm-b", self._th)
             self._k_b = _derive(key, b"box-b", self._th)
+            self._key = key
             proof = seal(self._identity, PAKE_ID_TYPE, self._th)
             box = nacl.secret.SecretBox(_derive(key, b"box-a", self._th)).encrypt(proof)
             self._out.append(pack((Kind.PAKE3.value, _derive(key, b"confirm-a", self._th),
                                    bytes(box))))
-            self._state = Kind.ADMIT
+            self._expect = frozenset({Kind.ADMIT, Kind.CHALLENGE})
             return
         confirm_b = _bytes(fields[0], "confirm_b", 32)
         box_b = _bytes(fields[1], "box_b")
@@ -395,7 +451,20 @@ class NewcomerSession(AdmissionSession):
         try:
             raw = nacl.secret.SecretBox(self._k_b).decrypt(box_b)
         except (nacl.exceptions.CryptoError, ValueError, TypeError):
-            raise TamperedMessage("the admission does not open under the agreed key") from None
+            raise TamperedMessage("the inviter's message does not open under the agreed key") \
+                from None
+        if kind is Kind.CHALLENGE:
+            body = unpack(raw, "PIN challenge", MAX_MESSAGE)
+            if len(body) != 1 or type(body[0]) is not int \
+                    or not 1 <= body[0] <= MAX_PIN_DIGITS:
+                raise MalformedMessage("PIN challenge: digits")
+            self._k_pin = _derive(self._key, b"pin", self._th)
+            self.pin_digits = body[0]
+            self._expect = frozenset()
+            self._wait = self._pin_timeout
+            self._events.append(PinRequested(self.room_id, self.number, body[0],
+                                             now + self._pin_timeout))
+            return
         admission = verify_admission(raw, room_id=self.room_id,
                                      newcomer=self._identity.peer_id, session=self._th)
         self._finish(Admitted(self.role, self.room_id, self.number, admission.inviter,
@@ -404,14 +473,18 @@ class NewcomerSession(AdmissionSession):
 
 class InviterSession(AdmissionSession):
     """The inviter's side of one attempt, built from the newcomer's PAKE1 (which names
-    the invite). The invite is spent from the moment a sound, fresh PAKE1 names it."""
+    the invite). The invite is spent from the moment a sound, fresh PAKE1 names it. For
+    an invite with ``pin`` set, it reports ``PinIssued`` after PAKE3 and admits only on
+    that PIN."""
 
     role = Role.INVITER
 
     def __init__(self, identity: Identity, book: InviteBook, guard: ReplayGuard,
                  first: bytes, now: float, *, room_id: bytes | None = None,
                  timeout: float = DEFAULT_ADMISSION_TIMEOUT,
-                 entropy: Callable[[int], bytes] = os.urandom) -> None:
+                 entropy: Callable[[int], bytes] = os.urandom,
+                 pin_timeout: float = DEFAULT_PIN_TIMEOUT,
+                 pin_digits: int = DEFAULT_PIN_DIGITS) -> None:
         peek = peek_pake1(first)
         rid, number = peek if peek is not None else (room_id or bytes(ROOM_ID_LENGTH), 0)
         super().__init__(rid, number, now, timeout)
@@ -419,12 +492,21 @@ class InviterSession(AdmissionSession):
         self._book = book
         self._guard = guard
         self._entropy = entropy
+        self._pin_timeout = pin_timeout
+        self._pin_digits = pin_digits
         self._expected_room = room_id
         self._state = Kind.PAKE1
         self._th = b""
         self._key = b""
         self._invite: Invite | None = None
+        self._newcomer: PeerId | None = None
+        self._pin_mac = b""
         self.receive(first, now)
+
+    def _timed_out(self) -> AdmissionError:
+        if self._state is Kind.PIN:
+            return NoPin(f"the newcomer sent no PIN within {self._pin_timeout:.0f} s")
+        return super()._timed_out()
 
     def _fail(self, error: AdmissionError, *, tell: bool = True) -> None:
         if self._invite is not None and self._invite.outcome is None:
@@ -457,6 +539,16 @@ class InviterSession(AdmissionSession):
             self._out.append(pack((Kind.PAKE2.value, spake_b)))
             self._state = Kind.PAKE3
             return
+        if kind is Kind.PIN:
+            mac = _bytes(fields[0], "pin_mac", 32)
+            # the replay check first: a recorded PIN message is named for what it is
+            if not self._guard.check_and_add(b"pin" + mac, now):
+                raise ReplayedPin("this PIN message was seen before (a replay)")
+            if not hmac.compare_digest(mac, self._pin_mac):
+                raise WrongPin(f"a wrong PIN for invite {self.number}: the invite is spent")
+            assert self._newcomer is not None
+            self._admit(self._newcomer, now)
+            return
         confirm_a = _bytes(fields[0], "confirm_a", 32)
         box_a = _bytes(fields[1], "box_a")
         if not hmac.compare_digest(confirm_a, _derive(self._key, b"confirm-a", self._th)):
@@ -472,6 +564,25 @@ class InviterSession(AdmissionSession):
             raise ForgedAdmission(f"the newcomer's proof of its peer id: {exc}") from None
         if signed_th != self._th:
             raise ForgedAdmission("the newcomer's proof is for another session")
+        assert self._invite is not None
+        if not self._invite.pin:
+            self._admit(newcomer, now)
+            return
+        # the PIN is drawn only now, for the peer this session proved: read out to the
+        # person the inviter's user is talking to, it ties them to this session
+        pin = draw_pin(self._entropy, self._pin_digits)
+        self._newcomer = newcomer
+        self._pin_mac = pin_mac(_derive(self._key, b"pin", self._th), self._th, pin)
+        box = nacl.secret.SecretBox(_derive(self._key, b"box-b", self._th)).encrypt(
+            pack((self._pin_digits,)))
+        self._out.append(pack((Kind.CHALLENGE.value,
+                               _derive(self._key, b"confirm-b", self._th), bytes(box))))
+        self._state = Kind.PIN
+        self._wait = self._pin_timeout
+        self._events.append(PinIssued(self.room_id, self.number, newcomer, pin,
+                                      now + self._pin_timeout))
+
+    def _admit(self, newcomer: PeerId, now: float) -> None:
         raw = self._admission_for(newcomer, now)
         admission = verify_admission(raw)
         box = nacl.secret.SecretBox(_derive(self._key, b"box-b", self._th)).encrypt(raw)

@@ -26,11 +26,24 @@ MalformedMessage      remote  bytes that are not a rooms message of the expected
 UnexpectedMessage     remote  a well-formed message in the wrong state of the exchange
 AdmissionTimeout      remote  the other side went quiet before the exchange finished
 AdmissionAborted      remote  the other side gave up and said why (``reason``)
+InvalidPin            local   a typed PIN that is not the challenge's number of digits
+                              (caught before it is sent, so it is not the one guess)
+WrongPin              remote  the newcomer's PIN is not the one the inviter's node showed
+NoPin                 remote  the inviter asked for a PIN and none came in time (or the
+                              newcomer's user gave none)
+ReplayedPin           remote  a PIN message seen before (one recorded from another
+                              session and sent again)
 BadSignature          remote  a signed membership announcement whose signature fails
 AnnouncementExpired   remote  a membership announcement past its expiry
 AnnouncementTooLong   remote  a membership announcement whose expiry is further away
                               than ``MAX_MEMBER_TTL`` (or issued in the future)
 RoomFull              remote  a rendezvous bound (rooms, members per room) is reached
+ForgedRoomRecord      remote  a room's DHT record whose framing or signature fails, or that
+                              names another room than the key it was found under
+RoomRecordExpired     remote  a room's DHT record past its expiry (or whose expiry is
+                              further away than ``MAX_RECORD_TTL``, or issued in the future)
+RoomNotFound          remote  no valid record under the room's DHT key (nobody published
+                              one, or none of those offered was valid)
 ====================  ======  =============================================================
 """
 
@@ -42,8 +55,10 @@ __all__ = [
     "RoomError", "InvalidRoomName", "InvalidInviteCode", "AdmissionError",
     "InviteUnknown", "InviteExpired", "InviteUsed", "WrongCode", "ReplayedTranscript",
     "TamperedMessage", "ForgedAdmission", "MalformedMessage", "UnexpectedMessage",
-    "AdmissionTimeout", "AdmissionAborted", "MembershipError", "BadSignature",
-    "AnnouncementExpired", "AnnouncementTooLong", "RoomFull", "ABORT_REASONS",
+    "AdmissionTimeout", "AdmissionAborted", "InvalidPin", "WrongPin", "NoPin", "ReplayedPin",
+    "MembershipError", "BadSignature",
+    "AnnouncementExpired", "AnnouncementTooLong", "RoomFull", "RoomRecordError",
+    "ForgedRoomRecord", "RoomRecordExpired", "RoomNotFound", "ABORT_REASONS",
 ]
 
 
@@ -117,6 +132,22 @@ class AdmissionAborted(AdmissionError):
         super().__init__(f"the other side aborted: {peer_reason}")
 
 
+class InvalidPin(UsageError, RoomError):
+    """A PIN that is not the digits the challenge asks for."""
+
+
+class WrongPin(AdmissionError):
+    reason = "wrong_pin"
+
+
+class NoPin(AdmissionError):
+    reason = "no_pin"
+
+
+class ReplayedPin(AdmissionError):
+    reason = "replayed_pin"
+
+
 class MembershipError(RemoteError, RoomError):
     """A membership announcement that was refused."""
 
@@ -139,10 +170,29 @@ class RoomFull(MembershipError):
     reason = "room_full"
 
 
+class RoomRecordError(RemoteError, RoomError):
+    """A room's DHT record that was refused, or none found."""
+
+    reason = "room_record_refused"
+
+
+class ForgedRoomRecord(RoomRecordError):
+    reason = "forged_room_record"
+
+
+class RoomRecordExpired(RoomRecordError):
+    reason = "room_record_expired"
+
+
+class RoomNotFound(RoomRecordError):
+    reason = "room_not_found"
+
+
 #: abort reasons an inviter may send (an unknown one reads as ``AdmissionAborted``)
 ABORT_REASONS: dict[str, type[AdmissionError]] = {
     cls.reason: cls for cls in (InviteUnknown, InviteExpired, InviteUsed, WrongCode,
                                 ReplayedTranscript, TamperedMessage, ForgedAdmission,
-                                MalformedMessage, UnexpectedMessage, AdmissionTimeout)
+                                MalformedMessage, UnexpectedMessage, AdmissionTimeout,
+                                WrongPin, NoPin, ReplayedPin)
 }
 

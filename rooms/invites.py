@@ -90,6 +90,7 @@ class Invite:
     expires_at: float
     used: bool = False
     outcome: str | None = None   # "admitted" or an error's reason, once used
+    pin: bool = False            # admit only on the PIN the inviter's node shows (rooms.pin)
 
     @property
     def number(self) -> int:
@@ -120,8 +121,9 @@ class InviteBook:
         return n
 
     def create(self, room_id: bytes, now: float, number: int | None = None,
-               ttl: float | None = None) -> Invite:
-        """A fresh invite; ``number`` is the rendezvous's allocation (None: our own)."""
+               ttl: float | None = None, pin: bool = False) -> Invite:
+        """A fresh invite; ``number`` is the rendezvous's allocation (None: our own);
+        ``pin``: the admission also needs the PIN challenge (``rooms.pin``)."""
         self.expire(now)
         if sum(1 for i in self._invites.values() if not i.used and i.expires_at > now) \
                 >= self.max_open:
@@ -138,7 +140,7 @@ class InviteBook:
         raw = self.entropy(self.words)
         code = InviteCode(number, tuple(WORDS[b] for b in raw))
         life = self.ttl if ttl is None else ttl
-        invite = Invite(room_id, code, now, now + life)
+        invite = Invite(room_id, code, now, now + life, pin=pin)
         self._invites[(room_id, number)] = invite
         return invite
 

@@ -11,6 +11,7 @@ record                      payload_type                    domain
 membership announcement     ``/p2pstack/room-member/1``     ``p2pstack-room-member``
 admission                   ``/p2pstack/room-admission/1``  ``p2pstack-room-admission``
 PAKE proof of peer id       ``/p2pstack/room-pake-id/1``    ``p2pstack-room-pake-id``
+room's DHT record           ``/p2pstack/room-record/1``     ``p2pstack-room-record``
 ==========================  ==============================  ==============================
 
 Strict decoding as in ``stack.base.records``: exact types, no trailing bytes, canonical
@@ -27,16 +28,18 @@ from stack.base.identity import Identity, PeerId, verify_signature
 from stack.base.records import signed_bytes
 from rooms.errors import BadSignature, MalformedMessage
 
-__all__ = ["MEMBER_TYPE", "ADMISSION_TYPE", "PAKE_ID_TYPE", "seal", "open_signed", "unpack",
-           "pack", "unpack_verb"]
+__all__ = ["MEMBER_TYPE", "ADMISSION_TYPE", "PAKE_ID_TYPE", "ROOM_RECORD_TYPE", "seal",
+           "open_signed", "unpack", "pack", "unpack_verb"]
 
 MEMBER_TYPE = b"/p2pstack/room-member/1"
 ADMISSION_TYPE = b"/p2pstack/room-admission/1"
 PAKE_ID_TYPE = b"/p2pstack/room-pake-id/1"
+ROOM_RECORD_TYPE = b"/p2pstack/room-record/1"
 _DOMAINS = {
     MEMBER_TYPE: b"p2pstack-room-member",
     ADMISSION_TYPE: b"p2pstack-room-admission",
     PAKE_ID_TYPE: b"p2pstack-room-pake-id",
+    ROOM_RECORD_TYPE: b"p2pstack-room-record",
 }
 _UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
 

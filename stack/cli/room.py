@@ -2,13 +2,27 @@
 running in the data directory (its control API: ``room_create``, ``room_invite``,
 ``room_join``, ``room_list`` in ``stack.node.rooms``).
 
-- ``room create NAME [--rendezvous ADDR]``: this node is the room's admin.
-- ``room invite NAME [--json]``: a one-use code (``7-guitar-orbit``, 10 minutes) to pass on
-  out of band; the node serves it through the room's rendezvous. ``--json``:
-  ``{"code", "expires"}`` (Unix seconds) plus ``room`` and ``number``.
-- ``room join NAME CODE --rendezvous ADDR``: the PAKE with the inviter through the
-  rendezvous; prints who admitted us. A wrong code, a spent or expired invite are named
-  (exit 1); a mistyped code is a usage error (exit 2) and does not spend the invite.
+- ``room create NAME [--rendezvous ADDR]``: this node is the room's admin. Without a
+  rendezvous, invites are served on direct connections and newcomers find the room
+  through its DHT record (a node running the DHT).
+- ``room invite NAME [--pin] [--json]``: a one-use code (``7-guitar-orbit``, 10 minutes) to
+  pass on out of band; the node serves it through the room's rendezvous (none: on its
+  own connections, ``/p2pstack/room-admit/1``). ``--json``:
+  ``{"code", "expires"}`` (Unix seconds) plus ``room``, ``number`` and ``pin``. With
+  ``--pin`` (seed 002's PIN challenge, ``rooms.pin``) the command stays to show the PIN
+  once the newcomer's PAKE succeeded (``PIN 123456 for PEER: read it out ...``), then
+  the outcome: ``admitted PEER`` (exit 0) or the named refusal (``WrongPin``, ``NoPin``,
+  ``WrongCode``, ... exit 1); ``--json`` prints one object a line for each of these steps
+  (``{"state": "pin", "pin", "newcomer", "expires"}``, ``{"state": "admitted",
+  "peer_id"}``, ``{"state": "failed", "reason"}``).
+- ``room join NAME CODE [--rendezvous ADDR]``: the PAKE with the inviter through the
+  rendezvous; without one, with a member the room's DHT record lists, on a direct
+  connection (``stack.node.roomdht``; ``RoomNotFound`` if the DHT has no record of the
+  room); prints who admitted us. A wrong code, a spent or expired invite are named
+  (exit 1); a mistyped code is a usage error (exit 2) and does not spend the invite. If
+  the inviter asks for a PIN, it prompts for it (on stderr; the PIN is read from stdin,
+  up to 3 tries for one that is not the digits asked for; an empty line or end of input
+  declines: ``NoPin``).
 - ``room list [--json]``: the rooms this node is in.
 - ``room graph NAME [--json] [--png FILE]``: the room's trust graph as this node sees it:
   members, who verified whom, and the gaps (``stack.cli.roomgraph``).
@@ -22,10 +36,14 @@ With no node running there, each fails (exit 1) with one line saying so.
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from stack.base.errors import LocalError
+from stack.base.errors import LocalError, UsageError
+from rooms.errors import ABORT_REASONS, AdmissionError, InviteExpired
+from rooms.pin import DEFAULT_PIN_TIMEOUT
 from stack.cli._common import add_json_flag, print_json
 from stack.node.control import ControlClient
 from stack.cli import roomgraph
@@ -47,13 +65,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(handler=_create)
     q = rooms.add_parser("invite", help="print a one-use invite code for the room")
     q.add_argument("name", metavar="NAME")
+    q.add_argument("--pin", action="store_true",
+                   help="also show a PIN the newcomer must type in (seed 002's challenge); "
+                        "waits for the newcomer")
     add_json_flag(q)
     q.set_defaults(handler=_invite)
     q = rooms.add_parser("join", help="join a room with an invite code")
     q.add_argument("name", metavar="NAME")
     q.add_argument("code", metavar="CODE")
-    q.add_argument("--rendezvous", metavar="ADDR", required=True,
-                   help="the rendezvous the inviter uses")
+    q.add_argument("--rendezvous", metavar="ADDR",
+                   help="the rendezvous the inviter uses (without: find the room's record "
+                        "in the DHT and run the admission with a member it lists)")
     add_json_flag(q)
     q.set_defaults(handler=_join)
     q = rooms.add_parser("list", help="the rooms this node is in")
@@ -76,13 +98,14 @@ def _register_trust(rooms: argparse._SubParsersAction) -> None:
     q.set_defaults(handler=_kick)
 
 
-def _call(args: argparse.Namespace, method: str, params: dict[str, Any]) -> dict[str, Any]:
+def _call(args: argparse.Namespace, method: str, params: dict[str, Any],
+          timeout: float = TIMEOUT) -> dict[str, Any]:
     client = ControlClient.open(args.data_dir)
     if client is None:
         raise LocalError(f"no node is running in {args.data_dir} "
                          "(start one with 'p2pstack node')")
     with client:
-        return client.call(method, params, timeout=TIMEOUT)
+        return client.call(method, params, timeout=timeout)
 
 
 def _room_line(r: dict[str, Any]) -> str:
@@ -101,17 +124,59 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _invite(args: argparse.Namespace) -> int:
-    out = _call(args, "room_invite", {"name": args.name})
+    out = _call(args, "room_invite", {"name": args.name, "pin": args.pin})
     if args.json:
         print_json(out)
     else:
         print(out["code"], flush=True)
+    if not args.pin:
+        return 0
+    state = "open"
+    while state in ("open", "pin"):
+        # the invite may wait for its newcomer until it expires, then for the PIN
+        wait = max(0.0, out["expires"] - time.time()) + DEFAULT_PIN_TIMEOUT + TIMEOUT
+        step = _call(args, "room_invite_wait", {"name": args.name, "number": out["number"],
+                                                "after": state}, timeout=wait)
+        state = step["state"]
+        if args.json:
+            print_json(step)
+        elif state == "pin":
+            print(f"PIN {step['pin']} for {step['newcomer']}: read it out to the person you "
+                  "invited; they type it in", flush=True)
+        elif state == "admitted":
+            print(f"admitted {step['peer_id']} to room {step['room']}", flush=True)
+    if state == "failed":
+        cls = ABORT_REASONS.get(step.get("reason", ""), AdmissionError)
+        raise cls(f"the admission with invite {out['number']} failed: {step.get('reason')}")
+    if state == "expired":
+        raise InviteExpired(f"nobody used invite {out['number']} before it expired")
     return 0
 
 
+def _ask_pin(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
+    """The inviter asks for a PIN: prompt our user (stderr; read stdin) and send it."""
+    print(f"the inviter's node shows a {out['digits']}-digit PIN: ask them for it",
+          file=sys.stderr, flush=True)
+    tries = 0
+    while True:
+        print("PIN: ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline().strip()
+        try:
+            return _call(args, "room_pin", {"name": args.name, "pin": line or None})
+        except UsageError as exc:  # not the digits asked for: nothing was sent
+            tries += 1
+            if tries == 3:
+                raise
+            print(exc, file=sys.stderr, flush=True)
+
+
 def _join(args: argparse.Namespace) -> int:
-    out = _call(args, "room_join", {"name": args.name, "code": args.code,
-                                    "rendezvous": args.rendezvous})
+    params = {"name": args.name, "code": args.code}
+    if args.rendezvous is not None:
+        params["rendezvous"] = args.rendezvous
+    out = _call(args, "room_join", params)
+    if out.get("pin_required"):
+        out = _ask_pin(args, out)
     if args.json:
         print_json(out)
     else:

@@ -31,7 +31,8 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
            "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
            "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "RoomAdmitted",
-           "RoomAdmissionFailed", "RoomMemberVerified", "RoomStatementRefused",
+           "RoomAdmissionFailed", "RoomPinIssued", "RoomPinRequested", "RoomMemberVerified",
+           "RoomStatementRefused", "RoomReached",
            "RoomGraphChanged", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
@@ -308,6 +309,28 @@ class RoomAdmissionFailed:
 
 
 @dataclass(frozen=True)
+class RoomPinIssued:
+    """The inviter's node shows the PIN of a ``--pin`` invite (issue 13, ``rooms.pin``):
+    ``newcomer`` ran the PAKE with invite ``number`` and is admitted only if its user types
+    ``pin`` before ``expires`` (Unix seconds). Read it out to the person you invited."""
+    room: str
+    number: int
+    newcomer: PeerId
+    pin: str
+    expires: float
+
+
+@dataclass(frozen=True)
+class RoomPinRequested:
+    """The newcomer's side: the inviter asks for the ``digits``-digit PIN its node shows
+    (``p2pstack room join`` prompts for it; ``room_pin`` on the control API answers)."""
+    room: str
+    number: int
+    digits: int
+    expires: float
+
+
+@dataclass(frozen=True)
 class RoomMemberVerified:
     """``peer_id`` entered our own view of ``room`` (issue 13): ``via`` "introduced" (a
     member's introduction we checked; ``by`` is that inviter), "welcome" (listed by our
@@ -332,6 +355,15 @@ class RoomStatementRefused:
 
 
 @dataclass(frozen=True)
+class RoomReached:
+    """We reached ``peer_id``, a member of our roster of ``room``, directly, having found
+    it ``via`` "dht" (the room's DHT record, ``stack.node.roomdht``): no rendezvous."""
+    room: str
+    peer_id: PeerId
+    via: str
+
+
+@dataclass(frozen=True)
 class RoomGraphChanged:
     """Our trust graph of ``room`` changed (issue 13 section 3): ``cause`` "vouch" (we
     took ``peer_id``'s newer signed statement of whom it verified), "removed" (``peer_id``
@@ -346,8 +378,9 @@ NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceiv
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
              | HolePunchFailed | ConnectionMigrated | ConnectionReplaced
-             | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed
-             | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged)
+             | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed | RoomPinIssued
+             | RoomPinRequested
+             | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged | RoomReached)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -363,6 +396,8 @@ EVENT_NAMES: dict[type, str] = {
     ConnectionMigrated: "connection.migrated", ConnectionReplaced: "connection.replaced",
     TurnAllocationChanged: "turn.allocation",
     RoomAdmitted: "room.admitted", RoomAdmissionFailed: "room.admission_failed",
+    RoomPinIssued: "room.pin_issued", RoomPinRequested: "room.pin_requested",
+    RoomReached: "room.reached",
     RoomMemberVerified: "room.member_verified", RoomStatementRefused: "room.statement_refused",
     RoomGraphChanged: "room.graph_changed",
 }

@@ -82,7 +82,7 @@ from stack.base.net import (MDNS_GROUP, Address, DatagramEndpoint, DatagramNetwo
                             MulticastNetwork, Receiver, UdpNetwork, format_address)
 from stack.base.port import DHT_BYTE, PUNCH_BYTE, PortDemux
 from stack.base.records import Announcement, RecordTooLarge, sign_announcement
-from discovery.announcements import AnnouncementValidator, announcement_of
+from discovery.announcements import announcement_of
 from discovery.core import DhtConfig, DhtCore
 from discovery.driver import DhtDriver
 from discovery.errors import BootstrapFailed, DhtTimeout, PublishFailed, RecordNotFound
@@ -116,6 +116,8 @@ from stack.node.turn import NodeTurn
 from stack.node.protocols.rendezvous import RendezvousService
 from stack.node.rooms import ROOMS_FILE, NodeRooms
 from stack.node.roomtrust import MEMBERS_FILE, RoomTrust
+from stack.node.roomdht import NodeRecordValidator, RoomDht
+from stack.node.protocols.roomadmit import RoomAdmitProtocol
 from stack.node.router import Router
 from stack.node.supervisor import Supervisor
 from stack.store.stores import Stores
@@ -224,6 +226,19 @@ class Node:
             spawn=self.supervisor.spawn, timeout=self.options.handshake_timeout,
             path=None if config.stores is not None else config.data_dir / MEMBERS_FILE)
         self.router.add(self.roomtrust.protocol)
+        # Issue 13 section 1: rooms found through the DHT, the rendezvous a convenience
+        self.roomdht = RoomDht(
+            identity=self.identity, clock=self.clock, events=self.events, rooms=self.rooms,
+            roomtrust=self.roomtrust, dht=lambda: self.dht, resolve=self.resolve,
+            link=self.roomtrust.link, connections=lambda: self.connections, addrs=self.addrs,
+            run_service=self.supervisor.run, timeout=self.options.handshake_timeout)
+        self.rooms.changed = self.roomdht.wake
+        if config.dht:  # with no rendezvous: admissions on direct connections
+            self.rooms.direct = lambda name, code, ask: self.roomdht.admit(
+                name, code, ask, self.rooms.guard)
+            self.roomadmit = RoomAdmitProtocol(self.rooms.serve_direct, self.rooms.has_invite,
+                                               self.options.handshake_timeout)
+            self.router.add(self.roomadmit)
 
     def _build_router(self) -> Router:
         """The built-in protocols. A new protocol is one more ``router.add``."""
@@ -445,6 +460,7 @@ class Node:
             self.supervisor.run("nat.keepalive", self.keepalive.service)
         self.rooms.resume()
         self.roomtrust.start()
+        self.roomdht.start()
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
     async def _start_parts(self) -> None:
@@ -577,6 +593,8 @@ class Node:
             "room_create": lambda params: self.rooms.create(**params),
             "room_invite": lambda params: self.rooms.invite(**params),
             "room_join": lambda params: self.rooms.join(**params),
+            "room_pin": lambda params: self.rooms.pin(**params),
+            "room_invite_wait": lambda params: self.rooms.invite_wait(**params),
             "room_list": lambda params: _answer(self.rooms.list(**params)),
             "room_graph": lambda params: _answer(self.roomtrust.graph(**params)),
             "room_kick": lambda params: self.roomtrust.kick(**params),
@@ -594,7 +612,7 @@ class Node:
         server = self.config.dht_server
         if server is None:  # auto: proven in join() unless we found the network
             server = not self.config.bootstrap
-        core = DhtCore(self.identity, AnnouncementValidator(), rng, DhtConfig(server=server))
+        core = DhtCore(self.identity, NodeRecordValidator(), rng, DhtConfig(server=server))
         self.dht = DhtDriver(core, self.endpoint, self.clock)
         self.demux.register_p2p(DHT_BYTE, self.dht.receive_batch)
 
@@ -619,6 +637,7 @@ class Node:
                 dht.core.set_server(await self._probe_reachability(addrs[0]))
             peers = await dht.bootstrap(addrs, timeout)
             self.supervisor.spawn(self.detect_nat("join"))  # DHT servers on more IPs
+            self.roomdht.wake()  # our rooms' records: someone to ask now
         if self.config.publish:
             dht.set_record_source(self._sign_announcement)
             self.supervisor.run("dht.publisher", lambda: self._keep_published(timeout))

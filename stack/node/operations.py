@@ -253,6 +253,8 @@ def status(node: Node) -> dict[str, Any]:
         "rendezvous": None if node.rendezvous is None else {
             "rooms": node.rendezvous.directory.room_count,
             "stats": dict(sorted(node.rendezvous.stats.items()))},
+        # Issue 13: our admissions by role and outcome (a wrong PIN: "inviter.wrong_pin")
+        "rooms": {"admissions": dict(sorted(node.rooms.stats.items()))},
         "services": sorted(node.supervisor.services),
         "service_restarts": dict(sorted(node.supervisor.restarts.items())),
     }

@@ -17,10 +17,26 @@ a node built with in-memory stores (a simulation) keeps them in memory only.
 - ``join(name, code, rendezvous)``: the newcomer's side; on admission the inviter enters
   our trust store with source ``invite``, the room is saved with its admission, and we
   announce ourselves at the rendezvous.
+- With no rendezvous (a node running the DHT): ``invite`` draws a random number and
+  serves the code on our own connections (``serve_direct``, for
+  ``protocols.roomadmit``); ``join(name, code)`` runs the admission with a member the
+  room's DHT record lists (``direct``, wired to ``stack.node.roomdht``). Rooms we enter
+  or admit someone to are passed to ``changed`` (the node: put the room's DHT record now).
+- ``invite(name, pin=True)``: seed 002's PIN challenge (``rooms.pin``): after the
+  newcomer's PAKE our node draws a PIN and shows it (a ``RoomPinIssued`` event, and
+  ``invite_wait``, which ``room invite --pin`` uses to print it); we admit only if the
+  newcomer's user types it. ``invite_wait(name, number, after)`` answers the invite's
+  next state after ``after``: ``open`` -> ``pin`` -> ``admitted`` | ``failed`` (with the
+  reason) | ``expired``.
+- ``join`` of a PIN invite answers ``{"pin_required": true, "digits", "expires"}`` once the
+  inviter's challenge arrives (a ``RoomPinRequested`` event) and keeps the admission
+  waiting; ``pin(name, pin)`` sends what the user typed (``InvalidPin``: not the digits
+  asked for, nothing sent, ask again; None: the user declined, ``NoPin``) and finishes the
+  join as above, or raises the named refusal (``WrongPin`` ...).
 
 What follows an admission (the newcomer reaching its inviter directly, introductions to
 the other members and their own checks, the trust graph, kick) is ``stack.node.roomtrust``.
-Not yet: the PIN flow, shared state.
+Not yet: shared state.
 """
 
 from __future__ import annotations
@@ -29,6 +45,8 @@ import asyncio
 import base64
 import contextlib
 import json
+import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,23 +59,29 @@ from stack.base.errors import CorruptFileError, LocalError, StackError, UsageErr
 from stack.base.addresses import parse_address
 from stack.base.files import atomic_write, read_regular
 from stack.base.identity import Identity, PeerId
-from stack.base.interfaces import Connection
-from rooms.admission import AdmissionFailed, Admitted, ReplayGuard
-from rooms.invites import InviteBook, parse_code
+from stack.base.interfaces import Connection, Stream
+from rooms.admission import AdmissionFailed, Admitted, InviterSession, ReplayGuard, peek_pake1
+from rooms.invites import MAX_INVITE_NUMBER, InviteBook, InviteCode, parse_code
 from rooms.membership import DEFAULT_MEMBER_TTL, MAX_MEMBER_ADDRS, sign_member
 from rooms.names import normalize_room_name, room_id
-from stack.node.events import EventBus, RoomAdmissionFailed, RoomAdmitted
+from rooms.pin import PinIssued, PinRequested, normalize_pin
+from stack.node.events import (EventBus, RoomAdmissionFailed, RoomAdmitted, RoomPinIssued,
+                               RoomPinRequested)
 from stack.node.protocols.rendezvous import (HostedInvite, announce, host_invite, join,
                                              serve_invite)
+from stack.node.protocols.roomadmit import AskPin, drive
 from stack.store.trust import TrustStore
 
-__all__ = ["NodeRooms", "Room", "UnknownRoom", "RoomExists", "NoRendezvous", "ROOMS_FILE"]
+__all__ = ["NodeRooms", "Room", "UnknownRoom", "RoomExists", "NoRendezvous", "NoPinAsked",
+           "UnknownInvite", "ROOMS_FILE", "INVITE_STATES"]
 
 log = structlog.get_logger("p2pstack.rooms")
 
 ROOMS_FILE = "rooms.json"
 MAX_ROOMS_FILE = 1 << 20
 REFRESH = DEFAULT_MEMBER_TTL / 2  # seconds between membership announcements
+INVITE_STATES = ("open", "pin", "admitted", "failed", "expired")
+MAX_WATCHED_INVITES = 256  # invite states kept for invite_wait (the oldest ended go first)
 
 
 class UnknownRoom(UsageError):
@@ -70,6 +94,41 @@ class RoomExists(LocalError):
 
 class NoRendezvous(UsageError):
     """The room has no rendezvous, and this step needs one (``--rendezvous ADDR``)."""
+
+
+class NoPinAsked(UsageError):
+    """``room pin``: no join of that room is waiting for a PIN."""
+
+
+class UnknownInvite(UsageError):
+    """``invite_wait``: this node issued no invite of that number in that room."""
+
+
+@dataclass
+class _InviteState:
+    """What happened so far to one invite we issued (for ``invite_wait``)."""
+
+    state: str = "open"
+    detail: dict[str, Any] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def move(self, state: str, **detail: Any) -> None:
+        self.state, self.detail = state, detail
+        old, self.changed = self.changed, asyncio.Event()
+        old.set()
+
+
+@dataclass
+class _PendingJoin:
+    """A join whose inviter asked for a PIN: the admission waits in ``task``."""
+
+    code: InviteCode
+    rendezvous: str | None
+    conn: Connection | None
+    request: PinRequested
+    task: asyncio.Task[Admitted | StackError]
+    answer: asyncio.Future[str | None]
+    reported: bool = False
 
 
 @dataclass
@@ -123,7 +182,8 @@ class NodeRooms:
                  trust: TrustStore, connect: Callable[[str], Awaitable[Connection]],
                  addrs: Callable[[], list[str]],
                  run_service: Callable[[str, Callable[[], Awaitable[None]]], None],
-                 spawn: Callable[[Any], object], path: Path | None, timeout: float) -> None:
+                 spawn: Callable[[Any], asyncio.Task[Any]], path: Path | None,
+                 timeout: float) -> None:
         self._identity = identity
         self._clock = clock
         self._events = events
@@ -138,7 +198,17 @@ class NodeRooms:
         self._refreshing: set[str] = set()
         self._saving = asyncio.Lock()
         self.book = InviteBook()
+        # admissions by role and outcome: "inviter.admitted", "inviter.wrong_pin", ...
+        self.stats: Counter[str] = Counter()
         self.guard = ReplayGuard()
+        self._invites: dict[tuple[str, int], _InviteState] = {}
+        self._pending: dict[str, _PendingJoin] = {}
+        # told the name of a room we entered or admitted someone to (the node wires it
+        # to the room's DHT record)
+        self.changed: Callable[[str], None] = lambda name: None
+        # a join with no rendezvous: the admission with a member the room's DHT record
+        # lists (the node wires it to ``RoomDht.admit``; None: no DHT, so no such join)
+        self.direct: Callable[[str, InviteCode, AskPin], Awaitable[Admitted]] | None = None
 
     # ------------------------------------------------------------------- storage
 
@@ -208,66 +278,245 @@ class NodeRooms:
         rooms[text] = room
         await self._save()
         self._refresh(room)
+        self.changed(text)
         return room.report()
 
-    async def invite(self, name: str, ttl: float | None = None) -> dict[str, Any]:
+    async def invite(self, name: str, ttl: float | None = None,
+                     pin: bool = False) -> dict[str, Any]:
         room = self._room(name)
-        if room.rendezvous is None:
-            raise NoRendezvous(f"room {room.name!r} has no rendezvous: create or join it "
-                               "with --rendezvous ADDR")
+        if not isinstance(pin, bool):
+            raise UsageError("pin is true or false")
+        if room.rendezvous is None and self.direct is None:
+            raise NoRendezvous(f"room {room.name!r} has no rendezvous and this node no DHT: "
+                               "create or join it with --rendezvous ADDR")
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
                                 or not 0 < ttl <= 3600):
             raise UsageError("an invite lives 0..3600 seconds")
+        if room.rendezvous is None:
+            return self._direct_invite(room, ttl, pin)
         conn = await self._connect(room.rendezvous)
         await self._announce(room, conn)  # the rendezvous hosts invites for members only
         hosted = await host_invite(conn, room.room_id, self._timeout)
         now = self._clock.now()
         life = min(hosted.expires - now, ttl if ttl is not None else self.book.ttl)
-        invite = self.book.create(room.room_id, now, number=hosted.number, ttl=life)
+        invite = self.book.create(room.room_id, now, number=hosted.number, ttl=life, pin=pin)
+        self._watch_invite(room.name, invite.number)
         self._spawn(self._serve(room, hosted))
         return {"room": room.name, "code": str(invite.code), "number": invite.number,
-                "expires": invite.expires_at}
+                "expires": invite.expires_at, "pin": pin}
+
+    def _direct_invite(self, room: Room, ttl: float | None, pin: bool) -> dict[str, Any]:
+        """An invite served on our own connections (``/p2pstack/room-admit/1``): the
+        newcomer finds us through the room's DHT record. With no rendezvous to allocate
+        numbers, ours is random, so members' open invites rarely share one (a newcomer
+        whose number another member holds too meets that member's invite first: its code
+        fails there as a wrong one, and the invite it meant stays open)."""
+        now = self._clock.now()
+        self.book.expire(now)
+        taken = {i.number for i in self.book.open_invites(now) if i.room_id == room.room_id}
+        number = next(n for n in iter(lambda: 1 + secrets.randbelow(MAX_INVITE_NUMBER), 0)
+                      if n not in taken and self.book.get(room.room_id, n) is None)
+        invite = self.book.create(room.room_id, now, number=number, ttl=ttl, pin=pin)
+        state = self._watch_invite(room.name, number)
+
+        async def expire() -> None:  # nobody came: the invite's state says so
+            await asyncio.sleep(max(0.0, invite.expires_at - self._clock.now()))
+            if state.state == "open":
+                state.move("expired")
+
+        self._spawn(expire())
+        return {"room": room.name, "code": str(invite.code), "number": number,
+                "expires": invite.expires_at, "pin": pin}
+
+    def has_invite(self, rid: bytes, number: int) -> bool:
+        """An open invite of ours with that number in that room (``room-admit``)."""
+        invite = self.book.get(rid, number)
+        return invite is not None and not invite.used and invite.expires_at > self._clock.now()
+
+    async def serve_direct(self, conn: Connection, stream: Stream, first: bytes) -> None:
+        """A newcomer's PAKE1 for one of our invites on a direct connection."""
+        peek = peek_pake1(first)
+        room = next((r for r in self._load().values()
+                     if peek is not None and r.room_id == peek[0]), None)
+        if room is None:
+            stream.reset()
+            return
+        session = InviterSession(self._identity, self.book, self.guard, first,
+                                 self._clock.now(), room_id=room.room_id)
+        await drive(session, stream, self._clock,
+                    on_pin=lambda issued: self._pin_issued(room, issued))
+        await self._settled(room, session.number, session.result)
+
+    def _watch_invite(self, name: str, number: int) -> _InviteState:
+        if len(self._invites) >= MAX_WATCHED_INVITES:
+            ended = [k for k, s in self._invites.items() if s.state not in ("open", "pin")]
+            for key in ended[:len(self._invites) - MAX_WATCHED_INVITES + 1]:
+                del self._invites[key]
+        state = self._invites[(name, number)] = _InviteState()
+        return state
+
+    async def invite_wait(self, name: str, number: int, after: str = "open") -> dict[str, Any]:
+        """The state of our invite ``number`` once it is no longer ``after`` (see the
+        module docstring); at once if it moved on already."""
+        room = self._room(name)
+        if after not in INVITE_STATES:
+            raise UsageError(f"after is one of {', '.join(INVITE_STATES)}")
+        state = self._invites.get((room.name, number)) if type(number) is int else None
+        if state is None:
+            raise UnknownInvite(f"this node issued no invite {number!r} in room {room.name!r}")
+        while state.state == after and after in ("open", "pin"):
+            await state.changed.wait()
+        return {"room": room.name, "number": number, "state": state.state, **state.detail}
+
+    def _pin_issued(self, room: Room, issued: PinIssued) -> None:
+        state = self._invites.get((room.name, issued.number))
+        if state is not None:
+            state.move("pin", pin=issued.pin, newcomer=str(issued.newcomer),
+                       expires=issued.expires)
+        self._events.emit(RoomPinIssued(room.name, issued.number, issued.newcomer, issued.pin,
+                                        issued.expires), "warning")
 
     async def _serve(self, room: Room, hosted: HostedInvite) -> None:
-        result = await serve_invite(hosted, identity=self._identity, book=self.book,
-                                    guard=self.guard, room_id=room.room_id, clock=self._clock)
+        state = self._invites.get((room.name, hosted.number)) or _InviteState()
+        try:
+            result = await serve_invite(hosted, identity=self._identity, book=self.book,
+                                        guard=self.guard, room_id=room.room_id,
+                                        clock=self._clock,
+                                        on_pin=lambda issued: self._pin_issued(room, issued))
+        except BaseException:
+            state.move("failed", reason="aborted")
+            raise
+        await self._settled(room, hosted.number, result)
+
+    async def _settled(self, room: Room, number: int,
+                       result: Admitted | AdmissionFailed | None) -> None:
+        """An invite's outcome: bookkeeping, the invite's state and our report."""
+        state = self._invites.get((room.name, number)) or _InviteState()
+        if result is None:
+            state.move("expired")
+        elif isinstance(result, AdmissionFailed):
+            state.move("failed", reason=result.error.reason)
         if isinstance(result, Admitted):
             await self._trust.check_peer_async(result.peer_id, source="invite")
             room.admitted[result.peer_id] = result.admission.raw
             await self._save()
             self._events.emit(RoomAdmitted(room.name, result.peer_id, "inviter",
                                            result.number))
+            state.move("admitted", peer_id=str(result.peer_id))
+            self.stats["inviter.admitted"] += 1
+            self.changed(room.name)
         elif isinstance(result, AdmissionFailed):
+            self.stats[f"inviter.{result.error.reason}"] += 1
             self._events.emit(RoomAdmissionFailed(room.name, result.number,
                                                   result.error.reason, "inviter"),
                               "warning")
 
-    async def join(self, name: str, code: str, rendezvous: str) -> dict[str, Any]:
+    async def join(self, name: str, code: str, rendezvous: str | None = None) -> dict[str, Any]:
+        """Join with an invite code through ``rendezvous``, or with none through a member
+        the room's DHT record lists (``NoRendezvous`` if this node has no DHT)."""
         text = normalize_room_name(name)
         parsed = parse_code(code)  # a typo is a usage error here, before any network
-        _check_address(rendezvous)
+        if rendezvous is not None:
+            _check_address(rendezvous)
+        elif self.direct is None:
+            raise NoRendezvous("this node has no DHT to find the room in: join with "
+                               "--rendezvous ADDR")
         rooms = self._load()
         if text in rooms:
             raise RoomExists(f"this node is already in room {text!r}")
-        conn = await self._connect(rendezvous)
-        try:
-            admitted = await join(conn, identity=self._identity, room_id=room_id(text),
+        waiting = self._pending.get(text)
+        if waiting is not None and not waiting.task.done():
+            raise RoomExists(f"a join of room {text!r} is waiting for its PIN ('room pin')")
+        conn = None if rendezvous is None else await self._connect(rendezvous)
+        loop = asyncio.get_running_loop()
+        asked: asyncio.Future[PinRequested] = loop.create_future()
+        answer: asyncio.Future[str | None] = loop.create_future()
+
+        async def ask(request: PinRequested) -> str | None:
+            if not asked.done():  # one challenge per join: one session gets that far
+                asked.set_result(request)
+            return await answer
+
+        async def attempt() -> Admitted | StackError:
+            try:
+                if conn is None:
+                    assert self.direct is not None
+                    return await self.direct(text, parsed, ask)
+                return await join(conn, identity=self._identity, room_id=room_id(text),
                                   code=parsed, clock=self._clock, timeout=self._timeout,
-                                  guard=self.guard)
-        except StackError as exc:
-            reason = getattr(exc, "reason", type(exc).__name__)
-            self._events.emit(RoomAdmissionFailed(text, parsed.number, str(reason),
-                                                  "newcomer"), "warning")
+                                  guard=self.guard, ask=ask)
+            except StackError as exc:  # the outcome, handed to whoever finishes the join
+                return exc
+
+        task = self._spawn(attempt())
+        try:
+            await asyncio.wait({task, asked}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the caller went away before a PIN was asked
+            task.cancel()
             raise
+        if task.done():
+            return await self._finish_join(text, parsed, rendezvous, conn, task.result())
+        request = asked.result()
+        pending = self._pending[text] = _PendingJoin(parsed, rendezvous, conn, request, task,
+                                                     answer)
+        task.add_done_callback(lambda _: self._unanswered(text, pending))
+        self._events.emit(RoomPinRequested(text, parsed.number, request.digits,
+                                           request.expires), "warning")
+        return {"room": text, "pin_required": True, "number": parsed.number,
+                "digits": request.digits, "expires": request.expires}
+
+    def _unanswered(self, name: str, pending: _PendingJoin) -> None:
+        """A PIN-waiting join ended before anyone answered (timed out, the carrier went
+        away): report it now; ``pin`` names it later."""
+        outcome = pending.task.result() if not pending.task.cancelled() else None
+        if self._pending.get(name) is pending and isinstance(outcome, StackError) \
+                and not pending.answer.done():
+            pending.reported = True
+            self._failed(name, pending.code.number, outcome)
+
+    def _failed(self, name: str, number: int, exc: StackError) -> None:
+        reason = getattr(exc, "reason", type(exc).__name__)
+        self.stats[f"newcomer.{reason}"] += 1
+        self._events.emit(RoomAdmissionFailed(name, number, str(reason), "newcomer"),
+                          "warning")
+
+    async def pin(self, name: str, pin: str | None) -> dict[str, Any]:
+        """Answer the PIN challenge of our waiting join of room ``name`` (see the module
+        docstring); returns what ``join`` returns once admitted."""
+        text = normalize_room_name(name)
+        pending = self._pending.get(text)
+        if pending is None:
+            raise NoPinAsked(f"no join of room {text!r} is waiting for a PIN")
+        typed = None if pin is None else normalize_pin(pin, pending.request.digits)
+        del self._pending[text]
+        if not pending.answer.done():
+            pending.answer.set_result(typed)
+        outcome = await asyncio.shield(pending.task)
+        if isinstance(outcome, StackError) and pending.reported:
+            raise outcome
+        return await self._finish_join(text, pending.code, pending.rendezvous, pending.conn,
+                                       outcome)
+
+    async def _finish_join(self, text: str, parsed: InviteCode, rendezvous: str | None,
+                           conn: Connection | None,
+                           outcome: Admitted | StackError) -> dict[str, Any]:
+        if isinstance(outcome, StackError):
+            self._failed(text, parsed.number, outcome)
+            raise outcome
+        admitted = outcome
+        rooms = self._load()
         await self._trust.check_peer_async(admitted.peer_id, source="invite")
         room = Room(text, admin=False, rendezvous=rendezvous, admitted_by=admitted.peer_id,
                     admission=admitted.admission.raw)
         rooms[text] = room
         await self._save()
+        self.stats["newcomer.admitted"] += 1
         self._events.emit(RoomAdmitted(text, admitted.peer_id, "newcomer", parsed.number))
-        with contextlib.suppress(StackError):  # admitted either way; the refresh retries
-            await self._announce(room, conn)
+        if rendezvous is not None:
+            with contextlib.suppress(StackError):  # admitted either way; the refresh retries
+                await self._announce(room, conn)
         self._refresh(room)
+        self.changed(text)
         return room.report()
 
     # ------------------------------------------------------------- announcements

@@ -179,6 +179,10 @@ class RoomTrust:
 
     # ----------------------------------------------------------------- dialling
 
+    async def link(self, peer: PeerId, addrs: tuple[str, ...] | list[str]) -> Connection:
+        """``_link``, for the rooms' DHT side (``stack.node.roomdht``)."""
+        return await self._link(peer, addrs)
+
     async def _link(self, peer: PeerId, addrs: tuple[str, ...] | list[str]) -> Connection:
         """A connection to ``peer``: one we hold, else a dial by peer id at ``addrs``."""
         for conn in self._connections():

@@ -1,6 +1,7 @@
 """``p2pstack room create|invite|join|list|graph|kick`` as processes, through running nodes: a
 rendezvous (``node --rendezvous``), A creates and invites, B joins, A draws the graph, B may
-not kick; exit codes."""
+not kick; A invites C with ``--pin``: A's command prints the PIN, C's prompts for it and
+is admitted; exit codes."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ def spawn(data_dir: Path, *extra: str) -> subprocess.Popen:
 def test_create_invite_join_through_the_cli(tmp_path: Path) -> None:
     # started together: each CLI process spends seconds importing on a busy machine
     procs = [spawn(tmp_path / "r", "--rendezvous"), spawn(tmp_path / "a"),
-             spawn(tmp_path / "b")]
+             spawn(tmp_path / "b"), spawn(tmp_path / "c")]
     try:
-        r_info, a_info, b_info = (json.loads(first_line(p)) for p in procs)
+        r_info, a_info, b_info, c_info = (json.loads(first_line(p)) for p in procs)
         rv = r_info["addrs"][0]
         A, B = ("--data-dir", str(tmp_path / "a")), ("--data-dir", str(tmp_path / "b"))
         out = run(*A, "room", "create", "club", "--rendezvous", rv)
@@ -33,7 +34,7 @@ def test_create_invite_join_through_the_cli(tmp_path: Path) -> None:
         out = run(*A, "room", "invite", "club", "--json")
         assert out.returncode == 0, out.stderr
         invite = json.loads(out.stdout)
-        assert set(invite) == {"code", "expires", "room", "number"}
+        assert set(invite) == {"code", "expires", "room", "number", "pin"} and not invite["pin"]
         number = invite["code"].split("-")[0]
         typo = run(*B, "room", "join", "club", f"{number}-notaword-x", "--rendezvous", rv)
         assert typo.returncode == 2 and "notaword" in typo.stderr
@@ -60,6 +61,28 @@ def test_create_invite_join_through_the_cli(tmp_path: Path) -> None:
         assert out.returncode == 2 and "no room called" in out.stderr
         out = run(*B, "room", "kick", "club", a_info["peer_id"])
         assert out.returncode == 2 and "only the room's admin" in out.stderr
+        # the PIN flow: A's invite waits and shows the PIN; C types it in when asked
+        C = ("--data-dir", str(tmp_path / "c"))
+        inviter = subprocess.Popen([*CLI, *A, "room", "invite", "club", "--pin", "--json"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   cwd=ROOT)
+        procs.append(inviter)
+        invite = json.loads(first_line(inviter))
+        assert invite["pin"] is True
+        newcomer = subprocess.Popen([*CLI, *C, "room", "join", "club", invite["code"],
+                                     "--rendezvous", rv], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    cwd=ROOT)
+        procs.append(newcomer)
+        shown = json.loads(first_line(inviter))
+        assert shown["state"] == "pin" and shown["newcomer"] == c_info["peer_id"]
+        out, err = newcomer.communicate(f"12\n{shown['pin']}\n", timeout=30)
+        assert newcomer.returncode == 0, err
+        assert "6-digit PIN" in err and "has 6 digits" in err   # asked again after a typo
+        assert out.startswith(f"joined room club (admitted by {a_info['peer_id']}")
+        done = json.loads(first_line(inviter))
+        assert done["state"] == "admitted" and done["peer_id"] == c_info["peer_id"]
+        assert inviter.wait(timeout=10) == 0
     finally:
         for proc in procs:
             if proc.poll() is None:

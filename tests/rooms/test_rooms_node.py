@@ -26,8 +26,9 @@ async def nodes(tmp_path: FsPath):
     created: list[Node] = []
 
     async def make(name: str, **overrides) -> Node:
+        settings = {"dht": False, **overrides}  # a test may turn the DHT on
         node = Node(NodeConfig(data_dir=tmp_path / name, listen=("127.0.0.1", 0), tls=False,
-                               dht=False, dial_back=False, **overrides))
+                               dial_back=False, **settings))
         await node.start()
         created.append(node)
         return node

@@ -58,13 +58,15 @@ from stack.base.clock import Clock
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection, Stream
 from rooms.admission import (MAX_MESSAGE, AdmissionFailed, Admitted, InviterSession,
-                             NewcomerSession, ReplayGuard, AdmissionSession)
+                             NewcomerSession, ReplayGuard)
+from rooms.pin import DEFAULT_PIN_TIMEOUT, PinIssued
 from rooms.errors import (ABORT_REASONS, AdmissionAborted, AdmissionError, InviteUnknown,
                           MalformedMessage, MembershipError, RoomError)
 from rooms.invites import DEFAULT_INVITE_TTL, MAX_INVITE_NUMBER, InviteBook, InviteCode
 from rooms.membership import MAX_MEMBER_SIZE, MemberAnnouncement, MemberDirectory, verify_member
 from rooms.names import ROOM_ID_LENGTH
 from rooms.signed import pack, unpack_verb
+from stack.node.protocols.roomadmit import AskPin, drive
 from stack.node.router import open_protocol
 from stack.transport.errors import TransportError
 
@@ -94,7 +96,8 @@ class RendezvousLimits:
     max_slots: int = 256           # invite slots held at once
     max_slots_per_peer: int = 8
     invite_ttl: float = DEFAULT_INVITE_TTL
-    pair_timeout: float = 60.0
+    # a PIN invite waits for a person to read out and type a PIN (rooms.pin)
+    pair_timeout: float = DEFAULT_PIN_TIMEOUT + 60.0
     max_forwarded: int = 8         # messages each way in one pairing
 
 
@@ -332,42 +335,14 @@ async def host_invite(conn: Connection, room_id: bytes, timeout: float) -> Hoste
     return HostedInvite(answer[1], float(answer[2]), stream)
 
 
-async def _drive(session: AdmissionSession, stream: Stream, clock: Clock) -> None:
-    """Move messages between a session and a stream until the session ends."""
-    while True:
-        for out in session.outgoing():
-            try:
-                await stream.write_message(out)
-            except TransportError:
-                session.connection_lost()
-        if session.done:
-            with contextlib.suppress(TransportError):
-                await stream.close()
-            return
-        deadline = session.next_timer()
-        if deadline is None:  # not done, so it has a deadline; be safe anyway
-            deadline = clock.now()
-        try:
-            async with asyncio.timeout(max(0.0, deadline - clock.now())):
-                data = await stream.next_message(MAX_MESSAGE)
-        except TimeoutError:  # the loop's timer may fire a hair before the wall clock's
-            session.handle_timer(max(clock.now(), deadline))
-            continue
-        except TransportError:
-            session.connection_lost()
-            continue
-        if data is None:
-            session.connection_lost()
-        else:
-            session.receive(data, clock.now())
-
-
 async def serve_invite(hosted: HostedInvite, *, identity: Identity, book: InviteBook,
                        guard: ReplayGuard, room_id: bytes, clock: Clock,
                        on_event: Callable[[Admitted | AdmissionFailed], None] | None = None,
+                       on_pin: Callable[[PinIssued], None] | None = None,
                        ) -> Admitted | AdmissionFailed | None:
     """Wait on the slot for a newcomer's first message (until the invite expires), then
-    run the inviter's side. Returns the outcome (None: nobody came)."""
+    run the inviter's side (a PIN invite's PIN goes to ``on_pin``, for our user to read
+    out). Returns the outcome (None: nobody came)."""
     stream = hosted.stream
     try:
         async with asyncio.timeout(max(0.0, hosted.expires - clock.now())):
@@ -378,7 +353,7 @@ async def serve_invite(hosted: HostedInvite, *, identity: Identity, book: Invite
     if first is None:
         return None
     session = InviterSession(identity, book, guard, first, clock.now(), room_id=room_id)
-    await _drive(session, stream, clock)
+    await drive(session, stream, clock, on_pin=on_pin)
     result = session.result
     if result is not None and on_event is not None:
         on_event(result)
@@ -386,10 +361,12 @@ async def serve_invite(hosted: HostedInvite, *, identity: Identity, book: Invite
 
 
 async def join(conn: Connection, *, identity: Identity, room_id: bytes, code: InviteCode,
-               clock: Clock, timeout: float, guard: ReplayGuard | None = None) -> Admitted:
-    """Run the newcomer's side through the rendezvous on ``conn``. Returns ``Admitted``;
-    raises the named ``AdmissionError`` (``InviteUnknown`` if no slot has the number,
-    ``WrongCode``, ``ForgedAdmission``, ...)."""
+               clock: Clock, timeout: float, guard: ReplayGuard | None = None,
+               ask: AskPin | None = None) -> Admitted:
+    """Run the newcomer's side through the rendezvous on ``conn``; if the inviter asks
+    for a PIN, ``ask`` gets it from our user (None, or no ``ask``: ``NoPin``). Returns
+    ``Admitted``; raises the named ``AdmissionError`` (``InviteUnknown`` if no slot has the
+    number, ``WrongCode``, ``WrongPin``, ``ForgedAdmission``, ...)."""
     try:
         stream, answer = await _request(conn, timeout, "join", room_id, code.number)
     except RendezvousRefused as exc:
@@ -399,7 +376,7 @@ async def join(conn: Connection, *, identity: Identity, room_id: bytes, code: In
         stream.reset()
         raise MalformedMessage("rendezvous: not a pairing")
     session = NewcomerSession(identity, room_id, code, clock.now(), guard=guard)
-    await _drive(session, stream, clock)
+    await drive(session, stream, clock, ask=ask)
     result = session.result
     if isinstance(result, Admitted):
         return result
