@@ -49,8 +49,9 @@ admission's time runs from the invite to the newcomer holding its inviter's welc
 every other member having checked it and tried to connect (``room.member_verified``
 events). ``down_after`` seconds after the last admission the rendezvous's host crashes;
 from then each member echoes each other member by peer id (the connection it holds, or
-the DHT, a relay, a punch) until a reply or ``give_up_after``, and one more node tries to
-join on a fresh invite, which cannot work without the rendezvous: its error is reported.
+the DHT, a relay, a punch) until a reply or ``give_up_after``, and one more node joins on
+a fresh invite: inviter and newcomer find the rendezvous down and go through the room's
+DHT record (``stack.node.roomdht``); its time, or its error, is reported.
 
 Reproducible like the ``dht`` engine: every choice is drawn from the run's seed in the
 order the run makes it, and every count is the same for a seed. Times are rounded to
@@ -524,6 +525,7 @@ class _NodeEngine:
             r.node_stats.update({f"migration {k}": v for k, v in node.migration.stats.items()})
             r.node_stats.update({f"announce {k}": v
                                  for k, v in node.announce_push.stats.items()})
+            r.node_stats.update({f"rooms {k}": v for k, v in node.rooms.stats.items()})
         r.live_at_end = sum(m.ready for m in self.members)
         # the sockets' own counters; below SimNetwork.stats.sent here (measured: 4497 of
         # 4574 in nat-matrix seed 1), a node replaces some stats objects; the tap's

@@ -67,7 +67,7 @@ import contextlib
 import functools
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -221,7 +221,8 @@ class Node:
         # Issue 13 section 2: members check newcomers themselves, on direct connections
         self.roomtrust = RoomTrust(
             identity=self.identity, clock=self.clock, events=self.events, trust=self.trust,
-            rooms=self.rooms, connect=self.connect, connections=lambda: self.connections,
+            rooms=self.rooms, connect=self.connect, dial=self.connect_peer,
+            connections=lambda: self.connections,
             addrs=self._member_addrs, run_service=self.supervisor.run,
             spawn=self.supervisor.spawn, timeout=self.options.handshake_timeout,
             path=None if config.stores is not None else config.data_dir / MEMBERS_FILE)
@@ -1021,6 +1022,31 @@ class Node:
         self._serve(conn, inbound=False)
         if identify:
             await self.identify.exchange(conn)
+        return conn
+
+    async def connect_peer(self, peer: PeerId, addrs: Sequence[str]) -> Connection:
+        """Dial ``peer`` at ``addrs`` (addresses it signed elsewhere, e.g. in a room
+        membership; with or without ``/p2p/<peer>``), raced in order DIAL_STAGGER apart
+        so that one that does not answer costs a stagger, not a handshake timeout.
+        ``DialFailed`` lists every address tried and why it failed."""
+        if peer == self.peer_id:
+            raise UsageError(f"{peer} is this node itself")
+        dials: list[tuple[str, Callable[[], Awaitable[Connection]]]] = []
+        for text in addrs:
+            try:
+                target = parse_address(text)
+            except UsageError:
+                continue  # signed by the peer, still not ours to trust: skip what is bad
+            if target.peer_id in (None, peer):
+                full = PeerAddress(target.host, target.port, target.transport, peer,
+                                   target.relay, target.turn).multiaddr()
+                dials.append((text, functools.partial(self.connect, full)))
+        if not dials:
+            raise LocalError(f"no address of {peer} to dial")
+        attempts: list[tuple[str, Exception]] = []
+        conn = await _race(dials, DIAL_STAGGER, attempts)
+        if conn is None:
+            raise DialFailed(peer, attempts)
         return conn
 
     async def _connect_known(self, target: PeerAddress, name: str,

@@ -292,9 +292,9 @@ class NodeRooms:
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
                                 or not 0 < ttl <= 3600):
             raise UsageError("an invite lives 0..3600 seconds")
-        if room.rendezvous is None:
+        conn = None if room.rendezvous is None else await self._reach(room, room.rendezvous)
+        if conn is None:
             return self._direct_invite(room, ttl, pin)
-        conn = await self._connect(room.rendezvous)
         await self._announce(room, conn)  # the rendezvous hosts invites for members only
         hosted = await host_invite(conn, room.room_id, self._timeout)
         now = self._clock.now()
@@ -304,6 +304,22 @@ class NodeRooms:
         self._spawn(self._serve(room, hosted))
         return {"room": room.name, "code": str(invite.code), "number": invite.number,
                 "expires": invite.expires_at, "pin": pin}
+
+    async def _reach(self, room: Room | str, rendezvous: str) -> Connection | None:
+        """A connection to ``rendezvous``; when it cannot be reached and we have a DHT,
+        None: the invite or join goes through the room's DHT record instead (the
+        rendezvous is a convenience, issue 13 section 1). Without a DHT its error."""
+        try:
+            return await self._connect(rendezvous)
+        except (StackError, TimeoutError) as exc:
+            if self.direct is None:
+                raise
+            name = room if isinstance(room, str) else room.name
+            self.stats["rendezvous_unreachable"] += 1
+            log.warning("room.rendezvous_unreachable", room=name, rendezvous=rendezvous,
+                        error=f"{type(exc).__name__}: {exc}"[:200],
+                        message="going through the room's DHT record instead")
+            return None
 
     def _direct_invite(self, room: Room, ttl: float | None, pin: bool) -> dict[str, Any]:
         """An invite served on our own connections (``/p2pstack/room-admit/1``): the
@@ -427,7 +443,7 @@ class NodeRooms:
         waiting = self._pending.get(text)
         if waiting is not None and not waiting.task.done():
             raise RoomExists(f"a join of room {text!r} is waiting for its PIN ('room pin')")
-        conn = None if rendezvous is None else await self._connect(rendezvous)
+        conn = None if rendezvous is None else await self._reach(text, rendezvous)
         loop = asyncio.get_running_loop()
         asked: asyncio.Future[PinRequested] = loop.create_future()
         answer: asyncio.Future[str | None] = loop.create_future()
@@ -512,7 +528,7 @@ class NodeRooms:
         await self._save()
         self.stats["newcomer.admitted"] += 1
         self._events.emit(RoomAdmitted(text, admitted.peer_id, "newcomer", parsed.number))
-        if rendezvous is not None:
+        if conn is not None:  # None: the rendezvous was down; the refresh retries it
             with contextlib.suppress(StackError):  # admitted either way; the refresh retries
                 await self._announce(room, conn)
         self._refresh(room)

@@ -35,12 +35,11 @@ from typing import Any
 
 import structlog
 
-from stack.base.addresses import PeerAddress, parse_address
 from stack.base.clock import Clock
 from stack.base.errors import CorruptFileError, StackError, UsageError
 from stack.base.files import atomic_write, read_regular
 from stack.base.identity import Identity, PeerId
-from stack.base.interfaces import Connection
+from stack.base.interfaces import Connection, PathKind
 from rooms.errors import MalformedMessage, MembershipError, RoomError
 from rooms.graph import accept_vouch, admitted_by_us, build_graph, sign_vouch, verify_vouch
 from rooms.intro import (IntroductionError, NotAMember, PeerRemoved, sign_intro, sign_welcome,
@@ -77,6 +76,7 @@ class RoomTrust:
     def __init__(self, *, identity: Identity, clock: Clock, events: EventBus,
                  trust: TrustStore, rooms: NodeRooms,
                  connect: Callable[[str], Awaitable[Connection]],
+                 dial: Callable[[PeerId, list[str]], Awaitable[Connection]],
                  connections: Callable[[], list[Connection]], addrs: Callable[[], list[str]],
                  run_service: Callable[[str, Callable[[], Awaitable[None]]], None],
                  spawn: Callable[[Any], object], path: Path | None, timeout: float) -> None:
@@ -87,6 +87,7 @@ class RoomTrust:
         self._trust = trust
         self._rooms = rooms
         self._connect = connect
+        self._dial = dial
         self._connections = connections
         self._addrs = addrs
         self._run_service = run_service
@@ -184,22 +185,14 @@ class RoomTrust:
         return await self._link(peer, addrs)
 
     async def _link(self, peer: PeerId, addrs: tuple[str, ...] | list[str]) -> Connection:
-        """A connection to ``peer``: one we hold, else a dial by peer id at ``addrs``."""
-        for conn in self._connections():
-            if conn.peer_id == peer and not conn.closed:
-                return conn
-        error: BaseException = RoomError(f"no address of {peer} to dial")
-        for text in addrs:
-            try:
-                target = parse_address(text)
-                if target.peer_id not in (None, peer):
-                    continue
-                target = PeerAddress(target.host, target.port, target.transport, peer,
-                                     target.relay, target.turn)
-                return await self._connect(target.multiaddr())
-            except (StackError, OSError, TimeoutError) as exc:
-                error = exc
-        raise error
+        """A connection to ``peer``: one we hold (a direct one before a relayed one; not
+        one that is closing, as a relayed connection does once a hole punch replaced
+        it), else a dial by peer id that races ``addrs`` (signed by the peer, from its
+        membership), DIAL_STAGGER apart (``Node.connect_peer``)."""
+        held = [c for c in self._connections() if c.peer_id == peer and not c.closing]
+        if held:
+            return min(held, key=lambda c: c.path.kind is PathKind.RELAYED)
+        return await self._dial(peer, list(addrs))
 
     def _refused(self, room: str, sender: PeerId, kind: str, reason: str) -> None:
         self.stats[f"refused.{reason}"] += 1

@@ -76,6 +76,11 @@ class BaseConnection:
     def closed(self) -> bool:
         return self._closed.done()
 
+    @property
+    def closing(self) -> bool:
+        """A graceful close began (or ended): the connection takes no new streams."""
+        return self._closing or self._closed.done()
+
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
 
