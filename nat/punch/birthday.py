@@ -128,7 +128,13 @@ class BirthdayProber:
     @property
     def duration(self) -> float:
         """Seconds from the first burst to the last."""
-        return self._tick * ((len(self._ports) - 1) // self._burst)
+        return self.schedule(len(self._ports), self._burst, self._tick)
+
+    @staticmethod
+    def schedule(probes: int = MAX_PROBES, burst: int = PROBE_BURST,
+                 tick: float = PROBE_TICK) -> float:
+        """Seconds from the first burst of ``probes`` to the last."""
+        return tick * ((probes - 1) // burst)
 
     def start(self, now: float) -> None:
         self._next = now
