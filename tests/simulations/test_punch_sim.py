@@ -399,3 +399,25 @@ def test_a_birthday_that_misses_says_why_and_stays_relayed(tmp_path):
         assert reply == b"still relayed" and relayed.path.kind is PathKind.RELAYED
 
     run(tmp_path, 31, 0.0, scenario, stun=True)
+
+
+def test_one_birthday_at_a_time_per_node(tmp_path):
+    """Two port-restricted cone dialers reach one symmetric target at once: the target
+    runs one birthday attempt at a time (the other pair gets the plain punch meanwhile,
+    which fails), so the second pair's birthday comes on a later attempt; both end
+    punched."""
+    async def scenario(sim: PunchSim):
+        a, b, circuit = await sim.pair("port-restricted-cone", "symmetric")
+        c = await sim.node(*sim.host("port-restricted-cone", "203.0.113.3"))
+        won = {n.peer_id: n.next_event(BirthdaySucceeded, timeout=120) for n in (a, c)}
+        plain = b.next_event(HolePunchFailed, final=False, timeout=120)
+        first, second = await asyncio.gather(a.connect(circuit), c.connect(circuit))
+        attempts = sorted([(await won[a.peer_id]).attempt, (await won[c.peer_id]).attempt])
+        assert attempts[0] == 1 and attempts[1] >= 2, sim.fail(attempts)
+        assert not (await plain).reason.startswith("birthday"), sim.fail("not plain")
+        for node in (a, c):
+            conn, reply, _ = await node.echo(b.peer_id, b"punched")
+            assert reply == b"punched" and conn.path.kind is PathKind.PUNCHED
+        assert first.path.kind is second.path.kind is PathKind.RELAYED
+
+    run(tmp_path, 37, 0.0, scenario, stun=True)

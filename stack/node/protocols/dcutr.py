@@ -312,7 +312,11 @@ class HolePunch:
                 return direct, rtt
         part = role(own_nat, _nat_of(reply)) if reply.get("birthday") is True else None
         if part is not None and self.birthday is not None and self.birthday.reserve(peer):
-            await stream.write_message(encode_message({"t": "sync", "birthday": True}))
+            try:
+                await stream.write_message(encode_message({"t": "sync", "birthday": True}))
+            except BaseException:
+                self.birthday.release(peer)
+                raise
             return await self._birthday_attempt(conn, stream, part, token, theirs, rtt,
                                                 attempt), rtt
         waiting: asyncio.Future[QuicConn] = asyncio.get_running_loop().create_future()
@@ -447,6 +451,8 @@ class HolePunch:
                 return "birthday: the peer's connection never arrived", sent
         except TimeoutError:
             return "birthday: timed out", None if probing is None else self.birthday.probes_sent
+        except MalformedPunch as exc:
+            return f"birthday: unexpected message: {exc}", None
         finally:
             if probing is not None:
                 probing.cancel()
@@ -516,12 +522,12 @@ class HolePunch:
             if ours[1]:  # we look public: the peer may dial us back (connection reversal)
                 reversal = asyncio.get_running_loop().create_future()
                 self._waiting[peer] = reversal
-            await stream.write_message(encode_message(
-                {"t": "connect", "addrs": [format_address(a) for a in ours[0]],
-                 "public": ours[1], "nat": _nat_json(self._nat()),
-                 "birthday": part is not None}))
             nxt = b""
-            try:
+            try:  # the slot we offered is kept only for a birthday SYNC
+                await stream.write_message(encode_message(
+                    {"t": "connect", "addrs": [format_address(a) for a in ours[0]],
+                     "public": ours[1], "nat": _nat_json(self._nat()),
+                     "birthday": part is not None}))
                 async with asyncio.timeout(self._timeout + self.attempt_timeout):
                     nxt = await stream.read_message(MAX_MESSAGE)
             finally:
