@@ -100,14 +100,15 @@ class PunchSim:
         host = self.net.add_nat_kind(public_ip, kind).add_host("10.0.0.2")
         return host, host.ip
 
-    async def pair(self, dialer: str, target: str) -> tuple[Node, Node, str]:
+    async def pair(self, dialer: str, target: str, **overrides) -> tuple[Node, Node, str]:
         """The relay, A (``dialer`` kind) and B (``target`` kind, holding a
-        reservation); B's p2p-circuit address."""
+        reservation), both with the config ``overrides``; B's p2p-circuit address."""
         relay = await self.node(self.net.add_host("198.51.100.1"), "198.51.100.1",
                                 relay_service="limited")
         relay_addr = f"/ip4/198.51.100.1/udp/{PORT}/quic-v1/p2p/{relay.peer_id}"
-        a = await self.node(*self.host(dialer, "203.0.113.1"))
-        b = await self.node(*self.host(target, "203.0.113.2"), relays=(relay_addr,))
+        a = await self.node(*self.host(dialer, "203.0.113.1"), **overrides)
+        b = await self.node(*self.host(target, "203.0.113.2"), relays=(relay_addr,),
+                            **overrides)
         return a, b, f"{relay_addr}/p2p-circuit/p2p/{b.peer_id}"
 
     async def stop(self) -> None:
