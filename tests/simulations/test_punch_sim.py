@@ -339,6 +339,10 @@ def test_birthday_opens_port_restricted_cone_and_symmetric(tmp_path, dialer, tar
         back, reply, _ = await b.echo(a.peer_id, b"and back")
         assert reply == b"and back" and back.path.kind is PathKind.PUNCHED
         assert sym.holepunch.birthday.available() and cone.holepunch.birthday.available()
+        from stack.node import operations
+        counters = operations.status(sym)["birthday"]["counters"]
+        assert counters["hits"] >= 1 and counters["socket_sends"] >= 256, counters
+        assert operations.status(cone)["birthday"]["counters"]["probes"] >= theirs.probes
         await asyncio.wait_for(relayed.wait_closed(), a.config.hole_punch_grace + 5)
         conn, reply, _ = await a.echo(b.peer_id, b"after the grace period")
         assert reply == b"after the grace period"

@@ -92,9 +92,9 @@ class Birthday:
             self._owner = None
 
     # ------------------------------------------------------------- symmetric side
-    async def open_sockets(self, token: bytes, target: Address,
-                           until: float) -> _Sockets:
-        """Bind the sockets and send their first round toward ``target``."""
+    async def open_sockets(self, token: bytes, target: Address, wait: float) -> _Sockets:
+        """Bind the sockets and send their first round toward ``target``; they keep
+        sending for ``wait`` seconds after they are open (``deadline``)."""
         assert self._bind is not None
         self.stats["attempts"] += 1
         sockets = _Sockets(self, BirthdaySockets(token, self.sockets, self._rng))
@@ -104,7 +104,9 @@ class Birthday:
         except Exception:
             sockets.close_all()
             raise
-        sockets.core.start(self._clock.monotonic(), target, until)
+        now = self._clock.monotonic()
+        sockets.deadline = now + wait
+        sockets.core.start(now, target, sockets.deadline)
         sockets.flush()
         sockets.task = asyncio.ensure_future(sockets.rounds())
         return sockets
@@ -139,6 +141,7 @@ class _Sockets:
         self.endpoints: list[DatagramEndpoint] = []
         self.hit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Future[None] | None = None
+        self.deadline = 0.0
         self._quic: Callable[[list[bytes]], None] | None = None
         self._winner: int | None = None
 
@@ -176,8 +179,8 @@ class _Sockets:
             self.core.handle_timer(clock.monotonic())
             self.flush()
 
-    async def dial(self, quic: QuicTransport, peer: PeerId, timeout: float,
-                   deadline: float) -> tuple[QuicConn | None, str]:
+    async def dial(self, quic: QuicTransport, peer: PeerId,
+                   timeout: float) -> tuple[QuicConn | None, str]:
         """Wait for a probe to hit one socket (until ``deadline``), then dial the QUIC
         connection over it. The winner's socket closes with the connection; every
         other socket closes now."""
@@ -185,7 +188,7 @@ class _Sockets:
         try:
             try:
                 index = await asyncio.wait_for(asyncio.shield(self.hit),
-                                               max(0.0, deadline - clock.monotonic()))
+                                               max(0.0, self.deadline - clock.monotonic()))
             except TimeoutError:
                 return None, (f"birthday: no probe reached any of {len(self.endpoints)} "
                               "sockets")

@@ -54,8 +54,8 @@ import structlog
 
 from stack.base.clock import Clock
 from stack.base.identity import PeerId
-from stack.base.interfaces import Connection, PathKind, Stream
 from stack.base.errors import StackError
+from stack.base.interfaces import Connection, PathKind, Stream
 from stack.base.net import Address, Datagram, format_address
 from nat.punch.birthday import SOCKETS_ROLE, Behaviour, BirthdayProber, role
 from nat.punch.core import (MAX_ATTEMPTS, MAX_MESSAGE, PROTO_DCUTR, PUNCH, REFLECT_REPLY,
@@ -391,17 +391,18 @@ class HolePunch:
             self._events.emit(BirthdayFailed(peer, attempt, part, outcome, probes), "info")
         return outcome
 
-    def _birthday_deadline(self, rtt: float) -> float:
-        """Until when the symmetric side waits for a probe: the probes' whole schedule
-        after its READY reached the cone side, and a margin for loss and jitter."""
-        return (self._clock.monotonic() + BirthdayProber.schedule() + 2 * rtt + 1.0)
+    @staticmethod
+    def _birthday_wait(rtt: float) -> float:
+        """How long the symmetric side's sockets wait for a probe once open: READY's
+        way to the cone side, the probes' whole schedule and their way back, and a
+        margin for loss and jitter (seconds)."""
+        return BirthdayProber.schedule() + 2 * rtt + 1.0
 
     async def _birthday_sockets(self, stream: Stream, quic: QuicTransport, peer: PeerId,
                                 token: bytes, cone: Address, rtt: float) -> QuicConn | str:
         assert self.birthday is not None
-        deadline = self._birthday_deadline(rtt)
         try:
-            sockets = await self.birthday.open_sockets(token, cone, deadline)
+            sockets = await self.birthday.open_sockets(token, cone, self._birthday_wait(rtt))
         except StackError as exc:
             reason = f"birthday: cannot open sockets: {exc}"
             await stream.write_message(encode_message(
@@ -412,7 +413,7 @@ class HolePunch:
         except BaseException:
             sockets.cancel()
             raise
-        direct, reason = await sockets.dial(quic, peer, self.attempt_timeout, deadline)
+        direct, reason = await sockets.dial(quic, peer, self.attempt_timeout)
         ok = direct is not None and await self._adopt(direct)
         if direct is not None and not ok:
             reason = "birthday: the connection was not adopted"
@@ -437,10 +438,10 @@ class HolePunch:
                 msg = decode_message(raw, "result")
                 return str(msg.get("reason") or "birthday: the peer gave up"), None
             # the peer dials from a port we have never seen: accept it as agreed
-            quic.expect_punch([ip], self._birthday_deadline(rtt) + self.attempt_timeout)
+            wait = self._birthday_wait(rtt) + self.attempt_timeout
+            quic.expect_punch([ip], self._clock.monotonic() + wait)
             probing = self._spawn(self.birthday.probe(token, ip))
-            wait = self._birthday_deadline(rtt) + self.attempt_timeout + rtt + 1.0
-            async with asyncio.timeout(wait - self._clock.monotonic()):
+            async with asyncio.timeout(wait + rtt + 1.0):  # the peer's RESULT
                 msg = decode_message(await stream.read_message(MAX_MESSAGE), "result")
             sent = self.birthday.probes_sent
             if msg.get("ok") is not True:
