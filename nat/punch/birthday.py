@@ -62,17 +62,23 @@ PROBE_ROLE = "probe"       # the cone side: probes from its port, accepts QUIC
 Behaviour = tuple[str | None, str | None] | None   # (mapping, filtering) or unknown
 
 
-def role(own: Behaviour, peer: Behaviour) -> str | None:
+def role(own: Behaviour, peer: Behaviour, attempt: int = 1) -> str | None:
     """Our part in a birthday attempt, or None when the pair is not the one it is for:
     one side maps per destination (ADM or APDM: symmetric), the other has an
     endpoint-independent mapping with address-and-port-dependent filtering (port-
     restricted cone). Every other feasible pair opens with the plain punch, and
-    symmetric <-> symmetric has no known port on either side (stays relayed)."""
+    symmetric <-> symmetric has no known port on either side (stays relayed).
+
+    A cone side whose filtering is unknown (its NAT report came from plain STUN
+    servers: DHT nodes, which cannot test filtering) may be an easier cone that the
+    plain punch opens, so attempt 1 is a plain one and later ``attempt``s are
+    birthday ones (the plain punch having failed)."""
     def symmetric(b: Behaviour) -> bool:
         return b is not None and b[0] in (ADM, APDM)
 
     def port_restricted(b: Behaviour) -> bool:
-        return b is not None and b[0] == EIM and b[1] == APDF
+        return (b is not None and b[0] == EIM
+                and (b[1] == APDF or (b[1] is None and attempt > 1)))
 
     if symmetric(own) and port_restricted(peer):
         return SOCKETS_ROLE

@@ -94,6 +94,7 @@ from nat.relay.client import ActiveReservation, ReservationKeeper
 from nat.relay.limits import RelayLimits, RelayMode
 from nat.relay.server import RelayServer
 from nat.detect import NatReport
+from nat.vocabulary import APDM, NatKind
 from stack.node import operations
 from stack.node.config import NodeConfig
 from stack.node.keepalive import Keepalive
@@ -297,8 +298,15 @@ class Node:
             return await self._network.bind((self.config.listen[0], 0), receiver)
 
         def behaviour() -> tuple[str | None, str | None] | None:
+            """What our NAT report says for the birthday technique's choice: a report
+            typed symmetric whose mapping test did not finish counts as APDM."""
             report = None if self.natinfo is None else self.natinfo.report
-            return None if report is None else (report.mapping, report.filtering)
+            if report is None:
+                return None
+            mapping = report.mapping
+            if mapping is None and report.type == NatKind.SYMMETRIC:
+                mapping = APDM
+            return mapping, report.filtering
 
         birthday = Birthday(bind=bind, send=send, clock=self.clock,
                             rng=random.Random(rng.getrandbits(64)),

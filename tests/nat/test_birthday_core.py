@@ -31,6 +31,12 @@ def test_roles_only_for_port_restricted_cone_and_symmetric() -> None:
     assert role(SYMMETRIC, SYMMETRIC) is None  # stays relayed
     assert role(None, SYMMETRIC) is None and role(PORT_RESTRICTED, None) is None
     assert role((EIM, ADF), SYMMETRIC) is None  # the plain punch opens this one
+    # unknown filtering (plain STUN servers only): plain first, birthday after
+    assert role((EIM, None), SYMMETRIC) is None
+    assert role((EIM, None), SYMMETRIC, attempt=2) == PROBE_ROLE
+    assert role(SYMMETRIC, (EIM, None), attempt=3) == SOCKETS_ROLE
+    assert role((EIM, ADF), SYMMETRIC, attempt=2) is None
+    assert role((None, None), SYMMETRIC, attempt=2) is None
 
 
 def test_prober_sends_distinct_random_ports_rate_limited() -> None:

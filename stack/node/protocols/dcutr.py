@@ -310,7 +310,8 @@ class HolePunch:
             if direct is not None:
                 await stream.write_message(encode_message({"t": "reversed"}))
                 return direct, rtt
-        part = role(own_nat, _nat_of(reply)) if reply.get("birthday") is True else None
+        part = (role(own_nat, _nat_of(reply), attempt) if reply.get("birthday") is True
+                else None)
         if part is not None and self.birthday is not None and self.birthday.reserve(peer):
             try:
                 await stream.write_message(encode_message({"t": "sync", "birthday": True}))
@@ -516,7 +517,7 @@ class HolePunch:
                 ours = await self._candidates(conn)
             part = None
             if msg.get("birthday") is True and self.birthday is not None:
-                part = role(self._nat(), _nat_of(msg))
+                part = role(self._nat(), _nat_of(msg), attempt)
                 if part is not None and not self.birthday.reserve(peer):
                     part = None
             reversal: asyncio.Future[QuicConn] | None = None
