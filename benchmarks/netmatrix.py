@@ -6,11 +6,14 @@ A public bootstrap/relay node and a dialer and a target node per kind, each behi
 router of its own whose UDP mappings time out after ``--mapping-timeout`` seconds; the
 lab idles past it, then ``p2pstack connect TARGET_ID --json`` runs for all 25 pairs.
 
-Baseline in the same run (``--baseline``, the default ``both`` runs it first): the same
-lab and nodes with issue 9's traversal off (``--keepalive 0 --no-hole-punch``, no
-``--relay``).
+Baselines in the same run: ``baseline``, the same lab and nodes with issue 9's
+traversal off (``--keepalive 0 --no-hole-punch``, no ``--relay``); ``no-birthday``, the
+matrix with the birthday technique off (``--no-birthday``: the matrix as it was before
+it). ``--runs`` picks them: ``both`` (default) = baseline, then the matrix;
+``birthday`` = no-birthday, then the matrix; ``all`` = the three.
 
     sudo python3 benchmarks/netmatrix.py                  # baseline, then the matrix
+    sudo python3 benchmarks/netmatrix.py --runs birthday  # before / after the birthday
     sudo python3 benchmarks/netmatrix.py --runs matrix --json
 
 Per pair: reachable, path (direct | punched | relayed), time from connect to the first
@@ -30,14 +33,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from netlab.lab import run_prefix, skip_reason, sweep_stale  # noqa: E402
-from netlab.netmatrix import NetMatrix, markdown, summary  # noqa: E402
+from netlab.netmatrix import BIRTHDAY, NetMatrix, markdown, summary  # noqa: E402
+
+#: run name -> (traversal, birthday)
+RUNS = {"baseline": (False, False), "no-birthday": (True, False), "matrix": (True, True)}
 
 
-def run(traversal: bool, args: argparse.Namespace) -> dict:
+def run(name: str, args: argparse.Namespace) -> dict:
+    traversal, birthday = RUNS[name]
     with tempfile.TemporaryDirectory(prefix="netmatrix-") as tmp:
         matrix = NetMatrix(Path(tmp), mapping_timeout=args.mapping_timeout,
                            keepalive=args.keepalive, connect_timeout=args.timeout,
-                           traversal=traversal, prefix=f"{run_prefix()}nm-")
+                           traversal=traversal, birthday=birthday,
+                           prefix=f"{run_prefix()}nm-")
         started = time.monotonic()
         try:
             matrix.start()
@@ -45,7 +53,8 @@ def run(traversal: bool, args: argparse.Namespace) -> dict:
             pairs = matrix.run_pairs(idle=args.idle)
         finally:
             matrix.close()
-    return {"traversal": traversal, "mapping_timeout_s": args.mapping_timeout,
+    return {"run": name, "traversal": traversal, "birthday": birthday,
+            "mapping_timeout_s": args.mapping_timeout,
             "keepalive_s": args.keepalive if traversal else 0,
             "idle_s": round(matrix.idled_s, 1), "ready_s": round(ready, 1),
             "wall_s": round(time.monotonic() - started, 1), **summary(pairs),
@@ -54,7 +63,7 @@ def run(traversal: bool, args: argparse.Namespace) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", choices=["both", "matrix", "baseline"], default="both")
+    parser.add_argument("--runs", choices=["both", "birthday", "all", *RUNS], default="both")
     parser.add_argument("--mapping-timeout", type=int, default=10, metavar="S")
     parser.add_argument("--keepalive", type=float, default=5.0, metavar="S")
     parser.add_argument("--timeout", type=float, default=15.0, metavar="S",
@@ -67,18 +76,25 @@ def main() -> int:
         print(f"netmatrix: {reason}", file=sys.stderr)
         return 2
     sweep_stale()
-    kinds = {"both": [False, True], "matrix": [True], "baseline": [False]}[args.runs]
-    results = [run(traversal, args) for traversal in kinds]
+    names = {"both": ["baseline", "matrix"], "birthday": ["no-birthday", "matrix"],
+             "all": list(RUNS)}.get(args.runs, [args.runs])
+    results = [run(name, args) for name in names]
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
-        print(f"\n## {'matrix' if r['traversal'] else 'baseline (traversal off)'}\n")
+        title = {"baseline": "baseline (traversal off)",
+                 "no-birthday": "before the birthday technique (--no-birthday)"}
+        print(f"\n## {title.get(r['run'], r['run'])}\n")
         print(r["table"])
         print(json.dumps({k: v for k, v in r.items() if k not in ("table", "matrix")}))
         for p in r["matrix"]:
             if p["error"] or (p["holepunch"] or "").startswith(("failed", "pending")):
                 print(f"  {p['dialer']} -> {p['target']}: {p['error'] or p['holepunch']}")
+            elif (p["dialer"], p["target"]) in BIRTHDAY:
+                print(f"  {p['dialer']} -> {p['target']}: {p['path']}, first byte "
+                      f"{p['first_byte_ms']} ms, upgrade {p['upgrade_ms']} ms "
+                      f"({p['holepunch']})")
     return 0
 
 

@@ -8,10 +8,15 @@ virtual time. A connects to B's p2p-circuit address and sends one echo; the upgr
 own. Per pair: success share, share of successes on the first attempt, median and p95
 of the time from connect to the first echo byte (over the relay) and to the direct
 path. Baseline in the same run: a direct connect + echo between two public nodes on the
-same simulated network shape.
+same simulated network shape. The port-restricted cone <-> symmetric pairs need the
+birthday technique and so both nodes' NAT reports: their trials add an RFC 5780 STUN
+server the nodes ask at start (``PunchSim(stun=True)``), and the clock starts once both
+reported; each of them is also run with ``birthday=False`` (the row marked "no
+birthday", as before the technique) in the same run.
 
     python benchmarks/traversal.py                 # 50 trials per feasible pair, 2% loss
     python benchmarks/traversal.py --trials 500 --infeasible 20 --json
+    python benchmarks/traversal.py --only-birthday # just those pairs, with and without
 
 Targets (issue 9): 100% success per feasible pair, >= 97.6% of them on the first attempt.
 """
@@ -35,15 +40,16 @@ import structlog  # noqa: E402
 
 from simulations.vtime import run_virtual  # noqa: E402
 from stack.node.events import HolePunchFailed, HolePunchSucceeded  # noqa: E402
-from tests.simulations.test_punch_sim import (KINDS, PORT, PunchSim,  # noqa: E402
-                                              feasible)
+from tests.simulations.test_punch_sim import (BIRTHDAY, KINDS, PORT,  # noqa: E402
+                                              PunchSim, feasible)
 
 
-def _trial(tmp: Path, seed: int, loss: float, dialer: str, target: str) -> dict:
+def _trial(tmp: Path, seed: int, loss: float, dialer: str, target: str,
+           birthday: bool = True) -> dict:
     async def main() -> dict:
-        sim = PunchSim(tmp, seed, loss)
+        sim = PunchSim(tmp, seed, loss, stun=(dialer, target) in BIRTHDAY)
         try:
-            a, b, circuit = await sim.pair(dialer, target)
+            a, b, circuit = await sim.pair(dialer, target, birthday=birthday)
             start = sim.clock.monotonic()
             succeeded = a.next_event(HolePunchSucceeded, timeout=120)
             failed = a.next_event(HolePunchFailed, final=True, timeout=120)
@@ -96,6 +102,8 @@ def main() -> None:
                         help="trials per infeasible pair (they must stay relayed)")
     parser.add_argument("--loss", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=9000)
+    parser.add_argument("--only-birthday", action="store_true",
+                        help="only the port-restricted cone <-> symmetric pairs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
@@ -106,31 +114,35 @@ def main() -> None:
         tmp = Path(tmpdir) / "sim"
         base = [_baseline(tmp, args.seed + i, args.loss) for i in range(args.trials)]
         seed = args.seed + 100_000
-        for dialer in KINDS:
-            for target in KINDS:
-                ok_pair = feasible(dialer, target)
-                results = []
-                for _ in range(args.trials if ok_pair else args.infeasible):
-                    seed += 1
-                    results.append(_trial(tmp, seed, args.loss, dialer, target))
-                wins = [r for r in results if r["ok"]]
-                directs = [r["direct"] for r in wins]
-                firsts = [r["first_byte"] for r in results]
-                rows.append({
-                    "dialer": dialer, "target": target, "feasible": ok_pair,
-                    "trials": len(results), "direct": len(wins),
-                    "first_attempt": sum(1 for r in wins if r["attempt"] == 1),
-                    "paths": sorted({r["path"] for r in results}),
-                    "first_byte_p50_ms": 1000 * statistics.median(firsts),
-                    "first_byte_p95_ms": 1000 * _p(firsts, 0.95),
-                    "direct_p50_ms": 1000 * statistics.median(directs) if directs else None,
-                    "direct_p95_ms": 1000 * _p(directs, 0.95) if directs else None,
-                })
-                if not args.json:
-                    r = rows[-1]
-                    print(f"{dialer:>22} -> {target:<22} {r['direct']}/{r['trials']} direct "
-                          f"({r['first_attempt']} first attempt) {r['paths']}",
-                          file=sys.stderr, flush=True)
+        cases = [(d, t, True) for d in KINDS for t in KINDS
+                 if not args.only_birthday or (d, t) in BIRTHDAY]
+        cases += [(d, t, False) for d, t in sorted(BIRTHDAY)]  # as before the technique
+        for dialer, target, birthday in cases:
+            ok_pair = feasible(dialer, target) and birthday
+            results = []
+            for _ in range(args.trials if ok_pair else args.infeasible):
+                seed += 1
+                results.append(_trial(tmp, seed, args.loss, dialer, target, birthday))
+            wins = [r for r in results if r["ok"]]
+            directs = [r["direct"] for r in wins]
+            firsts = [r["first_byte"] for r in results]
+            rows.append({
+                "dialer": dialer, "target": target, "feasible": ok_pair,
+                "birthday": birthday,
+                "trials": len(results), "direct": len(wins),
+                "first_attempt": sum(1 for r in wins if r["attempt"] == 1),
+                "paths": sorted({r["path"] for r in results}),
+                "first_byte_p50_ms": 1000 * statistics.median(firsts),
+                "first_byte_p95_ms": 1000 * _p(firsts, 0.95),
+                "direct_p50_ms": 1000 * statistics.median(directs) if directs else None,
+                "direct_p95_ms": 1000 * _p(directs, 0.95) if directs else None,
+            })
+            if not args.json:
+                r = rows[-1]
+                print(f"{dialer:>22} -> {target:<22}{'' if birthday else ' (no birthday)'} "
+                      f"{r['direct']}/{r['trials']} direct "
+                      f"({r['first_attempt']} first attempt) {r['paths']}",
+                      file=sys.stderr, flush=True)
     report = {"loss": args.loss, "trials": args.trials, "seed": args.seed,
               "baseline_first_byte_p50_ms": 1000 * statistics.median(base),
               "baseline_first_byte_p95_ms": 1000 * _p(base, 0.95),
@@ -151,7 +163,8 @@ def main() -> None:
         first = (f"{100 * r['first_attempt'] / r['direct']:.1f}%" if r["direct"] else "-")
         direct = (f"{r['direct_p50_ms']:.0f} / {r['direct_p95_ms']:.0f}"
                   if r["direct_p50_ms"] is not None else "-")
-        print(f"| {r['dialer']} -> {r['target']} | {r['direct']}/{r['trials']} | {first} | "
+        note = "" if r["birthday"] else " (no birthday)"
+        print(f"| {r['dialer']} -> {r['target']}{note} | {r['direct']}/{r['trials']} | {first} | "
               f"{', '.join(r['paths'])} | {r['first_byte_p50_ms']:.0f} / "
               f"{r['first_byte_p95_ms']:.0f} | {direct} |")
     feasible_rows = [r for r in rows if r["feasible"]]

@@ -93,6 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-hole-punch", action="store_true",
                    help="keep relayed connections relayed (no connection reversal or "
                         "hole punching to upgrade them to direct ones)")
+    p.add_argument("--no-birthday", action="store_true",
+                   help="no birthday technique (a port-restricted cone <-> symmetric "
+                        "pair stays relayed instead of 256 sockets / 1024 probes)")
     p.add_argument("--rendezvous", action="store_true",
                    help="serve as a rooms rendezvous: keep signed membership announcements "
                         "and carry invite (PAKE) messages, which it cannot read")
@@ -178,7 +181,7 @@ def run_node(args: argparse.Namespace) -> int:
                      relay_service=args.relay_service, relays=tuple(args.relay),
                      stun_servers=_stun_servers(args),
                      keepalive=args.keepalive or None,
-                     hole_punch=not args.no_hole_punch,
+                     hole_punch=not args.no_hole_punch, birthday=not args.no_birthday,
                      turn=tuple(args.turn), turn_permit=tuple(args.turn_permit),
                      rendezvous=args.rendezvous)
     return asyncio.run(_serve(config, args.json))

@@ -68,6 +68,10 @@ class NodeConfig:
     hole_punch       upgrade relayed connections to direct ones (``protocols.dcutr``:
                      connection reversal, then up to 3 synchronised punches)
     hole_punch_grace seconds a relayed connection stays open after its upgrade
+    birthday         with ``hole_punch``: the birthday technique for a port-restricted
+                     cone <-> symmetric pair (``protocols.birthday``: 256 extra sockets
+                     on the symmetric side, <= 1024 probes from the cone side, one
+                     attempt at a time per node); False: that pair stays relayed
     control          serve the control API on ``data_dir/control.sock`` (what
                      ``p2pstack node`` does; ``connect``, ``ping``, ``lookup`` and
                      ``status`` then use this node)
@@ -129,6 +133,7 @@ class NodeConfig:
     keepalive_peers: int = 3
     hole_punch: bool = True
     hole_punch_grace: float = 5.0
+    birthday: bool = True
     turn: tuple[str, ...] = ()
     turn_permit: tuple[str, ...] = ()
     rendezvous: bool = False

@@ -30,6 +30,7 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "ControlRequest", "ControlOutcome", "RelayReservation", "NatReported",
            "ReachabilityChecked", "MappingChanged", "AddressChanged", "AnnouncementReceived",
            "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
+           "BirthdaySucceeded", "BirthdayFailed",
            "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "RoomAdmitted",
            "RoomAdmissionFailed", "RoomPinIssued", "RoomPinRequested", "RoomMemberVerified",
            "RoomStatementRefused", "RoomReached",
@@ -243,6 +244,33 @@ class HolePunchFailed:
 
 
 @dataclass(frozen=True)
+class BirthdaySucceeded:
+    """A birthday attempt (port-restricted cone <-> symmetric, ``nat.punch.birthday``)
+    found a path to ``peer_id``. ``role`` "sockets" (we are the symmetric side: our
+    extra sockets, the QUIC client) or "probe" (the cone side: our probes, the QUIC
+    server); ``address`` the peer's end of the path; ``elapsed`` seconds since the
+    attempt began; ``probes`` the probes we sent (None on the sockets side)."""
+    peer_id: PeerId
+    attempt: int
+    role: str
+    address: str
+    elapsed: float
+    probes: int | None = None
+
+
+@dataclass(frozen=True)
+class BirthdayFailed:
+    """A birthday attempt to ``peer_id`` found no path (``reason``: no probe reached a
+    socket, the QUIC handshake over it failed, sockets could not be opened, ...); the
+    DCUtR attempt it was fails with the same reason."""
+    peer_id: PeerId
+    attempt: int
+    role: str
+    reason: str
+    probes: int | None = None
+
+
+@dataclass(frozen=True)
 class ConnectionMigrated:
     """A QUIC connection to ``peer_id`` moved to a new path and kept its streams (RFC 9000
     section 9, issue 10). ``role`` "client": we moved and migrated it; ``elapsed`` is the
@@ -377,7 +405,8 @@ NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceiv
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
-             | HolePunchFailed | ConnectionMigrated | ConnectionReplaced
+             | HolePunchFailed | BirthdaySucceeded | BirthdayFailed | ConnectionMigrated
+             | ConnectionReplaced
              | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed | RoomPinIssued
              | RoomPinRequested
              | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged | RoomReached)
@@ -393,6 +422,8 @@ EVENT_NAMES: dict[type, str] = {
     MappingChanged: "nat.mapping_changed", AddressChanged: "address.changed",
     AnnouncementReceived: "announce.received", HolePunchStarted: "holepunch.started",
     HolePunchSucceeded: "holepunch.succeeded", HolePunchFailed: "holepunch.failed",
+    BirthdaySucceeded: "holepunch.birthday.succeeded",
+    BirthdayFailed: "holepunch.birthday.failed",
     ConnectionMigrated: "connection.migrated", ConnectionReplaced: "connection.replaced",
     TurnAllocationChanged: "turn.allocation",
     RoomAdmitted: "room.admitted", RoomAdmissionFailed: "room.admission_failed",

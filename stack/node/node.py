@@ -94,6 +94,7 @@ from nat.relay.client import ActiveReservation, ReservationKeeper
 from nat.relay.limits import RelayLimits, RelayMode
 from nat.relay.server import RelayServer
 from nat.detect import NatReport
+from nat.vocabulary import APDM, NatKind
 from stack.node import operations
 from stack.node.config import NodeConfig
 from stack.node.keepalive import Keepalive
@@ -107,6 +108,7 @@ from stack.node.migration import Migration
 from stack.node.mobility import Mobility, MovableEndpoint
 from stack.node.protocols.announce_push import AnnouncePushProtocol
 from stack.node.protocols.autonat import AutoNat, DialBack, Helper
+from stack.node.protocols.birthday import Birthday
 from stack.node.protocols.dcutr import HolePunch
 from stack.node.protocols.echo import PROTO_ECHO, EchoProtocol, echo
 from stack.node.protocols.identify import PROTO_IDENTIFY, IdentifyProtocol
@@ -308,8 +310,25 @@ class Node:
             if self.endpoint is not None:
                 self.endpoint.send(data, addr)
 
+        async def bind(receiver: Receiver) -> DatagramEndpoint:
+            return await self._network.bind((self.config.listen[0], 0), receiver)
+
+        def behaviour() -> tuple[str | None, str | None] | None:
+            """What our NAT report says for the birthday technique's choice: a report
+            typed symmetric whose mapping test did not finish counts as APDM."""
+            report = None if self.natinfo is None else self.natinfo.report
+            if report is None:
+                return None
+            mapping = report.mapping
+            if mapping is None and report.type == NatKind.SYMMETRIC:
+                mapping = APDM
+            return mapping, report.filtering
+
+        birthday = Birthday(bind=bind, send=send, clock=self.clock,
+                            rng=random.Random(rng.getrandbits(64)),
+                            enabled=self.config.birthday)
         self.holepunch = HolePunch(
-            transport=lambda: self.quic, send=send,
+            transport=lambda: self.quic, send=send, nat=behaviour, birthday=birthday,
             local_addrs=lambda: [(h, self.udp_address[1])
                                  for h in self._hosts(self.udp_address[0])],
             observed=lambda: self.observed_address, adopt=self._adopt_direct,

@@ -250,6 +250,12 @@ def status(node: Node) -> dict[str, Any]:
                                   "reason": getattr(r, "reason", None)}
                       for peer, r in sorted(node.holepunch.results.items(),
                                             key=lambda item: str(item[0]))},
+        # the birthday technique (port-restricted cone <-> symmetric): on or off, and
+        # attempts / hits / probes sent / sends from the extra sockets since start
+        "birthday": {"enabled": node.holepunch.birthday is not None
+                     and node.holepunch.birthday.enabled,
+                     "counters": (dict(node.holepunch.birthday.stats)
+                                  if node.holepunch.birthday is not None else {})},
         "rendezvous": None if node.rendezvous is None else {
             "rooms": node.rendezvous.directory.room_count,
             "stats": dict(sorted(node.rendezvous.stats.items()))},

@@ -40,6 +40,8 @@ relayed), ``first_byte_ms`` (connect to the first echo reply), ``upgrade_ms``, t
 ``traversal=False`` is that baseline: the same nodes with ``--keepalive 0
 --no-hole-punch`` and no ``--relay`` (issue 9's keepalives, relay fallback and hole
 punching off; AutoNAT and the NAT report stay, they cannot be turned off).
+``birthday=False``: the nodes run ``--no-birthday`` (the matrix as it was before the
+birthday technique: port-restricted cone <-> symmetric relayed too).
 
 Everything the run creates (namespaces ``<prefix>*``, default ``p2ps-<pid>-``; the test
 and the benchmark use ``p2ps-<pid>-nm-``; processes) is removed by :meth:`close`, which
@@ -66,7 +68,7 @@ from netlab.lab import NAT_KINDS, Lab, LabError, Site, _die_with_parent
 from stack.base.errors import StackError
 from stack.node.control import ControlClient
 
-__all__ = ["NetMatrix", "Pair", "KIND_LABELS", "INFEASIBLE", "markdown"]
+__all__ = ["NetMatrix", "Pair", "KIND_LABELS", "INFEASIBLE", "BIRTHDAY", "markdown"]
 
 REPO = Path(__file__).resolve().parents[2]
 CUE = Path(__file__).with_name("cli_on_cue.py")
@@ -79,9 +81,12 @@ SHORT = {"full-cone": "fc", "restricted-cone": "rc", "port-restricted-cone": "pr
          "symmetric": "sym", "none": "pub"}
 #: the issue's column order
 KINDS = ("full-cone", "restricted-cone", "port-restricted-cone", "symmetric", "none")
-#: pairs no punch of ours can open (README: no birthday technique, no TURN): relayed
-INFEASIBLE = frozenset({("port-restricted-cone", "symmetric"),
-                        ("symmetric", "port-restricted-cone"), ("symmetric", "symmetric")})
+#: pairs no punch of ours can open (README: no port is predictable on either side; no
+#: TURN in this lab): relayed
+INFEASIBLE = frozenset({("symmetric", "symmetric")})
+#: pairs only the birthday technique opens (relayed with ``birthday=False``)
+BIRTHDAY = frozenset({("port-restricted-cone", "symmetric"),
+                      ("symmetric", "port-restricted-cone")})
 assert set(KINDS) == set(NAT_KINDS)
 
 
@@ -123,7 +128,8 @@ class NetMatrix:
 
     def __init__(self, workdir: Path, *, mapping_timeout: int = 15, keepalive: float = 5.0,
                  connect_timeout: float = 20.0, ready_timeout: float = 120.0,
-                 prefix: str | None = None, traversal: bool = True) -> None:
+                 prefix: str | None = None, traversal: bool = True,
+                 birthday: bool = True) -> None:
         if not keepalive < mapping_timeout:
             raise ValueError("the keepalive must come before the mapping timeout")
         self.workdir = workdir
@@ -132,6 +138,7 @@ class NetMatrix:
         self.connect_timeout = connect_timeout
         self.ready_timeout = ready_timeout
         self.traversal = traversal
+        self.birthday = birthday
         self.lab = Lab(workdir / "lab", prefix=prefix, mapping_timeout=mapping_timeout)
         self.boot: Member | None = None
         self.dialers: dict[str, Member] = {}
@@ -164,6 +171,7 @@ class NetMatrix:
             else:
                 extra = ["--keepalive", f"{self.keepalive:g}"]
                 extra += ["--relay", boot_addr] if m.site.nat else []
+                extra += [] if self.birthday else ["--no-birthday"]
             self._launch(m, "--bootstrap", boot_addr, "--stun", stun, *extra)
         for m in members:
             self._await_first_line(m)

@@ -25,9 +25,12 @@ from stack.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 KINDS = ("none", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric")
-#: no punch of ours opens these (README; tests/simulations/test_punch_sim.py): relayed
-INFEASIBLE = {("port-restricted-cone", "symmetric"), ("symmetric", "port-restricted-cone"),
-              ("symmetric", "symmetric")}
+#: no punch of ours opens it (README; tests/simulations/test_punch_sim.py): relayed
+INFEASIBLE = {("symmetric", "symmetric")}
+#: only the birthday technique opens these, and only once both NAT reports show the
+#: pair: this scenario's nodes ask no RFC 5780 server, and what DHT servers tell them
+#: (often no filtering, sometimes no mapping yet) decides: punched or relayed
+BIRTHDAY = {("port-restricted-cone", "symmetric"), ("symmetric", "port-restricted-cone")}
 SMALL_MOBILITY = ["nodes=7", "duration=90", "ip_change_at=[10, 50]", "rebind_at=[30]",
                   "ip_changes_per_minute=0", "rebinds_per_minute=0",
                   "nat={none=0.5, full-cone=0.25, symmetric=0.25}"]
@@ -57,6 +60,8 @@ def test_every_nat_pair_connects_by_peer_id_on_the_path_it_should(matrix_run):
     for (d, t), path in got.items():
         if (d, t) in INFEASIBLE:
             assert path == "relayed", (d, t, path)
+        elif (d, t) in BIRTHDAY:
+            assert path in ("punched", "relayed"), (d, t, path)
         elif d == "none" or t in ("none", "full-cone") or (t == "port-restricted-cone"
                                                           and d == "full-cone"):
             assert path == "direct", (d, t, path)

@@ -20,9 +20,25 @@ dialed it (A) answers. Per attempt (at most ``MAX_ATTEMPTS``, each with a fresh 
    ``connect(peer_id)`` returns it) and the relayed one closes after ``grace`` seconds;
    otherwise the next attempt, and after the last the connection stays relayed.
 
+Birthday (port-restricted cone <-> symmetric, ``stack.node.protocols.birthday``): both
+CONNECT messages also carry the sender's NAT behaviour (``"nat": [mapping, filtering]``
+from its NAT report, or null) and whether it offers a birthday attempt now
+(``"birthday"``: enabled, and its one slot is free: A reserves it when it offers).
+When both offer and the behaviours make that pair, B sends ``{"t": "sync", "birthday":
+true}`` and the attempt is a birthday one instead of the plain punch::
+
+    S -> E  {"t": "ready"}      S (symmetric) opened its sockets and sent a first round
+    ... E probes random ports of S's public IP from its port; S dials QUIC over the
+        socket a probe reached
+    S -> E  {"t": "result", "ok": bool, "reason": str}
+
+(S and E are whichever of A and B has that part.) Each of the ``MAX_ATTEMPTS`` may be a
+birthday one; a plain SYNC releases A's reservation.
+
 Events: ``holepunch.started`` / ``succeeded`` / ``failed`` (attempt, rtt, reason, path,
-elapsed since the relayed connection opened). Not done here: the birthday technique
-(port-restricted cone <-> symmetric) and TURN; symmetric <-> symmetric stays relayed.
+elapsed since the relayed connection opened), and ``holepunch.birthday.succeeded`` /
+``failed`` for a birthday attempt. Not done here: TURN; symmetric <-> symmetric stays
+relayed.
 """
 
 from __future__ import annotations
@@ -38,14 +54,17 @@ import structlog
 
 from stack.base.clock import Clock
 from stack.base.identity import PeerId
+from stack.base.errors import StackError
 from stack.base.interfaces import Connection, PathKind, Stream
 from stack.base.net import Address, Datagram, format_address
+from nat.punch.birthday import SOCKETS_ROLE, Behaviour, BirthdayProber, role
 from nat.punch.core import (MAX_ATTEMPTS, MAX_MESSAGE, PROTO_DCUTR, PUNCH, REFLECT_REPLY,
                             REFLECT_REQUEST, MalformedPunch, Puncher, decode_datagram,
                             decode_message, encode_message, encode_reflect_reply,
                             encode_reflect_request, sync_delay)
-from stack.node.events import (EventBus, HolePunchFailed, HolePunchStarted,
-                               HolePunchSucceeded)
+from stack.node.events import (BirthdayFailed, BirthdaySucceeded, EventBus, HolePunchFailed,
+                               HolePunchStarted, HolePunchSucceeded)
+from stack.node.protocols.birthday import Birthday
 from stack.node.router import open_protocol
 from stack.transport.errors import TransportError
 from stack.transport.quic import QuicConn, QuicTransport, UdpPathSocket
@@ -74,13 +93,16 @@ class HolePunch:
                  observed: Callable[[], Address | None],
                  adopt: Callable[[QuicConn], Awaitable[bool]],
                  events: EventBus, clock: Clock, spawn: Spawn, rng: random.Random,
-                 enabled: bool = True, attempt_timeout: float = 5.0, grace: float = 5.0,
-                 timeout: float = 10.0) -> None:
+                 nat: Callable[[], Behaviour] = lambda: None,
+                 birthday: Birthday | None = None, enabled: bool = True,
+                 attempt_timeout: float = 5.0, grace: float = 5.0, timeout: float = 10.0) -> None:
         self._transport = transport
         self._send = send
         self._local_addrs = local_addrs
         self._observed = observed
         self._adopt = adopt
+        self._nat = nat
+        self.birthday = birthday
         self._events = events
         self._clock = clock
         self._spawn = spawn
@@ -271,9 +293,11 @@ class HolePunch:
         peer = conn.peer_id
         token = os.urandom(8)
         started = self._clock.monotonic()
+        own_nat = self._nat()
         await stream.write_message(encode_message(
             {"t": "connect", "addrs": [format_address(a) for a in ours], "token": token,
-             "attempt": attempt}))
+             "attempt": attempt, "nat": _nat_json(own_nat),
+             "birthday": self.birthday is not None and self.birthday.available()}))
         async with asyncio.timeout(self._timeout):
             reply = decode_message(await stream.read_message(MAX_MESSAGE), "connect")
         rtt = self._clock.monotonic() - started
@@ -286,6 +310,16 @@ class HolePunch:
             if direct is not None:
                 await stream.write_message(encode_message({"t": "reversed"}))
                 return direct, rtt
+        part = (role(own_nat, _nat_of(reply), attempt) if reply.get("birthday") is True
+                else None)
+        if part is not None and self.birthday is not None and self.birthday.reserve(peer):
+            try:
+                await stream.write_message(encode_message({"t": "sync", "birthday": True}))
+            except BaseException:
+                self.birthday.release(peer)
+                raise
+            return await self._birthday_attempt(conn, stream, part, token, theirs, rtt,
+                                                attempt), rtt
         waiting: asyncio.Future[QuicConn] = asyncio.get_running_loop().create_future()
         self._waiting[peer] = waiting
         puncher = Puncher(token, self._rng)
@@ -321,6 +355,109 @@ class HolePunch:
             return waiting.result(), rtt
         finally:
             self._punchers.pop(token, None)
+            if self._waiting.get(peer) is waiting:
+                del self._waiting[peer]
+
+    # ---------------------------------------------------------------- birthday (either side)
+    async def _birthday_attempt(self, conn: Connection, stream: Stream, part: str,
+                                token: bytes, theirs: list[Address], rtt: float,
+                                attempt: int) -> QuicConn | str:
+        """One birthday attempt in ``part`` (``nat.punch.birthday``: "sockets" or
+        "probe"); the reservation taken for it is released at the end. The direct
+        connection, or why there is none."""
+        assert self.birthday is not None
+        peer = conn.peer_id
+        started = self._clock.monotonic()
+        probes: int | None = None
+        try:
+            quic = self._transport()
+            if not theirs or quic is None:
+                outcome: QuicConn | str = NO_ADDRESS
+                if part == SOCKETS_ROLE:  # the cone side waits for our word
+                    await stream.write_message(encode_message(
+                        {"t": "result", "ok": False, "reason": NO_ADDRESS}))
+            elif part == SOCKETS_ROLE:
+                outcome = await self._birthday_sockets(stream, quic, peer, token,
+                                                       theirs[0], rtt)
+            else:
+                outcome, probes = await self._birthday_probe(stream, quic, peer, token,
+                                                             theirs[0][0], rtt)
+        finally:
+            self.birthday.release(peer)
+        if isinstance(outcome, QuicConn):
+            self._events.emit(BirthdaySucceeded(
+                peer, attempt, part, format_address(outcome.remote_address),
+                self._clock.monotonic() - started, probes))
+        else:
+            self._events.emit(BirthdayFailed(peer, attempt, part, outcome, probes), "info")
+        return outcome
+
+    @staticmethod
+    def _birthday_wait(rtt: float) -> float:
+        """How long the symmetric side's sockets wait for a probe once open: READY's
+        way to the cone side, the probes' whole schedule and their way back, and a
+        margin for loss and jitter (seconds)."""
+        return BirthdayProber.schedule() + 2 * rtt + 1.0
+
+    async def _birthday_sockets(self, stream: Stream, quic: QuicTransport, peer: PeerId,
+                                token: bytes, cone: Address, rtt: float) -> QuicConn | str:
+        assert self.birthday is not None
+        try:
+            sockets = await self.birthday.open_sockets(token, cone, self._birthday_wait(rtt))
+        except StackError as exc:
+            reason = f"birthday: cannot open sockets: {exc}"
+            await stream.write_message(encode_message(
+                {"t": "result", "ok": False, "reason": reason}))
+            return reason
+        try:
+            await stream.write_message(encode_message({"t": "ready"}))
+        except BaseException:
+            sockets.cancel()
+            raise
+        direct, reason = await sockets.dial(quic, peer, self.attempt_timeout)
+        ok = direct is not None and await self._adopt(direct)
+        if direct is not None and not ok:
+            reason = "birthday: the connection was not adopted"
+        await stream.write_message(encode_message(
+            {"t": "result", "ok": ok, "reason": "" if ok else reason}))
+        if not ok:
+            return reason
+        assert direct is not None
+        return direct
+
+    async def _birthday_probe(self, stream: Stream, quic: QuicTransport, peer: PeerId,
+                              token: bytes, ip: str,
+                              rtt: float) -> tuple[QuicConn | str, int | None]:
+        assert self.birthday is not None
+        waiting: asyncio.Future[QuicConn] = asyncio.get_running_loop().create_future()
+        self._waiting[peer] = waiting
+        probing: asyncio.Task[int] | None = None
+        try:
+            async with asyncio.timeout(self._timeout):
+                raw = await stream.read_message(MAX_MESSAGE)
+            if not _is(raw, "ready"):
+                msg = decode_message(raw, "result")
+                return str(msg.get("reason") or "birthday: the peer gave up"), None
+            # the peer dials from a port we have never seen: accept it as agreed
+            wait = self._birthday_wait(rtt) + self.attempt_timeout
+            quic.expect_punch([ip], self._clock.monotonic() + wait)
+            probing = self._spawn(self.birthday.probe(token, ip))
+            async with asyncio.timeout(wait + rtt + 1.0):  # the peer's RESULT
+                msg = decode_message(await stream.read_message(MAX_MESSAGE), "result")
+            sent = self.birthday.probes_sent
+            if msg.get("ok") is not True:
+                return str(msg.get("reason") or "birthday: no path"), sent
+            try:
+                return await asyncio.wait_for(waiting, 2 * rtt + 1.0), sent
+            except TimeoutError:
+                return "birthday: the peer's connection never arrived", sent
+        except TimeoutError:
+            return "birthday: timed out", None if probing is None else self.birthday.probes_sent
+        except MalformedPunch as exc:
+            return f"birthday: unexpected message: {exc}", None
+        finally:
+            if probing is not None:
+                probing.cancel()
             if self._waiting.get(peer) is waiting:
                 del self._waiting[peer]
 
@@ -378,15 +515,27 @@ class HolePunch:
             started = self._clock.monotonic()
             if ours is None or not ours[2]:  # first, or the relay did not answer last time
                 ours = await self._candidates(conn)
+            part = None
+            if msg.get("birthday") is True and self.birthday is not None:
+                part = role(self._nat(), _nat_of(msg), attempt)
+                if part is not None and not self.birthday.reserve(peer):
+                    part = None
             reversal: asyncio.Future[QuicConn] | None = None
             if ours[1]:  # we look public: the peer may dial us back (connection reversal)
                 reversal = asyncio.get_running_loop().create_future()
                 self._waiting[peer] = reversal
-            await stream.write_message(encode_message(
-                {"t": "connect", "addrs": [format_address(a) for a in ours[0]],
-                 "public": ours[1]}))
-            async with asyncio.timeout(self._timeout + self.attempt_timeout):
-                nxt = await stream.read_message(MAX_MESSAGE)
+            nxt = b""
+            try:  # the slot we offered is kept only for a birthday SYNC
+                await stream.write_message(encode_message(
+                    {"t": "connect", "addrs": [format_address(a) for a in ours[0]],
+                     "public": ours[1], "nat": _nat_json(self._nat()),
+                     "birthday": part is not None}))
+                async with asyncio.timeout(self._timeout + self.attempt_timeout):
+                    nxt = await stream.read_message(MAX_MESSAGE)
+            finally:
+                if part is not None and not _birthday_sync(nxt):
+                    assert self.birthday is not None
+                    self.birthday.release(peer)
             rtt = self._clock.monotonic() - started
             kind = _kind(nxt)
             if kind == "reversed" and reversal is not None:
@@ -405,6 +554,14 @@ class HolePunch:
             if kind != "sync":
                 self._failed(peer, attempt, rtt, f"initiator sent {kind}", True, "dialer")
                 return
+            if part is not None and _birthday_sync(nxt):
+                outcome = await self._birthday_attempt(conn, stream, part, token,
+                                                       self._usable(msg["addrs"]), rtt, attempt)
+                if isinstance(outcome, QuicConn):
+                    self._succeeded(conn, outcome, attempt, rtt, opened, "dialer")
+                    return
+                self._failed(peer, attempt, rtt, outcome, attempt >= MAX_ATTEMPTS, "dialer")
+                continue
             direct, reason = await self._dial(quic, peer, token, self._usable(msg["addrs"]))
             ok = direct is not None and await self._adopt(direct)
             await stream.write_message(encode_message(
@@ -497,6 +654,36 @@ class HolePunch:
             _remember_bounded(self.results, peer, event)
             self.attempting.discard(peer)
         self._events.emit(event, "warning" if final else "info")
+
+
+def _nat_json(behaviour: Behaviour) -> list[str | None] | None:
+    return None if behaviour is None else [behaviour[0], behaviour[1]]
+
+
+def _nat_of(msg: dict[str, Any]) -> Behaviour:
+    """The peer's claimed NAT behaviour from its CONNECT (null, or two strings/nulls):
+    anything else counts as unknown (no birthday attempt)."""
+    value = msg.get("nat")
+    if (isinstance(value, list) and len(value) == 2
+            and all(v is None or isinstance(v, str) for v in value)):
+        return value[0], value[1]
+    return None
+
+
+def _is(raw: bytes, kind: str) -> bool:
+    try:
+        decode_message(raw, kind)
+    except MalformedPunch:
+        return False
+    return True
+
+
+def _birthday_sync(raw: bytes) -> bool:
+    """Whether ``raw`` is B's SYNC for a birthday attempt."""
+    try:
+        return decode_message(raw, "sync").get("birthday") is True
+    except MalformedPunch:
+        return False
 
 
 def _kind(raw: bytes) -> str:
