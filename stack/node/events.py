@@ -361,8 +361,9 @@ class RoomPinRequested:
 @dataclass(frozen=True)
 class RoomMemberVerified:
     """``peer_id`` entered our own view of ``room`` (issue 13): ``via`` "introduced" (a
-    member's introduction we checked; ``by`` is that inviter), "welcome" (listed by our
-    inviter ``by``), "admitted" (we admitted it, and it reached us directly). It is in the
+    member's introduction we checked; ``by`` is that inviter), "inviter" (our own inviter,
+    once its welcome reached us), "welcome" (listed in our inviter ``by``'s welcome),
+    "admitted" (we admitted it, and it reached us directly). It is in the
     trust store with source ``invite``; ``connected``: we hold a connection to it."""
     room: str
     peer_id: PeerId
