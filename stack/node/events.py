@@ -32,7 +32,7 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "HolePunchStarted", "HolePunchSucceeded", "HolePunchFailed",
            "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "RoomAdmitted",
            "RoomAdmissionFailed", "RoomMemberVerified", "RoomStatementRefused",
-           "RoomGraphChanged", "NodeEvent",
+           "RoomGraphChanged", "RoomStateChanged", "RoomSynced", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
@@ -341,13 +341,32 @@ class RoomGraphChanged:
     cause: str
 
 
+@dataclass(frozen=True)
+class RoomStateChanged:
+    """A key of ``room``'s shared document changed (issue 13 section 4): ``value`` None
+    for a deletion; ``origin`` the member whose update brought it, None for our own."""
+    room: str
+    key: str
+    value: str | None
+    origin: PeerId | None
+
+
+@dataclass(frozen=True)
+class RoomSynced:
+    """A state-vector exchange of ``room`` with member ``peer_id`` finished (either side
+    opened it): both now hold the same updates, as of that moment."""
+    room: str
+    peer_id: PeerId
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
              | AddressChanged | AnnouncementReceived | HolePunchStarted | HolePunchSucceeded
              | HolePunchFailed | ConnectionMigrated | ConnectionReplaced
              | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed
-             | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged)
+             | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged
+             | RoomStateChanged | RoomSynced)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -364,7 +383,8 @@ EVENT_NAMES: dict[type, str] = {
     TurnAllocationChanged: "turn.allocation",
     RoomAdmitted: "room.admitted", RoomAdmissionFailed: "room.admission_failed",
     RoomMemberVerified: "room.member_verified", RoomStatementRefused: "room.statement_refused",
-    RoomGraphChanged: "room.graph_changed",
+    RoomGraphChanged: "room.graph_changed", RoomStateChanged: "room.state_changed",
+    RoomSynced: "room.synced",
 }
 
 E = TypeVar("E")

@@ -115,6 +115,7 @@ from stack.node.protocols.relay import RelayStopProtocol, dial_relayed
 from stack.node.turn import NodeTurn
 from stack.node.protocols.rendezvous import RendezvousService
 from stack.node.rooms import ROOMS_FILE, NodeRooms
+from stack.node.roomsync import STATE_DIR, RoomSync
 from stack.node.roomtrust import MEMBERS_FILE, RoomTrust
 from stack.node.router import Router
 from stack.node.supervisor import Supervisor
@@ -224,6 +225,14 @@ class Node:
             timeout=self.options.handshake_timeout,
             path=None if config.stores is not None else config.data_dir / MEMBERS_FILE)
         self.router.add(self.roomtrust.protocol)
+        # Issue 13 section 4: the room's shared document, synced between members
+        self.roomsync = RoomSync(
+            identity=self.identity, events=self.events, rooms=self.rooms,
+            trust=self.roomtrust, connections=lambda: self.connections,
+            link=self.roomtrust.link, run_service=self.supervisor.run,
+            spawn=self.supervisor.spawn, timeout=self.options.handshake_timeout,
+            path=None if config.stores is not None else config.data_dir / STATE_DIR)
+        self.router.add(self.roomsync.protocol)
 
     def _build_router(self) -> Router:
         """The built-in protocols. A new protocol is one more ``router.add``."""
@@ -445,6 +454,7 @@ class Node:
             self.supervisor.run("nat.keepalive", self.keepalive.service)
         self.rooms.resume()
         self.roomtrust.start()
+        self.roomsync.start()
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
     async def _start_parts(self) -> None:
@@ -580,6 +590,9 @@ class Node:
             "room_list": lambda params: _answer(self.rooms.list(**params)),
             "room_graph": lambda params: _answer(self.roomtrust.graph(**params)),
             "room_kick": lambda params: self.roomtrust.kick(**params),
+            "room_set": lambda params: self.roomsync.set(**params),
+            "room_get": lambda params: _answer(self.roomsync.get(**params)),
+            "room_watch": lambda params: self.roomsync.watch(**params),
         }
         control = ControlServer(socket_path(self.config.data_dir),
                                 {name: _checked(name, m) for name, m in methods.items()},

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,11 @@ class RoomTrust:
 
     # ----------------------------------------------------------------- dialling
 
-    async def _link(self, peer: PeerId, addrs: tuple[str, ...] | list[str]) -> Connection:
+    async def link(self, peer: PeerId, addrs: Sequence[str]) -> Connection:
+        """A connection to member ``peer`` (ours, else dialled by peer id at ``addrs``)."""
+        return await self._link(peer, addrs)
+
+    async def _link(self, peer: PeerId, addrs: Sequence[str]) -> Connection:
         """A connection to ``peer``: one we hold, else a dial by peer id at ``addrs``."""
         for conn in self._connections():
             if conn.peer_id == peer and not conn.closed:

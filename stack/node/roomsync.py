@@ -1,0 +1,445 @@
+"""A room's shared document on the node (issue 13 section 4): ``room set|get|watch``.
+
+Each room we are in carries one ``rooms.state.RoomDoc`` (a pycrdt map of text keys to
+text values), replicated to every member over ``/p2pstack/room-sync/1``
+(``protocols.roomsync``) on the members' direct connections, never through a rendezvous:
+
+- **Who.** A peer gets or gives state only if it is in our *own* roster of the room
+  (``stack.node.roomtrust``: we verified it ourselves) and not removed; anyone else is
+  refused by name (``not_member``, ``removed``) and counted, before any state is read or
+  sent. Not ``rooms.state.verify_chain`` alone: a conspiring member's outsider holds a
+  valid admission chain too, and seed 002 lets it reach that member only.
+- **When.** A state-vector exchange (``sync``) with a member each time a connection to
+  it opens, each time a member enters our roster (the newcomer so gets the whole state
+  on admission), and at start with every member at its last known addresses (a member
+  that restarts finds the others without a rendezvous). A local ``set`` is pushed to
+  every connected member at once (one push in flight per member; what queues meanwhile
+  goes in the next). A push that fails is not retried: the next exchange carries it.
+- **Where.** ``DATA_DIR/room_state/<room id hex>.bin`` (``RoomDoc.encode``; atomic,
+  0600); ``set`` returns once its change is on disk, remote changes are written behind
+  (one write at a time per room, flushed at stop). A file that does not decode is a
+  ``CorruptFileError`` naming it, for the room's commands and as ``state_unusable`` to
+  members; it is never written over. A node with in-memory stores keeps state in memory.
+- **Watch.** Every change (ours or a member's) is a ``RoomStateChanged`` event and a line
+  in a per-room log of the last ``WATCH_LOG`` changes, numbered; ``watch(name, after,
+  wait)`` is the control API's long poll over that log (``room watch``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from stack.base.errors import CorruptFileError, StackError, UsageError
+from stack.base.files import atomic_write, read_regular
+from stack.base.identity import Identity, PeerId
+from stack.base.interfaces import Connection
+from rooms.errors import MalformedMessage, RoomError
+from rooms.intro import PeerRemoved
+from rooms.state import MAX_UPDATE, Change, CorruptState, NotAMember, RoomDoc
+from stack.node.events import (ConnectionOpened, EventBus, RoomMemberVerified,
+                               RoomStateChanged, RoomStatementRefused, RoomSynced)
+from stack.node.protocols.roomsync import (MAX_PUSH, RoomSyncProtocol, RoomSyncRefused,
+                                           exchange, push)
+from stack.node.rooms import NodeRooms
+from stack.node.roomtrust import RoomTrust, UnknownRoomId
+
+__all__ = ["RoomSync", "STATE_DIR", "StateUnusable", "BadStateEntry", "WATCH_LOG",
+           "MAX_WAIT"]
+
+log = structlog.get_logger("p2pstack.roomsync")
+
+STATE_DIR = "room_state"
+MAX_STATE_FILE = MAX_UPDATE + 256 * 1024  # the document plus our admission chain
+WATCH_LOG = 1024       # changes kept per room for ``watch``
+MAX_WAIT = 60.0        # seconds one ``watch`` call may wait
+_EMPTY_UPDATE = b"\x00\x00"  # what yrs sends when the other side lacks nothing
+
+
+class StateUnusable(RoomError):
+    """Our stored state of the room is unreadable (and kept aside): we cannot sync it."""
+
+    reason = "state_unusable"
+
+
+class BadStateEntry(UsageError):
+    """``room set`` with a key or value the document does not take."""
+
+
+class RoomSync:
+    """The node's shared room documents (see the module docstring)."""
+
+    def __init__(self, *, identity: Identity, events: EventBus, rooms: NodeRooms,
+                 trust: RoomTrust, connections: Callable[[], list[Connection]],
+                 link: Callable[[PeerId, Sequence[str]], Awaitable[Connection]],
+                 run_service: Callable[[str, Callable[[], Awaitable[None]]], None],
+                 spawn: Callable[[Any], object], path: Path | None, timeout: float) -> None:
+        self._me = identity.peer_id
+        self._events = events
+        self._rooms = rooms
+        self._trust = trust
+        self._connections = connections
+        self._link = link
+        self._run_service = run_service
+        self._spawn = spawn
+        self._dir = path           # None: state in memory only
+        self._timeout = timeout
+        self._docs: dict[str, RoomDoc] = {}
+        self._dirty: set[str] = set()        # rooms whose file is behind their document
+        self._writing: set[str] = set()      # rooms with a write-behind task
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._outbox: dict[tuple[str, PeerId], list[bytes]] = {}
+        self._pushing: set[tuple[str, PeerId]] = set()   # a sender task runs for these
+        self._syncing: set[tuple[str, PeerId]] = set()
+        self._again: set[tuple[str, PeerId]] = set()
+        self._log: dict[str, deque[tuple[int, Change]]] = {}
+        self._seq: Counter[str] = Counter()  # per room: the number of its last change
+        self._wake: dict[str, asyncio.Event] = {}
+        self.protocol = RoomSyncProtocol(self._admit, self._merge, timeout, stop=self.flush)
+        self.stats: Counter[str] = Counter()
+
+    def start(self) -> None:
+        self._run_service("room.sync", self._watch_events)
+        self._spawn(self._resume())
+
+    # ------------------------------------------------------------------ documents
+
+    def _file(self, room_id: bytes) -> Path | None:
+        return None if self._dir is None else self._dir / f"{room_id.hex()}.bin"
+
+    def _doc(self, name: str) -> tuple[str, RoomDoc]:
+        """The room's canonical name and document (``UnknownRoom``; ``CorruptFileError``
+        for a state file that does not decode, which stays as it is)."""
+        room = self._rooms._room(name)
+        doc = self._docs.get(room.name)
+        if doc is not None:
+            return room.name, doc
+        path = self._file(room.room_id)
+        data = None if path is None else read_regular(path, MAX_STATE_FILE)
+
+        def observe(change: Change, name: str = room.name) -> None:
+            self._changed(name, change)
+
+        if data is None:
+            doc = RoomDoc(room.room_id, [] if room.admission is None else [room.admission],
+                          on_change=observe)
+        else:
+            assert path is not None
+            try:
+                doc = RoomDoc.decode(data, on_change=observe)
+            except CorruptState as exc:
+                raise CorruptFileError(path, f"{exc}; it was left untouched") from None
+            if doc.room_id != room.room_id:
+                raise CorruptFileError(path, "the state of another room; it was left "
+                                             "untouched")
+        self._docs[room.name] = doc
+        return room.name, doc
+
+    def _changed(self, name: str, change: Change) -> None:
+        """pycrdt's observer: one key changed, by us or by a member's update."""
+        self._seq[name] += 1
+        self._log.setdefault(name, deque(maxlen=WATCH_LOG)).append((self._seq[name], change))
+        origin = None if change.origin is None else PeerId.parse(change.origin)
+        # debug: a busy room changes many times a second
+        self._events.emit(RoomStateChanged(name, change.key, change.value, origin), "debug")
+        wake = self._wake.pop(name, None)
+        if wake is not None:
+            wake.set()
+
+    # ---------------------------------------------------------------- persistence
+
+    def _touch(self, name: str) -> None:
+        """The document changed: write it behind."""
+        if self._dir is None:
+            return
+        self._dirty.add(name)
+        if name in self._writing:
+            return
+        self._writing.add(name)
+
+        async def writer() -> None:
+            try:
+                while name in self._dirty:
+                    await self._write(name)
+            finally:
+                self._writing.discard(name)
+
+        self._spawn(writer())
+
+    async def _write(self, name: str) -> None:
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            doc = self._docs.get(name)
+            path = self._file(doc.room_id) if doc is not None else None
+            if doc is None or path is None or name not in self._dirty:
+                return
+            self._dirty.discard(name)
+            data = doc.encode()   # on the loop: a pycrdt document is not shared with threads
+            try:
+                await asyncio.to_thread(_store, path, data)
+            except BaseException:
+                self._dirty.add(name)
+                raise
+
+    async def flush(self) -> None:
+        """Write every document that is behind (at stop)."""
+        for name in sorted(self._dirty):
+            try:
+                await self._write(name)
+            except StackError as exc:
+                log.warning("room.state_not_saved", room=name, error=str(exc))
+
+    # ------------------------------------------------------------------- commands
+
+    async def set(self, name: str, key: str, value: str) -> dict[str, Any]:
+        """``room set``: change our document, save it, push the change to every member
+        we are connected to."""
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise BadStateEntry("a room's key and value are text")
+        room, doc = self._doc(name)
+        try:
+            update = doc.set(key, value)
+        except MalformedMessage as exc:
+            raise BadStateEntry(str(exc)) from None
+        if self._dir is not None:
+            self._dirty.add(room)
+            await self._write(room)
+        self._broadcast(room, doc, update)
+        return {"room": room, "key": key, "value": value}
+
+    def get(self, name: str, key: str | None = None) -> dict[str, Any]:
+        """``room get``: one key's value (None when unset), or the whole state."""
+        room, doc = self._doc(name)
+        if key is None:
+            return {"room": room, "state": doc.items()}
+        if not isinstance(key, str):
+            raise BadStateEntry("a room's key is text")
+        return {"room": room, "key": key, "value": doc.get(key)}
+
+    async def watch(self, name: str, after: int | None = None,
+                    wait: float = 30.0) -> dict[str, Any]:
+        """``room watch``'s long poll: the changes numbered above ``after`` (waiting up to
+        ``wait`` seconds for one); ``after`` None: none, just the number to start from.
+        ``missed``: changes that fell out of the log before this call saw them."""
+        room, _ = self._doc(name)
+        if after is None:
+            return {"room": room, "next": self._seq[room], "changes": [], "missed": 0}
+        if (isinstance(after, bool) or not isinstance(after, int) or after < 0
+                or isinstance(wait, bool) or not isinstance(wait, (int, float))
+                or not 0 <= wait <= MAX_WAIT):
+            raise UsageError(f"watch: after is a change number, wait 0..{MAX_WAIT:g} s")
+        if self._seq[room] <= after and wait > 0:
+            wake = self._wake.setdefault(room, asyncio.Event())
+            try:
+                async with asyncio.timeout(wait):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+        changes = [(seq, c) for seq, c in self._log.get(room, ()) if seq > after]
+        first = changes[0][0] if changes else self._seq[room] + 1
+        return {"room": room, "next": self._seq[room], "missed": max(0, first - after - 1),
+                "changes": [{"seq": seq, "key": c.key, "value": c.value, "origin": c.origin}
+                            for seq, c in changes]}
+
+    # ------------------------------------------------------------ who may sync
+
+    def _name_of(self, room_id: bytes) -> str:
+        for room in self._rooms._load().values():
+            if room.room_id == room_id:
+                return room.name
+        raise UnknownRoomId("this node is in no such room")
+
+    def _is_member(self, name: str, peer: PeerId) -> bool:
+        roster = self._trust.roster(name)
+        return (peer != self._me and roster.is_member(peer) and peer not in roster.removed
+                and self._me not in roster.removed)
+
+    async def _admit(self, conn: Connection, room_id: bytes) -> RoomDoc:
+        """The answerer's check (``protocols.roomsync``): a member of our roster, and a
+        document we can read; a named refusal otherwise."""
+        peer = conn.peer_id
+        try:
+            name = self._name_of(room_id)
+        except RoomError:
+            self.stats["refused.unknown_room"] += 1
+            raise
+        except StackError as exc:   # our rooms file is corrupt (and kept)
+            self.stats["refused.state_unusable"] += 1
+            raise StateUnusable(str(exc)) from None
+        try:
+            roster = self._trust.roster(name)
+            if peer in roster.removed or self._me in roster.removed:
+                raise PeerRemoved(f"{peer} or we were removed from this room")
+            if not self._is_member(name, peer):
+                raise NotAMember(f"{peer} is not a member we verified")
+            try:
+                return self._doc(name)[1]
+            except StackError as exc:
+                log.warning("room.state_unusable", room=name, error=str(exc))
+                raise StateUnusable(str(exc)) from None
+        except RoomError as exc:
+            reason = str(getattr(exc, "reason", "refused"))
+            self.stats[f"refused.{reason}"] += 1
+            self._events.emit(RoomStatementRefused(name, peer, "sync", reason), "warning")
+            raise
+
+    def _merge(self, conn: Connection, doc: RoomDoc, updates: Sequence[bytes]) -> None:
+        changed = False
+        for update in updates:
+            try:
+                doc.apply(update, conn.peer_id)
+            except MalformedMessage:
+                self.stats["dropped.malformed_message"] += 1
+                raise
+            changed = changed or update != _EMPTY_UPDATE
+        self.stats["updates_received"] += len(updates)
+        if changed:
+            for name, held in self._docs.items():
+                if held is doc:
+                    self._touch(name)
+
+    # --------------------------------------------------------------- sending
+
+    def _member_conns(self, name: str) -> dict[PeerId, Connection]:
+        found: dict[PeerId, Connection] = {}
+        for conn in self._connections():
+            if not conn.closed and conn.peer_id not in found \
+                    and self._is_member(name, conn.peer_id):
+                found[conn.peer_id] = conn
+        return found
+
+    def _broadcast(self, name: str, doc: RoomDoc, update: bytes) -> None:
+        for peer in self._member_conns(name):
+            key = (name, peer)
+            self._outbox.setdefault(key, []).append(update)
+            if key not in self._pushing:
+                self._pushing.add(key)
+                self._spawn(self._send(key, doc.room_id))
+
+    async def _send(self, key: tuple[str, PeerId], room_id: bytes) -> None:
+        """Push what is queued for one member, one push at a time (whatever queues
+        meanwhile goes in the next)."""
+        try:
+            await self._drain(key, room_id)
+        finally:
+            self._pushing.discard(key)
+            self._outbox.pop(key, None)
+
+    async def _drain(self, key: tuple[str, PeerId], room_id: bytes) -> None:
+        name, peer = key
+        while queued := self._outbox.get(key):
+            batch = _batch(queued)
+            conn = self._member_conns(name).get(peer)
+            if conn is None:   # gone meanwhile: the exchange at the next connection
+                self.stats["push_skipped"] += len(batch)
+                continue
+            try:
+                await push(conn, room_id, batch, self._timeout)
+                self.stats["updates_sent"] += len(batch)
+            except RoomSyncRefused as exc:
+                self.stats[f"push_refused.{exc.reason}"] += 1
+            except (StackError, TimeoutError, OSError) as exc:
+                self.stats["push_failed"] += 1
+                log.info("room.push_failed", room=name, peer=str(peer),
+                         error=f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------ exchanges
+
+    def sync_with(self, name: str, peer: PeerId, addrs: Sequence[str] = ()) -> None:
+        """Exchange state vectors with member ``peer`` on our connection to it (dialled
+        at ``addrs`` if we hold none); coalesced: one at a time per room and member, one
+        more if asked again meanwhile."""
+        key = (name, peer)
+        if key in self._syncing:
+            self._again.add(key)
+            return
+        self._syncing.add(key)
+
+        async def loop() -> None:
+            try:
+                while True:
+                    self._again.discard(key)
+                    await self._exchange(name, peer, addrs)
+                    if key not in self._again:
+                        return
+            finally:
+                self._syncing.discard(key)
+
+        self._spawn(loop())
+
+    async def _exchange(self, name: str, peer: PeerId, addrs: Sequence[str]) -> None:
+        try:
+            if not self._is_member(name, peer):
+                return
+            room, doc = self._doc(name)
+            conn = self._member_conns(room).get(peer)
+            if conn is None:
+                if not addrs:
+                    return
+                conn = await self._link(peer, addrs)
+            await exchange(conn, doc.room_id, doc, self._merge, self._timeout)
+        except RoomSyncRefused as exc:
+            self.stats[f"sync_refused.{exc.reason}"] += 1
+            log.info("room.sync_refused", room=name, peer=str(peer), reason=exc.reason)
+            return
+        except (StackError, TimeoutError, OSError) as exc:
+            self.stats["sync_failed"] += 1
+            log.info("room.sync_failed", room=name, peer=str(peer),
+                     error=f"{type(exc).__name__}: {exc}")
+            return
+        self.stats["exchanges"] += 1
+        self._events.emit(RoomSynced(room, peer), "debug")
+
+    def _rooms_of(self, peer: PeerId) -> list[str]:
+        try:
+            return [n for n in self._rooms._load() if self._is_member(n, peer)]
+        except StackError:
+            return []
+
+    async def _watch_events(self) -> None:
+        queue = self._events.subscribe()
+        try:
+            while True:
+                event = await queue.get()
+                if isinstance(event, ConnectionOpened):
+                    for name in self._rooms_of(event.peer_id):
+                        self.sync_with(name, event.peer_id)
+                elif isinstance(event, RoomMemberVerified):
+                    self.sync_with(event.room, event.peer_id)
+        finally:
+            self._events.unsubscribe(queue)
+
+    async def _resume(self) -> None:
+        """At start: reach every member of every room at its last known addresses."""
+        try:
+            names = list(self._rooms._load())
+        except StackError:
+            return
+        for name in names:
+            try:
+                members = list(self._trust.roster(name).members.values())
+            except StackError:
+                continue
+            for member in members:
+                if member.addrs and self._is_member(name, member.peer_id):
+                    self.sync_with(name, member.peer_id, member.addrs)
+
+
+def _batch(queued: list[bytes]) -> list[bytes]:
+    """Take the first updates of ``queued`` that fit one push (count and bytes)."""
+    size, n = 0, 0
+    while n < len(queued) and n < MAX_PUSH and (n == 0 or size + len(queued[n]) <= MAX_UPDATE):
+        size += len(queued[n])
+        n += 1
+    batch = queued[:n]
+    del queued[:n]
+    return batch
+
+
+def _store(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    atomic_write(path, data)
