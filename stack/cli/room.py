@@ -205,7 +205,9 @@ def _get(args: argparse.Namespace) -> int:
 
 def _watch(args: argparse.Namespace) -> int:
     """Long-polls ``room_watch`` (one control request per batch of changes)."""
-    after = _call(args, "room_watch", {"name": args.name})["next"]
+    first = _call(args, "room_watch", {"name": args.name})
+    after = first["next"]
+    print(f"watching room {first['room']} (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         while True:
             out = _call(args, "room_watch", {"name": args.name, "after": after,

@@ -2,16 +2,20 @@
 sections 4-5): seed 002's flow (A creates, invites B; B invites C; what C sets reaches A
 and B, and the newcomer gets the whole state on admission), non-members refused by name
 and never sent state, bounds, the state file across a restart and when corrupt, members
-syncing on after the rendezvous is killed, and a partition that heals."""
+syncing on after the rendezvous is killed, a partition that heals, and ``room set|get|watch``
+through the control API."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 
 import pytest
 
 from stack.base.errors import CorruptFileError
 from stack.base.net import UdpNetwork
+from stack.cli import main
 from stack.node import Node
 from stack.node.events import RoomStateChanged, RoomStatementRefused, RoomSynced
 from stack.node.protocols.roomsync import (PROTO_ROOM_SYNC, RoomSyncRefused, exchange,
@@ -22,6 +26,7 @@ from rooms.names import room_id
 from rooms.state import RoomDoc
 
 from tests.rooms.roomnodes import T, addr, admit
+from tests.stack.test_node_cli import CLI, ROOT
 
 
 async def settled(nodes: list[Node], room: str, want: dict[str, str] | None = None) -> None:
@@ -86,7 +91,8 @@ async def test_seed_002_state_set_by_c_reaches_a_and_b(nodes) -> None:
 
 async def test_a_non_member_is_refused_by_name_and_gets_nothing(nodes) -> None:
     _r, a, b, _c = await three(nodes)
-    z = await nodes("z")                        # never admitted: on no roster
+    z = await nodes("z")                        # never admitted: on no member's roster
+    await z.rooms.create("club")                # its own "club": the same room id
     rid = room_id("club")
     conn = await z.connect(addr(a))
     refused = a.next_event(RoomStatementRefused, sender=z.peer_id, statement="sync",
@@ -106,7 +112,8 @@ async def test_a_non_member_is_refused_by_name_and_gets_nothing(nodes) -> None:
     await a.roomsync.set("club", "secret", "42")
     await got
     assert a.roomsync.stats["refused.not_member"] == 2
-    assert z.roomsync.stats["updates_received"] == 0
+    assert z.roomsync.get("club")["state"] == {}
+    assert not z.roomsync.protocol.stats        # no member ever opened room sync to Z
     # bounds: garbage from a member is a named, counted drop
     conn = next(x for x in b.connections if x.peer_id == a.peer_id and not x.closed)
     with pytest.raises(RoomSyncRefused, match="malformed_message"):
@@ -209,3 +216,39 @@ async def test_a_partition_heals_with_one_exchange_each_way(nodes) -> None:
     await c.connect(addr(b))
     await settled([a, b, c], "club", {"k": "set by A meanwhile", "from b": "1",
                                       "from c": "1"})
+
+
+async def test_room_set_get_watch_through_the_cli(nodes, tmp_path, capsys) -> None:
+    """The commands against running nodes' control API: ``room watch`` as its own process
+    (stopped with Ctrl-C), ``room set`` and ``room get`` in process (``stack.cli.main``)."""
+    r = await nodes("r", rendezvous=True)
+    a, b = await nodes("a", control=True), await nodes("b", control=True)
+    await a.rooms.create("club", addr(r))
+    await admit(a, b, "club", addr(r))
+    watch = await asyncio.create_subprocess_exec(
+        *CLI, "--data-dir", str(tmp_path / "a"), "room", "watch", "club", "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+    try:
+        async with asyncio.timeout(30):    # a fresh interpreter on a busy machine
+            assert (await watch.stderr.readline()).startswith(b"watching room club")
+        B = ("--data-dir", str(tmp_path / "b"))
+        assert await asyncio.to_thread(main, [*B, "room", "set", "club", "colour", "teal"]) == 0
+        async with asyncio.timeout(T):
+            change = json.loads(await watch.stdout.readline())
+        assert change == {"seq": 1, "key": "colour", "value": "teal",
+                          "origin": str(b.peer_id)}
+    finally:
+        watch.send_signal(signal.SIGINT)   # Ctrl-C: how a watch ends
+        async with asyncio.timeout(T):
+            assert await watch.wait() == 0
+    A = ("--data-dir", str(tmp_path / "a"))
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, [*A, "room", "get", "club", "colour"]) == 0
+    assert await asyncio.to_thread(main, [*A, "room", "get", "club", "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "teal" and json.loads("".join(out[1:])) == {
+        "room": "club", "state": {"colour": "teal"}}
+    assert await asyncio.to_thread(main, [*A, "room", "get", "club", "shape"]) == 1
+    assert "no key 'shape'" in capsys.readouterr().err
+    assert await asyncio.to_thread(main, [*A, "room", "set", "club", "", "x"]) == 2
+    assert await asyncio.to_thread(main, [*A, "room", "get", "nowhere"]) == 2
