@@ -339,7 +339,9 @@ class RoomSync:
                 continue
             try:
                 await push(conn, room_id, batch, self._timeout)
+                self.stats["pushes"] += 1
                 self.stats["updates_sent"] += len(batch)
+                self.stats["update_bytes_sent"] += sum(map(len, batch))
             except RoomSyncRefused as exc:
                 self.stats[f"push_refused.{exc.reason}"] += 1
             except (StackError, TimeoutError, OSError) as exc:

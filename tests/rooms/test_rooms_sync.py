@@ -1,9 +1,9 @@
 """The room's shared document on real nodes on 127.0.0.1 (``stack.node.roomsync``, issue 13
 sections 4-5): seed 002's flow (A creates, invites B; B invites C; what C sets reaches A
 and B, and the newcomer gets the whole state on admission), non-members refused by name
-and never sent state, bounds, the state file across a restart and when corrupt, members
-syncing on after the rendezvous is killed, a partition that heals, and ``room set|get|watch``
-through the control API."""
+and never sent state (nor a kicked member), bounds, the state file across a restart and
+when corrupt, members syncing on after the rendezvous is killed, a partition that heals,
+and ``room set|get|watch`` through the control API."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from stack.base.errors import CorruptFileError
 from stack.base.net import UdpNetwork
 from stack.cli import main
 from stack.node import Node
-from stack.node.events import RoomStateChanged, RoomStatementRefused, RoomSynced
+from stack.node.events import (RoomGraphChanged, RoomStateChanged, RoomStatementRefused,
+                               RoomSynced)
 from stack.node.protocols.roomsync import (PROTO_ROOM_SYNC, RoomSyncRefused, exchange,
                                            push)
 from stack.node.roomsync import STATE_DIR, BadStateEntry
@@ -123,6 +124,27 @@ async def test_a_non_member_is_refused_by_name_and_gets_nothing(nodes) -> None:
     assert b"malformed_message" in await stream.read_message()
     assert a.roomsync.stats["dropped.malformed_message"] == 1
     assert a.roomsync.protocol.stats["refused.malformed_message"] == 2
+
+
+async def test_a_kicked_member_gets_no_more_state(nodes) -> None:
+    _r, a, b, c = await three(nodes)
+    await settled([a, b, c], "club")
+    told = [n.next_event(RoomGraphChanged, room="club", peer_id=c.peer_id, cause="removed",
+                         timeout=T) for n in (b, c)]
+    await a.roomtrust.kick("club", str(c.peer_id))
+    for waiter in told:
+        await waiter
+    got = b.next_event(RoomStateChanged, key="after the kick", timeout=T)
+    await a.roomsync.set("club", "after the kick", "members only")
+    await got
+    rid = room_id("club")
+    for member in (a, b):                       # C dials back in: refused, by name
+        conn = await c.connect(addr(member))
+        mine = RoomDoc(rid)
+        with pytest.raises(RoomSyncRefused, match="removed"):
+            await exchange(conn, rid, mine, lambda *_: None, T)
+        assert mine.items() == {}
+    assert "after the kick" not in c.roomsync.get("club")["state"]
 
 
 async def test_state_is_kept_across_a_restart_and_a_corrupt_file_is_kept(nodes,
