@@ -305,11 +305,16 @@ class RoomSync:
     # --------------------------------------------------------------- sending
 
     def _member_conns(self, name: str) -> dict[PeerId, Connection]:
+        """One open connection to each member we are connected to."""
+        roster = self._trust.roster(name)   # once: this runs for every push
+        if self._me in roster.removed:
+            return {}
         found: dict[PeerId, Connection] = {}
         for conn in self._connections():
-            if not conn.closed and conn.peer_id not in found \
-                    and self._is_member(name, conn.peer_id):
-                found[conn.peer_id] = conn
+            peer = conn.peer_id
+            if (not conn.closed and peer not in found and peer != self._me
+                    and roster.is_member(peer) and peer not in roster.removed):
+                found[peer] = conn
         return found
 
     def _broadcast(self, name: str, doc: RoomDoc, update: bytes) -> None:
