@@ -13,8 +13,9 @@ text values), replicated to every member over ``/p2pstack/room-sync/1``
   it opens, each time a member enters our roster (the newcomer so gets the whole state
   on admission), and at start with every member at its last known addresses (a member
   that restarts finds the others without a rendezvous). A local ``set`` is pushed to
-  every connected member at once (one push in flight per member; what queues meanwhile
-  goes in the next). A push that fails is not retried: the next exchange carries it.
+  every connected member at once, on one long-lived ``feed`` stream per room and member
+  (what queues while a push is being written goes in the next). A push that fails is not
+  retried: the next exchange carries it.
 - **Where.** ``DATA_DIR/room_state/<room id hex>.bin`` (``RoomDoc.encode``; atomic,
   0600); ``set`` returns once its change is on disk, remote changes are written behind
   (one write at a time per room, flushed at stop). A file that does not decode is a
@@ -44,8 +45,8 @@ from rooms.intro import PeerRemoved
 from rooms.state import MAX_UPDATE, Change, CorruptState, NotAMember, RoomDoc
 from stack.node.events import (ConnectionOpened, EventBus, RoomMemberVerified,
                                RoomStateChanged, RoomStatementRefused, RoomSynced)
-from stack.node.protocols.roomsync import (MAX_PUSH, RoomSyncProtocol, RoomSyncRefused,
-                                           exchange, push)
+from stack.node.protocols.roomsync import (MAX_PUSH, Feed, RoomSyncProtocol, RoomSyncRefused,
+                                           exchange, open_feed)
 from stack.node.rooms import NodeRooms
 from stack.node.roomtrust import RoomTrust, UnknownRoomId
 
@@ -95,6 +96,7 @@ class RoomSync:
         self._locks: dict[str, asyncio.Lock] = {}
         self._outbox: dict[tuple[str, PeerId], list[bytes]] = {}
         self._pushing: set[tuple[str, PeerId]] = set()   # a sender task runs for these
+        self._feeds: dict[tuple[str, PeerId], Feed] = {}  # our open feed to each member
         self._syncing: set[tuple[str, PeerId]] = set()
         self._again: set[tuple[str, PeerId]] = set()
         self._log: dict[str, deque[tuple[int, Change]]] = {}
@@ -343,7 +345,8 @@ class RoomSync:
                 self.stats["push_skipped"] += len(batch)
                 continue
             try:
-                await push(conn, room_id, batch, self._timeout)
+                feed = await self._feed(key, conn, room_id)
+                await feed.send(batch)
                 self.stats["pushes"] += 1
                 self.stats["updates_sent"] += len(batch)
                 self.stats["update_bytes_sent"] += sum(map(len, batch))
@@ -351,8 +354,37 @@ class RoomSync:
                 self.stats[f"push_refused.{exc.reason}"] += 1
             except (StackError, TimeoutError, OSError) as exc:
                 self.stats["push_failed"] += 1
+                self._drop_feed(key)
                 log.info("room.push_failed", room=name, peer=str(peer),
                          error=f"{type(exc).__name__}: {exc}")
+
+    async def _feed(self, key: tuple[str, PeerId], conn: Connection, room_id: bytes) -> Feed:
+        """Our feed to the member on ``conn``, opened if we hold none there."""
+        feed = self._feeds.get(key)
+        if feed is not None and feed.conn is conn:
+            return feed
+        self._drop_feed(key)
+        feed = self._feeds[key] = await open_feed(conn, room_id, self._timeout)
+        self._spawn(self._feed_ended(key, feed))
+        return feed
+
+    async def _feed_ended(self, key: tuple[str, PeerId], feed: Feed) -> None:
+        """The member ends a feed only to refuse a push (a kick, garbage): count it; the
+        next change opens a new one (and is refused again if it still must be)."""
+        try:
+            reason = await feed.refusal()
+        except (StackError, TimeoutError, OSError):
+            reason = None   # the connection went: the exchange at the next one
+        if reason is not None:
+            self.stats[f"push_refused.{reason}"] += 1
+            log.info("room.push_refused", room=key[0], peer=str(key[1]), reason=reason)
+        if self._feeds.get(key) is feed:
+            self._drop_feed(key)
+
+    def _drop_feed(self, key: tuple[str, PeerId]) -> None:
+        feed = self._feeds.pop(key, None)
+        if feed is not None:
+            feed.close()
 
     # ------------------------------------------------------------ exchanges
 

@@ -20,7 +20,7 @@ from stack.node import Node
 from stack.node.events import (RoomGraphChanged, RoomStateChanged, RoomStatementRefused,
                                RoomSynced)
 from stack.node.protocols.roomsync import (PROTO_ROOM_SYNC, RoomSyncRefused, exchange,
-                                           push)
+                                           open_feed)
 from stack.node.roomsync import STATE_DIR, BadStateEntry
 from stack.node.router import open_protocol
 from rooms.names import room_id
@@ -104,7 +104,7 @@ async def test_a_non_member_is_refused_by_name_and_gets_nothing(nodes) -> None:
     assert err.value.reason == "not_member" and (await refused).reason == "not_member"
     assert mine.items() == {}                   # not one key reached it
     with pytest.raises(RoomSyncRefused, match="not_member"):
-        await push(conn, rid, [RoomDoc(rid).set("topic", "forged")], T)
+        await open_feed(conn, rid, T)           # it may not push its changes either
     assert a.roomsync.get("club", "topic")["value"] == "before anyone came"
     with pytest.raises(RoomSyncRefused, match="unknown_room"):
         await exchange(conn, bytes(32), mine, lambda *_: None, T)
@@ -117,8 +117,9 @@ async def test_a_non_member_is_refused_by_name_and_gets_nothing(nodes) -> None:
     assert not z.roomsync.protocol.stats        # no member ever opened room sync to Z
     # bounds: garbage from a member is a named, counted drop
     conn = next(x for x in b.connections if x.peer_id == a.peer_id and not x.closed)
-    with pytest.raises(RoomSyncRefused, match="malformed_message"):
-        await push(conn, rid, [b"\xff not an update"], T)
+    feed = await open_feed(conn, rid, T)
+    await feed.send([b"\xff not an update"])
+    assert await feed.refusal() == "malformed_message"
     stream = await open_protocol(conn, PROTO_ROOM_SYNC)
     await stream.write_message(b"\xc1")       # not msgpack
     assert b"malformed_message" in await stream.read_message()
@@ -129,6 +130,7 @@ async def test_a_non_member_is_refused_by_name_and_gets_nothing(nodes) -> None:
 async def test_a_kicked_member_gets_no_more_state(nodes) -> None:
     _r, a, b, c = await three(nodes)
     await settled([a, b, c], "club")
+    rid = room_id("club")
     told = [n.next_event(RoomGraphChanged, room="club", peer_id=c.peer_id, cause="removed",
                          timeout=T) for n in (b, c)]
     await a.roomtrust.kick("club", str(c.peer_id))
@@ -137,13 +139,14 @@ async def test_a_kicked_member_gets_no_more_state(nodes) -> None:
     got = b.next_event(RoomStateChanged, key="after the kick", timeout=T)
     await a.roomsync.set("club", "after the kick", "members only")
     await got
-    rid = room_id("club")
     for member in (a, b):                       # C dials back in: refused, by name
         conn = await c.connect(addr(member))
         mine = RoomDoc(rid)
         with pytest.raises(RoomSyncRefused, match="removed"):
             await exchange(conn, rid, mine, lambda *_: None, T)
         assert mine.items() == {}
+        with pytest.raises(RoomSyncRefused, match="removed"):
+            await open_feed(conn, rid, T)
     assert "after the kick" not in c.roomsync.get("club")["state"]
 
 
