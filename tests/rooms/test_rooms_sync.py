@@ -192,6 +192,13 @@ async def test_members_keep_syncing_after_the_rendezvous_is_killed(nodes) -> Non
     await c.roomsync.set("club", "and", "back")
     await settled([a, b, c], "club", {"topic": "before anyone came",
                                       "after": "the rendezvous went down", "and": "back"})
+    # a member that restarts finds the others again without it (their last addresses)
+    await c.stop(grace=0.1)
+    await a.roomsync.set("club", "while C restarted", "still no rendezvous")
+    again = await nodes("c")
+    await settled([a, b, again], "club", {
+        "topic": "before anyone came", "after": "the rendezvous went down", "and": "back",
+        "while C restarted": "still no rendezvous"})
 
 
 class Partition(UdpNetwork):
