@@ -17,7 +17,10 @@ Persistence: ``encode()`` / ``RoomDoc.decode(data)``, a msgpack array
 names the file and keeps it).
 
 Bounds: keys of 1..``MAX_KEY`` UTF-8 bytes, values of at most ``MAX_VALUE``, updates of
-at most ``MAX_UPDATE`` bytes (``MalformedMessage`` beyond, before pycrdt sees them).
+at most ``MAX_UPDATE`` bytes (``MalformedMessage`` beyond, before pycrdt sees them). A
+local ``set`` that would take the whole document over ``MAX_UPDATE`` is ``StateFull``: the
+whole state must fit one update, or a newcomer could not sync it and ``decode`` would
+refuse our own file.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from typing import Any
 
 from pycrdt import Doc, Map, MapEvent
 
+from stack.base.errors import LocalError
 from stack.base.identity import PeerId
 from rooms.admission import Admission, verify_admission
 from rooms.errors import ForgedAdmission, MalformedMessage, RoomError
 from rooms.signed import pack, unpack
 
-__all__ = ["RoomDoc", "Change", "NotAMember", "CorruptState", "verify_chain",
+__all__ = ["RoomDoc", "Change", "NotAMember", "CorruptState", "StateFull", "verify_chain",
            "MAX_KEY", "MAX_VALUE", "MAX_UPDATE", "MAX_CHAIN"]
 
 MAX_KEY = 256             # bytes
@@ -41,6 +45,7 @@ MAX_VALUE = 16 * 1024     # bytes
 MAX_UPDATE = 4 << 20      # bytes: a whole room's state fits one update
 MAX_CHAIN = 32            # admissions from a member back to the admin
 _ROOT = "state"
+_ENTRY_OVERHEAD = 64      # bytes an entry adds to an update beyond its key and value
 
 
 class NotAMember(RoomError):
@@ -51,6 +56,10 @@ class NotAMember(RoomError):
 
 class CorruptState(RoomError):
     """Stored room state that does not decode."""
+
+
+class StateFull(RoomError, LocalError):
+    """A change that would take the room's document over ``MAX_UPDATE`` bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +127,9 @@ class RoomDoc:
             raise MalformedMessage(f"room state: a key is 1..{MAX_KEY} bytes of text")
         if not isinstance(value, str) or len(value.encode()) > MAX_VALUE:
             raise MalformedMessage(f"room state: a value is text of at most {MAX_VALUE} bytes")
+        size = len(self._doc.get_update()) + len(key.encode()) + len(value.encode())
+        if size + _ENTRY_OVERHEAD > MAX_UPDATE:
+            raise StateFull(f"room state: the document would exceed {MAX_UPDATE} bytes")
         before = self._doc.get_state()
         self._map[key] = value
         return self._doc.get_update(before)
