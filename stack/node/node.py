@@ -115,7 +115,8 @@ from stack.node.protocols.relay import RelayStopProtocol, dial_relayed
 from stack.node.turn import NodeTurn
 from stack.node.protocols.rendezvous import RendezvousService
 from stack.node.rooms import ROOMS_FILE, NodeRooms
-from stack.node.roomsync import STATE_DIR, RoomSync
+from stack.node.roomdocs import STATE_DIR
+from stack.node.roomsync import RoomSync
 from stack.node.roomtrust import MEMBERS_FILE, RoomTrust
 from stack.node.router import Router
 from stack.node.supervisor import Supervisor

@@ -16,49 +16,38 @@ text values), replicated to every member over ``/p2pstack/room-sync/1``
   every connected member at once, on one long-lived ``feed`` stream per room and member
   (what queues while a push is being written goes in the next). A push that fails is not
   retried: the next exchange carries it.
-- **Where.** ``DATA_DIR/room_state/<room id hex>.bin`` (``RoomDoc.encode``; atomic,
-  0600); ``set`` returns once its change is on disk, remote changes are written behind
-  (one write at a time per room, flushed at stop). A file that does not decode is a
-  ``CorruptFileError`` naming it, for the room's commands and as ``state_unusable`` to
-  members; it is never written over. A node with in-memory stores keeps state in memory.
-- **Watch.** Every change (ours or a member's) is a ``RoomStateChanged`` event and a line
-  in a per-room log of the last ``WATCH_LOG`` changes, numbered; ``watch(name, after,
-  wait)`` is the control API's long poll over that log (``room watch``).
+- **What.** ``room set`` changes our document (``stack.node.roomdocs``: the state file,
+  the change log ``room watch`` polls) and pushes the change; ``room get`` reads it. A
+  state file that does not decode makes the room ``state_unusable`` to members too.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from stack.base.errors import CorruptFileError, StackError, UsageError
-from stack.base.files import atomic_write, read_regular
+from stack.base.errors import StackError, UsageError
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection
 from rooms.errors import MalformedMessage, RoomError
 from rooms.intro import PeerRemoved
-from rooms.state import MAX_UPDATE, Change, CorruptState, NotAMember, RoomDoc
+from rooms.state import MAX_UPDATE, NotAMember, RoomDoc
 from stack.node.events import (ConnectionOpened, EventBus, RoomMemberVerified,
-                               RoomStateChanged, RoomStatementRefused, RoomSynced)
+                               RoomStatementRefused, RoomSynced)
 from stack.node.protocols.roomsync import (MAX_PUSH, Feed, RoomSyncProtocol, RoomSyncRefused,
                                            exchange, open_feed)
+from stack.node.roomdocs import RoomDocs
 from stack.node.rooms import NodeRooms
 from stack.node.roomtrust import RoomTrust, UnknownRoomId
 
-__all__ = ["RoomSync", "STATE_DIR", "StateUnusable", "BadStateEntry", "WATCH_LOG",
-           "MAX_WAIT"]
+__all__ = ["RoomSync", "StateUnusable", "BadStateEntry"]
 
 log = structlog.get_logger("p2pstack.roomsync")
 
-STATE_DIR = "room_state"
-MAX_STATE_FILE = MAX_UPDATE + 256 * 1024  # the document plus our admission chain
-WATCH_LOG = 1024       # changes kept per room for ``watch``
-MAX_WAIT = 60.0        # seconds one ``watch`` call may wait
 _EMPTY_UPDATE = b"\x00\x00"  # what yrs sends when the other side lacks nothing
 
 
@@ -88,112 +77,20 @@ class RoomSync:
         self._link = link
         self._run_service = run_service
         self._spawn = spawn
-        self._dir = path           # None: state in memory only
         self._timeout = timeout
-        self._docs: dict[str, RoomDoc] = {}
-        self._dirty: set[str] = set()        # rooms whose file is behind their document
-        self._writing: set[str] = set()      # rooms with a write-behind task
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.docs = RoomDocs(events=events, rooms=rooms, spawn=spawn, path=path)
         self._outbox: dict[tuple[str, PeerId], list[bytes]] = {}
         self._pushing: set[tuple[str, PeerId]] = set()   # a sender task runs for these
         self._feeds: dict[tuple[str, PeerId], Feed] = {}  # our open feed to each member
         self._syncing: set[tuple[str, PeerId]] = set()
         self._again: set[tuple[str, PeerId]] = set()
-        self._log: dict[str, deque[tuple[int, Change]]] = {}
-        self._seq: Counter[str] = Counter()  # per room: the number of its last change
-        self._wake: dict[str, asyncio.Event] = {}
-        self.protocol = RoomSyncProtocol(self._admit, self._merge, timeout, stop=self.flush)
+        self.protocol = RoomSyncProtocol(self._admit, self._merge, timeout,
+                                         stop=self.docs.flush)
         self.stats: Counter[str] = Counter()
 
     def start(self) -> None:
         self._run_service("room.sync", self._watch_events)
         self._spawn(self._resume())
-
-    # ------------------------------------------------------------------ documents
-
-    def _file(self, room_id: bytes) -> Path | None:
-        return None if self._dir is None else self._dir / f"{room_id.hex()}.bin"
-
-    def _doc(self, name: str) -> tuple[str, RoomDoc]:
-        """The room's canonical name and document (``UnknownRoom``; ``CorruptFileError``
-        for a state file that does not decode, which stays as it is)."""
-        room = self._rooms._room(name)
-        doc = self._docs.get(room.name)
-        if doc is not None:
-            return room.name, doc
-        path = self._file(room.room_id)
-        data = None if path is None else read_regular(path, MAX_STATE_FILE)
-
-        def observe(change: Change, name: str = room.name) -> None:
-            self._changed(name, change)
-
-        if data is None:
-            doc = RoomDoc(room.room_id, [] if room.admission is None else [room.admission],
-                          on_change=observe)
-        else:
-            assert path is not None
-            try:
-                doc = RoomDoc.decode(data, on_change=observe)
-            except CorruptState as exc:
-                raise CorruptFileError(path, f"{exc}; it was left untouched") from None
-            if doc.room_id != room.room_id:
-                raise CorruptFileError(path, "the state of another room; it was left "
-                                             "untouched")
-        self._docs[room.name] = doc
-        return room.name, doc
-
-    def _changed(self, name: str, change: Change) -> None:
-        """pycrdt's observer: one key changed, by us or by a member's update."""
-        self._seq[name] += 1
-        self._log.setdefault(name, deque(maxlen=WATCH_LOG)).append((self._seq[name], change))
-        origin = None if change.origin is None else PeerId.parse(change.origin)
-        # debug: a busy room changes many times a second
-        self._events.emit(RoomStateChanged(name, change.key, change.value, origin), "debug")
-        wake = self._wake.pop(name, None)
-        if wake is not None:
-            wake.set()
-
-    # ---------------------------------------------------------------- persistence
-
-    def _touch(self, name: str) -> None:
-        """The document changed: write it behind."""
-        if self._dir is None:
-            return
-        self._dirty.add(name)
-        if name in self._writing:
-            return
-        self._writing.add(name)
-
-        async def writer() -> None:
-            try:
-                while name in self._dirty:
-                    await self._write(name)
-            finally:
-                self._writing.discard(name)
-
-        self._spawn(writer())
-
-    async def _write(self, name: str) -> None:
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            doc = self._docs.get(name)
-            path = self._file(doc.room_id) if doc is not None else None
-            if doc is None or path is None or name not in self._dirty:
-                return
-            self._dirty.discard(name)
-            data = doc.encode()   # on the loop: a pycrdt document is not shared with threads
-            try:
-                await asyncio.to_thread(_store, path, data)
-            except BaseException:
-                self._dirty.add(name)
-                raise
-
-    async def flush(self) -> None:
-        """Write every document that is behind (at stop)."""
-        for name in sorted(self._dirty):
-            try:
-                await self._write(name)
-            except StackError as exc:
-                log.warning("room.state_not_saved", room=name, error=str(exc))
 
     # ------------------------------------------------------------------- commands
 
@@ -202,20 +99,18 @@ class RoomSync:
         we are connected to."""
         if not isinstance(key, str) or not isinstance(value, str):
             raise BadStateEntry("a room's key and value are text")
-        room, doc = self._doc(name)
+        room, doc = self.docs.get(name)
         try:
             update = doc.set(key, value)
         except MalformedMessage as exc:
             raise BadStateEntry(str(exc)) from None
-        if self._dir is not None:
-            self._dirty.add(room)
-            await self._write(room)
+        await self.docs.save(room)
         self._broadcast(room, doc, update)
         return {"room": room, "key": key, "value": value}
 
     def get(self, name: str, key: str | None = None) -> dict[str, Any]:
         """``room get``: one key's value (None when unset), or the whole state."""
-        room, doc = self._doc(name)
+        room, doc = self.docs.get(name)
         if key is None:
             return {"room": room, "state": doc.items()}
         if not isinstance(key, str):
@@ -224,28 +119,8 @@ class RoomSync:
 
     async def watch(self, name: str, after: int | None = None,
                     wait: float = 30.0) -> dict[str, Any]:
-        """``room watch``'s long poll: the changes numbered above ``after`` (waiting up to
-        ``wait`` seconds for one); ``after`` None: none, just the number to start from.
-        ``missed``: changes that fell out of the log before this call saw them."""
-        room, _ = self._doc(name)
-        if after is None:
-            return {"room": room, "next": self._seq[room], "changes": [], "missed": 0}
-        if (isinstance(after, bool) or not isinstance(after, int) or after < 0
-                or isinstance(wait, bool) or not isinstance(wait, (int, float))
-                or not 0 <= wait <= MAX_WAIT):
-            raise UsageError(f"watch: after is a change number, wait 0..{MAX_WAIT:g} s")
-        if self._seq[room] <= after and wait > 0:
-            wake = self._wake.setdefault(room, asyncio.Event())
-            try:
-                async with asyncio.timeout(wait):
-                    await wake.wait()
-            except TimeoutError:
-                pass
-        changes = [(seq, c) for seq, c in self._log.get(room, ()) if seq > after]
-        first = changes[0][0] if changes else self._seq[room] + 1
-        return {"room": room, "next": self._seq[room], "missed": max(0, first - after - 1),
-                "changes": [{"seq": seq, "key": c.key, "value": c.value, "origin": c.origin}
-                            for seq, c in changes]}
+        """``room watch``'s long poll (``RoomDocs.watch``)."""
+        return await self.docs.watch(name, after, wait)
 
     # ------------------------------------------------------------ who may sync
 
@@ -279,7 +154,7 @@ class RoomSync:
             if not self._is_member(name, peer):
                 raise NotAMember(f"{peer} is not a member we verified")
             try:
-                return self._doc(name)[1]
+                return self.docs.get(name)[1]
             except StackError as exc:
                 log.warning("room.state_unusable", room=name, error=str(exc))
                 raise StateUnusable(str(exc)) from None
@@ -300,9 +175,7 @@ class RoomSync:
             changed = changed or update != _EMPTY_UPDATE
         self.stats["updates_received"] += len(updates)
         if changed:
-            for name, held in self._docs.items():
-                if held is doc:
-                    self._touch(name)
+            self.docs.touch(doc)
 
     # --------------------------------------------------------------- sending
 
@@ -414,7 +287,7 @@ class RoomSync:
         try:
             if not self._is_member(name, peer):
                 return
-            room, doc = self._doc(name)
+            room, doc = self.docs.get(name)
             conn = self._member_conns(room).get(peer)
             if conn is None:
                 if not addrs:
@@ -477,8 +350,3 @@ def _batch(queued: list[bytes]) -> list[bytes]:
     batch = queued[:n]
     del queued[:n]
     return batch
-
-
-def _store(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    atomic_write(path, data)

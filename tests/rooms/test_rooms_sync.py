@@ -21,7 +21,8 @@ from stack.node.events import (RoomGraphChanged, RoomStateChanged, RoomStatement
                                RoomSynced)
 from stack.node.protocols.roomsync import (PROTO_ROOM_SYNC, RoomSyncRefused, exchange,
                                            open_feed)
-from stack.node.roomsync import STATE_DIR, BadStateEntry
+from stack.node.roomdocs import STATE_DIR
+from stack.node.roomsync import BadStateEntry
 from stack.node.router import open_protocol
 from rooms.names import room_id
 from rooms.state import RoomDoc
