@@ -17,10 +17,12 @@ Per round, alternating:
    *paced* (the loop runs after each set, so pushes go out as the members keep setting);
    the clock stops when every member holds every update (counted from
    ``RoomStateChanged`` events); rates in wall time and per CPU second of the process
-   (the core and the baseline are CPU-bound loops timed in CPU time). Updates/s as above; bytes per
-   update is what the pushes carried per update and receiver; pushes per update shows
-   the batching. All nodes and the pycrdt baseline share one process (and 2 cores with
-   whatever else runs): the ratio is what to read.
+   (the core and the baseline are CPU-bound loops timed in CPU time). Updates/s as
+   above; bytes per update is what the pushes carried per update and receiver; pushes
+   per update shows the batching. While the room fills, each join is timed from the
+   code typed to the newcomer admitted and to the newcomer holding the room's state (a
+   key the admin set first: issue 13's "admission time"). All nodes and the pycrdt
+   baseline share one process (and 2 cores with whatever else runs): read the ratio.
 
     python benchmarks/roomstate.py [--rounds 5] [--members 10] [--updates 2000] [--network]
 """
@@ -92,7 +94,7 @@ class Room:
         from stack.base.identity import Identity
         from stack.node import Node, RoomAdmitted
         from stack.node.config import NodeConfig
-        from stack.node.events import RoomMemberVerified
+        from stack.node.events import RoomMemberVerified, RoomStateChanged
         from stack.store.stores import Stores
 
         def node(name: str, **extra: Any) -> Node:
@@ -110,6 +112,8 @@ class Room:
              f"{self.rendezvous.peer_id}"
         admin = self.nodes[0]
         await admin.rooms.create("bench", rv)
+        await admin.roomsync.set("bench", "topic", "set before anyone joined")
+        self.joins: list[tuple[float, float]] = []   # (admitted, state synced) seconds
         for i, newcomer in enumerate(self.nodes[1:], 1):
             code = (await admin.rooms.invite("bench"))["code"]
             waiters = [admin.next_event(RoomAdmitted, role="inviter", timeout=30),
@@ -117,7 +121,12 @@ class Room:
                                            via="inviter", timeout=30)]
             waiters += [m.next_event(RoomMemberVerified, peer_id=newcomer.peer_id,
                                      via="introduced", timeout=30) for m in self.nodes[1:i]]
+            synced = newcomer.next_event(RoomStateChanged, key="topic", timeout=30)
+            start = time.perf_counter()   # the code is typed
             await newcomer.rooms.join("bench", code, rv)
+            admitted = time.perf_counter() - start
+            await synced
+            self.joins.append((admitted, time.perf_counter() - start))
             for w in waiters:
                 await w
         self.rounds = 0
@@ -201,6 +210,10 @@ def network(args: argparse.Namespace) -> None:
                   f"{statistics.median(g[2] for g in got):.1f} bytes/update/receiver, "
                   f"{statistics.median(g[3] for g in got):.2f} pushes/update; "
                   f"CPU rate / pycrdt {cpu / bmed:.3f}")
+        ms = [(1e3 * a, 1e3 * b) for a, b in room.joins]
+        print(f"joins            : code typed -> admitted {statistics.median(a for a, _ in ms):.0f}"
+              f" ms, -> the room's state synced {statistics.median(b for _, b in ms):.0f} ms "
+              f"(median of {len(ms)}, members 2..{args.members})")
         print(f"rooms.state core : {cmed:9.0f} updates/s (same shape, in process)")
         print(f"bare pycrdt      : {bmed:9.0f} updates/s (same shape, in process)")
         print(f"core / pycrdt    : {cmed / bmed:.2f}")
