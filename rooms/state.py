@@ -110,6 +110,10 @@ class RoomDoc:
         self._map: Map[Any] = self._doc.get(_ROOT, type=Map)
         self._on_change = on_change
         self._sub = self._map.observe(self._observed)
+        # the sum of the updates the document took in: in practice never below the size
+        # of the whole document as one update (merging shrinks them), so a set measures
+        # the document (O(size)) only near the bound
+        self._size = 0
 
     def _observed(self, event: MapEvent) -> None:
         if self._on_change is None:
@@ -127,12 +131,16 @@ class RoomDoc:
             raise MalformedMessage(f"room state: a key is 1..{MAX_KEY} bytes of text")
         if not isinstance(value, str) or len(value.encode()) > MAX_VALUE:
             raise MalformedMessage(f"room state: a value is text of at most {MAX_VALUE} bytes")
-        size = len(self._doc.get_update()) + len(key.encode()) + len(value.encode())
-        if size + _ENTRY_OVERHEAD > MAX_UPDATE:
-            raise StateFull(f"room state: the document would exceed {MAX_UPDATE} bytes")
+        entry = len(key.encode()) + len(value.encode()) + _ENTRY_OVERHEAD
+        if self._size + entry > MAX_UPDATE:
+            self._size = len(self._doc.get_update())   # the bound was loose: measure
+            if self._size + entry > MAX_UPDATE:
+                raise StateFull(f"room state: the document would exceed {MAX_UPDATE} bytes")
         before = self._doc.get_state()
         self._map[key] = value
-        return self._doc.get_update(before)
+        update = self._doc.get_update(before)
+        self._size += len(update)
+        return update
 
     def get(self, key: str) -> str | None:
         value = self._map.get(key)
@@ -159,6 +167,7 @@ class RoomDoc:
                 self._doc.apply_update(data)
         except ValueError:
             raise MalformedMessage("room state: not a pycrdt update") from None
+        self._size += len(data)
 
     def encode(self) -> bytes:
         return pack((1, self.room_id, tuple(self.chain), self._doc.get_update()))
