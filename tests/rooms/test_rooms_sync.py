@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from stack.base.errors import CorruptFileError
+from stack.base.errors import CorruptFileError, UsageError
 from stack.base.net import UdpNetwork
 from stack.cli import main
 from stack.node import Node
@@ -21,9 +21,11 @@ from stack.node.events import (RoomGraphChanged, RoomStateChanged, RoomStatement
                                RoomSynced)
 from stack.node.protocols.roomsync import (PROTO_ROOM_SYNC, RoomSyncRefused, exchange,
                                            open_feed)
-from stack.node.roomdocs import STATE_DIR
+from stack.node.roomdocs import MAX_WAIT, STATE_DIR, WATCH_LOG
+from stack.node.rooms import UnknownRoom
 from stack.node.roomsync import BadStateEntry
 from stack.node.router import open_protocol
+from stack.store.stores import Stores
 from rooms.names import room_id
 from rooms.state import RoomDoc
 
@@ -285,3 +287,19 @@ async def test_room_set_get_watch_through_the_cli(nodes, tmp_path, capsys) -> No
     assert "no key 'shape'" in capsys.readouterr().err
     assert await asyncio.to_thread(main, [*A, "room", "set", "club", "", "x"]) == 2
     assert await asyncio.to_thread(main, [*A, "room", "get", "nowhere"]) == 2
+
+
+async def test_watch_says_what_it_missed_and_refuses_bad_cursors(nodes) -> None:
+    a = await nodes("a", stores=Stores.memory())   # state in memory: no fsync per set
+    await a.rooms.create("solo")
+    start = (await a.roomsync.watch("solo"))["next"]
+    for n in range(WATCH_LOG + 6):
+        await a.roomsync.set("solo", f"k{n}", "v")
+    out = await a.roomsync.watch("solo", start, 0)
+    assert out["missed"] == 6 and len(out["changes"]) == WATCH_LOG
+    assert out["changes"][0] == {"seq": start + 7, "key": "k6", "value": "v", "origin": None}
+    for after, wait in ((-1, 0), ("0", 0), (True, 0), (0, MAX_WAIT + 1), (0, "1")):
+        with pytest.raises(UsageError):
+            await a.roomsync.watch("solo", after, wait)
+    with pytest.raises(UnknownRoom):
+        await a.roomsync.watch("nowhere")
