@@ -18,9 +18,9 @@ names the file and keeps it).
 
 Bounds: keys of 1..``MAX_KEY`` UTF-8 bytes, values of at most ``MAX_VALUE``, updates of
 at most ``MAX_UPDATE`` bytes (``MalformedMessage`` beyond, before pycrdt sees them). A
-local ``set`` that would take the whole document over ``MAX_UPDATE`` is ``StateFull``: the
-whole state must fit one update, or a newcomer could not sync it and ``decode`` would
-refuse our own file.
+local ``set`` that would take the whole document over ``MAX_UPDATE``, or a member's update
+that could, is ``StateFull``: the whole state must fit one update, or a newcomer could not
+sync it and ``decode`` would refuse our own file.
 """
 
 from __future__ import annotations
@@ -59,7 +59,10 @@ class CorruptState(RoomError):
 
 
 class StateFull(RoomError, LocalError):
-    """A change that would take the room's document over ``MAX_UPDATE`` bytes."""
+    """A change that would (or a member's update that could) take the room's document
+    over ``MAX_UPDATE`` bytes."""
+
+    reason = "state_full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +163,14 @@ class RoomDoc:
             raise MalformedMessage("room state: not a state vector") from None
 
     def apply(self, update: bytes, origin: PeerId | None = None) -> None:
-        """Merge a member's update (``MalformedMessage`` for bytes that are not one)."""
+        """Merge a member's update (``MalformedMessage`` for bytes that are not one,
+        ``StateFull`` near the bound: nothing of it is applied)."""
         data = _check_update(update)
+        if self._size + len(data) > MAX_UPDATE:   # an update adds at most its own size
+            self._size = len(self._doc.get_update())
+            if self._size + len(data) > MAX_UPDATE:
+                raise StateFull(f"room state: this update could take the document over "
+                                f"{MAX_UPDATE} bytes")
         try:
             with self._doc.transaction(origin=None if origin is None else str(origin)):
                 self._doc.apply_update(data)

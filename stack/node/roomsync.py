@@ -35,7 +35,7 @@ from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection
 from rooms.errors import MalformedMessage, RoomError
 from rooms.intro import PeerRemoved
-from rooms.state import MAX_UPDATE, NotAMember, RoomDoc
+from rooms.state import MAX_UPDATE, NotAMember, RoomDoc, StateFull
 from stack.node.events import (ConnectionOpened, EventBus, RoomMemberVerified,
                                RoomStatementRefused, RoomSynced)
 from stack.node.protocols.roomsync import (MAX_PUSH, Feed, RoomSyncProtocol, RoomSyncRefused,
@@ -169,8 +169,8 @@ class RoomSync:
         for update in updates:
             try:
                 doc.apply(update, conn.peer_id)
-            except MalformedMessage:
-                self.stats["dropped.malformed_message"] += 1
+            except (MalformedMessage, StateFull) as exc:
+                self.stats[f"dropped.{exc.reason}"] += 1
                 raise
             changed = changed or update != _EMPTY_UPDATE
         self.stats["updates_received"] += len(updates)

@@ -105,3 +105,10 @@ def test_a_set_that_would_outgrow_one_update_is_state_full() -> None:
     assert 0 < len(doc.missing(RoomDoc(ROOM).state_vector())) <= MAX_UPDATE
     assert RoomDoc.decode(doc.encode()).items() == doc.items()   # our file still loads
     doc.set("small", "still fits")
+    # a member's update that could take it over the bound is refused, and not applied
+    other = RoomDoc(ROOM)
+    big = other.set("big", "w" * MAX_VALUE)
+    before = doc.items()
+    with pytest.raises(StateFull):
+        doc.apply(big)
+    assert doc.items() == before

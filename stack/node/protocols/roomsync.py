@@ -26,7 +26,8 @@ here); the answerer checks membership again for every push (a kick takes effect 
 
 A refusal is ``["error", reason]`` then FIN, and carries nothing of the room: reasons are
 ``not_member``, ``removed``, ``unknown_room``, ``state_unusable`` (our stored state is
-corrupt and kept aside) and ``malformed_message``. Bounds: a message is at most
+corrupt and kept aside), ``state_full`` (an update that could take the document over
+``rooms.state.MAX_UPDATE``) and ``malformed_message``. Bounds: a message is at most
 ``MAX_SYNC_MESSAGE`` bytes, a push at most ``MAX_PUSH`` updates; anything else is
 ``MalformedMessage``, counted in ``stats`` by the side that received it.
 """
