@@ -5,7 +5,6 @@ refusal named."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from stack.base.errors import CorruptFileError, UsageError
