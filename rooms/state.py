@@ -17,7 +17,10 @@ Persistence: ``encode()`` / ``RoomDoc.decode(data)``, a msgpack array
 names the file and keeps it).
 
 Bounds: keys of 1..``MAX_KEY`` UTF-8 bytes, values of at most ``MAX_VALUE``, updates of
-at most ``MAX_UPDATE`` bytes (``MalformedMessage`` beyond, before pycrdt sees them).
+at most ``MAX_UPDATE`` bytes (``MalformedMessage`` beyond, before pycrdt sees them). A
+local ``set`` that would take the whole document over ``MAX_UPDATE``, or a member's update
+that could, is ``StateFull``: the whole state must fit one update, or a newcomer could not
+sync it and ``decode`` would refuse our own file.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from typing import Any
 
 from pycrdt import Doc, Map, MapEvent
 
+from stack.base.errors import LocalError
 from stack.base.identity import PeerId
 from rooms.admission import Admission, verify_admission
 from rooms.errors import ForgedAdmission, MalformedMessage, RoomError
 from rooms.signed import pack, unpack
 
-__all__ = ["RoomDoc", "Change", "NotAMember", "CorruptState", "verify_chain",
+__all__ = ["RoomDoc", "Change", "NotAMember", "CorruptState", "StateFull", "verify_chain",
            "MAX_KEY", "MAX_VALUE", "MAX_UPDATE", "MAX_CHAIN"]
 
 MAX_KEY = 256             # bytes
@@ -41,6 +45,7 @@ MAX_VALUE = 16 * 1024     # bytes
 MAX_UPDATE = 4 << 20      # bytes: a whole room's state fits one update
 MAX_CHAIN = 32            # admissions from a member back to the admin
 _ROOT = "state"
+_ENTRY_OVERHEAD = 64      # bytes an entry adds to an update beyond its key and value
 
 
 class NotAMember(RoomError):
@@ -51,6 +56,13 @@ class NotAMember(RoomError):
 
 class CorruptState(RoomError):
     """Stored room state that does not decode."""
+
+
+class StateFull(RoomError, LocalError):
+    """A change that would (or a member's update that could) take the room's document
+    over ``MAX_UPDATE`` bytes."""
+
+    reason = "state_full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +113,10 @@ class RoomDoc:
         self._map: Map[Any] = self._doc.get(_ROOT, type=Map)
         self._on_change = on_change
         self._sub = self._map.observe(self._observed)
+        # the sum of the updates the document took in: in practice never below the size
+        # of the whole document as one update (merging shrinks them), so a set measures
+        # the document (O(size)) only near the bound
+        self._size = 0
 
     def _observed(self, event: MapEvent) -> None:
         if self._on_change is None:
@@ -118,9 +134,16 @@ class RoomDoc:
             raise MalformedMessage(f"room state: a key is 1..{MAX_KEY} bytes of text")
         if not isinstance(value, str) or len(value.encode()) > MAX_VALUE:
             raise MalformedMessage(f"room state: a value is text of at most {MAX_VALUE} bytes")
+        entry = len(key.encode()) + len(value.encode()) + _ENTRY_OVERHEAD
+        if self._size + entry > MAX_UPDATE:
+            self._size = len(self._doc.get_update())   # the bound was loose: measure
+            if self._size + entry > MAX_UPDATE:
+                raise StateFull(f"room state: the document would exceed {MAX_UPDATE} bytes")
         before = self._doc.get_state()
         self._map[key] = value
-        return self._doc.get_update(before)
+        update = self._doc.get_update(before)
+        self._size += len(update)
+        return update
 
     def get(self, key: str) -> str | None:
         value = self._map.get(key)
@@ -140,13 +163,20 @@ class RoomDoc:
             raise MalformedMessage("room state: not a state vector") from None
 
     def apply(self, update: bytes, origin: PeerId | None = None) -> None:
-        """Merge a member's update (``MalformedMessage`` for bytes that are not one)."""
+        """Merge a member's update (``MalformedMessage`` for bytes that are not one,
+        ``StateFull`` near the bound: nothing of it is applied)."""
         data = _check_update(update)
+        if self._size + len(data) > MAX_UPDATE:   # an update adds at most its own size
+            self._size = len(self._doc.get_update())
+            if self._size + len(data) > MAX_UPDATE:
+                raise StateFull(f"room state: this update could take the document over "
+                                f"{MAX_UPDATE} bytes")
         try:
             with self._doc.transaction(origin=None if origin is None else str(origin)):
                 self._doc.apply_update(data)
         except ValueError:
             raise MalformedMessage("room state: not a pycrdt update") from None
+        self._size += len(data)
 
     def encode(self) -> bytes:
         return pack((1, self.room_id, tuple(self.chain), self._doc.get_update()))

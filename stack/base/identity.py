@@ -14,6 +14,7 @@ between p2pstack and libp2p implementations. The public half lets us detect corr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -84,14 +85,9 @@ class PeerId:
 
     @classmethod
     def parse(cls, text: str) -> PeerId:
-        try:
-            raw = base58.b58decode(text.strip())
-        except ValueError:
-            raise InvalidPeerId(f"not base58: {text!r}") from None
-        try:
-            return cls.from_bytes(raw)
-        except InvalidPeerId:
-            raise InvalidPeerId(f"not an Ed25519 peer id: {text!r}") from None
+        if type(text) is not str:   # unhashable or not text: fails as it always did
+            return _parse.__wrapped__(text)
+        return _parse(text)
 
     @property
     def public_key(self) -> bytes:
@@ -107,10 +103,30 @@ class PeerId:
         return hashlib.sha256(self.multihash).digest()
 
     def __str__(self) -> str:
-        return base58.b58encode(self.multihash).decode("ascii")
+        return _text(self.multihash)
 
     def __repr__(self) -> str:
         return f"PeerId({str(self)!r})"
+
+
+# Peer ids are printed and parsed per event and per room-state update; base58 in pure
+# Python was the top cost of room sync in its benchmark's profile. Both are pure
+# functions of immutable values, so the recent ones are remembered (errors are not).
+@functools.lru_cache(maxsize=4096)
+def _text(multihash: bytes) -> str:
+    return base58.b58encode(multihash).decode("ascii")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> PeerId:
+    try:
+        raw = base58.b58decode(text.strip())
+    except ValueError:
+        raise InvalidPeerId(f"not base58: {text!r}") from None
+    try:
+        return PeerId.from_bytes(raw)
+    except InvalidPeerId:
+        raise InvalidPeerId(f"not an Ed25519 peer id: {text!r}") from None
 
 
 class Identity:

@@ -29,6 +29,11 @@ running in the data directory (its control API: ``room_create``, ``room_invite``
 - ``room kick NAME PEER [--json]``: as the room's admin, remove a member for everyone
   (PEER: its peer id or a unique prefix); prints it and whom it alone let in, cut off with
   it (``rooms.kick``).
+- ``room set NAME KEY VALUE``: change the room's shared document (a pycrdt map of text);
+  the node pushes it to every member it is connected to (``stack.node.roomsync``).
+- ``room get NAME [KEY] [--json]``: one key's value (exit 1 if unset), or every key.
+- ``room watch NAME [--json]``: print each change as it arrives (ours and the members'),
+  one line each (``--json``: one object per line), until Ctrl-C (exit 0).
 
 With no node running there, each fails (exit 1) with one line saying so.
 """
@@ -36,6 +41,7 @@ With no node running there, each fails (exit 1) with one line saying so.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -52,6 +58,7 @@ __all__ = ["register"]
 
 # seconds: a join may take the admission's own 30 s timeout, plus the dial to the rendezvous
 TIMEOUT = 45.0
+WATCH_WAIT = 25.0  # seconds one watch request waits on the node for a change
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,6 +103,26 @@ def _register_trust(rooms: argparse._SubParsersAction) -> None:
     q.add_argument("peer", metavar="PEER", help="its peer id (or a unique prefix)")
     add_json_flag(q)
     q.set_defaults(handler=_kick)
+    _register_state(rooms)
+
+
+def _register_state(rooms: argparse._SubParsersAction) -> None:
+    """The shared-state commands (issue 13 section 4)."""
+    q = rooms.add_parser("set", help="set KEY to VALUE in the room's shared state")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("key", metavar="KEY")
+    q.add_argument("value", metavar="VALUE")
+    add_json_flag(q)
+    q.set_defaults(handler=_set)
+    q = rooms.add_parser("get", help="the room's shared state, or one KEY of it")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("key", metavar="KEY", nargs="?")
+    add_json_flag(q)
+    q.set_defaults(handler=_get)
+    q = rooms.add_parser("watch", help="print changes to the room's state as they arrive")
+    q.add_argument("name", metavar="NAME")
+    add_json_flag(q)
+    q.set_defaults(handler=_watch)
 
 
 def _call(args: argparse.Namespace, method: str, params: dict[str, Any],
@@ -214,3 +241,50 @@ def _kick(args: argparse.Namespace) -> int:
         for r in cut:
             print(f"  and {r['peer_id']}: {r['reason']}", flush=True)
     return 0
+
+
+def _set(args: argparse.Namespace) -> int:
+    out = _call(args, "room_set", {"name": args.name, "key": args.key, "value": args.value})
+    if args.json:
+        print_json(out)
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    params = {"name": args.name} if args.key is None else {"name": args.name, "key": args.key}
+    out = _call(args, "room_get", params)
+    if args.json:
+        print_json(out)
+    elif args.key is None:
+        for key, value in out["state"].items():
+            print(f"{key}={value}", flush=True)
+    elif out["value"] is not None:
+        print(out["value"], flush=True)
+    if args.key is not None and out["value"] is None:
+        print(f"p2pstack: room {out['room']} has no key {args.key!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """Long-polls ``room_watch`` (one control request per batch of changes)."""
+    first = _call(args, "room_watch", {"name": args.name})
+    after = first["next"]
+    print(f"watching room {first['room']} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        while True:
+            out = _call(args, "room_watch", {"name": args.name, "after": after,
+                                             "wait": WATCH_WAIT}, timeout=WATCH_WAIT + 15)
+            if out["missed"]:
+                print(f"p2pstack: {out['missed']} changes came too fast to show",
+                      file=sys.stderr, flush=True)
+            for change in out["changes"]:
+                if args.json:
+                    print(json.dumps(change, sort_keys=True), flush=True)
+                else:
+                    who = change["origin"] or "us"
+                    value = "(deleted)" if change["value"] is None else change["value"]
+                    print(f"{change['key']}={value}  (from {who})", flush=True)
+            after = out["next"]
+    except KeyboardInterrupt:   # how a watch ends
+        return 0

@@ -33,8 +33,8 @@ __all__ = ["ConnectionOpened", "ConnectionClosed", "TrustChecked", "IdentityRece
            "BirthdaySucceeded", "BirthdayFailed",
            "ConnectionMigrated", "ConnectionReplaced", "TurnAllocationChanged", "RoomAdmitted",
            "RoomAdmissionFailed", "RoomPinIssued", "RoomPinRequested", "RoomMemberVerified",
-           "RoomStatementRefused", "RoomReached",
-           "RoomGraphChanged", "NodeEvent",
+           "RoomStatementRefused", "RoomReached", "RoomGraphChanged", "RoomStateChanged",
+           "RoomSynced", "NodeEvent",
            "EventBus", "EventWaiter", "EVENT_NAMES"]
 
 log = structlog.get_logger("p2pstack.node")
@@ -402,6 +402,24 @@ class RoomGraphChanged:
     cause: str
 
 
+@dataclass(frozen=True)
+class RoomStateChanged:
+    """A key of ``room``'s shared document changed (issue 13 section 4): ``value`` None
+    for a deletion; ``origin`` the member whose update brought it, None for our own."""
+    room: str
+    key: str
+    value: str | None
+    origin: PeerId | None
+
+
+@dataclass(frozen=True)
+class RoomSynced:
+    """A state-vector exchange of ``room`` with member ``peer_id`` finished (either side
+    opened it): both now hold the same updates, as of that moment."""
+    room: str
+    peer_id: PeerId
+
+
 NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceived
              | DialbackResult | AnnouncementPublished | ServiceFailed | ControlRequest
              | RelayReservation | NatReported | ReachabilityChecked | MappingChanged
@@ -410,7 +428,8 @@ NodeEvent = (ConnectionOpened | ConnectionClosed | TrustChecked | IdentityReceiv
              | ConnectionReplaced
              | TurnAllocationChanged | RoomAdmitted | RoomAdmissionFailed | RoomPinIssued
              | RoomPinRequested
-             | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged | RoomReached)
+             | RoomMemberVerified | RoomStatementRefused | RoomGraphChanged | RoomReached
+             | RoomStateChanged | RoomSynced)
 
 #: the log name of each event type
 EVENT_NAMES: dict[type, str] = {
@@ -431,7 +450,8 @@ EVENT_NAMES: dict[type, str] = {
     RoomPinIssued: "room.pin_issued", RoomPinRequested: "room.pin_requested",
     RoomReached: "room.reached",
     RoomMemberVerified: "room.member_verified", RoomStatementRefused: "room.statement_refused",
-    RoomGraphChanged: "room.graph_changed",
+    RoomGraphChanged: "room.graph_changed", RoomStateChanged: "room.state_changed",
+    RoomSynced: "room.synced",
 }
 
 E = TypeVar("E")

@@ -117,6 +117,8 @@ from stack.node.protocols.relay import RelayStopProtocol, dial_relayed
 from stack.node.turn import NodeTurn
 from stack.node.protocols.rendezvous import RendezvousService
 from stack.node.rooms import ROOMS_FILE, NodeRooms
+from stack.node.roomdocs import STATE_DIR
+from stack.node.roomsync import RoomSync
 from stack.node.roomtrust import MEMBERS_FILE, RoomTrust
 from stack.node.roomdht import NodeRecordValidator, RoomDht
 from stack.node.protocols.roomadmit import RoomAdmitProtocol
@@ -233,7 +235,8 @@ class Node:
         self.roomdht = RoomDht(
             identity=self.identity, clock=self.clock, events=self.events, rooms=self.rooms,
             roomtrust=self.roomtrust, dht=lambda: self.dht, resolve=self.resolve,
-            link=self.roomtrust.link, connections=lambda: self.connections, addrs=self.addrs,
+            link=self.roomtrust.link, connections=lambda: self.connections,
+            addrs=self._member_addrs,
             run_service=self.supervisor.run, timeout=self.options.handshake_timeout)
         self.rooms.changed = self.roomdht.wake
         if config.dht:  # with no rendezvous: admissions on direct connections
@@ -242,6 +245,14 @@ class Node:
             self.roomadmit = RoomAdmitProtocol(self.rooms.serve_direct, self.rooms.has_invite,
                                                self.options.handshake_timeout)
             self.router.add(self.roomadmit)
+        # Issue 13 section 4: the room's shared document, synced between members
+        self.roomsync = RoomSync(
+            identity=self.identity, events=self.events, rooms=self.rooms,
+            trust=self.roomtrust, connections=lambda: self.connections,
+            link=self.roomtrust.link, run_service=self.supervisor.run,
+            spawn=self.supervisor.spawn, timeout=self.options.handshake_timeout,
+            path=None if config.stores is not None else config.data_dir / STATE_DIR)
+        self.router.add(self.roomsync.protocol)
 
     def _build_router(self) -> Router:
         """The built-in protocols. A new protocol is one more ``router.add``."""
@@ -481,6 +492,7 @@ class Node:
         self.rooms.resume()
         self.roomtrust.start()
         self.roomdht.start()
+        self.roomsync.start()
         log.info("node.started", peer_id=str(self.peer_id), addrs=self.addrs())
 
     async def _start_parts(self) -> None:
@@ -618,6 +630,9 @@ class Node:
             "room_list": lambda params: _answer(self.rooms.list(**params)),
             "room_graph": lambda params: _answer(self.roomtrust.graph(**params)),
             "room_kick": lambda params: self.roomtrust.kick(**params),
+            "room_set": lambda params: self.roomsync.set(**params),
+            "room_get": lambda params: _answer(self.roomsync.get(**params)),
+            "room_watch": lambda params: self.roomsync.watch(**params),
         }
         control = ControlServer(socket_path(self.config.data_dir),
                                 {name: _checked(name, m) for name, m in methods.items()},

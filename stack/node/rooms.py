@@ -36,7 +36,7 @@ a node built with in-memory stores (a simulation) keeps them in memory only.
 
 What follows an admission (the newcomer reaching its inviter directly, introductions to
 the other members and their own checks, the trust graph, kick) is ``stack.node.roomtrust``.
-Not yet: shared state.
+The shared state is ``stack.node.roomsync``.
 """
 
 from __future__ import annotations

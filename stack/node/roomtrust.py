@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,11 +180,12 @@ class RoomTrust:
 
     # ----------------------------------------------------------------- dialling
 
-    async def link(self, peer: PeerId, addrs: tuple[str, ...] | list[str]) -> Connection:
-        """``_link``, for the rooms' DHT side (``stack.node.roomdht``)."""
+    async def link(self, peer: PeerId, addrs: Sequence[str]) -> Connection:
+        """``_link``, for the rooms' DHT side and room sync (``stack.node.roomdht``,
+        ``stack.node.roomsync``)."""
         return await self._link(peer, addrs)
 
-    async def _link(self, peer: PeerId, addrs: tuple[str, ...] | list[str]) -> Connection:
+    async def _link(self, peer: PeerId, addrs: Sequence[str]) -> Connection:
         """A connection to ``peer``: one we hold (a direct one before a relayed one; not
         one that is closing, as a relayed connection does once a hole punch replaced
         it), else a dial by peer id that races ``addrs`` (signed by the peer, from its

@@ -24,8 +24,8 @@ from rooms.invites import parse_code
 from rooms.words import WORDS
 from stack.node.protocols.roomadmit import admit_direct
 from stack.node.roomdht import NodeRecordValidator
-from tests.rooms.test_rooms_members import admit
-from tests.rooms.test_rooms_node import addr, nodes  # noqa: F401  (the fixture)
+from tests.rooms.roomnodes import admit
+from tests.rooms.roomnodes import addr
 
 T = 10.0
 RID = room_id("club")
@@ -94,7 +94,7 @@ class Permissive:
         return OK, RecordInfo(bytes(38), 1, now, key=self.key)
 
 
-async def dht_nodes(nodes, *names: str):  # noqa: F811
+async def dht_nodes(nodes, *names: str):
     """Nodes on one DHT (servers: each enters the others' routing tables)."""
     first = await nodes(names[0], dht=True, dht_server=True)
     await first.join(timeout=T)
@@ -109,7 +109,7 @@ async def dht_nodes(nodes, *names: str):  # noqa: F811
     return out
 
 
-async def test_a_lookup_names_a_missing_forged_or_expired_record(nodes) -> None:  # noqa: F811
+async def test_a_lookup_names_a_missing_forged_or_expired_record(nodes) -> None:
     a, m, x = await dht_nodes(nodes, "a", "m", "x")
     with pytest.raises(RoomNotFound):
         await x.roomdht.find("club")
@@ -131,7 +131,7 @@ async def test_a_lookup_names_a_missing_forged_or_expired_record(nodes) -> None:
 
 
 async def test_a_restarted_member_reaches_the_others_without_the_rendezvous(
-        nodes) -> None:  # noqa: F811
+        nodes) -> None:
     r = await nodes("r", rendezvous=True)
     a, b = await dht_nodes(nodes, "a", "b")
     await a.rooms.create("club", addr(r))
@@ -150,7 +150,7 @@ async def test_a_restarted_member_reaches_the_others_without_the_rendezvous(
     assert a.peer_id in {c.peer_id for c in again.connections if not c.closed}
 
 
-async def test_join_with_no_rendezvous_through_the_rooms_record(nodes) -> None:  # noqa: F811
+async def test_join_with_no_rendezvous_through_the_rooms_record(nodes) -> None:
     a, b, c = await dht_nodes(nodes, "a", "b", "c")
     await a.rooms.create("club")                              # no rendezvous at all
     assert await a.roomdht.publish("club") >= 1
@@ -194,7 +194,7 @@ async def test_join_with_no_rendezvous_through_the_rooms_record(nodes) -> None: 
         await d.rooms.join("club", code)
 
 
-async def test_no_dht_no_rendezvous_is_named(nodes) -> None:  # noqa: F811
+async def test_no_dht_no_rendezvous_is_named(nodes) -> None:
     a = await nodes("a")
     await a.rooms.create("solo")
     with pytest.raises(NoRendezvous):

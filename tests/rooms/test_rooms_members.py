@@ -6,15 +6,13 @@ forged introductions refused by name and counted."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path as FsPath
 
 import pytest
 
 from stack.base.errors import CorruptFileError
 from stack.base.identity import Identity
-from stack.node import Node, RoomAdmitted
-from stack.node.config import NodeConfig
-from stack.node.events import RoomGraphChanged, RoomMemberVerified, RoomStatementRefused
+from stack.node import Node
+from stack.node.events import RoomGraphChanged, RoomStatementRefused
 from stack.node.protocols.roomlink import RoomLinkRefused, request
 from stack.node.roomtrust import MEMBERS_FILE, KickRefused
 from stack.store.trust_model import Source
@@ -22,47 +20,7 @@ from rooms.admission import sign_admission
 from rooms.intro import sign_intro
 from rooms.kick import sign_removal
 from rooms.roster import Via
-
-T = 10.0
-
-
-@pytest.fixture
-async def nodes(tmp_path: FsPath):
-    created: list[Node] = []
-
-    async def make(name: str, **overrides) -> Node:
-        node = Node(NodeConfig(data_dir=tmp_path / name, listen=("127.0.0.1", 0), tls=False,
-                               dht=False, dial_back=False, **overrides))
-        await node.start()
-        created.append(node)
-        return node
-
-    yield make
-    for node in reversed(created):
-        if node._started:
-            await node.stop(grace=0.1)
-
-
-def addr(node: Node) -> str:
-    return f"/ip4/127.0.0.1/udp/{node.udp_address[1]}/quic-v1/p2p/{node.peer_id}"
-
-
-async def admit(inviter: Node, newcomer: Node, room: str, rendezvous: str,
-                *members: Node) -> None:
-    """``inviter`` admits ``newcomer``; returns once the newcomer took its welcome and
-    every other member in ``members`` verified the newcomer and connected to it."""
-    code = (await inviter.rooms.invite(room))["code"]
-    admitted = inviter.next_event(RoomAdmitted, role="inviter", timeout=T)
-    welcomed = newcomer.next_event(RoomMemberVerified, room=room, peer_id=inviter.peer_id,
-                                   via="inviter", timeout=T)
-    verified = [m.next_event(RoomMemberVerified, room=room, peer_id=newcomer.peer_id,
-                             via="introduced", timeout=T) for m in members]
-    await newcomer.rooms.join(room, code, rendezvous)
-    await admitted
-    await welcomed
-    for waiter in verified:
-        event = await waiter
-        assert event.by == inviter.peer_id and event.connected, event
+from tests.rooms.roomnodes import T, addr, admit
 
 
 def peers_of(node: Node) -> set:

@@ -5,42 +5,16 @@ refusal named."""
 
 from __future__ import annotations
 
-from pathlib import Path as FsPath
-
 import pytest
 
 from stack.base.errors import CorruptFileError, UsageError
 from stack.node import Node, RoomAdmissionFailed, RoomAdmitted
-from stack.node.config import NodeConfig
 from stack.node.rooms import ROOMS_FILE, NoRendezvous, RoomExists, UnknownRoom
 from stack.store.trust_model import Source
 from rooms.errors import InvalidInviteCode, InviteUnknown, WrongCode
 from rooms.invites import parse_code
 from rooms.words import WORDS
-
-T = 10.0
-
-
-@pytest.fixture
-async def nodes(tmp_path: FsPath):
-    created: list[Node] = []
-
-    async def make(name: str, **overrides) -> Node:
-        settings = {"dht": False, **overrides}  # a test may turn the DHT on
-        node = Node(NodeConfig(data_dir=tmp_path / name, listen=("127.0.0.1", 0), tls=False,
-                               dial_back=False, **settings))
-        await node.start()
-        created.append(node)
-        return node
-
-    yield make
-    for node in reversed(created):
-        if node._started:
-            await node.stop(grace=0.1)
-
-
-def addr(node: Node) -> str:
-    return f"/ip4/127.0.0.1/udp/{node.udp_address[1]}/quic-v1/p2p/{node.peer_id}"
+from tests.rooms.roomnodes import T, addr
 
 
 async def admit(inviter: Node, newcomer: Node, room: str, rendezvous: str) -> None:

@@ -15,7 +15,7 @@ from stack.node.protocols.rendezvous import RendezvousService
 from stack.node.rooms import NoPinAsked
 from stack.store.trust_model import Source
 from rooms.errors import InvalidPin, InviteUnknown, NoPin, ReplayedPin, WrongPin
-from tests.rooms.test_rooms_node import addr, nodes  # noqa: F401  (the fixture)
+from tests.rooms.roomnodes import addr
 
 T = 10.0
 
@@ -36,7 +36,7 @@ async def pin_invite(a, b, room: str, rv: str):
     return invite, shown.pin
 
 
-async def test_the_pin_the_inviter_shows_admits(nodes) -> None:  # noqa: F811
+async def test_the_pin_the_inviter_shows_admits(nodes) -> None:
     r = await nodes("r", rendezvous=True)
     a, b = await nodes("a"), await nodes("b")
     await a.rooms.create("club", addr(r))
@@ -57,7 +57,7 @@ async def test_the_pin_the_inviter_shows_admits(nodes) -> None:  # noqa: F811
         await b.rooms.pin("club", pin)
 
 
-async def test_a_wrong_pin_is_named_reported_and_spends_the_invite(nodes) -> None:  # noqa: F811
+async def test_a_wrong_pin_is_named_reported_and_spends_the_invite(nodes) -> None:
     r = await nodes("r", rendezvous=True)
     a, b = await nodes("a"), await nodes("b")
     await a.rooms.create("club", addr(r))
@@ -78,7 +78,7 @@ async def test_a_wrong_pin_is_named_reported_and_spends_the_invite(nodes) -> Non
         await a.rooms.invite_wait("club", 999)
 
 
-async def test_no_pin_is_named_on_both_sides(nodes) -> None:  # noqa: F811
+async def test_no_pin_is_named_on_both_sides(nodes) -> None:
     r = await nodes("r", rendezvous=True)
     a, b = await nodes("a"), await nodes("b")
     await a.rooms.create("club", addr(r))
@@ -107,7 +107,7 @@ class RecordingRendezvous(RendezvousService):
         return data
 
 
-async def test_a_replayed_pin_message_is_named(nodes) -> None:  # noqa: F811
+async def test_a_replayed_pin_message_is_named(nodes) -> None:
     r = await nodes("r")
     rv = RecordingRendezvous(clock=r.clock, timeout=T)
     r.router.add(rv)                              # the rendezvous, built by the test

@@ -10,7 +10,8 @@ from stack.base.identity import Identity
 from rooms.admission import sign_admission
 from rooms.errors import MalformedMessage
 from rooms.names import room_id
-from rooms.state import Change, CorruptState, NotAMember, RoomDoc, verify_chain
+from rooms.state import (MAX_UPDATE, MAX_VALUE, Change, CorruptState, NotAMember, RoomDoc,
+                         StateFull, verify_chain)
 
 A, B, C, X = (Identity.from_seed(bytes([i]) * 32) for i in (1, 2, 3, 9))
 ROOM = room_id("club")
@@ -92,3 +93,22 @@ def test_bad_input_is_named() -> None:
     for key, value in (("", "v"), ("k" * 300, "v"), ("k", "v" * 20000)):
         with pytest.raises(MalformedMessage):
             a.set(key, value)
+
+
+def test_a_set_that_would_outgrow_one_update_is_state_full() -> None:
+    """The whole document must stay one update (a newcomer's sync, our own file)."""
+    doc = RoomDoc(ROOM)
+    value = "v" * MAX_VALUE
+    with pytest.raises(StateFull):
+        for n in range(MAX_UPDATE // MAX_VALUE + 1):
+            doc.set(f"k{n}", value)
+    assert 0 < len(doc.missing(RoomDoc(ROOM).state_vector())) <= MAX_UPDATE
+    assert RoomDoc.decode(doc.encode()).items() == doc.items()   # our file still loads
+    doc.set("small", "still fits")
+    # a member's update that could take it over the bound is refused, and not applied
+    other = RoomDoc(ROOM)
+    big = other.set("big", "w" * MAX_VALUE)
+    before = doc.items()
+    with pytest.raises(StateFull):
+        doc.apply(big)
+    assert doc.items() == before
