@@ -43,15 +43,18 @@ lookup, dial, relay or punch as the node decides). A probe that has no reply
 
 Room (``[rooms]``, issue 13 on the simulator). Node 1 is a public rendezvous; nodes 2..
 get kinds by ``network.nat``. The first ``members`` ready nodes 2.. form a room: the
-first creates it (``p2pstack room create``), each next one is invited by a random member
-already in (``room invite`` / ``room join`` through the rendezvous, seed 002). An
-admission's time runs from the invite to the newcomer holding its inviter's welcome and
-every other member having checked it and tried to connect (``room.member_verified``
-events). ``down_after`` seconds after the last admission the rendezvous's host crashes;
-from then each member echoes each other member by peer id (the connection it holds, or
-the DHT, a relay, a punch) until a reply or ``give_up_after``, and one more node joins on
-a fresh invite: inviter and newcomer find the rendezvous down and go through the room's
-DHT record (``stack.node.roomdht``); its time, or its error, is reported.
+first creates it (``p2pstack room create``) and sets a key of its shared state, each next
+one is invited by a random member already in (``room invite`` / ``room join`` through the
+rendezvous, seed 002). An admission's time runs from the invite to the newcomer holding
+its inviter's welcome and every other member having checked it and tried to connect
+(``room.member_verified`` events); its sync time, to the newcomer holding that key (code
+typed to state synced, issue 13 section 6). ``down_after`` seconds after the last
+admission the rendezvous's host crashes; from then each member echoes each other member
+by peer id (the connection it holds, or the DHT, a relay, a punch) until a reply or
+``give_up_after``; a random member sets another key (time until each other member holds
+it: ``stack.node.roomsync``); and one more node joins on a fresh invite: inviter and
+newcomer find the rendezvous down and go through the room's DHT record
+(``stack.node.roomdht``); its times, or its error, are reported.
 
 Reproducible like the ``dht`` engine: every choice is drawn from the run's seed in the
 order the run makes it, and every count is the same for a seed. Times are rounded to
@@ -80,7 +83,7 @@ from stack.base.identity import Identity
 from stack.base.net import Address, DatagramEndpoint, Receiver
 from stack.node import AnnouncementPublished, Node, operations
 from stack.node.config import NodeConfig
-from stack.node.events import RelayReservation, RoomMemberVerified
+from stack.node.events import RelayReservation, RoomMemberVerified, RoomStateChanged
 from stack.store.stores import Stores
 
 __all__ = ["run_node_engine", "PATHS", "PORT", "PROBE_GAP", "READY_TIMEOUT"]
@@ -440,6 +443,7 @@ class _NodeEngine:
             return
         rv_addr = f"/ip4/{rv.host.ip}/udp/{PORT}/quic-v1/p2p/{rv.node.peer_id}"
         await members[0].node.rooms.create(ROOM, rv_addr)
+        await members[0].node.roomsync.set(ROOM, "topic", "seed 002")  # what newcomers sync
         inside = [members[0]]
         for newcomer in members[1:]:
             inviter = inside[self.rng.randrange(len(inside))]
@@ -456,6 +460,8 @@ class _NodeEngine:
         room["echoes"] = [{"from": a.index, "to": b.index, "from_kind": a.kind,
                            "to_kind": b.kind, "reached_s": t}
                           for (a, b), t in zip(pairs, times, strict=True)]
+        room["state_after_down"] = await self._spread_state(
+            members[self.rng.randrange(len(members))], members)
         if rest:
             late = await self._admit(members[0], rest[0], inside, rv_addr,
                                      limit=spec.give_up_after)
@@ -467,9 +473,12 @@ class _NodeEngine:
         holds the welcome and every other member checked it, or the error."""
         limit = self.sc.rooms.give_up_after if limit is None else limit
         out: dict[str, Any] = {"newcomer": newcomer.index, "kind": newcomer.kind,
-                               "inviter": inviter.index, "in_room_s": None, "error": None,
-                               "connected": 0, "checked_by": 0}
+                               "inviter": inviter.index, "in_room_s": None,
+                               "synced_s": None, "error": None, "connected": 0,
+                               "checked_by": 0}
         t0 = self.now()
+        synced = newcomer.node.next_event(RoomStateChanged, room=ROOM, key="topic",
+                                          timeout=limit)
         welcomed = newcomer.node.next_event(RoomMemberVerified, room=ROOM,
                                             peer_id=inviter.node.peer_id, via="inviter",
                                             timeout=limit)
@@ -484,14 +493,36 @@ class _NodeEngine:
                 event = await check
                 out["checked_by"] += 1
                 out["connected"] += event.connected
+            out["in_room_s"] = round(self.now() - t0, TIME_DIGITS)
+            if newcomer.node.roomsync.get(ROOM, "topic")["value"] is None:
+                await synced
+            out["synced_s"] = round(self.now() - t0, TIME_DIGITS)
         except Exception as exc:
             out["error"] = f"{type(exc).__name__}: {exc}"[:200]
             welcomed.cancel()
             for check in checks:
                 check.cancel()
-            return out
-        out["in_room_s"] = round(self.now() - t0, TIME_DIGITS)
+        synced.cancel()
         return out
+
+    async def _spread_state(self, writer: _Member, members: list[_Member]) -> dict[str, Any]:
+        """``writer`` sets a key; seconds until each other member holds it (None: not
+        within ``give_up_after``)."""
+        others = [m for m in members if m is not writer]
+        waits = [m.node.next_event(RoomStateChanged, room=ROOM, key="after",
+                                   timeout=self.sc.rooms.give_up_after) for m in others]
+        t0 = self.now()
+        await writer.node.roomsync.set(ROOM, "after", "the rendezvous went down")
+
+        async def arrival(wait: Any) -> float | None:
+            try:
+                await wait
+            except TimeoutError:
+                return None
+            return round(self.now() - t0, TIME_DIGITS)
+
+        times = await asyncio.gather(*(arrival(w) for w in waits))
+        return {"writer": writer.index, "reached_s": list(times)}
 
     async def _echo_until(self, node: Node, target: _Member, t0: float, attempt: float,
                           give_up: float) -> float | None:

@@ -79,8 +79,12 @@ def node_sections(result: RunResult) -> dict[str, Any]:
                 "error": r.get("error"), "down_at": r.get("down_at"),
                 "admissions": admissions,
                 "admission": _spread([a["in_room_s"] for a in admissions]),
+                "state_synced": _spread([a["synced_s"] for a in admissions]),
                 "echoes_after_down": _spread([e["reached_s"] for e in r.get("echoes", [])]),
-                "echoes": r.get("echoes", []), "late_join": r.get("late_join")}
+                "echoes": r.get("echoes", []),
+                "state_after_down": _spread(r.get("state_after_down", {}).get("reached_s", [])),
+                "state_writer": r.get("state_after_down", {}).get("writer"),
+                "late_join": r.get("late_join")}
     return {"matrix": matrix, "mobility": mobility, "room": room,
             "node_stats": dict(sorted(result.node_stats.items()))}
 
@@ -102,7 +106,8 @@ def node_summary(sections: dict[str, Any]) -> dict[str, Any]:
         out["room"] = {
             "members": len(room["members"]),
             **{what: {k: room[what][k] for k in ("probes", "reached", "failed", "p50", "p99")}
-               for what in ("admission", "echoes_after_down")},
+               for what in ("admission", "state_synced", "echoes_after_down",
+                         "state_after_down")},
             "late_join": None if late is None else (late["error"] or "admitted")}
     return out
 
@@ -130,8 +135,11 @@ def node_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     if "room" in s:
         room = s["room"]
         for what, label in (("admission", "room admission, invite to checked by all"),
+                            ("state_synced", "room admission, invite to state synced"),
                             ("echoes_after_down", "members reached by peer id after the "
-                                                  "rendezvous went down")):
+                                                  "rendezvous went down"),
+                            ("state_after_down", "a change reaching the other members "
+                                                 "after the rendezvous went down")):
             f = room[what]
             rows.append((f"{label} p50 / p99",
                          f"{_s(f['p50'])} / {_s(f['p99'])} ({f['reached']} of {f['probes']}; "
@@ -199,17 +207,21 @@ def _room_markdown(room: dict[str, Any]) -> list[str]:
         return [*out, f"No room: {room['error']}."]
     out += ["Admissions (seed 002: a random member already in invites the next node; time "
             "from the invite until the newcomer holds its welcome and every other member "
-            "checked it):", "",
-            "| newcomer | its NAT | inviter | in the room after | checked by | connected |",
-            "|---|---|---|---|---|---|"]
+            "checked it; state synced: until the newcomer holds the room's shared state):",
+            "", "| newcomer | its NAT | inviter | in the room after | state synced after | "
+            "checked by | connected |", "|---|---|---|---|---|---|---|"]
     for a in room["admissions"]:
         took = a["error"] or _s(a["in_room_s"])
         out.append(f"| {a['newcomer']} | {KIND_LABELS[a['kind']]} | {a['inviter']} | {took} | "
-                   f"{a['checked_by']} | {a['connected']} |")
+                   f"{_s(a['synced_s'])} | {a['checked_by']} | {a['connected']} |")
     f = room["echoes_after_down"]
     out += ["", f"The rendezvous crashed at {room['down_at']} s. Then each member echoed each "
             f"other by peer id: {f['reached']} of {f['probes']} pairs answered (p50 "
             f"{_s(f['p50'])}, p99 {_s(f['p99'])}, max {_s(f['max'])}); {f['failed']} did not."]
+    st = room["state_after_down"]
+    out += ["", f"Then member {room['state_writer']} set a key: {st['reached']} of "
+            f"{st['probes']} other members held it (p50 {_s(st['p50'])}, max {_s(st['max'])});"
+            f" {st['failed']} did not within the give-up time."]
     failed = [e for e in room["echoes"] if e["reached_s"] is None]
     if failed:
         out += ["", "| from | its NAT | to | its NAT |", "|---|---|---|---|"]
@@ -217,8 +229,10 @@ def _room_markdown(room: dict[str, Any]) -> list[str]:
                 f"{KIND_LABELS[e['to_kind']]} |" for e in failed]
     late = room["late_join"]
     if late is not None:
+        done = (f"admitted after {_s(late['in_room_s'])}, state synced after "
+                f"{_s(late['synced_s'])}")
         out += ["", f"A join on a fresh invite after the crash (node {late['newcomer']}): "
-                f"{late['error'] or 'admitted after ' + _s(late['in_room_s'])}."]
+                f"{late['error'] or done}."]
     return out
 
 

@@ -334,6 +334,9 @@ class NodeRooms:
                       if n not in taken and self.book.get(room.room_id, n) is None)
         invite = self.book.create(room.room_id, now, number=number, ttl=ttl, pin=pin)
         state = self._watch_invite(room.name, number)
+        # Our record is put again now, so the room's freshest record names us first: a
+        # record lists the members its signer knows, and another's may not list us.
+        self.changed(room.name)
 
         async def expire() -> None:  # nobody came: the invite's state says so
             await asyncio.sleep(max(0.0, invite.expires_at - self._clock.now()))

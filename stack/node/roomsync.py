@@ -32,7 +32,7 @@ import structlog
 
 from stack.base.errors import StackError, UsageError
 from stack.base.identity import Identity, PeerId
-from stack.base.interfaces import Connection
+from stack.base.interfaces import Connection, PathKind
 from rooms.errors import MalformedMessage, RoomError
 from rooms.intro import PeerRemoved
 from rooms.state import MAX_UPDATE, NotAMember, RoomDoc, StateFull
@@ -180,15 +180,21 @@ class RoomSync:
     # --------------------------------------------------------------- sending
 
     def _member_conns(self, name: str) -> dict[PeerId, Connection]:
-        """One open connection to each member we are connected to."""
+        """One connection to each member we are connected to: not one that is closing
+        (a relayed one a hole punch replaced takes no new streams), a direct one before
+        a relayed one."""
         roster = self._trust.roster(name)   # once: this runs for every push
         if self._me in roster.removed:
             return {}
         found: dict[PeerId, Connection] = {}
         for conn in self._connections():
             peer = conn.peer_id
-            if (not conn.closed and peer not in found and peer != self._me
-                    and roster.is_member(peer) and peer not in roster.removed):
+            if (conn.closing or peer == self._me or not roster.is_member(peer)
+                    or peer in roster.removed):
+                continue
+            held = found.get(peer)
+            if held is None or (held.path.kind is PathKind.RELAYED
+                                and conn.path.kind is not PathKind.RELAYED):
                 found[peer] = conn
         return found
 
@@ -230,6 +236,7 @@ class RoomSync:
                 self._drop_feed(key)
                 log.info("room.push_failed", room=name, peer=str(peer),
                          error=f"{type(exc).__name__}: {exc}")
+                self.sync_with(name, peer)  # the exchange brings it what this push lost
 
     async def _feed(self, key: tuple[str, PeerId], conn: Connection, room_id: bytes) -> Feed:
         """Our feed to the member on ``conn``, opened if we hold none there."""

@@ -5,14 +5,15 @@ A sits behind a full-cone NAT, B behind a port-restricted cone, C behind a symme
 each holds a reservation on the public node R and announces its relayed address in its
 room membership. A creates the room and invites B; B invites C and introduces C to A on
 their direct connection; A checks C itself and connects to it (through the relay, where
-nothing else can reach C). The production Node, seeded, on virtual time."""
+nothing else can reach C); what C then sets in the room's state reaches A and B. The
+production Node, seeded, on virtual time."""
 
 from __future__ import annotations
 
 import pytest
 
 from stack.node import RoomAdmitted
-from stack.node.events import RoomMemberVerified
+from stack.node.events import RoomMemberVerified, RoomStateChanged
 from stack.store.trust_model import Source
 from tests.simulations.test_punch_sim import PORT, PunchSim, run
 
@@ -53,6 +54,14 @@ def test_seed_002_flow_with_every_member_behind_a_nat(tmp_path, seed, loss):
                 entry = node.trust.get(peer)
                 assert entry is not None and entry.source is Source.INVITE, sim.fail(
                     f"{node.peer_id} does not trust {peer} by invite")
+        # state set by C (symmetric NAT) reaches A and B, over punched or relayed paths
+        waits = [n.next_event(RoomStateChanged, room="club", key="topic", value="nat",
+                              origin=c.peer_id, timeout=T) for n in (a, b)]
+        await c.roomsync.set("club", "topic", "nat")
+        for wait in waits:
+            await wait
+        assert a.roomsync.get("club")["state"] == b.roomsync.get("club")["state"] == {
+            "topic": "nat"}, sim.fail("state differs")
         # the rendezvous holds announcements only: it is in no member's trust by invite
         assert all(n.trust.get(r.peer_id) is None or n.trust.get(r.peer_id).source
                    is not Source.INVITE for n in (a, b, c)), sim.fail("R trusted by invite")

@@ -128,13 +128,20 @@ def test_a_room_keeps_reaching_its_members_after_its_rendezvous_goes_down(tmp_pa
     admissions = room["admissions"]
     assert [a["error"] for a in admissions] == [None, None], admissions
     assert admissions[1]["checked_by"] == 1 and admissions[1]["connected"] == 1, admissions
+    assert all(a["synced_s"] is not None and a["synced_s"] >= a["in_room_s"]
+               for a in admissions), admissions   # each newcomer holds the room's state
     echoes = room["echoes"]
     assert len(echoes) == 6 and all(e["reached_s"] is not None for e in echoes), echoes
+    after = room["state_after_down"]["reached_s"]    # a change after the crash reaches all
+    assert len(after) == 2 and None not in after, room["state_after_down"]
     late = room["late_join"]
     assert late is not None and late["error"] is None and late["in_room_s"] > 0, late
+    assert late["synced_s"] is not None, late
     section = report["room"]
     assert section["admission"]["seconds"] == sorted(a["in_room_s"] for a in admissions)
     assert section["echoes_after_down"]["reached"] == 6
+    assert section["state_synced"]["seconds"] == sorted(a["synced_s"] for a in admissions)
+    assert section["state_after_down"]["reached"] == 2
     assert section["echoes_after_down"]["p99"] == max(e["reached_s"] for e in echoes)
     assert report["summary"]["room"]["late_join"] == "admitted"
     assert result.node_stats["rooms rendezvous_unreachable"] == 2, result.node_stats
