@@ -13,8 +13,9 @@ from __future__ import annotations
 import pytest
 
 from stack.node import RoomAdmitted
-from stack.node.events import RoomMemberVerified, RoomStateChanged
+from stack.node.events import ConnectionClosed, RoomMemberVerified, RoomStateChanged
 from stack.store.trust_model import Source
+from tests.simulations.test_node_sim import Sim, public_ip, simulate
 from tests.simulations.test_punch_sim import PORT, PunchSim, run
 
 T = 120.0
@@ -67,3 +68,35 @@ def test_seed_002_flow_with_every_member_behind_a_nat(tmp_path, seed, loss):
                    is not Source.INVITE for n in (a, b, c)), sim.fail("R trusted by invite")
 
     run(tmp_path, seed, loss, scenario)
+
+
+def test_members_that_lost_each_other_find_each_other_again_through_the_dht(tmp_path):
+    """A and C lose each other (their link drops everything; both keep B) until both
+    ends gave their QUIC connection up; C changes the room's state meanwhile, which only
+    B gets (members do not pass on each other's changes, and C holds no connection to A
+    to push on). Once the link is back, the two find each other again
+    and the exchange on their new connection brings A the change."""
+
+    async def scenario(sim: Sim):
+        await sim.add_public(1)                        # the bootstrap node
+        ip = public_ip(len(sim.nodes))
+        r = await sim.add(sim.net.add_host(ip), ip, rendezvous=True)
+        r_addr = f"/ip4/{ip}/udp/{PORT}/quic-v1/p2p/{r.peer_id}"
+        a, b, c = await sim.add_public(3)
+        await a.rooms.create("club", r_addr)
+        await _admit(a, b, "club", r_addr)
+        await _admit(b, c, "club", r_addr, a)
+        a_ip, c_ip = a.udp_address[0], c.udp_address[0]
+        sim.net.set_link(a_ip, c_ip, loss=1.0)
+        for node, other in ((a, c), (c, a)):          # both ends gave the connection up
+            while any(conn.peer_id == other.peer_id for conn in node.connections
+                      if not conn.closed):
+                await node.next_event(ConnectionClosed, peer_id=other.peer_id, timeout=300)
+        got = a.next_event(RoomStateChanged, room="club", key="while", origin=c.peer_id,
+                           timeout=700)
+        await c.roomsync.set("club", "while", "apart")
+        sim.net.set_link(a_ip, c_ip, loss=0.0)
+        await got
+        assert a.roomsync.get("club", "while")["value"] == "apart", sim.fail("state")
+
+    simulate(tmp_path, 1310, scenario)
