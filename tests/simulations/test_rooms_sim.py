@@ -70,7 +70,7 @@ def test_seed_002_flow_with_every_member_behind_a_nat(tmp_path, seed, loss):
     run(tmp_path, seed, loss, scenario)
 
 
-def test_members_that_lost_each_other_find_each_other_again_through_the_dht(tmp_path):
+def test_members_that_lost_each_other_find_each_other_again(tmp_path):
     """A and C lose each other (their link drops everything; both keep B) until both
     ends gave their QUIC connection up; C changes the room's state meanwhile, which only
     B gets (members do not pass on each other's changes, and C holds no connection to A
