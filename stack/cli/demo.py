@@ -20,7 +20,7 @@ from typing import Any
 from stack.cli._common import add_json_flag, print_json, quiet_logging, seconds
 from stack.node.config import NodeConfig
 from stack.base.errors import StackError, UsageError
-from stack.node import AnnouncementPublished, DialbackResult, Node
+from stack.node import AnnouncementPublished, DialbackResult
 from stack.node.events import EventWaiter
 
 __all__ = ["register"]
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _demo(tmp: Path, count: int, timeout: float, say: Any) -> dict[str, Any]:
+    from stack.node import Node  # here, not at the top: see stack.node's docstring
     nodes: list[Node] = []
     published: list[EventWaiter[AnnouncementPublished]] = []  # registered before each join
     try:

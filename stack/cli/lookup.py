@@ -20,7 +20,7 @@ from stack.base.errors import UsageError
 from stack.base.identity import Identity, PeerId
 from stack.base.net import parse_host_port
 from stack.cli.node import add_bootstrap_flag, add_standalone_flag, bootstrap_addrs, running_node
-from stack.node import Node, operations
+from stack.node import operations
 from stack.node.config import NodeConfig
 from stack.node.control import ControlError
 
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _lookup(config: NodeConfig, peer_id: PeerId, args: argparse.Namespace) -> int:
+    from stack.node import Node  # here, not at the top: see stack.node's docstring
     node = Node(config)
     await node.start()
     try:

@@ -37,7 +37,7 @@ from stack.base.addresses import parse_address
 from stack.base.errors import RemoteError, UsageError
 from stack.base.net import parse_host_port
 from stack.cli._common import add_json_flag, print_json, seconds
-from stack.node import Node, operations
+from stack.node import operations
 from stack.node.config import DEFAULT_PORT, NodeConfig
 from stack.node.control import ControlClient
 from stack.node.natinfo import DEFAULT_STUN_PORT
@@ -188,6 +188,7 @@ def run_node(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: NodeConfig, as_json: bool) -> int:
+    from stack.node import Node  # here, not at the top: see stack.node's docstring
     node = Node(config)
     await node.start()
     try:
@@ -264,6 +265,7 @@ def _operate(args: argparse.Namespace, method: str, params: dict[str, Any]) -> d
 
 async def _standalone(args: argparse.Namespace, method: str,
                       params: dict[str, Any]) -> dict[str, Any]:
+    from stack.node import Node  # here, not at the top: see stack.node's docstring
     node = Node(_client_config(args))
     await node.start()
     try:

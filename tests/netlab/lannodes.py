@@ -26,16 +26,29 @@ class Nodes:
         return dict(os.environ, P2PSTACK_HOME=str(self.tmp / name))
 
     def start(self, site: Site, name: str, *extra: str) -> dict[str, Any]:
-        with open(self.tmp / f"{name}.log", "w") as log:  # the child keeps its own copy
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", site.host_ns, sys.executable, "-m", "stack.cli",
-                 "node", "--json", "--listen", "0.0.0.0:39001", *extra],
-                stdout=subprocess.PIPE, stderr=log, text=True, env=self.env(name), cwd=REPO)
-        self.procs.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, (self.tmp / f"{name}.log").read_text()[-3000:]
-        return json.loads(line)
+        (first,) = self.start_all((site, name, *extra))
+        return first
+
+    def start_all(self, *nodes: tuple[Any, ...]) -> list[dict[str, Any]]:
+        """Start each ``(site, name, *extra)`` node at once (their start-ups overlap),
+        then return each one's first line (peer id, addresses), in order."""
+        started = []
+        for site, name, *extra in nodes:
+            with open(self.tmp / f"{name}.log", "w") as log:  # the child keeps its own copy
+                proc = subprocess.Popen(
+                    ["ip", "netns", "exec", site.host_ns, sys.executable, "-m", "stack.cli",
+                     "node", "--json", "--listen", "0.0.0.0:39001", *extra],
+                    stdout=subprocess.PIPE, stderr=log, text=True, env=self.env(name),
+                    cwd=REPO)
+            self.procs.append(proc)
+            started.append((name, proc))
+        out = []
+        for name, proc in started:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line, (self.tmp / f"{name}.log").read_text()[-3000:]
+            out.append(json.loads(line))
+        return out
 
     def cli(self, site: Site, name: str, *args: str, timeout: float = 30) -> dict[str, Any]:
         result = self.lab.run(site.host_ns, [sys.executable, "-m", "stack.cli", *args,

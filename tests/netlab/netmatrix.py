@@ -28,7 +28,7 @@ reservation; the whole lab idles at least ``idle`` seconds (default ``mapping_ti
 connects run at once (``rounds``: in 5 rounds of a Latin square, no node in two connects
 at a time), each the CLI a user types, inside the dialer's namespace, through the
 running dialer node's control socket. The 25 CLI processes start during the idle period
-and wait for their cue (``cli_on_cue.py``): importing the CLI costs 1-2 s of CPU each,
+and wait for their cue (``cli_on_cue.py``): importing the CLI costs ~0.5 s of CPU each,
 which would otherwise compete with the connects on a 2-core machine.
 
 Per pair: reachable (exit 0 and the echo came back), ``path`` (direct | punched |

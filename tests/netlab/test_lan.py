@@ -34,9 +34,7 @@ def test_two_hosts_on_one_lan_find_each_other_and_connect_over_it(lab: Lab,
                                                                    nodes: Nodes) -> None:
     a_site, b_site = lab.add_lan("port-restricted-cone", hosts=2)
     (c_site,) = lab.add_lan("port-restricted-cone", hosts=1)  # another home, another LAN
-    a = nodes.start(a_site, "a")
-    b = nodes.start(b_site, "b")
-    c = nodes.start(c_site, "c")
+    a, b, c = nodes.start_all((a_site, "a"), (b_site, "b"), (c_site, "c"))
 
     seen_by_b = nodes.discover_until(b_site, "b", a["peer_id"])
     assert seen_by_b["via"] == "node"
@@ -66,8 +64,8 @@ def test_with_a_bootstrap_node_as_well_the_lan_path_is_chosen(lab: Lab, nodes: N
     a_site, b_site = lab.add_lan("port-restricted-cone", hosts=2)
     boot = nodes.start(public, "boot", "--no-mdns")
     bootstrap = f"{public.host_ip}:39001"
-    a = nodes.start(a_site, "a", "--bootstrap", bootstrap)
-    nodes.start(b_site, "b", "--bootstrap", bootstrap)
+    a, _ = nodes.start_all((a_site, "a", "--bootstrap", bootstrap),
+                           (b_site, "b", "--bootstrap", bootstrap))
     assert a["peer_id"] in ids(nodes.discover_until(b_site, "b", a["peer_id"]))
     reply = nodes.cli(b_site, "b", "connect", a["peer_id"])
     assert reply["path"] == "lan" and reply["peer_id"] == a["peer_id"]

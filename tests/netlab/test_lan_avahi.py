@@ -190,9 +190,8 @@ def test_a_claim_of_someone_elses_peer_id_is_refuted_at_the_handshake(
     Bob's dial there proves Mallory's id: refused (exit 1, naming who answered) and
     counted, and avahi's later answers with that claim are not believed."""
     mallory_site, bob_site, alice_site = lan
-    mallory = nodes.start(mallory_site, "mallory", "--no-mdns")
-    alice = nodes.start(alice_site, "alice", "--no-mdns")
-    nodes.start(bob_site, "bob")
+    mallory, alice, _ = nodes.start_all((mallory_site, "mallory", "--no-mdns"),
+                                        (alice_site, "alice", "--no-mdns"), (bob_site, "bob"))
     lie = f"/ip4/{mallory_site.host_ip}/udp/39001/quic-v1/p2p/{alice['peer_id']}"
     avahi.publish("notalice", 39001, f"dnsaddr={lie}")
     nodes.discover_until(bob_site, "bob", alice["peer_id"])

@@ -46,9 +46,8 @@ def test_a_spoofed_peer_id_is_refused_at_the_handshake_and_counted(lab: Lab,
     there proves Mallory's id: refused and counted; Bob reaches Alice over the LAN, and
     Mallory's claims of Alice are not believed afterwards."""
     mallory, bob_site, alice_site = lab.add_lan("port-restricted-cone", hosts=3)
-    nodes.start(mallory, "mallory", "--no-mdns")
-    alice = nodes.start(alice_site, "alice")
-    nodes.start(bob_site, "bob")
+    _, alice, _ = nodes.start_all((mallory, "mallory", "--no-mdns"), (alice_site, "alice"),
+                                  (bob_site, "bob"))
     assert alice["peer_id"] in ids(nodes.discover_until(bob_site, "bob", alice["peer_id"]))
     send(lab, mallory, "claim", alice["peer_id"], mallory.host_ip)
     lie = f"/ip4/{mallory.host_ip}/udp/39001/quic-v1/p2p/{alice['peer_id']}"
@@ -68,8 +67,7 @@ def test_a_spoofed_peer_id_is_refused_at_the_handshake_and_counted(lab: Lab,
 def test_hostile_records_are_counted_and_the_node_keeps_serving(lab: Lab,
                                                                nodes: Nodes) -> None:
     mallory, bob_site, alice_site = lab.add_lan("port-restricted-cone", hosts=3)
-    alice = nodes.start(alice_site, "alice")
-    nodes.start(bob_site, "bob")
+    alice, _ = nodes.start_all((alice_site, "alice"), (bob_site, "bob"))
     assert alice["peer_id"] in ids(nodes.discover_until(bob_site, "bob", alice["peer_id"]))
     assert nodes.cli(bob_site, "bob", "connect", alice["peer_id"])["path"] == "lan"
 

@@ -3,7 +3,8 @@ its NAT kind on its *own* UDP port (bound to 0.0.0.0:39001, the port QUIC and th
 use), reports it as a ``nat.report`` event and in ``status``, and keepalives run only
 behind a NAT. Root only; skipped with the reason otherwise. Contacts only lab addresses.
 
-The node runs inside the site's host namespace; the test waits for its ``nat.report``
+Each node runs inside its site's host namespace; the five start together (one module
+fixture) so that their detections overlap. Each test waits for its node's ``nat.report``
 log line (``--log-json`` on stderr), then asks ``status`` over the control socket (a
 Unix socket in the data directory, reachable from the test's namespace).
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
-import time
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,72 +37,97 @@ EXPECTED = {
 REPO = Path(__file__).resolve().parents[2]
 PORT = 39001
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(90)  # the first test also waits for the five to start
 
 
-@pytest.fixture(params=NAT_KINDS)
-def site(request: pytest.FixtureRequest, lab: Lab) -> Site:
-    return lab.add_site(request.param)
+class NodeRun:
+    """One ``p2pstack node --log-json`` in a site's host namespace; a thread drains its
+    stderr (so the node never blocks on a full pipe) and keeps the first ``nat.report``."""
 
+    def __init__(self, lab: Lab, site: Site, data: Path) -> None:
+        ip, port = lab.stun_primary
+        self.site, self.data = site, data
+        self.env = dict(os.environ, P2PSTACK_HOME=str(data))
+        self.lines: list[str] = []
+        self.report: dict | None = None
+        self.reported = threading.Event()  # set at the report, or when stderr ends
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", site.host_ns, sys.executable, "-m", "stack.cli",
+             "--log-json", "node", "--listen", f"0.0.0.0:{PORT}", "--no-tls",
+             "--stun", f"{ip}:{port}", "--json"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.env,
+            cwd=REPO)
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
 
-def _await_log_event(proc: subprocess.Popen[str], name: str, timeout: float) -> dict:
-    """The first JSON log line on the node's stderr with ``event == name``."""
-    assert proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    seen = []
-    while (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([proc.stderr], [], [], left)
-        if not ready:
-            break
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if self.report is None:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("event") == "nat.report":
+                    self.report = record
+                    self.reported.set()
+        self.reported.set()  # the node exited: no report will come
+
+    def await_report(self, timeout: float) -> dict:
+        self.reported.wait(timeout)
+        if self.report is None:
+            raise AssertionError(f"no nat.report within {timeout}s; stderr:\n"
+                                 + "".join(self.lines[-20:]))
+        return self.report
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == name:
-            return record
-    raise AssertionError(f"no {name} within {timeout}s; stderr:\n{''.join(seen[-20:])}")
-
-
-def test_a_running_node_learns_its_nat_on_its_own_port(lab: Lab, site: Site,
-                                                       tmp_path: Path) -> None:
-    ip, port = lab.stun_primary
-    data = tmp_path / "node"
-    env = dict(os.environ, P2PSTACK_HOME=str(data))
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", site.host_ns, sys.executable, "-m", "stack.cli",
-         "--log-json", "node", "--listen", f"0.0.0.0:{PORT}", "--no-tls",
-         "--stun", f"{ip}:{port}", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    try:
-        event = _await_log_event(proc, "nat.report", 30)
-        mapping, filtering, kind = EXPECTED[site.kind]
-        assert (event["mapping"], event["filtering"], event["type"]) == \
-            (mapping, filtering, kind), f"{event}\n{lab.router_state(site)}"
-        assert event["nat"] is site.nat and event["reason"] == "start"
-        public_ip, public_port = event["public_address"].split(":")
-        assert public_ip == site.public_ip
-        if site.kind != "symmetric":  # the lab's cone routers preserve ports
-            assert int(public_port) == PORT, event
-        out = subprocess.run([sys.executable, "-m", "stack.cli", "--data-dir", str(data),
-                              "status", "--json"], capture_output=True, text=True,
-                             timeout=20, env=env, cwd=REPO)
-        assert out.returncode == 0, out.stderr
-        nat = json.loads(out.stdout)["nat"]
-        assert (nat["behaviour"]["mapping"], nat["behaviour"]["filtering"],
-                nat["behaviour"]["type"]) == (mapping, filtering, kind)
-        assert nat["keepalive"]["interval_s"] == 25.0
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
+            self.proc.wait(timeout=20)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._reader.join(timeout=5)
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def running(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeRun]]:
+    """A node behind each NAT kind, all started at once: their detections (which wait
+    out STUN timeouts behind the filtering NATs) overlap instead of adding up."""
+    tmp = tmp_path_factory.mktemp("node_nat")
+    nodes: dict[str, NodeRun] = {}
+    try:
+        for kind in NAT_KINDS:
+            nodes[kind] = NodeRun(lab, lab.add_site(kind), tmp / kind)
+        yield nodes
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
+@pytest.mark.parametrize("kind", NAT_KINDS)
+def test_a_running_node_learns_its_nat_on_its_own_port(lab: Lab, running: dict[str, NodeRun],
+                                                       kind: str) -> None:
+    node = running[kind]
+    site = node.site
+    event = node.await_report(45)
+    mapping, filtering, nat_type = EXPECTED[site.kind]
+    assert (event["mapping"], event["filtering"], event["type"]) == \
+        (mapping, filtering, nat_type), f"{event}\n{lab.router_state(site)}"
+    assert event["nat"] is site.nat and event["reason"] == "start"
+    public_ip, public_port = event["public_address"].split(":")
+    assert public_ip == site.public_ip
+    if site.kind != "symmetric":  # the lab's cone routers preserve ports
+        assert int(public_port) == PORT, event
+    out = subprocess.run([sys.executable, "-m", "stack.cli", "--data-dir", str(node.data),
+                          "status", "--json"], capture_output=True, text=True,
+                         timeout=20, env=node.env, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    nat = json.loads(out.stdout)["nat"]
+    assert (nat["behaviour"]["mapping"], nat["behaviour"]["filtering"],
+            nat["behaviour"]["type"]) == (mapping, filtering, nat_type)
+    assert nat["keepalive"]["interval_s"] == 25.0
