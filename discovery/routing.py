@@ -33,9 +33,10 @@ __all__ = ["Contact", "RttEstimator", "RoutingTable", "BITS"]
 BITS = 256
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True, eq=False)
 class RttEstimator:
-    """RFC 6298 section 2 smoothing; ``rto`` in seconds, clamped to [lo, hi]."""
+    """RFC 6298 section 2 smoothing; ``rto`` in seconds, clamped to [lo, hi]. Compared
+    by identity, as ``Contact`` (which is one) must be."""
 
     srtt: float | None = None
     rttvar: float = 0.0
@@ -54,11 +55,13 @@ class RttEstimator:
 
 
 @dataclass(slots=True, eq=False)
-class Contact:
+class Contact(RttEstimator):
     """A proven peer: it signed a challenge sent to ``addr`` with the key of ``peer_id``.
 
     Compared by identity (one object per peer per table): a bucket's ``list.remove``
-    would otherwise compare every field of each contact before the one it removes.
+    would otherwise compare every field of each contact before the one it removes. It
+    is its own RTT estimator (``rtt`` is the contact itself): no second object per
+    routing-table entry.
     """
 
     peer_id: bytes
@@ -66,7 +69,6 @@ class Contact:
     addr: Address
     failures: int = 0
     answered: bool = False   # it has answered a request of ours (at ``addr``)
-    rtt: RttEstimator = field(default_factory=RttEstimator)
     wire: WireContact = field(init=False)  # how replies name it (kept with ``addr``)
 
     def __post_init__(self) -> None:
@@ -77,6 +79,10 @@ class Contact:
         and ``peer_id`` and ``addr`` at its copies (one per process, not one per table)."""
         self.wire = wire = wire_contact(self.peer_id, self.addr)
         self.peer_id, self.addr = wire.peer_id, wire.addr
+
+    @property
+    def rtt(self) -> RttEstimator:
+        return self
 
     @property
     def verified(self) -> bool:
