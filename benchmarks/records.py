@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import nacl.signing
 
 from stack.base.identity import Identity
-from stack.base.records import Envelope, sign_announcement
+from stack.base.records import Envelope, _signature_ok, sign_announcement
 from stack.base.replay import Result, Verifier
 
 NOW = 1_700_000_000.0
@@ -52,6 +52,7 @@ def run_round(records: list[bytes], raw: list[tuple[bytes, bytes, bytes]],
     """One round over all records, alternating ours/baseline every ``block`` records
     (flipping which goes first), so both see the same machine. Returns both rates."""
     verifier = Verifier()  # fresh: every record is new to it
+    _signature_ok.cache_clear()  # and to the process's memo of checked signatures
     verify, verify_key, valid = verifier.verify, nacl.signing.VerifyKey, Result.VALID
     t_ours = t_base = 0.0
     for i, lo in enumerate(range(0, len(records), block)):

@@ -3,7 +3,8 @@
 Each size runs ``p2pstack simulate dht --set nodes=N --json`` as a child process of its
 own (the production DHT core and driver on the simulated network and virtual clock, the
 built-in scenario otherwise unchanged: join, publish, 2 minutes of lookups, 2 idle
-minutes); its wall time is the report's, its peak RSS the child's own (``wait4``), with
+minutes); its wall time is the report's, its CPU time (user + system) and peak RSS the
+child's own (``wait4``; CPU time is the steadier figure on a shared machine), with
 the datagram count and the lookup success rate beside them. Writes a table to stdout and
 ``--plot`` (wall time and memory against nodes, log-log) as a PNG.
 
@@ -45,6 +46,7 @@ def run(nodes: int, seed: int) -> dict[str, float]:
         summary = report["summary"]
         return {"nodes": nodes, "wall": report["wall_seconds"],
                 "process_wall": time.perf_counter() - started,
+                "cpu": usage.ru_utime + usage.ru_stime,
                 "rss_mb": usage.ru_maxrss / 1024, "datagrams": summary["datagrams"]["total"],
                 "success": summary["lookups"]["success_rate"],
                 "lookups": summary["lookups"]["total"]}
@@ -79,13 +81,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--plot", type=Path, default=None, help="write the curve as a PNG")
     args = parser.parse_args()
-    print(f"{'nodes':>7} {'wall s':>8} {'peak RSS MB':>12} {'datagrams':>11} "
+    print(f"{'nodes':>7} {'wall s':>8} {'cpu s':>8} {'peak RSS MB':>12} {'datagrams':>11} "
           f"{'us/datagram':>12} {'lookups':>8} {'success':>8}", flush=True)
     rows = []
     for n in args.nodes:
         r = run(n, args.seed)
         rows.append(r)
-        print(f"{n:>7} {r['wall']:>8.1f} {r['rss_mb']:>12.0f} {r['datagrams']:>11} "
+        print(f"{n:>7} {r['wall']:>8.1f} {r['cpu']:>8.1f} {r['rss_mb']:>12.0f} "
+              f"{r['datagrams']:>11} "
               f"{r['wall'] / r['datagrams'] * 1e6:>12.1f} {r['lookups']:>8} "
               f"{r['success']:>8.1%}", flush=True)
     if args.plot is not None:

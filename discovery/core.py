@@ -67,7 +67,7 @@ import functools
 import hashlib
 import heapq
 import random
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInfo, PutDone,
@@ -172,7 +172,9 @@ class DhtCore:
         self._rng = rng
         self._cookies = Cookies(rng.randbytes(32))
         self._limiter = TokenBuckets(config.rate, config.burst)
-        self._their_cookies: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
+        # cookies peers gave us, least recently refreshed first (a plain dict, re-inserted
+        # on refresh: half an OrderedDict's size; filled only by answers to our requests)
+        self._their_cookies: dict[Address, tuple[bytes, float]] = {}
         # (node id, address) challenged within ``challenge_backoff``
         self._challenged: ExpiringKeys[tuple[int, Address], bool] = ExpiringKeys(
             config.challenge_backoff, config.max_challenges)
@@ -496,6 +498,8 @@ class DhtCore:
             assert rpc.node_id is not None  # only a proof request to a known id is "asking"
             rpc.asking = False
             self._asking.discard((rpc.node_id, rpc.addr))
+            if not self._asking:  # a set keeps its peak size: let a join's go
+                self._asking = set()
             index = self.table.bucket_index(rpc.node_id)
             self._asking_in[index] -= 1
             if not self._asking_in[index]:
@@ -536,10 +540,11 @@ class DhtCore:
             self._out.append((encode_request(Request(PROVE, rep.challenge, self.peer_id,
                                                      FLAG_SERVER, proof=proof)), rpc.addr))
         if rep.cookie:
-            self._their_cookies[rpc.addr] = (rep.cookie, now)
-            self._their_cookies.move_to_end(rpc.addr)
-            if len(self._their_cookies) > 4096:
-                self._their_cookies.popitem(last=False)
+            cookies = self._their_cookies
+            cookies.pop(rpc.addr, None)
+            cookies[rpc.addr] = (rep.cookie, now)
+            if len(cookies) > 4096:
+                del cookies[next(iter(cookies))]
         if not rpc.retransmitted:
             rtt = now - rpc.sent_at
             self._rtt.sample(rtt)

@@ -81,13 +81,17 @@ class DhtDriver:
             waiter = self._waiters.pop(event.op, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(event)
+        # Re-arm only for an earlier deadline. Most batches add an RPC (a later deadline)
+        # or answer one (the head moves later); a timer left early fires, finds nothing
+        # due (handle_timer is then a no-op) and re-arms here: one timer per wake-up
+        # instead of a cancel and a new timer per datagram.
         when = core.next_timer()
-        if when != self._timer_at:
+        if when is not None and (self._timer_at is None or when < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = when
-            self._timer = None if when is None else self._loop.call_later(
-                max(0.0, when - self.clock.now()), self._on_timer)
+            self._timer = self._loop.call_later(max(0.0, when - self.clock.now()),
+                                                self._on_timer)
 
     def _start(self, op: int) -> asyncio.Future[Event]:
         # Register the waiter before flushing: an op may finish at once (empty table).

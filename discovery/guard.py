@@ -35,21 +35,29 @@ class Cookies:
     def __init__(self, secret: bytes, max_cached: int = 8192) -> None:
         self._secret = secret
         self._max_cached = max_cached
-        self._cache: dict[tuple[Address, int], bytes] = {}  # (addr, epoch) -> cookie
-        self._epoch = 0  # the newest epoch a cookie was made for
+        # addr -> cookie for the newest epoch a cookie was made for and the one before
+        # (one dict per epoch: no (addr, epoch) key per entry)
+        self._epoch = 0
+        self._current: dict[Address, bytes] = {}
+        self._previous: dict[Address, bytes] = {}
 
     def make(self, addr: Address, now: float, epoch_offset: int = 0) -> bytes:
         epoch = int(now // COOKIE_EPOCH) + epoch_offset
-        key = (addr, epoch)
         if epoch > self._epoch:  # a new epoch: the one before last is no longer checked
+            self._previous = self._current if epoch == self._epoch + 1 else {}
+            self._current = {}
             self._epoch = epoch
-            self._cache = {k: v for k, v in self._cache.items() if k[1] >= epoch - 1}
-        cookie = self._cache.get(key)
+        cache = (self._current if epoch == self._epoch
+                 else self._previous if epoch == self._epoch - 1 else None)
+        cookie = cache.get(addr) if cache is not None else None
         if cookie is None:  # every request needs one: compute each HMAC once per epoch
-            if len(self._cache) >= self._max_cached:
-                self._cache.clear()
             msg = f"{addr[0]}:{addr[1]}:{epoch}".encode()
-            cookie = self._cache[key] = hmac.digest(self._secret, msg, "sha256")[:8]
+            cookie = hmac.digest(self._secret, msg, "sha256")[:8]
+            if cache is not None:
+                if len(self._current) + len(self._previous) >= self._max_cached:
+                    self._current.clear()
+                    self._previous.clear()
+                cache[addr] = cookie
         return cookie
 
     def check(self, cookie: bytes, addr: Address, now: float) -> bool:

@@ -106,8 +106,10 @@ class RecordStore:
         self._records: dict[bytes, _Stored] = {}
         self._classes: list[OrderedDict[bytes, None]] = [OrderedDict()
                                                          for _ in range(PRIORITIES)]
-        # source -> its keys, oldest first; and the sources by how many they hold
-        self._keys_of: dict[Hashable, OrderedDict[bytes, None]] = {}
+        # source -> its keys, oldest first (plain dicts keep insertion order at a third of
+        # an OrderedDict's size: one per source that stored here); and the sources by how
+        # many they hold
+        self._keys_of: dict[Hashable, dict[bytes, None]] = {}
         self._sources_holding: dict[int, dict[Hashable, None]] = {}
         self._most = 0  # the most records any source holds
         self._expiry: list[tuple[float, int, bytes]] = []  # (timestamp, stamp, key)
@@ -182,7 +184,7 @@ class RecordStore:
             if source is not None:
                 keys = self._keys_of.get(source)
                 if keys is None:
-                    keys = self._keys_of[source] = OrderedDict()
+                    keys = self._keys_of[source] = {}
                 keys[key] = None
                 self._recount(source, len(keys) - 1, len(keys))
         else:  # a newer record for the key: the quota stays with the first source

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from discovery.wire import WireContact
+from discovery.wire import WireContact, wire_contact
 from stack.base.net import Address
 
 __all__ = ["Contact", "RttEstimator", "RoutingTable", "BITS"]
@@ -33,9 +33,10 @@ __all__ = ["Contact", "RttEstimator", "RoutingTable", "BITS"]
 BITS = 256
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True, eq=False)
 class RttEstimator:
-    """RFC 6298 section 2 smoothing; ``rto`` in seconds, clamped to [lo, hi]."""
+    """RFC 6298 section 2 smoothing; ``rto`` in seconds, clamped to [lo, hi]. Compared
+    by identity, as ``Contact`` (which is one) must be."""
 
     srtt: float | None = None
     rttvar: float = 0.0
@@ -53,20 +54,35 @@ class RttEstimator:
         return min(hi, max(lo, self.srtt + 4 * self.rttvar))
 
 
-@dataclass(slots=True)
-class Contact:
-    """A proven peer: it signed a challenge sent to ``addr`` with the key of ``peer_id``."""
+@dataclass(slots=True, eq=False)
+class Contact(RttEstimator):
+    """A proven peer: it signed a challenge sent to ``addr`` with the key of ``peer_id``.
+
+    Compared by identity (one object per peer per table): a bucket's ``list.remove``
+    would otherwise compare every field of each contact before the one it removes. It
+    is its own RTT estimator (``rtt`` is the contact itself): no second object per
+    routing-table entry.
+    """
 
     peer_id: bytes
     node_id: int
     addr: Address
     failures: int = 0
     answered: bool = False   # it has answered a request of ours (at ``addr``)
-    rtt: RttEstimator = field(default_factory=RttEstimator)
     wire: WireContact = field(init=False)  # how replies name it (kept with ``addr``)
 
     def __post_init__(self) -> None:
-        self.wire = WireContact(self.peer_id, self.addr)
+        self._share()
+
+    def _share(self) -> None:
+        """Point ``wire`` at the process's shared ``WireContact`` for (peer, address),
+        and ``peer_id`` and ``addr`` at its copies (one per process, not one per table)."""
+        self.wire = wire = wire_contact(self.peer_id, self.addr)
+        self.peer_id, self.addr = wire.peer_id, wire.addr
+
+    @property
+    def rtt(self) -> RttEstimator:
+        return self
 
     @property
     def verified(self) -> bool:
@@ -74,13 +90,19 @@ class Contact:
         return self.answered and not self.failures
 
 
+_NO_CONTACTS: list[Contact] = []  # every empty bucket's list until its first contact
+
+
 class RoutingTable:
     def __init__(self, own_id: int, k: int = 20, stale_failures: int = 3) -> None:
         self.own_id = own_id
         self.k = k
         self.stale_failures = stale_failures
-        self._buckets: list[list[Contact]] = [[] for _ in range(BITS)]
-        self._replacements: list[dict[int, tuple[bytes, Address]]] = [{} for _ in range(BITS)]
+        # Only the ~log2(N) buckets nearest the top ever fill: the others share one empty
+        # list (never appended to: add_proven gives a bucket its own list first), and
+        # replacement caches exist only for buckets that have had a candidate.
+        self._buckets: list[list[Contact]] = [_NO_CONTACTS] * BITS
+        self._replacements: dict[int, dict[int, tuple[bytes, Address]]] = {}
         self._by_id: dict[int, Contact] = {}
         self._lowest = BITS  # no bucket below this index has ever held a contact
 
@@ -124,7 +146,7 @@ class RoutingTable:
         if known is not None:
             known.answered = answered or (known.answered and known.addr == addr)
             known.addr = addr
-            known.wire = WireContact(peer_id, addr)
+            known._share()
             known.failures = 0
             bucket.remove(known)
             bucket.append(known)
@@ -132,9 +154,13 @@ class RoutingTable:
         if len(bucket) >= self.k:
             self.add_candidate(peer_id, node_id, addr)
             return False
-        self._replacements[index].pop(node_id, None)
+        cache = self._replacements.get(index)
+        if cache:
+            cache.pop(node_id, None)
         contact = Contact(peer_id, node_id, addr, answered=answered)
         self._lowest = min(self._lowest, index)
+        if bucket is _NO_CONTACTS:
+            bucket = self._buckets[index] = []
         bucket.append(contact)
         self._by_id[node_id] = contact
         return True
@@ -143,7 +169,10 @@ class RoutingTable:
         """Remember an unproven peer for when its bucket has room (newest kept)."""
         if node_id == self.own_id or node_id in self._by_id:
             return
-        cache = self._replacements[self.bucket_index(node_id)]
+        index = self.bucket_index(node_id)
+        cache = self._replacements.get(index)
+        if cache is None:
+            cache = self._replacements[index] = {}
         cache.pop(node_id, None)
         cache[node_id] = (peer_id, addr)
         if len(cache) > self.k:
@@ -181,7 +210,7 @@ class RoutingTable:
         index = self.bucket_index(node_id)
         self._buckets[index].remove(contact)
         del self._by_id[node_id]
-        cache = self._replacements[index]
+        cache = self._replacements.get(index)
         if not cache:
             return None
         cand_id, (peer_id, addr) = cache.popitem()

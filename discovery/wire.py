@@ -38,9 +38,8 @@ Decoding never raises: anything that does not fit the table is ``None`` (a count
 
 from __future__ import annotations
 
-import functools
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -52,7 +51,7 @@ __all__ = [
     "PING", "FIND_NODE", "FIND_VALUE", "STORE", "PROVE", "REPLY_BIT",
     "FLAG_SERVER", "FLAG_WANT_PROOF", "FLAG_TRUNCATED",
     "PROOF_DOMAIN", "PROVE_DOMAIN", "MAX_DATAGRAM", "MAX_RECORD", "PEER_ID_LEN", "TXID_LEN",
-    "WireContact", "Request", "Reply",
+    "WireContact", "wire_contact", "Request", "Reply",
     "encode_request", "encode_reply", "decode",
 ]
 
@@ -84,6 +83,25 @@ class WireContact:
 
     peer_id: bytes
     addr: Address
+    # its wire form, made on first use (encode_contact); not part of its value
+    _packed: list[object] | None = field(default=None, init=False, repr=False, compare=False)
+
+
+def wire_contact(peer_id: bytes, addr: Address) -> WireContact:
+    """The one ``WireContact`` for (peer id, address) in this process, and through it one
+    copy of the id bytes and the address tuple: the same peers are named in many replies
+    and sit in many routing tables (in a simulation, thousands of them). Bounded:
+    cleared when full, after which new contacts are shared again from scratch."""
+    key = (peer_id, addr)
+    contact = _SHARED.get(key)
+    if contact is None:
+        if len(_SHARED) >= 1 << 17:
+            _SHARED.clear()
+        contact = _SHARED[key] = WireContact(peer_id, addr)
+    return contact
+
+
+_SHARED: dict[tuple[bytes, Address], WireContact] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,15 +166,18 @@ def encode_request(req: Request, min_size: int = 0) -> bytes:
     return data
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def encode_contact(c: WireContact) -> list[object]:
-    """Wire form of a contact (cached: the same contacts are named in many replies; the
-    list is only read by msgpack)."""
-    return [c.peer_id, socket.inet_aton(c.addr[0]), c.addr[1]]
+    """Wire form of a contact, kept on it: the same contacts are named in many replies
+    (the list is only read by msgpack)."""
+    packed = c._packed
+    if packed is None:
+        packed = [c.peer_id, socket.inet_aton(c.addr[0]), c.addr[1]]
+        object.__setattr__(c, "_packed", packed)  # a cache, not a change of value
+    return packed
 
 
 def encode_reply(rep: Reply) -> bytes:
-    contacts = [encode_contact(c) for c in rep.contacts]
+    contacts = [c._packed or encode_contact(c) for c in rep.contacts]
     items: list[object] = [rep.kind | REPLY_BIT, rep.txid, rep.responder, rep.flags, rep.proof,
                            rep.cookie, contacts, rep.record, rep.result]
     if rep.challenge:
@@ -201,7 +222,7 @@ def _parse_contact(item: object) -> WireContact | None:
             and peer_id.startswith(_PEER_ID_PREFIX) and type(ip) is bytes and len(ip) == 4
             and type(port) is int and 0 < port < 65536):
         return None
-    return WireContact(peer_id, (socket.inet_ntoa(ip), port))
+    return wire_contact(peer_id, (socket.inet_ntoa(ip), port))
 
 
 def decode(data: bytes) -> Request | Reply | None:

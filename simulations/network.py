@@ -99,6 +99,7 @@ __all__ = ["SimNetwork", "SimHost", "SimEndpoint", "NetStats"]
 _ANY = "0.0.0.0"
 _EPHEMERAL_FIRST = 49152
 _NEVER = float("inf")
+_DELIVERING = float("-inf")  # _deliver_due is running: it arms the next timer itself
 
 
 @dataclass(slots=True)
@@ -586,39 +587,38 @@ class SimNetwork:
 
         On a virtual loop, when nothing else would run before the next datagram lands
         (``VirtualEventLoop._skip_to``), go straight on to it instead of re-arming a
-        timer: the same outcome without a loop iteration per datagram.
+        timer: the same outcome without a loop iteration per datagram. While receivers
+        run, what they send only joins the queue (``_timer_when`` is -inf, so
+        ``_schedule`` arms nothing): the one timer for the new head is armed at the end,
+        not one per reply sent and cancelled at once (a loop timer each, which was a
+        third of the datagram path's cost).
         """
         due = self._timer_when  # the loop judged this due; do not re-read a real clock
         self._timer = None
-        self._timer_when = _NEVER
+        self._timer_when = _DELIVERING
         queue = self._queue
         skip_to = getattr(self._loop, "_skip_to", None)
-        while True:
-            while queue and queue[0][0] <= due:
-                _, _, target, src, dst, data = heappop(queue)
-                target._arrive(src, dst, data)
-            touched = self._touched
-            self._touched = []
-            for endpoint in touched:
-                try:
-                    endpoint._flush()
-                except Exception as exc:  # a receiver's bug must not stall the network
-                    # _loop is set: this runs as its timer callback
-                    self._loop.call_exception_handler({  # type: ignore[union-attr]
-                        "message": f"receiver of {endpoint.local_address} raised",
-                        "exception": exc})
-            if not queue:
-                return
-            head = queue[0][0]
-            if skip_to is None:
-                if head < self._timer_when:
-                    self._arm(head)
-                return
-            if self._timer is not None:  # a receiver sent: that armed a timer; drop it
-                self._timer.cancel()
-                self._timer = None
-                self._timer_when = _NEVER
-            if not skip_to(head):
-                self._arm(head)
-                return
-            due = head
+        try:
+            while True:
+                while queue and queue[0][0] <= due:
+                    _, _, target, src, dst, data = heappop(queue)
+                    target._arrive(src, dst, data)
+                touched = self._touched
+                self._touched = []
+                for endpoint in touched:
+                    try:
+                        endpoint._flush()
+                    except Exception as exc:  # a receiver's bug must not stall the network
+                        # _loop is set: this runs as its timer callback
+                        self._loop.call_exception_handler({  # type: ignore[union-attr]
+                            "message": f"receiver of {endpoint.local_address} raised",
+                            "exception": exc})
+                if not queue:
+                    return
+                head = queue[0][0]
+                if skip_to is None or not skip_to(head):
+                    break
+                due = head
+        finally:
+            self._timer_when = _NEVER
+        self._arm(head)

@@ -85,6 +85,14 @@ class PortDemux:
         self._p2p[first_byte] = handler
 
     def __call__(self, batch: list[Datagram]) -> None:
+        if len(batch) == 1:
+            # One datagram of a registered p2p protocol (the common batch on a quiet
+            # socket, and every batch in a simulation): straight to its handler.
+            data = batch[0][0]
+            handler = self._p2p.get(data[0]) if data else None
+            if handler is not None:  # registered bytes are all within P2P_FIRST_BYTES
+                handler(batch)
+                return
         stun: list[Datagram] = []
         quic: list[Datagram] = []
         p2p: dict[int, list[Datagram]] = {}

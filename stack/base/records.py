@@ -55,6 +55,7 @@ at most ``MAX_RELAYED_SIZE``.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -283,12 +284,19 @@ class Envelope(NamedTuple):
         Calls libsodium's ``crypto_sign_open`` directly, as ``VerifyKey.verify`` does
         underneath, without building a key object per record (the hot path).
         """
-        smessage = self.signature + self.signed_bytes()
-        try:
-            crypto_sign_open(smessage, self.public_key)
-        except (CryptoError, ValueError, TypeError):  # bad signature; hand-built bad key
-            return False
-        return True
+        return _signature_ok(self.signature + self.signed_bytes(), self.public_key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _signature_ok(smessage: bytes, public_key: bytes) -> bool:
+    """Ed25519 verify of signature || signed bytes, memoised by the exact bytes (a pure
+    function of them): the same record reaches a node again and again (STOREs,
+    republishes, GET answers), and each distinct one is checked once per process."""
+    try:
+        crypto_sign_open(smessage, public_key)
+    except (CryptoError, ValueError, TypeError):  # bad signature; hand-built bad key
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- messages
