@@ -289,3 +289,11 @@ def test_an_unknown_flag_before_the_scenario_is_still_an_error(capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(["simulate", "--bogus", "dht"])
     assert info.value.code == 2 and "--bogus" in capsys.readouterr().err
+
+
+def test_the_help_names_every_built_in(capsys):
+    from stack.cli.simulate import BUILTIN_NAMES
+    assert sorted(BUILTIN_NAMES) == sorted(BUILTINS)
+    with pytest.raises(SystemExit):
+        main(["simulate", "dht", "--help"])
+    assert "rendezvous-down" in capsys.readouterr().out
