@@ -219,13 +219,14 @@ class Node:
         # Issue 13: the rooms we are in (rooms.json; memory only with in-memory stores)
         self.rooms = NodeRooms(
             identity=self.identity, clock=self.clock, events=self.events, trust=self.trust,
-            connect=self.connect, addrs=self._member_addrs, run_service=self.supervisor.run,
+            connect=self._rendezvous_link, addrs=self._member_addrs,
+            run_service=self.supervisor.run,
             spawn=self.supervisor.spawn, timeout=self.options.handshake_timeout,
             path=None if config.stores is not None else config.data_dir / ROOMS_FILE)
         # Issue 13 section 2: members check newcomers themselves, on direct connections
         self.roomtrust = RoomTrust(
             identity=self.identity, clock=self.clock, events=self.events, trust=self.trust,
-            rooms=self.rooms, connect=self.connect, dial=self.connect_peer,
+            rooms=self.rooms, connect=self._rendezvous_link, dial=self.connect_peer,
             connections=lambda: self.connections,
             addrs=self._member_addrs, run_service=self.supervisor.run,
             spawn=self.supervisor.spawn, timeout=self.options.handshake_timeout,
@@ -1057,6 +1058,18 @@ class Node:
         if identify:
             await self.identify.exchange(conn)
         return conn
+
+    async def _rendezvous_link(self, target: str) -> Connection:
+        """A connection we dialed to ``target``'s peer id that is still open (direct, not
+        closing), else a new dial. The rooms ask their rendezvous often (every invite,
+        announcement and welcome); a connection per ask piled up past the per-peer
+        connection limit."""
+        peer = parse_address(target).peer_id
+        for conn in self._connections:
+            if (peer is not None and conn.peer_id == peer and conn.is_client
+                    and not conn.closing and conn.path.kind is not PathKind.RELAYED):
+                return conn
+        return await self.connect(target)
 
     async def connect_peer(self, peer: PeerId, addrs: Sequence[str]) -> Connection:
         """Dial ``peer`` at ``addrs`` (addresses it signed elsewhere, e.g. in a room

@@ -56,6 +56,7 @@ import structlog
 
 from stack.base.clock import Clock
 from stack.base.errors import CorruptFileError, LocalError, StackError, UsageError
+from stack.transport.errors import TransportClosed, TransportError
 from stack.base.addresses import parse_address
 from stack.base.files import atomic_write, read_regular
 from stack.base.identity import Identity, PeerId
@@ -295,8 +296,15 @@ class NodeRooms:
         conn = None if room.rendezvous is None else await self._reach(room, room.rendezvous)
         if conn is None:
             return self._direct_invite(room, ttl, pin)
-        await self._announce(room, conn)  # the rendezvous hosts invites for members only
-        hosted = await host_invite(conn, room.room_id, self._timeout)
+        try:
+            await self._announce(room, conn)  # the rendezvous hosts invites for members only
+            hosted = await host_invite(conn, room.room_id, self._timeout)
+        except (TransportError, TransportClosed, TimeoutError) as exc:
+            # the connection we held went dead (a refusal by name is not caught here)
+            if self.direct is None:
+                raise
+            self._unreachable(room.name, str(room.rendezvous), exc)
+            return self._direct_invite(room, ttl, pin)
         now = self._clock.now()
         life = min(hosted.expires - now, ttl if ttl is not None else self.book.ttl)
         invite = self.book.create(room.room_id, now, number=hosted.number, ttl=life, pin=pin)
@@ -314,12 +322,14 @@ class NodeRooms:
         except (StackError, TimeoutError) as exc:
             if self.direct is None:
                 raise
-            name = room if isinstance(room, str) else room.name
-            self.stats["rendezvous_unreachable"] += 1
-            log.warning("room.rendezvous_unreachable", room=name, rendezvous=rendezvous,
-                        error=f"{type(exc).__name__}: {exc}"[:200],
-                        message="going through the room's DHT record instead")
+            self._unreachable(room if isinstance(room, str) else room.name, rendezvous, exc)
             return None
+
+    def _unreachable(self, name: str, rendezvous: str, exc: BaseException) -> None:
+        self.stats["rendezvous_unreachable"] += 1
+        log.warning("room.rendezvous_unreachable", room=name, rendezvous=rendezvous,
+                    error=f"{type(exc).__name__}: {exc}"[:200],
+                    message="going through the room's DHT record instead")
 
     def _direct_invite(self, room: Room, ttl: float | None, pin: bool) -> dict[str, Any]:
         """An invite served on our own connections (``/p2pstack/room-admit/1``): the

@@ -96,3 +96,19 @@ async def test_refusals_are_named(nodes, tmp_path) -> None:
     with pytest.raises(CorruptFileError):
         b.rooms.list()
     assert (tmp_path / "b" / ROOMS_FILE).read_text() == "{not json"
+
+
+async def test_invites_share_one_connection_to_the_rendezvous(nodes) -> None:
+    """Eight open invites (all a rendezvous hosts for one member) and the room's
+    announcement all go over the one connection A dialed to the rendezvous: a connection
+    each would pass the 8 a node allows per peer."""
+    r = await nodes("r", rendezvous=True)
+    a = await nodes("a")
+    await a.rooms.create("club", addr(r))
+    codes = {(await a.rooms.invite("club"))["code"] for _ in range(8)}
+    assert len(codes) == 8
+    to_r = [c for c in a.connections if c.peer_id == r.peer_id and not c.closed]
+    assert len(to_r) == 1, to_r
+    b = await nodes("b")
+    out = await b.rooms.join("club", codes.pop(), addr(r))   # the invites still work
+    assert out["admitted_by"] == str(a.peer_id)
