@@ -121,12 +121,7 @@ class DhtDriver:
         count. ``InvalidRecord`` for a record we would refuse ourselves, ``PublishFailed``."""
         event = await self._run(self._start(self.core.publish(record, self.clock.now())),
                                 timeout)
-        assert isinstance(event, PutDone)
-        if event.error in ("no_peers", "rejected"):
-            raise PublishFailed(f"no DHT node accepted the record ({event.error})")
-        if event.error:
-            raise InvalidRecord(f"record refused: {event.error}")
-        return event.stored
+        return _stored(event)
 
     def set_record_source(self, source: Callable[[], bytes] | None) -> None:
         """``source()`` returns a freshly signed record (higher seq) when ours ages out."""
@@ -158,12 +153,7 @@ class DhtDriver:
         ``InvalidRecord``, ``PublishFailed`` as for ``publish``."""
         event = await self._run(self._start(self.core.put(record, self.clock.now())),
                                 timeout)
-        assert isinstance(event, PutDone)
-        if event.error in ("no_peers", "rejected"):
-            raise PublishFailed(f"no DHT node accepted the record ({event.error})")
-        if event.error:
-            raise InvalidRecord(f"record refused: {event.error}")
-        return event.stored
+        return _stored(event)
 
     async def lookup(self, target: bytes, timeout: float = 30.0) -> tuple[PeerInfo, ...]:
         """The k peers closest to a 32-byte key that answered."""
@@ -189,3 +179,13 @@ async def open_dht(network: DatagramNetwork, addr: Address, identity: Identity,
     driver = DhtDriver(DhtCore(identity, validator, rng, config), endpoint, clock)
     demux.register_p2p(DHT_BYTE, driver.receive_batch)
     return driver
+
+
+def _stored(event: object) -> int:
+    """A put's replica count, or its failure named (``publish`` and ``put``)."""
+    assert isinstance(event, PutDone)
+    if event.error in ("no_peers", "rejected"):
+        raise PublishFailed(f"no DHT node accepted the record ({event.error})")
+    if event.error:
+        raise InvalidRecord(f"record refused: {event.error}")
+    return event.stored

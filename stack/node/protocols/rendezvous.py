@@ -58,15 +58,15 @@ from stack.base.clock import Clock
 from stack.base.identity import Identity, PeerId
 from stack.base.interfaces import Connection, Stream
 from rooms.admission import (MAX_MESSAGE, AdmissionFailed, Admitted, InviterSession,
-                             NewcomerSession, ReplayGuard)
+                             ReplayGuard)
 from rooms.pin import DEFAULT_PIN_TIMEOUT, PinIssued
-from rooms.errors import (ABORT_REASONS, AdmissionAborted, AdmissionError, InviteUnknown,
+from rooms.errors import (ABORT_REASONS, AdmissionAborted, InviteUnknown,
                           MalformedMessage, MembershipError, RoomError)
 from rooms.invites import DEFAULT_INVITE_TTL, MAX_INVITE_NUMBER, InviteBook, InviteCode
 from rooms.membership import MAX_MEMBER_SIZE, MemberAnnouncement, MemberDirectory, verify_member
 from rooms.names import ROOM_ID_LENGTH
 from rooms.signed import pack, unpack_verb
-from stack.node.protocols.roomadmit import AskPin, drive
+from stack.node.protocols.roomadmit import AskPin, drive, run_newcomer
 from stack.node.router import open_protocol
 from stack.transport.errors import TransportError
 
@@ -375,11 +375,5 @@ async def join(conn: Connection, *, identity: Identity, room_id: bytes, code: In
     if answer[0] != "paired":
         stream.reset()
         raise MalformedMessage("rendezvous: not a pairing")
-    session = NewcomerSession(identity, room_id, code, clock.now(), guard=guard)
-    await drive(session, stream, clock, ask=ask)
-    result = session.result
-    if isinstance(result, Admitted):
-        return result
-    error: AdmissionError = result.error if isinstance(result, AdmissionFailed) \
-        else AdmissionAborted("no result")
-    raise error
+    return await run_newcomer(stream, identity=identity, room_id=room_id, code=code,
+                              clock=clock, guard=guard, ask=ask)

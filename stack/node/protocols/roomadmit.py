@@ -32,7 +32,8 @@ from rooms.signed import pack
 from stack.node.router import open_protocol
 from stack.transport.errors import TransportError
 
-__all__ = ["PROTO_ROOM_ADMIT", "AskPin", "drive", "RoomAdmitProtocol", "admit_direct"]
+__all__ = ["PROTO_ROOM_ADMIT", "AskPin", "drive", "run_newcomer", "RoomAdmitProtocol",
+           "admit_direct"]
 
 PROTO_ROOM_ADMIT = b"/p2pstack/room-admit/1"
 
@@ -136,6 +137,15 @@ async def admit_direct(conn: Connection, *, identity: Identity, room_id: bytes,
     raises the named ``AdmissionError`` (``InviteUnknown``: this member issued no such
     invite, try the next)."""
     stream = await open_protocol(conn, PROTO_ROOM_ADMIT)
+    return await run_newcomer(stream, identity=identity, room_id=room_id, code=code,
+                              clock=clock, guard=guard, ask=ask)
+
+
+async def run_newcomer(stream: Stream, *, identity: Identity, room_id: bytes,
+                       code: InviteCode, clock: Clock, guard: ReplayGuard | None,
+                       ask: AskPin | None) -> Admitted:
+    """The newcomer's session on ``stream`` (to a member, or paired by a rendezvous):
+    ``Admitted``, or its named ``AdmissionError`` raised."""
     session = NewcomerSession(identity, room_id, code, clock.now(), guard=guard)
     await drive(session, stream, clock, ask=ask)
     result = session.result
