@@ -30,6 +30,8 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable
 
+import structlog
+
 from stack.base.clock import Clock
 from stack.base.identity import PeerId
 from stack.base.interfaces import Path, PathKind
@@ -39,6 +41,8 @@ from nat.punch.birthday import SOCKETS, BirthdayProber, BirthdaySockets
 from nat.punch.core import MalformedPunch, decode_datagram
 from stack.transport.errors import TransportError
 from stack.transport.quic import QuicConn, QuicTransport
+
+log = structlog.get_logger("p2pstack.holepunch")
 
 __all__ = ["Birthday", "Bind"]
 
@@ -74,7 +78,8 @@ class Birthday:
         self.sockets = sockets
         self._owner: PeerId | None = None
         self.probes_sent = 0   # by the latest (or running) probe
-        self.stats = {"attempts": 0, "hits": 0, "probes": 0, "socket_sends": 0}
+        self.stats = {"attempts": 0, "hits": 0, "probes": 0, "socket_sends": 0,
+                      "socket_rounds_failed": 0}
 
     # ------------------------------------------------------------- one at a time
     def available(self) -> bool:
@@ -109,7 +114,15 @@ class Birthday:
         sockets.core.start(now, target, sockets.deadline)
         sockets.flush()
         sockets.task = asyncio.ensure_future(sockets.rounds())
+        sockets.task.add_done_callback(self._rounds_ended)
         return sockets
+
+    def _rounds_ended(self, task: asyncio.Future[None]) -> None:
+        """The sockets' send rounds are cancelled when the attempt ends; one that failed
+        instead is counted and logged, not left for the garbage collector to report."""
+        if not task.cancelled() and task.exception() is not None:
+            self.stats["socket_rounds_failed"] += 1
+            log.warning("holepunch.birthday.rounds_failed", error=repr(task.exception()))
 
     # ------------------------------------------------------------- cone side
     async def probe(self, token: bytes, ip: str) -> int:
