@@ -18,7 +18,9 @@ Rules:
   no more for a bucket than it has room for), so crypto is spent once per contact. A request from an
   unknown server-mode peer gets a counter-challenge in its reply (single use, expires
   after ``prove_window``), so a mutual proof costs 3 datagrams (request, reply with proof
-  and challenge, PROVE). A bad or missing proof is counted as ``proof_failed`` (Sybil ids
+  and challenge, PROVE). Peers named in a walk's answers are challenged (a PING) only
+  when the walk ends and only if it never queried them: a query asks for the proof
+  itself, so a learned peer costs no extra round trip when the walk asks it anyway. A bad or missing proof is counted as ``proof_failed`` (Sybil ids
   without keys end there); a PROVE for no pending challenge of that peer at that address
   as ``unexpected_prove``; a PROVE is never answered (nothing to reflect). Addresses
   change only through a new proof.
@@ -557,10 +559,13 @@ class DhtCore:
                 # a node newly seen to answer (a joiner): its cookie is fresh, so the
                 # records it should hold go out without a PING first
                 self._handoff(contact, now, ping_first=False)
-        if rep.contacts:
+        op = rpc.op if rpc.op is not None and not rpc.op.finished else None
+        if rep.contacts and not (isinstance(op, _LookupOp) and op.walking):
+            # a walk's contacts wait for its end (``_learn_unqueried``): the ones it
+            # queries prove themselves in their answers, without a PING of their own
             self._learn(rep.contacts, now)
-        if rpc.op is not None and not rpc.op.finished:
-            rpc.op.on_reply(rpc, rep, node_id, now)
+        if op is not None:
+            op.on_reply(rpc, rep, node_id, now)
 
     def _learn(self, contacts: tuple[WireContact, ...], now: float) -> None:
         """Peers named in a reply are only hints; challenge the ones a bucket has room for
@@ -570,6 +575,14 @@ class DhtCore:
             node_id = _node_id(wc.peer_id)
             if table.get(node_id) is None and self._wants(node_id, wc.addr):
                 self._challenge(wc.peer_id, node_id, wc.addr, now)
+
+    def _learn_unqueried(self, lookup: Lookup, now: float) -> None:
+        """A walk ended: challenge the peers it learned and never asked, as ``_learn``
+        would have when their names arrived."""
+        table = self.table
+        for cand in lookup.unqueried():
+            if table.get(cand.node_id) is None and self._wants(cand.node_id, cand.addr):
+                self._challenge(cand.peer_id, cand.node_id, cand.addr, now)
 
     def _fail(self, rpc: _Rpc, now: float) -> None:
         if rpc.node_id is not None:
@@ -788,6 +801,11 @@ class _LookupOp(_Op):
     def stop(self) -> bool:
         return self.lookup.done
 
+    @property
+    def walking(self) -> bool:
+        """Still asking peers: the contacts in its answers are its candidates."""
+        return not self.finished
+
     def pump(self, now: float) -> None:
         if self.finished:
             return
@@ -797,6 +815,7 @@ class _LookupOp(_Op):
                                    node_id=cand.node_id, op=self, target=self.target)
         if self.stop():
             self.finished = True
+            self.core._learn_unqueried(self.lookup, now)
             self.complete(now)
 
     def add_contacts(self, rep: Reply) -> None:
@@ -958,6 +977,10 @@ class _PutOp(_LookupOp):
         self.accepted: set[int] = set()
         self.walked = False
 
+    @property
+    def walking(self) -> bool:
+        return not (self.walked or self.finished)
+
     def pump(self, now: float) -> None:
         if self.walked or self.finished:
             return
@@ -967,6 +990,7 @@ class _PutOp(_LookupOp):
                                    node_id=cand.node_id, op=self, target=self.target)
         if self.lookup.done:
             self.walked = True
+            self.core._learn_unqueried(self.lookup, now)
             self._store_phase(now)
 
     def _store_phase(self, now: float) -> None:

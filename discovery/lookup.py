@@ -104,6 +104,10 @@ class Lookup:
                     return False
         return all_answered or self.in_flight == 0
 
+    def unqueried(self) -> list[Candidate]:
+        """Candidates never asked (still NEW), in the order they were added."""
+        return [c for c in self._peers.values() if c.state == NEW]
+
     def closest(self, count: int | None = None) -> list[Candidate]:
         """The closest candidates that answered, closest first."""
         count = self.k if count is None else count

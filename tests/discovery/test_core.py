@@ -4,6 +4,7 @@ Cores are driven directly (in-memory, virtual time): no sockets, no sleeps.
 """
 
 import random
+from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -317,3 +318,38 @@ def test_publisher_republishes_and_asks_for_a_fresh_signature():
     assert net.sent > sent
     refresh = [e for e in net.events[addr] if isinstance(e, RecordRefreshDue)]
     assert refresh == [RecordRefreshDue(ids[2].peer_id.dht_key)]
+
+
+def test_a_walk_asks_its_candidates_for_proofs_in_its_queries_not_in_pings():
+    """Contacts named in a walk's answers wait for the walk to end: the ones it queries
+    prove themselves in their answers (no PING of their own), the rest are challenged
+    once it ends, so the table fills as before with fewer datagrams."""
+    rng = random.Random(7)
+    net = CoreNet(rng)
+    nodes = [net.add(i, AnnouncementValidator()) for i in identities(rng, 61)]
+    for c, addr in nodes[1:-1]:
+        c.bootstrap([nodes[0][1]], net.now)
+        net.kick(addr)
+        net.run_for(0.5)
+    net.run_for(10)
+    joiner, joiner_addr = nodes[-1]
+    asked: dict[int, set] = {FIND_NODE: set(), PING: set()}
+
+    def tap(data, src, dst):
+        msg = decode(data)
+        if src == joiner_addr and isinstance(msg, Request) and (msg.want_proof
+                                                                or msg.kind == FIND_NODE):
+            asked.setdefault(msg.kind, set()).add(dst)
+
+    net.taps.append(tap)
+    op = joiner.bootstrap([nodes[0][1]], net.now)
+    net.kick(joiner_addr)
+    assert net.wait(joiner_addr, op).error is None
+    net.run_for(10)
+    queried = asked[FIND_NODE] - {nodes[0][1]}
+    assert queried and asked[PING]               # it walked and it challenged
+    assert not queried & asked[PING]             # nobody it queried was PINGed as well
+    in_table = {c.addr for c in joiner.table}
+    assert queried <= in_table                   # each answer's proof put its sender in
+    per_bucket = Counter(joiner.table.bucket_index(c.table.own_id) for c, _ in nodes[:-1])
+    assert len(in_table) == sum(min(n, 20) for n in per_bucket.values())  # every bucket full
