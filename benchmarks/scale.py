@@ -8,7 +8,10 @@ child's own (``wait4``; CPU time is the steadier figure on a shared machine), wi
 the datagram count and the lookup success rate beside them. Writes a table to stdout and
 ``--plot`` (wall time and memory against nodes, log-log) as a PNG.
 
-    python benchmarks/scale.py [--nodes 500 1000 2000 5000 10000] [--plot FILE]
+    python benchmarks/scale.py [--nodes 500 1000 2000 5000 10000] [--rows FILE] [--plot FILE]
+
+``--rows`` keeps every finished row (JSON lines), so sizes run in separate invocations
+(or side by side) end on one plot: ``--nodes --rows FILE --plot PNG`` only draws.
 
 Targets (issue 11): 10,000 nodes in <= 120 s wall and <= 1 GB peak RSS on this 2-core box,
 with 100% lookup success.
@@ -81,19 +84,26 @@ def plot(rows: list[dict[str, float]], path: Path, seed: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = sorted(rows, key=lambda r: r["nodes"])
     nodes = [r["nodes"] for r in rows]
     fig, wall_ax = plt.subplots(figsize=(7, 4.5))
     wall_ax.loglog(nodes, [r["wall"] for r in rows], "o-", color="tab:blue", label="wall time")
+    wall_ax.loglog(nodes, [r["proofs"] * r["proof_cost"] for r in rows], "^:",
+                   color="tab:green", label="crypto floor (proofs x sign + verify)")
     wall_ax.set_xlabel("nodes")
-    wall_ax.set_ylabel("wall time (s)", color="tab:blue")
+    wall_ax.set_ylabel("seconds", color="tab:blue")
     rss_ax = wall_ax.twinx()
     rss_ax.loglog(nodes, [r["rss_mb"] for r in rows], "s--", color="tab:red",
                   label="peak RSS")
     rss_ax.set_ylabel("peak RSS (MB)", color="tab:red")
     wall_ax.axhline(120, color="tab:blue", lw=0.8, ls=":")
     rss_ax.axhline(1024, color="tab:red", lw=0.8, ls=":")
+    lines = wall_ax.get_lines()[:2] + rss_ax.get_lines()[:1]
+    wall_ax.legend(lines, [str(line.get_label()) for line in lines], loc="upper left",
+                   fontsize=8)
     wall_ax.set_title(f"p2pstack simulate dht: wall time and memory against nodes "
-                      f"(seed {seed})\ndotted: the 10,000-node targets, 120 s and 1 GB")
+                      f"(seed {seed})\ndotted: the 10,000-node targets, 120 s and 1 GB",
+                      fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -101,25 +111,34 @@ def plot(rows: list[dict[str, float]], path: Path, seed: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, nargs="+", default=[500, 1000, 2000, 5000, 10000])
+    parser.add_argument("--nodes", type=int, nargs="*", default=[500, 1000, 2000, 5000, 10000])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rows", type=Path, default=None,
+                        help="append each row to this JSON-lines file; --plot draws them all")
     parser.add_argument("--plot", type=Path, default=None, help="write the curve as a PNG")
     args = parser.parse_args()
-    cost = proof_cost()
-    print(f"one proof (sign + verify) on this machine: {cost * 1e6:.1f} us", flush=True)
-    print(f"{'nodes':>7} {'wall s':>8} {'cpu s':>8} {'peak RSS MB':>12} {'datagrams':>11} "
-          f"{'cpu us/dgram':>13} {'proofs':>9} {'floor s':>8} {'cpu/floor':>10} "
-          f"{'lookups':>8} {'success':>8}", flush=True)
     rows = []
+    if args.nodes:
+        cost = proof_cost()
+        print(f"one proof (sign + verify) on this machine: {cost * 1e6:.1f} us", flush=True)
+        print(f"{'nodes':>7} {'wall s':>8} {'cpu s':>8} {'peak RSS MB':>12} {'datagrams':>11} "
+              f"{'cpu us/dgram':>13} {'proofs':>9} {'floor s':>8} {'cpu/floor':>10} "
+              f"{'lookups':>8} {'success':>8}", flush=True)
     for n in args.nodes:
         r = run(n, args.seed)
+        r["proof_cost"] = cost
         rows.append(r)
+        if args.rows is not None:
+            with args.rows.open("a") as f:
+                f.write(json.dumps(r) + "\n")
         floor = r["proofs"] * cost
         print(f"{n:>7} {r['wall']:>8.1f} {r['cpu']:>8.1f} {r['rss_mb']:>12.0f} "
               f"{r['datagrams']:>11} {r['cpu'] / r['datagrams'] * 1e6:>13.1f} "
               f"{r['proofs']:>9} {floor:>8.1f} {r['cpu'] / floor:>10.2f} "
               f"{r['lookups']:>8} {r['success']:>8.1%}", flush=True)
     if args.plot is not None:
+        if args.rows is not None and args.rows.exists():
+            rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line]
         plot(rows, args.plot, args.seed)
 
 
