@@ -29,11 +29,13 @@ def run(tmp_path, seed, scenario):
         net = SimNetwork(rng, latency=0.02, jitter=0.005)
         nodes: list[Node] = []
 
-        async def add(ip: str, *, host=None, join=True, router_extra=(), **overrides) -> Node:
-            host = host or net.add_host(ip)
+        hosts = {}
+
+        async def add(ip: str, *, port=PORT, join=True, router_extra=(), **overrides) -> Node:
+            host = hosts.get(ip) or hosts.setdefault(ip, net.add_host(ip))  # one per IP
             boot = (f"198.51.100.1:{PORT}",) if nodes else ()
             overrides.setdefault("bootstrap", boot)
-            config = NodeConfig(data_dir=tmp_path / f"n{len(nodes)}", listen=(ip, PORT),
+            config = NodeConfig(data_dir=tmp_path / f"n{len(nodes)}", listen=(ip, port),
                                 tls=False, identity=Identity.from_rng(rng),
                                 rng_seed=rng.getrandbits(64), dial_back_timeout=3.0,
                                 stores=Stores.memory(), **overrides)
@@ -136,14 +138,24 @@ def test_a_dial_back_from_the_servers_own_ip_does_not_count(tmp_path):
 def test_a_helper_that_refuses_is_passed_over(tmp_path):
     """A helper dials one target IP at most ``DIAL_BURST`` times in a row; asked more
     (here by two servers for one client), it refuses by name and the server asks the
-    next helper, so the client still gets its verdict."""
+    next helper, so the client still gets its verdict. The two servers share an IP, so
+    neither is a helper for the other and both ask the same helper first."""
     async def scenario(add):
-        servers = [await add(f"198.51.100.{i}") for i in (1, 2)]
+        servers = [await add("198.51.100.1"), await add("198.51.100.1", port=PORT + 1)]
         helpers = [await add(f"198.51.100.{i}") for i in (3, 4, 5)]
         client = await add("198.51.100.9", join=False)
+
+        def all_helpers_verified() -> bool:  # so both servers pick from the same list
+            want = {h.peer_id.multihash for h in helpers}
+            return all(want <= {c.peer_id for c in s.dht.core.table if c.verified}
+                       for s in servers)
+
+        async with asyncio.timeout(30):  # virtual time: the last probation PINGs land
+            while not all_helpers_verified():
+                await asyncio.sleep(0.05)
         used = []
         for server in servers:
-            conn = await client.connect(PeerAddress(server.udp_address[0], PORT, "quic"),
+            conn = await client.connect(PeerAddress(*server.udp_address[:2], "quic"),
                                         identify=False)
             for _ in range(int(REQUEST_BURST)):
                 result = await client.autonat.probe(conn)
