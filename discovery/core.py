@@ -20,10 +20,11 @@ Rules:
   after ``prove_window``), so a mutual proof costs 3 datagrams (request, reply with proof
   and challenge, PROVE). Peers named in a walk's answers are challenged (a PING) only
   when the walk ends and only if it never queried them: a query asks for the proof
-  itself, so a learned peer costs no extra round trip when the walk asks it anyway. A bad or missing proof is counted as ``proof_failed`` (Sybil ids
-  without keys end there); a PROVE for no pending challenge of that peer at that address
-  as ``unexpected_prove``; a PROVE is never answered (nothing to reflect). Addresses
-  change only through a new proof.
+  itself, so a learned peer costs no extra round trip when the walk asks it anyway. A
+  bad or missing proof is counted as ``proof_failed`` (Sybil ids without keys end
+  there); a PROVE for no pending challenge of that peer at that address as
+  ``unexpected_prove``; a PROVE is never answered (nothing to reflect). Addresses change
+  only through a new proof.
 - Probation (issue 14 section 1): a peer that entered through a one-way PROVE is PINGed
   once; FIND_NODE answers name only contacts that have answered a request of ours and
   not failed since (``RoutingTable`` rules), so identities that prove themselves and
