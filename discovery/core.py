@@ -624,6 +624,12 @@ class DhtCore:
     # ---- periodic work -------------------------------------------------------------------
 
     def _arm(self, now: float) -> None:
+        # expired backoff and nonce entries go as soon as they are due (nothing to do
+        # before that), not at the next insertion: a join fills these tables and the
+        # node may insert nothing for a long time after it
+        self._challenged.expire(now)
+        self._pending_proves.expire(now)
+        self._handed.expire(now)
         if self._next_refresh is None:
             self._next_refresh = now + self._jitter(self.config.refresh_interval)
             self._next_maintenance = now + self.config.maintenance_interval

@@ -10,7 +10,10 @@
   ``max_keys`` of them (the oldest goes first). Expiry is insertion + ttl, so insertion
   order is expiry order: expiring pops from the front of an ``OrderedDict`` and stops at
   the first live key. Every call touches O(1) entries amortised (``touched`` counts
-  them), however many live keys a flood has put in (issue 14 section 1).
+  them), however many live keys a flood has put in (issue 14 section 1). The head's
+  expiry is remembered, so ``expire`` before it is due touches nothing: the DHT core
+  calls it on every datagram, so that a table a join filled is emptied once its keys
+  expire (and an emptied table drops the capacity its peak left behind).
 """
 
 
@@ -26,6 +29,7 @@ from stack.base.net import Address
 __all__ = ["Cookies", "ExpiringKeys", "COOKIE_EPOCH"]
 
 COOKIE_EPOCH = 300.0
+_NEVER = float("inf")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -78,6 +82,7 @@ class ExpiringKeys(Generic[K, V]):
         self.max_keys = max_keys
         self.touched = 0  # entries examined or removed by expiry and eviction, in total
         self._keys: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._due = _NEVER  # no key expires before this (the head's expiry, or earlier)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -106,13 +111,22 @@ class ExpiringKeys(Generic[K, V]):
         if keys.pop(key, None) is None and len(keys) >= self.max_keys:
             keys.popitem(last=False)
             self.touched += 1
-        keys[key] = (now + self.ttl, value)
+        expires = now + self.ttl
+        keys[key] = (expires, value)
+        if expires < self._due:
+            self._due = expires
 
     def expire(self, now: float) -> None:
+        if now < self._due:
+            return
         keys = self._keys
         while keys:
             key, (expires, _) = next(iter(keys.items()))
             self.touched += 1
             if expires > now:
+                self._due = expires
                 return
             del keys[key]
+        # empty: a fresh table (an emptied one keeps the capacity of its peak)
+        self._keys = OrderedDict()
+        self._due = _NEVER
