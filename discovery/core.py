@@ -72,7 +72,7 @@ from dataclasses import dataclass
 
 from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInfo, PutDone,
                               RecordRefreshDue)
-from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys
+from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, PeerCookies
 from discovery.lookup import SUCCEEDED, Lookup
 from discovery.records import RecordInfo, RecordStore, RecordValidator, key_of
 from discovery.routing import Contact, RoutingTable, RttEstimator
@@ -172,9 +172,9 @@ class DhtCore:
         self._rng = rng
         self._cookies = Cookies(rng.randbytes(32))
         self._limiter = TokenBuckets(config.rate, config.burst)
-        # cookies peers gave us, least recently refreshed first (a plain dict, re-inserted
-        # on refresh: half an OrderedDict's size; filled only by answers to our requests)
-        self._their_cookies: dict[Address, tuple[bytes, float]] = {}
+        # cookies peers gave us, least recently refreshed first (re-inserted on refresh;
+        # filled only by answers to our requests), each packed in one bytes object
+        self._their_cookies = PeerCookies()
         # (node id, address) challenged within ``challenge_backoff``
         self._challenged: ExpiringKeys[tuple[int, Address], bool] = ExpiringKeys(
             config.challenge_backoff, config.max_challenges)

@@ -20,13 +20,15 @@
 from __future__ import annotations
 
 import hmac
+import struct
+from collections.abc import Iterator
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 from stack.base.net import Address
 
-__all__ = ["Cookies", "ExpiringKeys", "COOKIE_EPOCH"]
+__all__ = ["Cookies", "PeerCookies", "ExpiringKeys", "COOKIE_EPOCH"]
 
 COOKIE_EPOCH = 300.0
 _NEVER = float("inf")
@@ -69,6 +71,42 @@ class Cookies:
             return False
         return (hmac.compare_digest(cookie, self.make(addr, now))
                 or hmac.compare_digest(cookie, self.make(addr, now, -1)))
+
+
+_TIME = struct.Struct("<d")
+
+
+class PeerCookies:
+    """Cookies peers gave us: address -> (cookie, when we got it), least recently
+    refreshed first, as a dict would hold them (the core re-inserts on refresh and drops
+    the first when over its bound). Each value is kept as one bytes object, the time's 8
+    bytes then the cookie: a third of a (bytes, float) tuple with its two objects."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self) -> None:
+        self._packed: dict[Address, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def __iter__(self) -> Iterator[Address]:
+        return iter(self._packed)
+
+    def __setitem__(self, addr: Address, value: tuple[bytes, float]) -> None:
+        cookie, got_at = value
+        self._packed[addr] = _TIME.pack(got_at) + cookie
+
+    def __delitem__(self, addr: Address) -> None:
+        del self._packed[addr]
+
+    def pop(self, addr: Address, default: None = None) -> tuple[bytes, float] | None:
+        packed = self._packed.pop(addr, None)
+        return None if packed is None else (packed[8:], _TIME.unpack_from(packed)[0])
+
+    def get(self, addr: Address, default: tuple[bytes, float]) -> tuple[bytes, float]:
+        packed = self._packed.get(addr)
+        return default if packed is None else (packed[8:], _TIME.unpack_from(packed)[0])
 
 
 class ExpiringKeys(Generic[K, V]):

@@ -1,7 +1,7 @@
 """Address cookies (discovery.guard.Cookies): valid for the current and the previous
 epoch, and cached for those two only."""
 
-from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys
+from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, PeerCookies
 
 A = ("198.51.100.7", 4000)
 
@@ -37,3 +37,16 @@ def test_expiring_keys_expire_when_due_and_touch_nothing_before() -> None:
     assert len(keys) == 0
     keys.add(7, 100.0, "7")
     assert keys.get(7, 109.0) == "7" and keys.get(7, 110.0) is None
+
+
+def test_peer_cookies_keep_cookie_and_time_exactly_in_refresh_order() -> None:
+    cookies = PeerCookies()
+    cookies[A] = (b"12345678", 1764769012.123456789)
+    cookies[("198.51.100.8", 1)] = (b"", 3.5)
+    assert cookies.get(A, (b"", 0.0)) == (b"12345678", 1764769012.123456789)
+    assert cookies.get(("192.0.2.1", 9), (b"", 0.0)) == (b"", 0.0)
+    assert cookies.pop(A) == (b"12345678", 1764769012.123456789) and cookies.pop(A) is None
+    cookies[A] = (b"x" * 16, 4.0)  # re-inserted: now the most recent
+    assert list(cookies) == [("198.51.100.8", 1), A] and len(cookies) == 2
+    del cookies[next(iter(cookies))]
+    assert list(cookies) == [A] and cookies.get(A, (b"", 0.0)) == (b"x" * 16, 4.0)
