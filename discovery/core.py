@@ -193,9 +193,10 @@ class DhtCore:
         self._events: deque[Event] = deque()
         self._next_op = 0
         self._published: dict[bytes, tuple[bytes, RecordInfo]] = {}
-        # our published keys -> node ids that accepted our last put or probe, and the
-        # keys one of whose replicas has failed since (a dict: ordered, for determinism)
-        self._replicas: dict[bytes, set[int]] = {}
+        # our published keys -> node ids that accepted our last put or probe (a tuple:
+        # searched only when a contact fails or rejoins; a set of 20 is 11x its size),
+        # and the keys one of whose replicas has failed since (a dict: ordered)
+        self._replicas: dict[bytes, tuple[int, ...]] = {}
         self._dirty: dict[bytes, None] = {}
         # node ids we handed records to within ``challenge_backoff`` (once per join)
         self._handed: ExpiringKeys[int, bool] = ExpiringKeys(config.challenge_backoff,
@@ -1014,7 +1015,7 @@ class _PutOp(_LookupOp):
         core = self.core
         published = core._published.get(self.target)
         if published is not None and published[0] == self.record:
-            core._replicas[self.target] = self.accepted  # the replicas to watch
+            core._replicas[self.target] = tuple(self.accepted)  # the replicas to watch
             core._dirty.pop(self.target, None)
             if self.stored and core.config.keep_own_record:
                 # put: now ours too (a failed put keeps nothing that could clash later)
@@ -1045,7 +1046,7 @@ class _ProbeOp(_GetOp):
         closest = self.lookup.closest()
         missing = [c for c in closest
                    if self.holders.get(c.node_id, (-1, None))[0] < seq]
-        core._replicas[self.target] = {c.node_id for c in closest}
+        core._replicas[self.target] = tuple(c.node_id for c in closest)
         if len(closest) - len(missing) >= core.config.replicas_wanted:
             return
         core.stats["replica_reputs"] += len(missing)
