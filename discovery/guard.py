@@ -5,7 +5,8 @@
   spoofed victim). Un-cookied requests get replies at most ``amplification`` times their
   own size (QUIC's RFC 9000 section 8 rule), so the DHT is no reflection amplifier.
   Epochs are 5 minutes; the previous epoch's cookie stays valid. Cookies are cached for
-  the current and the previous epoch only.
+  the current and the previous epoch only. ``PeerCookies``: the cookies peers gave us,
+  each with the time we got it packed in one bytes object.
 - ``ExpiringKeys``: keys that expire a constant ``ttl`` after insertion, at most
   ``max_keys`` of them (the oldest goes first). Expiry is insertion + ttl, so insertion
   order is expiry order: expiring pops from the front of an ``OrderedDict`` and stops at
