@@ -5,27 +5,34 @@
   spoofed victim). Un-cookied requests get replies at most ``amplification`` times their
   own size (QUIC's RFC 9000 section 8 rule), so the DHT is no reflection amplifier.
   Epochs are 5 minutes; the previous epoch's cookie stays valid. Cookies are cached for
-  the current and the previous epoch only.
+  the current and the previous epoch only. ``PeerCookies``: the cookies peers gave us,
+  each with the time we got it packed in one bytes object.
 - ``ExpiringKeys``: keys that expire a constant ``ttl`` after insertion, at most
   ``max_keys`` of them (the oldest goes first). Expiry is insertion + ttl, so insertion
   order is expiry order: expiring pops from the front of an ``OrderedDict`` and stops at
   the first live key. Every call touches O(1) entries amortised (``touched`` counts
-  them), however many live keys a flood has put in (issue 14 section 1).
+  them), however many live keys a flood has put in (issue 14 section 1). The head's
+  expiry is remembered, so ``expire`` before it is due touches nothing: the DHT core
+  calls it on every datagram, so that a table a join filled is emptied once its keys
+  expire (and an emptied table drops the capacity its peak left behind).
 """
 
 
 from __future__ import annotations
 
 import hmac
+import struct
+from collections.abc import Iterator
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 from stack.base.net import Address
 
-__all__ = ["Cookies", "ExpiringKeys", "COOKIE_EPOCH"]
+__all__ = ["Cookies", "PeerCookies", "ExpiringKeys", "COOKIE_EPOCH"]
 
 COOKIE_EPOCH = 300.0
+_NEVER = float("inf")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -67,6 +74,42 @@ class Cookies:
                 or hmac.compare_digest(cookie, self.make(addr, now, -1)))
 
 
+_TIME = struct.Struct("<d")
+
+
+class PeerCookies:
+    """Cookies peers gave us: address -> (cookie, when we got it), least recently
+    refreshed first, as a dict would hold them (the core re-inserts on refresh and drops
+    the first when over its bound). Each value is kept as one bytes object, the time's 8
+    bytes then the cookie: a third of a (bytes, float) tuple with its two objects."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self) -> None:
+        self._packed: dict[Address, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def __iter__(self) -> Iterator[Address]:
+        return iter(self._packed)
+
+    def __setitem__(self, addr: Address, value: tuple[bytes, float]) -> None:
+        cookie, got_at = value
+        self._packed[addr] = _TIME.pack(got_at) + cookie
+
+    def __delitem__(self, addr: Address) -> None:
+        del self._packed[addr]
+
+    def pop(self, addr: Address, default: None = None) -> tuple[bytes, float] | None:
+        packed = self._packed.pop(addr, None)
+        return None if packed is None else (packed[8:], _TIME.unpack_from(packed)[0])
+
+    def get(self, addr: Address, default: tuple[bytes, float]) -> tuple[bytes, float]:
+        packed = self._packed.get(addr)
+        return default if packed is None else (packed[8:], _TIME.unpack_from(packed)[0])
+
+
 class ExpiringKeys(Generic[K, V]):
     """A bounded set of keys, each live for ``ttl`` seconds after its (re)insertion, with
     a value. Times are parameters; a clock that steps backwards only delays expiry."""
@@ -78,6 +121,7 @@ class ExpiringKeys(Generic[K, V]):
         self.max_keys = max_keys
         self.touched = 0  # entries examined or removed by expiry and eviction, in total
         self._keys: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._due = _NEVER  # no key expires before this (the head's expiry, or earlier)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -106,13 +150,22 @@ class ExpiringKeys(Generic[K, V]):
         if keys.pop(key, None) is None and len(keys) >= self.max_keys:
             keys.popitem(last=False)
             self.touched += 1
-        keys[key] = (now + self.ttl, value)
+        expires = now + self.ttl
+        keys[key] = (expires, value)
+        if expires < self._due:
+            self._due = expires
 
     def expire(self, now: float) -> None:
+        if now < self._due:
+            return
         keys = self._keys
         while keys:
             key, (expires, _) = next(iter(keys.items()))
             self.touched += 1
             if expires > now:
+                self._due = expires
                 return
             del keys[key]
+        # empty: a fresh table (an emptied one keeps the capacity of its peak)
+        self._keys = OrderedDict()
+        self._due = _NEVER

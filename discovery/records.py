@@ -35,6 +35,7 @@ Expiry: a stored record is dropped once its timestamp is older than the window (
 by timestamp: O(log n) per record, no scans); keeping it alive is the publisher's job
 (periodic re-publish), not the replicas'. A record's quota is charged to the source that
 first stored its key, until it expires or is evicted.
+Stored bytes and infos are shared process-wide (``_share``): one copy per distinct record.
 """
 
 from __future__ import annotations
@@ -91,6 +92,22 @@ class _Stored:
     source: Hashable | None   # charged for the quota (None: not counted)
     priority: int
     stamp: int                # matches its live entry in the expiry heap
+
+
+def _share(data: bytes, info: RecordInfo) -> tuple[bytes, RecordInfo]:
+    """The process's one copy of a stored record's bytes and info: a record is stored on
+    k replicas, each of which decoded its own copy (in a simulation, all in one
+    process). Bounded: cleared when full, then shared again from scratch."""
+    shared = _SHARED.get(data)
+    if shared is not None and shared[1] == info:
+        return shared
+    if len(_SHARED) >= 1 << 14:  # at most ~16 MB of records a store no longer holds
+        _SHARED.clear()
+    _SHARED[data] = (data, info)
+    return data, info
+
+
+_SHARED: dict[bytes, tuple[bytes, RecordInfo]] = {}
 
 
 class RecordStore:
@@ -177,6 +194,7 @@ class RecordStore:
                     return "full"
                 self._remove(victim)
                 self.evicted += 1
+        data, info = _share(data, info)
         stamp = next(self._stamps)
         if stored is None:
             stored = self._records[key] = _Stored(data, info, source, -1, stamp)

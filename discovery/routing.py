@@ -102,7 +102,8 @@ class RoutingTable:
         # list (never appended to: add_proven gives a bucket its own list first), and
         # replacement caches exist only for buckets that have had a candidate.
         self._buckets: list[list[Contact]] = [_NO_CONTACTS] * BITS
-        self._replacements: dict[int, dict[int, tuple[bytes, Address]]] = {}
+        # candidates as the process's shared WireContact (no tuple of their own)
+        self._replacements: dict[int, dict[int, WireContact]] = {}
         self._by_id: dict[int, Contact] = {}
         self._lowest = BITS  # no bucket below this index has ever held a contact
 
@@ -174,7 +175,7 @@ class RoutingTable:
         if cache is None:
             cache = self._replacements[index] = {}
         cache.pop(node_id, None)
-        cache[node_id] = (peer_id, addr)
+        cache[node_id] = wire_contact(peer_id, addr)
         if len(cache) > self.k:
             del cache[next(iter(cache))]
 
@@ -213,8 +214,8 @@ class RoutingTable:
         cache = self._replacements.get(index)
         if not cache:
             return None
-        cand_id, (peer_id, addr) = cache.popitem()
-        return peer_id, cand_id, addr
+        cand_id, cand = cache.popitem()
+        return cand.peer_id, cand_id, cand.addr
 
     def closest(self, target: int, count: int, verified_only: bool = False) -> list[Contact]:
         """The ``count`` contacts closest to ``target`` by XOR distance, exactly (only

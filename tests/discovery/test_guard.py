@@ -1,7 +1,7 @@
 """Address cookies (discovery.guard.Cookies): valid for the current and the previous
 epoch, and cached for those two only."""
 
-from discovery.guard import COOKIE_EPOCH, Cookies
+from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, PeerCookies
 
 A = ("198.51.100.7", 4000)
 
@@ -17,3 +17,36 @@ def test_a_cookie_holds_for_two_epochs_and_the_cache_forgets_older_ones() -> Non
         cookies.make(("203.0.113.1", 1000 + i), 10.0)
     cookies.make(A, 3 * COOKIE_EPOCH)
     assert len(cookies._current) + len(cookies._previous) <= 2  # epochs 0, 1 not checked
+
+
+def test_expiring_keys_expire_when_due_and_touch_nothing_before() -> None:
+    """``expire`` before the head is due examines nothing; once every key has expired
+    the table is empty (and fresh), and it still bounds and evicts the oldest."""
+    keys: ExpiringKeys[int, str] = ExpiringKeys(ttl=10.0, max_keys=3)
+    for i in range(3):
+        keys.add(i, float(i), str(i))
+    touched = keys.touched
+    for _ in range(100):
+        keys.expire(5.0)  # nothing due before 10.0
+    assert keys.touched == touched and len(keys) == 3
+    keys.add(3, 6.0, "3")  # full: the oldest (0) goes
+    assert keys.get(0, 6.0) is None and keys.get(3, 6.0) == "3" and len(keys) == 3
+    keys.expire(11.5)  # 1 (expires 11.0) goes, 2 (12.0) stays
+    assert keys.get(1, 11.5) is None and keys.get(2, 11.5) == "2" and len(keys) == 2
+    keys.expire(100.0)
+    assert len(keys) == 0
+    keys.add(7, 100.0, "7")
+    assert keys.get(7, 109.0) == "7" and keys.get(7, 110.0) is None
+
+
+def test_peer_cookies_keep_cookie_and_time_exactly_in_refresh_order() -> None:
+    cookies = PeerCookies()
+    cookies[A] = (b"12345678", 1764769012.123456789)
+    cookies[("198.51.100.8", 1)] = (b"", 3.5)
+    assert cookies.get(A, (b"", 0.0)) == (b"12345678", 1764769012.123456789)
+    assert cookies.get(("192.0.2.1", 9), (b"", 0.0)) == (b"", 0.0)
+    assert cookies.pop(A) == (b"12345678", 1764769012.123456789) and cookies.pop(A) is None
+    cookies[A] = (b"x" * 16, 4.0)  # re-inserted: now the most recent
+    assert list(cookies) == [("198.51.100.8", 1), A] and len(cookies) == 2
+    del cookies[next(iter(cookies))]
+    assert list(cookies) == [A] and cookies.get(A, (b"", 0.0)) == (b"x" * 16, 4.0)

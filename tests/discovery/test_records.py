@@ -131,3 +131,17 @@ def test_expiry_follows_the_newest_record_of_a_key():
     assert store.expire(NOW + 2 * 3600) == 0              # seq 1's entry is stale, not ours
     assert store.get(key, NOW + 2 * 3600) == newer
     assert store.expire(NOW + 25 * 3600) == 1 and len(store) == 0
+
+
+
+def test_replicas_in_one_process_share_one_copy_of_a_record():
+    """The same record stored by two stores (decoded separately) is kept once."""
+    rng, alice, _, a, key = setup()
+    b = RecordStore(AnnouncementValidator(), window=24 * 3600, max_records=100)
+    data = announcement(alice, 1, NOW, rng)
+    copy = bytes(bytearray(data))
+    assert copy is not data
+    assert a.offer(key, data, NOW) == "stored" and b.offer(key, copy, NOW) == "stored"
+    assert a._records[key].data is b._records[key].data
+    assert a._records[key].info is b._records[key].info
+    assert b.get(key, NOW) == data
