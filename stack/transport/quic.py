@@ -334,7 +334,15 @@ class QuicTransport:
         if self._closed:
             raise TransportClosed("QUIC transport is closed")
         addr = await _numeric(addr)
-        return await self.dial_path(UdpPathSocket(self._send, addr), expected)
+        return await self.dial_path(self.port_socket(addr), expected)
+
+    def port_socket(self, addr: Address, kind: PathKind = PathKind.DIRECT) -> UdpPathSocket:
+        """A path to numeric ``addr`` through this transport's shared UDP port, for
+        ``dial_path`` (a punched or LAN path, say). Made here, with the transport's own
+        send, because ``migrate`` knows a connection on the shared port by it: a socket
+        built around some other callable that happens to reach the same port could not
+        be migrated after a move, and its connection would be replaced."""
+        return UdpPathSocket(self._send, addr, kind)
 
     async def dial_path(self, sock: PathSocket, expected: PeerId | None = None, *,
                         timeout: float | None = None) -> QuicConn:
@@ -544,7 +552,7 @@ class QuicTransport:
                                     original_destination_connection_id=odcid,
                                     retry_source_connection_id=retry_scid)
         kind = PathKind.PUNCHED if punched else PathKind.DIRECT
-        conn = QuicConn(self, quic, UdpPathSocket(self._send, addr, kind), False, None)
+        conn = QuicConn(self, quic, self.port_socket(addr, kind), False, None)
         conn.handshake_deadline = self._clock.monotonic() + self.options.handshake_timeout
         conn.half_open_ip = ip
         self._half_open[ip] += 1
@@ -784,7 +792,7 @@ class QuicTransport:
                 or amplification_budget(conn.quic) is not None):
             return
         old = conn.remote_address
-        conn.path_socket = UdpPathSocket(self._send, (peer[0], peer[1]), sock.path.kind)
+        conn.path_socket = self.port_socket((peer[0], peer[1]), sock.path.kind)
         conn.remote_address = conn.path_socket.path.address
         if self._on_migrated is not None:
             self._on_migrated(conn, old)
