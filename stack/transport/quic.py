@@ -203,6 +203,8 @@ class QuicConn(BaseConnection):
         # a migration in progress (client side): (PING uid, result future, started, timer)
         self.migration: tuple[int, asyncio.Future[float], float, asyncio.TimerHandle] | None \
             = None
+        # that migration waits for a spare connection id of the peer's (its PING not sent)
+        self.migration_waits_cid = False
 
     @property
     def path(self) -> Path:
@@ -622,6 +624,8 @@ class QuicTransport:
         """Handle ``conn``'s events, send what it has to send, wake writers with room."""
         if not self._drain(conn):
             return
+        if conn.migration_waits_cid:
+            self._ping_from_new_path(conn)
         self._flush(conn)
         # Building packets issues connection ids (NEW_CONNECTION_ID frames and their
         # events): route them now, not at this connection's next receive or timer.
@@ -731,9 +735,11 @@ class QuicTransport:
         module docstring): a spare peer connection id (the old one is retired) and a
         PING sent from the new path. The future gives the seconds until the peer
         acknowledged it, or fails with ``MigrationFailed`` at once (not a client, not on
-        the shared port, closed, no spare connection id) or after ``timeout`` seconds
-        without that acknowledgement. A migration still in progress is superseded (its
-        future fails); streams are not touched either way."""
+        the shared port, closed) or after ``timeout`` seconds without that
+        acknowledgement. A connection whose peer has issued no spare id yet (one that
+        has just completed its handshake: the ids come with the peer's next flight)
+        waits for one within the same ``timeout``. A migration still in progress is
+        superseded (its future fails); streams are not touched either way."""
         future: asyncio.Future[float] = self._loop.create_future()
         sock = conn.path_socket
         reason = None
@@ -743,21 +749,28 @@ class QuicTransport:
             reason = "the connection is not open"
         elif not (isinstance(sock, UdpPathSocket) and sock._send == self._send):
             reason = f"its path ({conn.path}) is not our UDP port"
-        elif not spare_peer_cids(conn.quic):
-            reason = "the peer left us no spare connection id"
         if reason is not None:
             future.set_exception(MigrationFailed(reason))
             future.exception()  # retrieved: a caller may only look at the result later
             return future
         self._end_migration(conn, MigrationFailed("superseded by a newer migration"))
         uid = next(self._migration_uids)
-        conn.quic.change_connection_id()
-        conn.quic.send_ping(uid)
         timer = self._loop.call_later(timeout, self._migration_timeout, conn, uid, timeout)
         conn.migration = (uid, future, self._clock.monotonic(), timer)
-        self._process(conn)
+        conn.migration_waits_cid = True
+        self._process(conn)  # sends the PING now if the peer has left us a spare id
         self._rearm()
         return future
+
+    def _ping_from_new_path(self, conn: QuicConn) -> None:
+        """The waiting migration's PING, on a spare connection id of the peer's once
+        there is one: the old id from the new address would link the two paths
+        (RFC 9000 section 9.5)."""
+        if conn.migration is None or not spare_peer_cids(conn.quic):
+            return
+        conn.migration_waits_cid = False
+        conn.quic.change_connection_id()
+        conn.quic.send_ping(conn.migration[0])
 
     def _on_ping_acked(self, conn: QuicConn, uid: int) -> None:
         migration = conn.migration
@@ -771,11 +784,14 @@ class QuicTransport:
     def _migration_timeout(self, conn: QuicConn, uid: int, timeout: float) -> None:
         if conn.migration is not None and conn.migration[0] == uid:
             self._end_migration(conn, MigrationFailed(
+                f"the peer left us no spare connection id within {timeout} s"
+                if conn.migration_waits_cid else
                 f"the peer acknowledged nothing from our new path within {timeout} s"))
 
     @staticmethod
     def _end_migration(conn: QuicConn, exc: MigrationFailed) -> None:
         migration, conn.migration = conn.migration, None
+        conn.migration_waits_cid = False
         if migration is not None:
             migration[3].cancel()
             if not migration[1].done():
