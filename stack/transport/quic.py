@@ -6,8 +6,9 @@ then processes events and flushes ``datagrams_to_send`` once per touched connect
 
 Paths: each connection sends through a ``PathSocket`` (``stack.base.interfaces``). A
 dial to an address and every accepted connection get a ``UdpPathSocket`` on the shared
-port; ``dial_path`` takes any other (punched, relayed), so every path carries the same
-end-to-end QUIC. Whatever path a datagram came over, it reaches ``__call__`` and is
+port, and ``port_socket`` makes one for ``dial_path`` (a punched or LAN path from that
+port); ``dial_path`` takes any other (relayed, a birthday socket), so every path carries
+the same end-to-end QUIC. Whatever path a datagram came over, it reaches ``__call__`` and is
 routed by connection id. A path that is not the shared port (a relayed circuit) has its
 own receiver: ``accept_path(sock)`` accepts connections arriving over it (the relayed
 target's side), ``path_receiver(sock)`` takes what comes back to a ``dial_path``; each
@@ -55,7 +56,8 @@ PING, which it sends to the new address, is our proof that the new path works bo
 Streams are untouched: what was in flight on the old path is declared lost and resent
 on the new one. On the server side aioquic promotes the new path itself; once it is
 validated the driver points the connection's path at the new address and reports it
-(``on_migrated``).
+(``on_migrated``). A connection whose handshake has only just completed may hold no
+spare id yet (they come with the peer's next flight): its migration waits for one.
 """
 
 from __future__ import annotations
