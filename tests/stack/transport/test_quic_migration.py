@@ -134,13 +134,14 @@ async def test_a_path_that_answers_nothing_fails_after_the_timeout(moving) -> No
 async def test_a_migration_waits_for_the_peers_spare_ids(moving) -> None:
     """A connection whose handshake has just completed may have no spare connection id
     of the peer's yet (they come with its next flight): the migration waits for one,
-    then moves, instead of failing at once."""
-    server, client, server_moves = moving
+    then sends its PING, instead of failing at once. (The client stays where it is: a
+    peer's datagram must reach it, and one sent before the peer saw our new address
+    would go to the old one.)"""
+    server, client, _ = moving
     conn = await client.transport.dial(server.address, server.identity.peer_id)
     accepted = await asyncio.wait_for(server.incoming.get(), T)
     # the ids not here yet: aioquic's list of them, held back until the server next sends
     spare, conn.quic._peer_cid_available = conn.quic._peer_cid_available, []
-    new = await client.move("127.0.0.2")
     migration = client.transport.migrate(conn, T)
     assert not migration.done() and conn.migration_waits_cid
     conn.quic._peer_cid_available = spare
@@ -148,7 +149,6 @@ async def test_a_migration_waits_for_the_peers_spare_ids(moving) -> None:
     await stream.write_message(b"ids")  # a datagram from the peer, as its ids would be
     elapsed = await asyncio.wait_for(migration, T)
     assert 0 < elapsed < T and conn.migration is None and not conn.migration_waits_cid
-    assert server_moves[-1][1] == new and accepted.remote_address == new
     theirs = await asyncio.wait_for(conn.accept_stream(), T)
     assert await theirs.read_message() == b"ids"
 
