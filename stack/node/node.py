@@ -129,7 +129,7 @@ from stack.store.trust import TrustDecision, TrustStore
 from stack.transport.certs import CertificateVerifier, CertifiedKey, make_certificate
 from stack.transport.errors import DialFailed, PeerIdMismatch, TransportError, TrustRefused
 from stack.transport.options import ConnectionLimits, Registry, TransportOptions
-from stack.transport.quic import PathReceiver, QuicConn, QuicTransport, UdpPathSocket
+from stack.transport.quic import PathReceiver, QuicConn, QuicTransport
 from stack.transport.tls import TlsTransport
 
 __all__ = ["Node", "NodeEvent", "ConnectionOpened", "ConnectionClosed", "TrustChecked",
@@ -1016,11 +1016,10 @@ class Node:
         conn: Connection
         if target.turn and name != "quic":
             raise UsageError(f"{target.multiaddr()} is a TURN relayed address: QUIC only")
-        if (lan or target.turn) and name == "quic" and self.quic is not None \
-                and self.endpoint is not None:
+        if (lan or target.turn) and name == "quic" and self.quic is not None:
             kind = PathKind.TURN if target.turn else PathKind.LAN
-            conn = await self.quic.dial_path(
-                UdpPathSocket(self.endpoint.send, target.address, kind), target.peer_id)
+            conn = await self.quic.dial_path(self.quic.port_socket(target.address, kind),
+                                             target.peer_id)
         else:
             conn = await self._transport(name).dial(target.address, target.peer_id)
         if conn.peer_id == self.peer_id:

@@ -99,5 +99,5 @@ class TransportClosed(LocalError):
 
 class MigrationFailed(TransportError):
     """A QUIC connection could not move to our new address (RFC 9000 section 9): we are
-    not its client, its path is not our shared UDP port, no spare connection id, or the
-    peer did not acknowledge anything sent from the new path in time."""
+    not its client, its path is not our shared UDP port, or in time the peer issued no
+    spare connection id or acknowledged nothing sent from the new path."""

@@ -6,8 +6,9 @@ then processes events and flushes ``datagrams_to_send`` once per touched connect
 
 Paths: each connection sends through a ``PathSocket`` (``stack.base.interfaces``). A
 dial to an address and every accepted connection get a ``UdpPathSocket`` on the shared
-port; ``dial_path`` takes any other (punched, relayed), so every path carries the same
-end-to-end QUIC. Whatever path a datagram came over, it reaches ``__call__`` and is
+port, and ``port_socket`` makes one for ``dial_path`` (a punched or LAN path from that
+port); ``dial_path`` takes any other (relayed, a birthday socket), so every path carries
+the same end-to-end QUIC. Whatever path a datagram came over, it reaches ``__call__`` and is
 routed by connection id. A path that is not the shared port (a relayed circuit) has its
 own receiver: ``accept_path(sock)`` accepts connections arriving over it (the relayed
 target's side), ``path_receiver(sock)`` takes what comes back to a ``dial_path``; each
@@ -55,7 +56,8 @@ PING, which it sends to the new address, is our proof that the new path works bo
 Streams are untouched: what was in flight on the old path is declared lost and resent
 on the new one. On the server side aioquic promotes the new path itself; once it is
 validated the driver points the connection's path at the new address and reports it
-(``on_migrated``).
+(``on_migrated``). A connection whose handshake has only just completed may hold no
+spare id yet (they come with the peer's next flight): its migration waits for one.
 """
 
 from __future__ import annotations
@@ -203,6 +205,8 @@ class QuicConn(BaseConnection):
         # a migration in progress (client side): (PING uid, result future, started, timer)
         self.migration: tuple[int, asyncio.Future[float], float, asyncio.TimerHandle] | None \
             = None
+        # that migration waits for a spare connection id of the peer's (its PING not sent)
+        self.migration_waits_cid = False
 
     @property
     def path(self) -> Path:
@@ -334,7 +338,15 @@ class QuicTransport:
         if self._closed:
             raise TransportClosed("QUIC transport is closed")
         addr = await _numeric(addr)
-        return await self.dial_path(UdpPathSocket(self._send, addr), expected)
+        return await self.dial_path(self.port_socket(addr), expected)
+
+    def port_socket(self, addr: Address, kind: PathKind = PathKind.DIRECT) -> UdpPathSocket:
+        """A path to numeric ``addr`` through this transport's shared UDP port, for
+        ``dial_path`` (a punched or LAN path, say). Made here, with the transport's own
+        send, because ``migrate`` knows a connection on the shared port by it: a socket
+        built around some other callable that happens to reach the same port could not
+        be migrated after a move, and its connection would be replaced."""
+        return UdpPathSocket(self._send, addr, kind)
 
     async def dial_path(self, sock: PathSocket, expected: PeerId | None = None, *,
                         timeout: float | None = None) -> QuicConn:
@@ -544,7 +556,7 @@ class QuicTransport:
                                     original_destination_connection_id=odcid,
                                     retry_source_connection_id=retry_scid)
         kind = PathKind.PUNCHED if punched else PathKind.DIRECT
-        conn = QuicConn(self, quic, UdpPathSocket(self._send, addr, kind), False, None)
+        conn = QuicConn(self, quic, self.port_socket(addr, kind), False, None)
         conn.handshake_deadline = self._clock.monotonic() + self.options.handshake_timeout
         conn.half_open_ip = ip
         self._half_open[ip] += 1
@@ -614,6 +626,8 @@ class QuicTransport:
         """Handle ``conn``'s events, send what it has to send, wake writers with room."""
         if not self._drain(conn):
             return
+        if conn.migration_waits_cid:
+            self._ping_from_new_path(conn)
         self._flush(conn)
         # Building packets issues connection ids (NEW_CONNECTION_ID frames and their
         # events): route them now, not at this connection's next receive or timer.
@@ -723,9 +737,11 @@ class QuicTransport:
         module docstring): a spare peer connection id (the old one is retired) and a
         PING sent from the new path. The future gives the seconds until the peer
         acknowledged it, or fails with ``MigrationFailed`` at once (not a client, not on
-        the shared port, closed, no spare connection id) or after ``timeout`` seconds
-        without that acknowledgement. A migration still in progress is superseded (its
-        future fails); streams are not touched either way."""
+        the shared port, closed) or after ``timeout`` seconds without that
+        acknowledgement. A connection whose peer has issued no spare id yet (one that
+        has just completed its handshake: the ids come with the peer's next flight)
+        waits for one within the same ``timeout``. A migration still in progress is
+        superseded (its future fails); streams are not touched either way."""
         future: asyncio.Future[float] = self._loop.create_future()
         sock = conn.path_socket
         reason = None
@@ -735,21 +751,28 @@ class QuicTransport:
             reason = "the connection is not open"
         elif not (isinstance(sock, UdpPathSocket) and sock._send == self._send):
             reason = f"its path ({conn.path}) is not our UDP port"
-        elif not spare_peer_cids(conn.quic):
-            reason = "the peer left us no spare connection id"
         if reason is not None:
             future.set_exception(MigrationFailed(reason))
             future.exception()  # retrieved: a caller may only look at the result later
             return future
         self._end_migration(conn, MigrationFailed("superseded by a newer migration"))
         uid = next(self._migration_uids)
-        conn.quic.change_connection_id()
-        conn.quic.send_ping(uid)
         timer = self._loop.call_later(timeout, self._migration_timeout, conn, uid, timeout)
         conn.migration = (uid, future, self._clock.monotonic(), timer)
-        self._process(conn)
+        conn.migration_waits_cid = True
+        self._process(conn)  # sends the PING now if the peer has left us a spare id
         self._rearm()
         return future
+
+    def _ping_from_new_path(self, conn: QuicConn) -> None:
+        """The waiting migration's PING, on a spare connection id of the peer's once
+        there is one: the old id from the new address would link the two paths
+        (RFC 9000 section 9.5)."""
+        if conn.migration is None or not spare_peer_cids(conn.quic):
+            return
+        conn.migration_waits_cid = False
+        conn.quic.change_connection_id()
+        conn.quic.send_ping(conn.migration[0])
 
     def _on_ping_acked(self, conn: QuicConn, uid: int) -> None:
         migration = conn.migration
@@ -763,11 +786,14 @@ class QuicTransport:
     def _migration_timeout(self, conn: QuicConn, uid: int, timeout: float) -> None:
         if conn.migration is not None and conn.migration[0] == uid:
             self._end_migration(conn, MigrationFailed(
+                f"the peer left us no spare connection id within {timeout} s"
+                if conn.migration_waits_cid else
                 f"the peer acknowledged nothing from our new path within {timeout} s"))
 
     @staticmethod
     def _end_migration(conn: QuicConn, exc: MigrationFailed) -> None:
         migration, conn.migration = conn.migration, None
+        conn.migration_waits_cid = False
         if migration is not None:
             migration[3].cancel()
             if not migration[1].done():
@@ -784,7 +810,7 @@ class QuicTransport:
                 or amplification_budget(conn.quic) is not None):
             return
         old = conn.remote_address
-        conn.path_socket = UdpPathSocket(self._send, (peer[0], peer[1]), sock.path.kind)
+        conn.path_socket = self.port_socket((peer[0], peer[1]), sock.path.kind)
         conn.remote_address = conn.path_socket.path.address
         if self._on_migrated is not None:
             self._on_migrated(conn, old)

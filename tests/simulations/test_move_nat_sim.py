@@ -1,8 +1,8 @@
 """Moves behind NATs (issue 10 sections 1 and 4), on the simulator: a mover reachable only
 through a relay switches networks, or sleeps and wakes; it learns its new NAT, keeps or
-re-makes its relay reservation at once, and stays reachable by peer id. Also: a client
-that slept past the idle timeout redials without waiting for a migration that cannot
-succeed."""
+re-makes its relay reservation at once, and stays reachable by peer id; the direct
+connection hole punching made migrates with it. Also: a client that slept past the idle
+timeout redials without waiting for a migration that cannot succeed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import asyncio
 from nat.relay.limits import RelayLimits
 from stack.base.interfaces import PathKind
 from stack.node import ConnectionOpened, RelayReservation
-from stack.node.events import AddressChanged, ConnectionReplaced, NatReported
+from stack.node.events import (AddressChanged, ConnectionMigrated, ConnectionReplaced,
+                               HolePunchSucceeded, NatReported)
+from tests.simulations.test_migration_sim import collect
 from tests.simulations.test_node_sim import PORT, Sim, public_ip, simulate
 from tests.simulations.test_reconnect_sim import SleepyClock
 from tests.simulations.test_relay_sim import _announced_relayed
@@ -39,7 +41,7 @@ def test_relay_only_mover_keeps_its_reservation_and_its_relayed_peer(tmp_path):
     connection to M works on after the move; M re-learns its NAT at the new box."""
 
     async def scenario(sim: Sim):
-        publics, _relay, mover, host = await _relay_only_mover(sim)
+        publics, relay, mover, host = await _relay_only_mover(sim)
         p = publics[2]
         conn, reply, _ = await p.echo(mover.peer_id, b"before")
         assert reply == b"before" and conn.path.kind is PathKind.RELAYED, sim.fail("echo")
@@ -47,6 +49,8 @@ def test_relay_only_mover_keeps_its_reservation_and_its_relayed_peer(tmp_path):
         nat_b = sim.net.add_nat_kind("203.0.113.2", "symmetric")
         changed = mover.next_event(AddressChanged, cause="interface", timeout=5)
         learnt = mover.next_event(NatReported, reason="moved", timeout=30)
+        moved_on = mover.next_event(ConnectionMigrated, peer_id=relay.peer_id, role="client",
+                                    timeout=5)
         t0 = sim.clock.monotonic()
         host.switch_network("192.168.7.2", nat_b)
         await changed
@@ -54,6 +58,9 @@ def test_relay_only_mover_keeps_its_reservation_and_its_relayed_peer(tmp_path):
         elapsed = sim.clock.monotonic() - t0
         assert reply == b"after", sim.fail("echo after the move")
         assert elapsed < 1.0, sim.fail(f"reachable again after {elapsed:.3f} s")
+        # P's echo may ride a direct connection hole punching made on M's new network,
+        # and so be back before the relay acknowledged M's new path
+        await moved_on
         assert mover.migration.stats["migrated"] >= 1, sim.fail(str(mover.migration.stats))
         [kept] = mover.relays.active.values()
         assert kept.conn is held.conn and not kept.conn.closed, sim.fail("reservation lost")
@@ -63,6 +70,37 @@ def test_relay_only_mover_keeps_its_reservation_and_its_relayed_peer(tmp_path):
         assert report.type == "symmetric", sim.fail(str(report))
 
     simulate(tmp_path, 51, scenario)
+
+
+def test_a_mover_migrates_the_direct_connection_hole_punching_made(tmp_path):
+    """M (symmetric NAT) was reached through the relay by public P; hole punching made a
+    direct connection by connection reversal (M dialed P from its shared port, so M is
+    its client). M switches networks: that connection migrates like any it dialed
+    (nothing replaced), and P's echo over it works on."""
+
+    async def scenario(sim: Sim):
+        publics, _relay, mover, host = await _relay_only_mover(sim)
+        p = publics[2]
+        punched = mover.next_event(HolePunchSucceeded, peer_id=p.peer_id, timeout=10)
+        seen = p.next_event(HolePunchSucceeded, peer_id=mover.peer_id, timeout=10)
+        await p.echo(mover.peer_id, b"before")
+        event = await punched
+        await seen
+        assert event.path is PathKind.DIRECT, sim.fail(str(event))
+        direct = mover.holepunch.direct(p.peer_id)
+        assert direct is not None and direct.is_client, sim.fail("no reversal")
+        theirs = p.holepunch.direct(mover.peer_id)
+        assert theirs is not None, sim.fail("P kept no direct connection")
+        migrated = mover.next_event(ConnectionMigrated, peer_id=p.peer_id, role="client",
+                                    timeout=5)
+        replaced = collect(mover, (ConnectionReplaced,))
+        host.switch_network("192.168.7.2", sim.net.add_nat_kind("203.0.113.2", "symmetric"))
+        await migrated
+        _, reply, _ = await p.echo(theirs, b"after")
+        assert reply == b"after" and not direct.closed, sim.fail("echo after the move")
+        assert not replaced, sim.fail(str(replaced))
+
+    simulate(tmp_path, 54, scenario)
 
 
 def test_relay_only_mover_reserves_again_at_once_after_a_long_sleep(tmp_path):

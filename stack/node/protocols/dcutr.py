@@ -67,7 +67,7 @@ from stack.node.events import (BirthdayFailed, BirthdaySucceeded, EventBus, Hole
 from stack.node.protocols.birthday import Birthday
 from stack.node.router import open_protocol
 from stack.transport.errors import TransportError
-from stack.transport.quic import QuicConn, QuicTransport, UdpPathSocket
+from stack.transport.quic import QuicConn, QuicTransport
 
 __all__ = ["PROTO_DCUTR", "HolePunch"]
 
@@ -477,7 +477,7 @@ class HolePunch:
         """Connection reversal: the peer says it is public, so dial it directly."""
         for addr in addrs:
             try:
-                conn = await quic.dial_path(UdpPathSocket(self._send, addr), peer,
+                conn = await quic.dial_path(quic.port_socket(addr), peer,
                                             timeout=self.attempt_timeout)
             except TransportError:
                 continue
@@ -592,7 +592,7 @@ class HolePunch:
 
         async def one(addr: Address) -> None:
             try:
-                conn = await quic.dial_path(UdpPathSocket(self._send, addr, PathKind.PUNCHED),
+                conn = await quic.dial_path(quic.port_socket(addr, PathKind.PUNCHED),
                                             peer, timeout=self.attempt_timeout)
             except TransportError:
                 await done.put(None)

@@ -131,17 +131,40 @@ async def test_a_path_that_answers_nothing_fails_after_the_timeout(moving) -> No
     assert conn.migration is None and not conn.closed
 
 
+async def test_a_migration_waits_for_the_peers_spare_ids(moving) -> None:
+    """A connection whose handshake has just completed may have no spare connection id
+    of the peer's yet (they come with its next flight): the migration waits for one,
+    then sends its PING, instead of failing at once. (The client stays where it is: a
+    peer's datagram must reach it, and one sent before the peer saw our new address
+    would go to the old one.)"""
+    server, client, _ = moving
+    conn = await client.transport.dial(server.address, server.identity.peer_id)
+    accepted = await asyncio.wait_for(server.incoming.get(), T)
+    # the ids not here yet: aioquic's list of them, held back until the server next sends
+    spare, conn.quic._peer_cid_available = conn.quic._peer_cid_available, []
+    migration = client.transport.migrate(conn, T)
+    assert not migration.done() and conn.migration_waits_cid
+    conn.quic._peer_cid_available = spare
+    stream = await accepted.open_stream()
+    await stream.write_message(b"ids")  # a datagram from the peer, as its ids would be
+    elapsed = await asyncio.wait_for(migration, T)
+    assert 0 < elapsed < T and conn.migration is None and not conn.migration_waits_cid
+    theirs = await asyncio.wait_for(conn.accept_stream(), T)
+    assert await theirs.read_message() == b"ids"
+
+
 async def test_migrations_that_cannot_start_fail_at_once(moving) -> None:
     server, client, _ = moving
     conn = await client.transport.dial(server.address, server.identity.peer_id)
     accepted = await asyncio.wait_for(server.incoming.get(), T)
     with pytest.raises(MigrationFailed, match="only the client"):
         await server.transport.migrate(accepted, T)
-    # no spare connection id: sending from the new address with the old one would link
-    # the two paths (RFC 9000 section 9.5). aioquic's list of them, emptied.
+    # no spare connection id ever comes: sending from the new address with the old one
+    # would link the two paths (RFC 9000 section 9.5). aioquic's list of them, emptied.
     spare, conn.quic._peer_cid_available = conn.quic._peer_cid_available, []
-    with pytest.raises(MigrationFailed, match="no spare connection id"):
-        await client.transport.migrate(conn, T)
+    with pytest.raises(MigrationFailed, match=r"no spare connection id within 0\.3 s"):
+        await asyncio.wait_for(client.transport.migrate(conn, 0.3), T)
+    assert conn.migration is None and not conn.migration_waits_cid
     conn.quic._peer_cid_available = spare
     # superseded, then closed while migrating
     client.blackhole = True
