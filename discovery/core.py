@@ -40,8 +40,9 @@ Rules:
   withheld with the truncated flag); STORE needs the cookie.
 - State and work an unauthenticated sender can cause (issue 14 section 1): the
   challenge-backoff and pending-nonce tables are bounded (``max_challenges``) and expire
-  in O(1) amortised (``guard.ExpiringKeys``); signing a proof, a counter-challenge and
-  checking a STORE's record for a *stranger* (anyone but a contact at its proven address
+  in O(1) amortised (``guard.ExpiringSet``, ``guard.ExpiringKeys``); signing a proof, a
+  counter-challenge and checking a STORE's record for a *stranger* (anyone but a contact
+  at its proven address
   that echoes our cookie) each spend a token of its source IP's budget
   (``stranger_rate``/``stranger_burst``, per IP, not per port; requests with our cookie
   have their own, so a spoofer cannot spend an IP's real budget). Over budget: the
@@ -75,7 +76,7 @@ from dataclasses import dataclass
 
 from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInfo, PutDone,
                               RecordRefreshDue)
-from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, PeerCookies
+from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, ExpiringSet, PeerCookies
 from discovery.lookup import SUCCEEDED, Lookup
 from discovery.records import RecordInfo, RecordStore, RecordValidator, key_of
 from discovery.routing import Contact, RoutingTable, RttEstimator
@@ -179,7 +180,7 @@ class DhtCore:
         # filled only by answers to our requests), each packed in one bytes object
         self._their_cookies = PeerCookies()
         # (node id, address) challenged within ``challenge_backoff``
-        self._challenged: ExpiringKeys[tuple[int, Address], bool] = ExpiringKeys(
+        self._challenged: ExpiringSet[tuple[int, Address]] = ExpiringSet(
             config.challenge_backoff, config.max_challenges)
         # counter-challenge nonce -> (peer id, address, sent at); single use
         self._pending_proves: ExpiringKeys[bytes, tuple[bytes, Address, float]] = \
@@ -202,8 +203,8 @@ class DhtCore:
         self._replicas: dict[bytes, tuple[int, ...]] = {}
         self._dirty: dict[bytes, None] = {}
         # node ids we handed records to within ``challenge_backoff`` (once per join)
-        self._handed: ExpiringKeys[int, bool] = ExpiringKeys(config.challenge_backoff,
-                                                             config.max_challenges)
+        self._handed: ExpiringSet[int] = ExpiringSet(config.challenge_backoff,
+                                                         config.max_challenges)
         self._next_refresh: float | None = None
         self._next_maintenance: float | None = None
         self._next_republish = _INF
@@ -468,11 +469,11 @@ class DhtCore:
         table, O(1) per call); one answering a request also spends a token of ``budget``
         (the requester's IP budget)."""
         key = (node_id, addr)
-        if self._challenged.get(key, now) is not None:
+        if self._challenged.live(key, now):
             return False
         if budget is not None and not self._work_allowed(budget, now):
             return False
-        self._challenged.add(key, now, True)
+        self._challenged.add(key, now)
         self.stats["challenge_sent"] += 1
         return True
 
@@ -711,11 +712,11 @@ class DhtCore:
         """Send ``contact`` the records it should hold (``_handoff_records``), at most
         once per ``challenge_backoff``."""
         if not self.config.handoff_rank or not len(self.store) \
-                or self._handed.get(contact.node_id, now) is not None:
+                or self._handed.live(contact.node_id, now):
             return
         records = self._handoff_records(contact.node_id, now)
         if records:
-            self._handed.add(contact.node_id, now, True)
+            self._handed.add(contact.node_id, now)
             _HandoffOp(self, self._op_id(), contact, records).begin(now, ping_first)
 
     def _handoff_records(self, node_id: int, now: float) -> list[tuple[bytes, bytes]]:

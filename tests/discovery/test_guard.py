@@ -1,7 +1,7 @@
 """Address cookies (discovery.guard.Cookies): valid for the current and the previous
 epoch, and cached for those two only."""
 
-from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, PeerCookies
+from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, ExpiringSet, PeerCookies
 
 A = ("198.51.100.7", 4000)
 
@@ -37,6 +37,28 @@ def test_expiring_keys_expire_when_due_and_touch_nothing_before() -> None:
     assert len(keys) == 0
     keys.add(7, 100.0, "7")
     assert keys.get(7, 109.0) == "7" and keys.get(7, 110.0) is None
+    keys.add(8, 200.0, "8")  # this add's expiry empties the table first: 8 is kept
+    assert keys.get(8, 201.0) == "8" and len(keys) == 1
+
+
+def test_expiring_set_expires_evicts_and_counts_as_expiring_keys() -> None:
+    """The value-less table answers and counts (``touched``) exactly as ``ExpiringKeys``
+    does for the same inserts, restarts, evictions and expiries."""
+    keys: ExpiringKeys[int, bool] = ExpiringKeys(ttl=10.0, max_keys=3)
+    plain: ExpiringSet[int] = ExpiringSet(ttl=10.0, max_keys=3)
+    steps = [(0, 0.0), (1, 1.0), (0, 2.0), (2, 3.0), (3, 4.0), (4, 13.5), (5, 30.0)]
+    for key, now in steps:
+        keys.add(key, now, True)
+        plain.add(key, now)
+        for probe in range(6):
+            for at in (now, now + 9.9, now + 10.0):
+                assert plain.live(probe, at) == (keys.get(probe, at) is not None)
+        assert (len(plain), plain.touched) == (len(keys), keys.touched)
+    touched = plain.touched
+    plain.expire(35.0)  # nothing due before 40.0
+    assert plain.touched == touched and plain.live(5, 35.0)
+    plain.expire(40.0)
+    assert len(plain) == 0 and not plain.live(5, 39.0)
 
 
 def test_peer_cookies_keep_cookie_and_time_exactly_in_refresh_order() -> None:
