@@ -23,7 +23,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from discovery.wire import WireContact, wire_contact
 from stack.base.net import Address
@@ -54,31 +54,37 @@ class RttEstimator:
         return min(hi, max(lo, self.srtt + 4 * self.rttvar))
 
 
-@dataclass(slots=True, eq=False)
 class Contact(RttEstimator):
     """A proven peer: it signed a challenge sent to ``addr`` with the key of ``peer_id``.
 
     Compared by identity (one object per peer per table): a bucket's ``list.remove``
     would otherwise compare every field of each contact before the one it removes. It
     is its own RTT estimator (``rtt`` is the contact itself): no second object per
-    routing-table entry.
+    routing-table entry. Its id bytes and address are those of ``wire``, the process's
+    shared ``WireContact`` for them (how replies name it): no slots of their own.
     """
 
-    peer_id: bytes
-    node_id: int
-    addr: Address
-    failures: int = 0
-    answered: bool = False   # it has answered a request of ours (at ``addr``)
-    wire: WireContact = field(init=False)  # how replies name it (kept with ``addr``)
+    __slots__ = ("node_id", "failures", "answered", "wire")
 
-    def __post_init__(self) -> None:
-        self._share()
+    def __init__(self, peer_id: bytes, node_id: int, addr: Address,
+                 answered: bool = False) -> None:
+        RttEstimator.__init__(self)
+        self.node_id = node_id
+        self.failures = 0
+        self.answered = answered  # it has answered a request of ours (at ``addr``)
+        self.wire = wire_contact(peer_id, addr)
 
-    def _share(self) -> None:
-        """Point ``wire`` at the process's shared ``WireContact`` for (peer, address),
-        and ``peer_id`` and ``addr`` at its copies (one per process, not one per table)."""
-        self.wire = wire = wire_contact(self.peer_id, self.addr)
-        self.peer_id, self.addr = wire.peer_id, wire.addr
+    @property
+    def peer_id(self) -> bytes:
+        return self.wire.peer_id
+
+    @property
+    def addr(self) -> Address:
+        return self.wire.addr
+
+    def move(self, addr: Address) -> None:
+        """It proved itself at ``addr``."""
+        self.wire = wire_contact(self.wire.peer_id, addr)
 
     @property
     def rtt(self) -> RttEstimator:
@@ -146,8 +152,7 @@ class RoutingTable:
         known = self._by_id.get(node_id)
         if known is not None:
             known.answered = answered or (known.answered and known.addr == addr)
-            known.addr = addr
-            known._share()
+            known.move(addr)
             known.failures = 0
             bucket.remove(known)
             bucket.append(known)
