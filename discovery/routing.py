@@ -23,7 +23,6 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 from discovery.wire import WireContact, wire_contact
 from stack.base.net import Address
@@ -33,25 +32,41 @@ __all__ = ["Contact", "RttEstimator", "RoutingTable", "BITS"]
 BITS = 256
 
 
-@dataclass(slots=True, kw_only=True, eq=False)
 class RttEstimator:
     """RFC 6298 section 2 smoothing; ``rto`` in seconds, clamped to [lo, hi]. Compared
-    by identity, as ``Contact`` (which is one) must be."""
+    by identity, as ``Contact`` (which is one) must be. The state is one ``complex``,
+    srtt + rttvar*j (two exact doubles in one 32-byte object where two floats take 48
+    and a slot more: every routing-table entry has one)."""
 
-    srtt: float | None = None
-    rttvar: float = 0.0
+    __slots__ = ("_state",)
+
+    def __init__(self) -> None:
+        self._state: complex | None = None  # no sample yet
+
+    @property
+    def srtt(self) -> float | None:
+        state = self._state
+        return None if state is None else state.real
+
+    @property
+    def rttvar(self) -> float:
+        state = self._state
+        return 0.0 if state is None else state.imag
 
     def sample(self, rtt: float) -> None:
-        if self.srtt is None:
-            self.srtt, self.rttvar = rtt, rtt / 2
+        state = self._state
+        if state is None:
+            self._state = complex(rtt, rtt / 2)
         else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+            srtt = state.real
+            self._state = complex(0.875 * srtt + 0.125 * rtt,
+                                  0.75 * state.imag + 0.25 * abs(srtt - rtt))
 
     def rto(self, initial: float, lo: float, hi: float) -> float:
-        if self.srtt is None:
+        state = self._state
+        if state is None:
             return initial
-        return min(hi, max(lo, self.srtt + 4 * self.rttvar))
+        return min(hi, max(lo, state.real + 4 * state.imag))
 
 
 class Contact(RttEstimator):

@@ -94,6 +94,21 @@ def test_rtt_estimator_follows_rfc6298():
     assert est.rto(1.0, 0.2, 5.0) == 0.2                  # clamped at the floor
 
 
+def test_rtt_estimator_state_is_exactly_the_two_float_recurrence():
+    """The packed state gives the same doubles as srtt/rttvar kept as two floats."""
+    est = RttEstimator()
+    srtt = rttvar = 0.0
+    for i, rtt in enumerate([0.08, 0.3, 0.011, 1e-7, 2.5, 0.1, 0.1, 0.7]):
+        est.sample(rtt)
+        if i == 0:
+            srtt, rttvar = rtt, rtt / 2
+        else:
+            rttvar = 0.75 * rttvar + 0.25 * abs(srtt - rtt)
+            srtt = 0.875 * srtt + 0.125 * rtt
+        assert (est.srtt, est.rttvar) == (srtt, rttvar)
+        assert est.rto(1.0, 0.0, 99.0) == srtt + 4 * rttvar
+
+
 def test_probation_unverified_contacts_are_not_handed_out_and_go_at_their_first_failure():
     table = RoutingTable(OWN, k=20, stale_failures=3)
     far = [(1 << 255) | i for i in range(1, 6)]
