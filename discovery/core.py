@@ -226,9 +226,14 @@ class DhtCore:
             if rpc is None or rpc.addr != addr:
                 self.stats["unexpected_reply"] += 1
                 return
-            del self._rpcs[msg.txid]
+            self._forget(msg.txid)
             self._release(rpc)
             self._on_reply(rpc, msg, now)
+
+    def _forget(self, txid: bytes) -> None:
+        del self._rpcs[txid]
+        if not self._rpcs:  # a fresh table: a dict keeps the capacity of its peak (a join)
+            self._rpcs = {}
 
     def outgoing(self) -> list[tuple[bytes, Address]]:
         out, self._out = self._out, []
@@ -266,7 +271,7 @@ class DhtCore:
                 heapq.heappush(timers, (rpc.deadline, txid))
                 self._out.append((rpc.data, rpc.addr))
                 continue
-            del self._rpcs[txid]
+            self._forget(txid)
             self._release(rpc)
             self.stats["timeout"] += 1
             self._fail(rpc, now)
