@@ -160,6 +160,14 @@ class _Rpc:
 
 
 class DhtCore:
+    # one per simulated node: slots, not a ~800-byte instance dict each
+    __slots__ = ("identity", "config", "server", "peer_id", "key", "table", "store",
+                 "validator", "stats", "_rng", "_cookies", "_limiter", "_their_cookies",
+                 "_challenged", "_pending_proves", "_work", "_asking", "_asking_in",
+                 "_rtt", "_rpcs", "_timers", "_out", "_events", "_next_op", "_published",
+                 "_replicas", "_dirty", "_handed", "_next_refresh", "_next_maintenance",
+                 "_next_republish")
+
     def __init__(self, identity: Identity, validator: RecordValidator, rng: random.Random,
                  config: DhtConfig = DhtConfig()) -> None:
         self.identity = identity

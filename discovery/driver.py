@@ -36,6 +36,9 @@ __all__ = ["DhtDriver", "open_dht"]
 
 
 class DhtDriver:
+    __slots__ = ("core", "endpoint", "clock", "_loop", "_waiters", "_timer", "_timer_at",
+                 "_record_source", "_closed")  # one per simulated node
+
     def __init__(self, core: DhtCore, endpoint: DatagramEndpoint, clock: Clock) -> None:
         self.core = core
         self.endpoint = endpoint
