@@ -119,14 +119,15 @@ class RoutingTable:
         self.own_id = own_id
         self.k = k
         self.stale_failures = stale_failures
-        # Only the ~log2(N) buckets nearest the top ever fill: the others share one empty
-        # list (never appended to: add_proven gives a bucket its own list first), and
-        # replacement caches exist only for buckets that have had a candidate.
-        self._buckets: list[list[Contact]] = [_NO_CONTACTS] * BITS
+        # Only the ~log2(N) buckets nearest the top ever fill: index -> bucket for those
+        # that have held a contact (not a 256-slot list, 2 KB per table); the others read
+        # as one shared empty list (never appended to: add_proven gives a bucket its own
+        # list first), and replacement caches exist only for buckets that have had a
+        # candidate.
+        self._buckets: dict[int, list[Contact]] = {}
         # candidates as the process's shared WireContact (no tuple of their own)
         self._replacements: dict[int, dict[int, WireContact]] = {}
         self._by_id: dict[int, Contact] = {}
-        self._lowest = BITS  # no bucket below this index has ever held a contact
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -141,10 +142,10 @@ class RoutingTable:
         return self._by_id.get(node_id)
 
     def bucket(self, index: int) -> list[Contact]:
-        return list(self._buckets[index])
+        return list(self._buckets.get(index, _NO_CONTACTS))
 
     def bucket_size(self, index: int) -> int:
-        return len(self._buckets[index])
+        return len(self._buckets.get(index, _NO_CONTACTS))
 
     def wants(self, node_id: int, addr: Address) -> bool:
         """Would a proof from ``node_id`` at ``addr`` change the table? (Spend crypto only then.)"""
@@ -153,7 +154,7 @@ class RoutingTable:
         known = self._by_id.get(node_id)
         if known is not None:
             return known.addr != addr
-        return len(self._buckets[self.bucket_index(node_id)]) < self.k
+        return len(self._buckets.get(self.bucket_index(node_id), _NO_CONTACTS)) < self.k
 
     def add_proven(self, peer_id: bytes, node_id: int, addr: Address,
                    answered: bool = False) -> bool:
@@ -163,7 +164,7 @@ class RoutingTable:
         if node_id == self.own_id:
             return False
         index = self.bucket_index(node_id)
-        bucket = self._buckets[index]
+        bucket = self._buckets.get(index, _NO_CONTACTS)
         known = self._by_id.get(node_id)
         if known is not None:
             known.answered = answered or (known.answered and known.addr == addr)
@@ -179,7 +180,6 @@ class RoutingTable:
         if cache:
             cache.pop(node_id, None)
         contact = Contact(peer_id, node_id, addr, answered=answered)
-        self._lowest = min(self._lowest, index)
         if bucket is _NO_CONTACTS:
             bucket = self._buckets[index] = []
         bucket.append(contact)
@@ -255,20 +255,21 @@ class RoutingTable:
         buckets = self._buckets
         if d < 0:  # the target is our own id
             return sorted(pick(self._by_id.values()), key=key)[:count]
-        out = sorted(pick(buckets[d]), key=key)
+        out = sorted(pick(buckets.get(d, _NO_CONTACTS)), key=key)
         if len(out) < count:
-            lower = [c for i in range(self._lowest, d) for c in pick(buckets[i])]
+            lower = [c for i, bucket in buckets.items() if i < d for c in pick(bucket)]
             lower.sort(key=key)
             out.extend(lower)
-        i = d + 1
-        while len(out) < count and i < BITS:
-            if buckets[i]:
+        if len(out) < count:
+            for i in sorted(i for i in buckets if i > d):
                 out.extend(sorted(pick(buckets[i]), key=key))
-            i += 1
+                if len(out) >= count:
+                    break
         return out[:count]
 
     def buckets_sizes(self) -> list[int]:
-        return [len(b) for b in self._buckets]
+        buckets = self._buckets
+        return [len(buckets.get(i, _NO_CONTACTS)) for i in range(BITS)]
 
     def nonempty_buckets(self) -> list[int]:
-        return [i for i, b in enumerate(self._buckets) if b]
+        return sorted(i for i, b in self._buckets.items() if b)

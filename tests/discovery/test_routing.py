@@ -35,6 +35,25 @@ def test_closest_is_exact_against_brute_force():
         assert [c.node_id for c in table.closest(target, 20)] == want
 
 
+def test_closest_and_bucket_listing_are_exact_with_buckets_at_every_depth():
+    """Contacts in low, middle and top buckets (only those that have held one are
+    stored): closest is still the brute-force order, listings go by index."""
+    rng = random.Random(2)
+    table = RoutingTable(OWN, k=4)
+    nodes = [rng.getrandbits(bits) | (1 << (bits - 1)) for bits in (1, 3, 9, 40, 200, 256)
+             for _ in range(6)]
+    for n in nodes:
+        table.add_proven(pid(n), n, ("10.0.0.1", 1))
+    present = sorted(c.node_id for c in table)
+    assert table.nonempty_buckets() == sorted({n.bit_length() - 1 for n in present})
+    sizes = table.buckets_sizes()
+    assert len(sizes) == 256 and sum(sizes) == len(present) and sizes[0] == 1
+    for target in nodes + [rng.getrandbits(bits) for bits in (2, 10, 100, 256)] + [OWN]:
+        for count in (1, 5, 30):
+            want = sorted(present, key=lambda n: n ^ target)[:count]
+            assert [c.node_id for c in table.closest(target, count)] == want
+
+
 def test_full_bucket_keeps_old_contacts_and_caches_newcomers():
     table = RoutingTable(OWN, k=2)
     far = [(1 << 255) | i for i in range(1, 5)]
