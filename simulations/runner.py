@@ -194,31 +194,7 @@ class _Measure:
         self.result.datagrams_total += 1
 
 
-class SeededStream:
-    """What ``random.Random(seed)`` would give for draws of whole 32-bit words
-    (``getrandbits``, ``randbytes``), kept as the seed and the words drawn so far: a
-    Random holds 2.5 KB of state and a peer draws from its stream a few times a run
-    (once per process started, once per record), so each draw replays the stream."""
-
-    __slots__ = ("seed", "words")
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self.words = 0
-
-    def getrandbits(self, k: int) -> int:
-        if k <= 0 or k % 32:
-            raise ValueError("whole 32-bit words only")
-        rng = random.Random(self.seed)
-        rng.getrandbits(32 * self.words)  # the words drawn before (each bit of them)
-        self.words += k // 32
-        return rng.getrandbits(k)
-
-    def randbytes(self, n: int) -> bytes:
-        return self.getrandbits(8 * n).to_bytes(n, "little")  # as Random.randbytes
-
-
-@dataclass(slots=True)
+@dataclass
 class _Peer:
     index: int
     identity: Identity
@@ -227,7 +203,7 @@ class _Peer:
     public_ip: str       # where the world reaches it (its NAT box's address)
     kind: str            # NAT kind
     server: bool
-    rng: SeededStream
+    rng: random.Random
     driver: DhtDriver | None = None
     tap: _TapEndpoint | None = None
     state: str = "new"   # new / live / left / crashed
@@ -310,7 +286,7 @@ class _DhtEngine:
             ip = "192.168.1.2"
             host = site.add_host(ip)
         peer = _Peer(i, Identity.from_rng(self.rng), host, ip, public_ip, kind,
-                     server=kind == "none", rng=SeededStream(self.rng.getrandbits(64)))
+                     server=kind == "none", rng=random.Random(self.rng.getrandbits(64)))
         self.peers.append(peer)
         return peer
 
