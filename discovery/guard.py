@@ -39,6 +39,7 @@ _NEVER = float("inf")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+E = TypeVar("E")  # a table entry: its expiry, with or without a value
 
 
 class Cookies:
@@ -105,9 +106,11 @@ class PeerCookies:
         return default if packed is None else (packed[8:], _TIME.unpack_from(packed)[0])
 
 
-class ExpiringKeys(Generic[K, V]):
-    """A bounded set of keys, each live for ``ttl`` seconds after its (re)insertion, with
-    a value. Times are parameters; a clock that steps backwards only delays expiry."""
+class _ExpiringTable(Generic[K, E]):
+    """The bounded, insertion-ordered table under ``ExpiringKeys`` and ``ExpiringSet``:
+    each key's entry carries its expiry (``_expiry``); expired keys go in O(1) amortised,
+    the oldest when full. Times are parameters; a clock that steps backwards only delays
+    expiry."""
 
     def __init__(self, ttl: float, max_keys: int) -> None:
         if ttl <= 0 or max_keys < 1:
@@ -115,11 +118,51 @@ class ExpiringKeys(Generic[K, V]):
         self.ttl = ttl
         self.max_keys = max_keys
         self.touched = 0  # entries examined or removed by expiry and eviction, in total
-        self._keys: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._keys: OrderedDict[K, E] = OrderedDict()
         self._due = _NEVER  # no key expires before this (the head's expiry, or earlier)
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    @staticmethod
+    def _expiry(entry: E) -> float:
+        raise NotImplementedError
+
+    def _insert(self, key: K, entry: E, expires: float, now: float) -> None:
+        """Insert (or restart) ``key``; expired keys go first, then the oldest if full."""
+        self.expire(now)
+        keys = self._keys  # after expire, which may have replaced an emptied table
+        if keys.pop(key, None) is None and len(keys) >= self.max_keys:
+            keys.popitem(last=False)
+            self.touched += 1
+        keys[key] = entry
+        if expires < self._due:
+            self._due = expires
+
+    def expire(self, now: float) -> None:
+        if now < self._due:
+            return
+        keys = self._keys
+        while keys:
+            key, entry = next(iter(keys.items()))
+            self.touched += 1
+            expires = self._expiry(entry)
+            if expires > now:
+                self._due = expires
+                return
+            del keys[key]
+        # empty: a fresh table (an emptied one keeps the capacity of its peak)
+        self._keys = OrderedDict()
+        self._due = _NEVER
+
+
+class ExpiringKeys(_ExpiringTable[K, tuple[float, V]]):
+    """A bounded set of keys, each live for ``ttl`` seconds after its (re)insertion, with
+    a value."""
+
+    @staticmethod
+    def _expiry(entry: tuple[float, V]) -> float:
+        return entry[0]
 
     def __contains__(self, key: object) -> bool:
         return key in self._keys
@@ -140,47 +183,16 @@ class ExpiringKeys(Generic[K, V]):
 
     def add(self, key: K, now: float, value: V) -> None:
         """Insert (or restart) ``key``; expired keys go first, then the oldest if full."""
-        self.expire(now)
-        keys = self._keys  # after expire, which may have replaced an emptied table
-        if keys.pop(key, None) is None and len(keys) >= self.max_keys:
-            keys.popitem(last=False)
-            self.touched += 1
         expires = now + self.ttl
-        keys[key] = (expires, value)
-        if expires < self._due:
-            self._due = expires
-
-    def expire(self, now: float) -> None:
-        if now < self._due:
-            return
-        keys = self._keys
-        while keys:
-            key, (expires, _) = next(iter(keys.items()))
-            self.touched += 1
-            if expires > now:
-                self._due = expires
-                return
-            del keys[key]
-        # empty: a fresh table (an emptied one keeps the capacity of its peak)
-        self._keys = OrderedDict()
-        self._due = _NEVER
+        self._insert(key, (expires, value), expires, now)
 
 
-class ExpiringSet(Generic[K]):
-    """``ExpiringKeys`` without values: a bounded set of keys, each live for ``ttl``
-    seconds after its (re)insertion; the same expiry, eviction and ``touched`` count."""
+class ExpiringSet(_ExpiringTable[K, float]):
+    """``ExpiringKeys`` without values (each entry is only its expiry: no tuple per key)."""
 
-    def __init__(self, ttl: float, max_keys: int) -> None:
-        if ttl <= 0 or max_keys < 1:
-            raise ValueError("ttl > 0 and max_keys >= 1 are required")
-        self.ttl = ttl
-        self.max_keys = max_keys
-        self.touched = 0
-        self._keys: OrderedDict[K, float] = OrderedDict()  # key -> expiry
-        self._due = _NEVER
-
-    def __len__(self) -> int:
-        return len(self._keys)
+    @staticmethod
+    def _expiry(entry: float) -> float:
+        return entry
 
     def live(self, key: K, now: float) -> bool:
         """Was ``key`` inserted less than ``ttl`` ago?"""
@@ -189,26 +201,5 @@ class ExpiringSet(Generic[K]):
 
     def add(self, key: K, now: float) -> None:
         """Insert (or restart) ``key``; expired keys go first, then the oldest if full."""
-        self.expire(now)
-        keys = self._keys  # after expire, which may have replaced an emptied table
-        if keys.pop(key, None) is None and len(keys) >= self.max_keys:
-            keys.popitem(last=False)
-            self.touched += 1
         expires = now + self.ttl
-        keys[key] = expires
-        if expires < self._due:
-            self._due = expires
-
-    def expire(self, now: float) -> None:
-        if now < self._due:
-            return
-        keys = self._keys
-        while keys:
-            key, expires = next(iter(keys.items()))
-            self.touched += 1
-            if expires > now:
-                self._due = expires
-                return
-            del keys[key]
-        self._keys = OrderedDict()  # a fresh table, as ExpiringKeys
-        self._due = _NEVER
+        self._insert(key, expires, expires, now)
