@@ -50,7 +50,8 @@ class NodeConfig:
                      that is not publicly reachable); True: always a full DHT node
     publish          sign our announcement (seed 004, next persisted sequence number)
                      with our addresses and keep it stored in the DHT
-    rng_seed         seed of the DHT's random choices (simulations); None: fresh
+    rng_seed         seed of the node's random choices (DHT, hole punching, mDNS) in
+                     simulations; None: the OS's CSPRNG (nonces, txids and secrets)
     relay_service    "off", "limited" or "full": serve circuit relay v2 (``nat.relay``) to
                      others. Off by default here: a node built from code (an application,
                      a test, each of a simulation's thousands) does not volunteer its

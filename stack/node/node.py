@@ -65,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -311,12 +310,22 @@ class Node:
                              events=self.events, timeout=self.options.handshake_timeout,
                              spawn=self.supervisor.spawn, on_change=changed)
 
+    def _random(self) -> random.Random:
+        """A random source for one component: seeded and reproducible in simulations
+        (``rng_seed``), else the OS's CSPRNG. A Mersenne Twister seeded from urandom is
+        not enough here: the DHT's txids show its output, and 624 words of output give
+        its whole state, so an observer could predict our challenge nonces (a peer's
+        signature over one, asked for in advance, would pass as a proof at any address)
+        and compute our cookie secret."""
+        if self.config.rng_seed is not None:
+            return random.Random(self.config.rng_seed)
+        return random.SystemRandom()
+
     def _add_hole_punching(self, router: Router) -> None:
         """Hole punching (issue 9 section 3, ``protocols.dcutr``): relayed connections
         are upgraded to direct ones when ``hole_punch`` is on; every node answers the
         punch datagrams' reflect requests either way."""
-        rng = random.Random(self.config.rng_seed if self.config.rng_seed is not None
-                            else os.urandom(16))
+        rng = self._random()
 
         def send(data: bytes, addr: Address) -> None:
             if self.endpoint is not None:
@@ -551,8 +560,7 @@ class Node:
                 return await network.join_group(MDNS_GROUP, receiver)
 
             link = DatagramLink(join, network.interface_networks)
-        rng = random.Random(self.config.rng_seed if self.config.rng_seed is not None
-                            else os.urandom(16))
+        rng = self._random()
         self.mdns = MdnsService(LanPeers(self.peer_id), instance=instance_name(self.peer_id),
                                 addrs=self.addrs, name=self.config.display_name,
                                 clock=self.clock, rng=rng, link=link,
@@ -643,8 +651,7 @@ class Node:
 
     def _start_dht(self) -> None:
         assert self.endpoint is not None
-        rng = random.Random(self.config.rng_seed if self.config.rng_seed is not None
-                            else os.urandom(16))
+        rng = self._random()
         server = self.config.dht_server
         if server is None:  # auto: proven in join() unless we found the network
             server = not self.config.bootstrap

@@ -333,3 +333,17 @@ async def test_a_dead_address_first_costs_a_stagger_not_a_handshake_timeout(node
         assert dialed == {a.udp_address}  # (inbound: a's dial-back, from a fresh port)
     finally:
         silent.close()
+
+
+async def test_random_draws_come_from_the_os_csprng_unless_seeded(nodes) -> None:
+    """A Mersenne Twister's state follows from 624 words of its output (the DHT's txids
+    show it), which would make our challenge nonces and cookie secret predictable: a
+    real node draws them from the OS; only a seeded (simulated) node is reproducible."""
+    real = await nodes()
+    assert real.dht is not None and real.holepunch is not None
+    assert isinstance(real.dht.core._rng, random.SystemRandom)
+    assert isinstance(real._random(), random.SystemRandom)
+    seeded = await nodes(rng_seed=7)
+    assert seeded.dht is not None
+    assert not isinstance(seeded.dht.core._rng, random.SystemRandom)
+    assert seeded._random().random() == random.Random(7).random()
