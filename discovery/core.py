@@ -76,7 +76,7 @@ from dataclasses import dataclass
 
 from discovery.events import (BootstrapDone, Event, GetDone, LookupDone, PeerInfo, PutDone,
                               RecordRefreshDue)
-from discovery.guard import COOKIE_EPOCH, Cookies, ExpiringKeys, ExpiringSet, PeerCookies
+from discovery.guard import Cookies, ExpiringKeys, ExpiringSet, PeerCookies
 from discovery.lookup import SUCCEEDED, Lookup
 from discovery.records import RecordInfo, RecordStore, RecordValidator, key_of
 from discovery.routing import Contact, RoutingTable, RttEstimator
@@ -184,8 +184,7 @@ class DhtCore:
         self._rng = rng
         self._cookies = Cookies(rng.randbytes(32))
         self._limiter = TokenBuckets(config.rate, config.burst)
-        # cookies peers gave us, least recently refreshed first (re-inserted on refresh;
-        # filled only by answers to our requests), each packed in one bytes object
+        # cookies peers gave us (only in answers to our requests), until too old to send
         self._their_cookies = PeerCookies()
         # (node id, address) challenged within ``challenge_backoff``
         self._challenged: ExpiringSet[tuple[int, Address]] = ExpiringSet(
@@ -558,11 +557,7 @@ class DhtCore:
             self._out.append((encode_request(Request(PROVE, rep.challenge, self.peer_id,
                                                      FLAG_SERVER, proof=proof)), rpc.addr))
         if rep.cookie:
-            cookies = self._their_cookies
-            cookies.pop(rpc.addr, None)
-            cookies[rpc.addr] = (rep.cookie, now)
-            if len(cookies) > 4096:
-                del cookies[next(iter(cookies))]
+            self._their_cookies.put(rpc.addr, rep.cookie, now)
         if not rpc.retransmitted:
             rtt = now - rpc.sent_at
             self._rtt.sample(rtt)
@@ -625,11 +620,7 @@ class DhtCore:
         txid = self._rng.randbytes(8)
         while txid in self._rpcs:
             txid = self._rng.randbytes(8)
-        # A cookie minted in epoch e is accepted through epoch e + 1: one full epoch from
-        # when we got it is safe. Past that, go without (and pad) rather than be trimmed.
-        cookie, got_at = self._their_cookies.get(addr, (b"", 0.0))
-        if now - got_at >= COOKIE_EPOCH:
-            cookie = b""
+        cookie = self._their_cookies.get(addr, now)
         flags = (FLAG_SERVER if self.server else 0) | (FLAG_WANT_PROOF if want_proof else 0)
         # Pad only what buys a big reply: a PING's answer fits 3x an unpadded PING, so a
         # challenge (sent on behalf of a possibly spoofed request) amplifies nothing.

@@ -74,15 +74,19 @@ _TIME = struct.Struct("<d")
 
 
 class PeerCookies:
-    """Cookies peers gave us: address -> (cookie, when we got it), least recently
-    refreshed first, as a dict would hold them (the core re-inserts on refresh and drops
-    the first when over its bound). Each value is kept as one bytes object, the time's 8
-    bytes then the cookie: a third of a (bytes, float) tuple with its two objects."""
+    """Cookies peers gave us, by their address, oldest first. A cookie minted in epoch e
+    is accepted through epoch e + 1, so one full ``COOKIE_EPOCH`` from when we got it is
+    safe and after that it is not sent (going without and padding beats being trimmed):
+    such cookies are dropped, when due, from the front. Each value is one bytes object,
+    the time's 8 bytes then the cookie: a third of a (bytes, float) tuple with its two
+    objects (a node keeps one per routing-table entry and more)."""
 
-    __slots__ = ("_packed",)
+    __slots__ = ("_packed", "max_peers", "_due")
 
-    def __init__(self) -> None:
+    def __init__(self, max_peers: int = 4096) -> None:
+        self.max_peers = max_peers
         self._packed: dict[Address, bytes] = {}
+        self._due = _NEVER  # the oldest cookie's end of use
 
     def __len__(self) -> int:
         return len(self._packed)
@@ -90,20 +94,37 @@ class PeerCookies:
     def __iter__(self) -> Iterator[Address]:
         return iter(self._packed)
 
-    def __setitem__(self, addr: Address, value: tuple[bytes, float]) -> None:
-        cookie, got_at = value
-        self._packed[addr] = _TIME.pack(got_at) + cookie
+    def put(self, addr: Address, cookie: bytes, now: float) -> None:
+        """``addr`` gave us ``cookie`` at ``now``: it becomes the newest (the oldest goes
+        when more than ``max_peers`` are kept)."""
+        packed = self._packed
+        packed.pop(addr, None)
+        packed[addr] = _TIME.pack(now) + cookie
+        if len(packed) > self.max_peers:
+            del packed[next(iter(packed))]
+            self._due = now  # a new oldest: look at it
+        elif len(packed) == 1:
+            self._due = now + COOKIE_EPOCH
+        if now >= self._due:
+            self._expire(now)
 
-    def __delitem__(self, addr: Address) -> None:
-        del self._packed[addr]
-
-    def pop(self, addr: Address, default: None = None) -> tuple[bytes, float] | None:
-        packed = self._packed.pop(addr, None)
-        return None if packed is None else (packed[8:], _TIME.unpack_from(packed)[0])
-
-    def get(self, addr: Address, default: tuple[bytes, float]) -> tuple[bytes, float]:
+    def get(self, addr: Address, now: float) -> bytes:
+        """The cookie ``addr`` gave us, if still safe to send at ``now``; else b""."""
         packed = self._packed.get(addr)
-        return default if packed is None else (packed[8:], _TIME.unpack_from(packed)[0])
+        if packed is None or now - _TIME.unpack_from(packed)[0] >= COOKIE_EPOCH:
+            return b""
+        return packed[8:]
+
+    def _expire(self, now: float) -> None:
+        packed = self._packed
+        while packed:
+            addr, value = next(iter(packed.items()))
+            due = _TIME.unpack_from(value)[0] + COOKIE_EPOCH
+            if due > now:
+                self._due = due
+                return
+            del packed[addr]
+        self._due = _NEVER
 
 
 class _ExpiringTable(Generic[K, E]):

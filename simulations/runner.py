@@ -8,7 +8,7 @@
     what it measured. ``progress(Progress)`` is called about once per simulated second
     (wall time is the caller's business); it must not touch the simulation.
 
-Reproducibility: every random choice - identities, the cores' rngs, the network's jitter
+Reproducibility: every random choice - identities, the cores' draws, the network's jitter
 and loss, the NAT mix, the lookups, churn - is drawn from ``random.Random(seed)`` in the
 order the run makes them, nothing iterates a set or reads a wall clock, so the same
 scenario and seed give the same ``RunResult`` (the report built from it is byte-identical).
@@ -203,7 +203,6 @@ class _Peer:
     public_ip: str       # where the world reaches it (its NAT box's address)
     kind: str            # NAT kind
     server: bool
-    rng: random.Random
     driver: DhtDriver | None = None
     tap: _TapEndpoint | None = None
     state: str = "new"   # new / live / left / crashed
@@ -231,6 +230,10 @@ class _DhtEngine:
         self.net = SimNetwork(random.Random(self.rng.getrandbits(64)),
                               latency=net_spec.latency, jitter=net_spec.jitter,
                               loss=net_spec.loss)
+        # One stream for every simulated node's own draws (txids, nonces, refresh
+        # jitter), taken in event order, so a run is as reproducible as with one per
+        # node: a Mersenne Twister each would be 2.5 KB per node and per incarnation.
+        self.nodes_rng = random.Random(self.rng.getrandbits(64))
         self.clock = current_clock()
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
@@ -286,7 +289,7 @@ class _DhtEngine:
             ip = "192.168.1.2"
             host = site.add_host(ip)
         peer = _Peer(i, Identity.from_rng(self.rng), host, ip, public_ip, kind,
-                     server=kind == "none", rng=random.Random(self.rng.getrandbits(64)))
+                     server=kind == "none")
         self.peers.append(peer)
         return peer
 
@@ -296,7 +299,7 @@ class _DhtEngine:
         demux = PortDemux()
         endpoint = await peer.host.bind((peer.ip, DHT_PORT), demux)
         tap = _TapEndpoint(endpoint, self.measure)
-        core = DhtCore(peer.identity, self.validator, random.Random(peer.rng.getrandbits(64)),
+        core = DhtCore(peer.identity, self.validator, self.nodes_rng,
                        self.config if peer.server else self.client_config)
         driver = DhtDriver(core, tap, self.clock)
         demux.register_p2p(DHT_BYTE, driver.receive_batch)
@@ -351,7 +354,7 @@ class _DhtEngine:
         peer.seq += 1
         record = sign_announcement(peer.identity, peer.seq,
                                    [f"/ip4/{peer.public_ip}/udp/{DHT_PORT}/quic-v1"],
-                                   self.clock.now(), nonce=peer.rng.randbytes(16))
+                                   self.clock.now(), nonce=self.nodes_rng.randbytes(16))
         peer.records.add(record)
         try:
             stored = await peer.driver.publish(record, timeout=120)

@@ -62,14 +62,26 @@ def test_expiring_set_expires_evicts_and_counts_as_expiring_keys() -> None:
     assert len(plain) == 0 and not plain.live(5, 39.0)
 
 
-def test_peer_cookies_keep_cookie_and_time_exactly_in_refresh_order() -> None:
+def test_peer_cookies_are_sent_for_one_epoch_and_then_dropped_oldest_first() -> None:
     cookies = PeerCookies()
-    cookies[A] = (b"12345678", 1764769012.123456789)
-    cookies[("198.51.100.8", 1)] = (b"", 3.5)
-    assert cookies.get(A, (b"", 0.0)) == (b"12345678", 1764769012.123456789)
-    assert cookies.get(("192.0.2.1", 9), (b"", 0.0)) == (b"", 0.0)
-    assert cookies.pop(A) == (b"12345678", 1764769012.123456789) and cookies.pop(A) is None
-    cookies[A] = (b"x" * 16, 4.0)  # re-inserted: now the most recent
-    assert list(cookies) == [("198.51.100.8", 1), A] and len(cookies) == 2
-    del cookies[next(iter(cookies))]
-    assert list(cookies) == [A] and cookies.get(A, (b"", 0.0)) == (b"x" * 16, 4.0)
+    b, c = ("198.51.100.8", 1), ("192.0.2.1", 9)
+    cookies.put(A, b"12345678", 1000.0)
+    cookies.put(b, b"abcdefgh", 1100.0)
+    assert cookies.get(A, 1000.0 + COOKIE_EPOCH - 0.001) == b"12345678"
+    assert cookies.get(A, 1000.0 + COOKIE_EPOCH) == b""  # kept until the next put, not sent
+    assert cookies.get(c, 1000.0) == b""
+    cookies.put(A, b"x" * 16, 1200.0)  # refreshed: now the newest, its clock restarted
+    assert list(cookies) == [b, A]
+    cookies.put(c, b"yyyyyyyy", 1100.0 + COOKIE_EPOCH)  # b's epoch is over: it goes
+    assert list(cookies) == [A, c] and cookies.get(A, 1200.0 + 1) == b"x" * 16
+    cookies.put(b, b"zzzzzzzz", 1200.0 + 2 * COOKIE_EPOCH)  # all others are too old now
+    assert list(cookies) == [b] and len(cookies) == 1
+
+
+def test_peer_cookies_keep_at_most_max_peers_newest_first() -> None:
+    cookies = PeerCookies(max_peers=3)
+    for port in range(1, 6):
+        cookies.put(("192.0.2.1", port), bytes([port]) * 8, float(port))
+    assert [port for _, port in cookies] == [3, 4, 5]
+    assert cookies.get(("192.0.2.1", 2), 5.0) == b""
+    assert cookies.get(("192.0.2.1", 3), 5.0) == b"\x03" * 8
