@@ -94,20 +94,20 @@ class _Stored:
     stamp: int                # matches its live entry in the expiry heap
 
 
-def _share(data: bytes, info: RecordInfo) -> tuple[bytes, RecordInfo]:
-    """The process's one copy of a stored record's bytes and info: a record is stored on
-    k replicas, each of which decoded its own copy (in a simulation, all in one
+def _share(data: bytes, info: RecordInfo, key: bytes) -> tuple[bytes, RecordInfo, bytes]:
+    """The process's one copy of a stored record's bytes, info and key: a record is
+    stored on k replicas, each of which decoded its own copy (in a simulation, all in one
     process). Bounded: cleared when full, then shared again from scratch."""
     shared = _SHARED.get(data)
-    if shared is not None and shared[1] == info:
+    if shared is not None and shared[1] == info and shared[2] == key:
         return shared
     if len(_SHARED) >= 1 << 14:  # at most ~16 MB of records a store no longer holds
         _SHARED.clear()
-    _SHARED[data] = (data, info)
-    return data, info
+    shared = _SHARED[data] = (data, info, key)
+    return shared
 
 
-_SHARED: dict[bytes, tuple[bytes, RecordInfo]] = {}
+_SHARED: dict[bytes, tuple[bytes, RecordInfo, bytes]] = {}
 
 
 class RecordStore:
@@ -131,8 +131,9 @@ class RecordStore:
         self._most = 0  # the most records any source holds
         self._expiry: list[tuple[float, int, bytes]] = []  # (timestamp, stamp, key)
         self._stamps = itertools.count()
-        # the keys as ints, sorted: the keys near a node id are one slice (handoff)
-        self._sorted: list[int] = []
+        # the keys, sorted (as 32-byte big-endian numbers: bytes order is numeric order):
+        # the keys near a node id are one slice (handoff)
+        self._sorted: list[bytes] = []
 
     def __len__(self) -> int:
         return len(self._records)
@@ -162,9 +163,11 @@ class RecordStore:
         """The keys that agree with ``center`` on all but the low ``bits`` bits (XOR
         distance below ``2**bits``), expired ones included; O(log n + answer)."""
         lo = center >> bits << bits
-        ids = self._sorted
-        start, end = bisect_left(ids, lo), bisect_left(ids, lo + (1 << bits))
-        return [i.to_bytes(32, "big") for i in ids[start:end]]
+        hi = lo + (1 << bits)
+        keys = self._sorted
+        start = bisect_left(keys, lo.to_bytes(32, "big"))
+        end = bisect_left(keys, hi.to_bytes(32, "big")) if hi < 1 << 256 else len(keys)
+        return keys[start:end]
 
     def offer(self, key: bytes, data: bytes, now: float, source: Hashable | None = None,
               priority: int = 0) -> str:
@@ -194,11 +197,11 @@ class RecordStore:
                     return "full"
                 self._remove(victim)
                 self.evicted += 1
-        data, info = _share(data, info)
+        data, info, key = _share(data, info, key)
         stamp = next(self._stamps)
         if stored is None:
             stored = self._records[key] = _Stored(data, info, source, -1, stamp)
-            insort(self._sorted, int.from_bytes(key, "big"))
+            insort(self._sorted, key)
             if source is not None:
                 keys = self._keys_of.get(source)
                 if keys is None:
@@ -261,7 +264,7 @@ class RecordStore:
         stored = self._records.pop(key)
         del self._classes[stored.priority][key]
         ids = self._sorted
-        del ids[bisect_left(ids, int.from_bytes(key, "big"))]
+        del ids[bisect_left(ids, key)]
         if stored.source is not None:
             keys = self._keys_of[stored.source]
             del keys[key]

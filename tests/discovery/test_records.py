@@ -141,7 +141,23 @@ def test_replicas_in_one_process_share_one_copy_of_a_record():
     data = announcement(alice, 1, NOW, rng)
     copy = bytes(bytearray(data))
     assert copy is not data
-    assert a.offer(key, data, NOW) == "stored" and b.offer(key, copy, NOW) == "stored"
+    key_copy = bytes(bytearray(key))
+    assert a.offer(key, data, NOW) == "stored" and b.offer(key_copy, copy, NOW) == "stored"
     assert a._records[key].data is b._records[key].data
     assert a._records[key].info is b._records[key].info
+    assert next(iter(a._records)) is next(iter(b._records))  # the key, too
     assert b.get(key, NOW) == data
+
+
+def test_keys_near_is_the_slice_that_agrees_on_all_but_the_low_bits():
+    """Kept as sorted bytes (numeric order for 32-byte big-endian keys), including the
+    whole key space (bits=256) and its top end."""
+    store = RecordStore(AnnouncementValidator(), window=24 * 3600, max_records=100)
+    keys = [bytes([b]) + bytes(31) for b in (0x00, 0x7f, 0x80, 0x81, 0xff)]
+    store._sorted = sorted(keys)  # keys_near looks at the index only
+    top = int.from_bytes(keys[-1], "big")
+    assert store.keys_near(top, 256) == sorted(keys)
+    assert store.keys_near(top, 255) == keys[2:]
+    assert store.keys_near(0x80 << 248, 248) == [keys[2]]
+    assert store.keys_near(0x80 << 248, 249) == [keys[2], keys[3]]
+    assert store.keys_near(1 << 254, 255) == keys[:2]
