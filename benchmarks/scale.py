@@ -88,6 +88,8 @@ def plot(rows: list[dict[str, float]], path: Path, seed: int) -> None:
     nodes = [r["nodes"] for r in rows]
     fig, wall_ax = plt.subplots(figsize=(7, 4.5))
     wall_ax.loglog(nodes, [r["wall"] for r in rows], "o-", color="tab:blue", label="wall time")
+    wall_ax.loglog(nodes, [r["cpu"] for r in rows], "x-", color="tab:purple",
+                   label="CPU time (user + system)")
     wall_ax.loglog(nodes, [r["proofs"] * r["proof_cost"] for r in rows], "^:",
                    color="tab:green", label="crypto floor (proofs x sign + verify)")
     wall_ax.set_xlabel("nodes")
@@ -98,7 +100,7 @@ def plot(rows: list[dict[str, float]], path: Path, seed: int) -> None:
     rss_ax.set_ylabel("peak RSS (MB)", color="tab:red")
     wall_ax.axhline(120, color="tab:blue", lw=0.8, ls=":")
     rss_ax.axhline(1024, color="tab:red", lw=0.8, ls=":")
-    lines = wall_ax.get_lines()[:2] + rss_ax.get_lines()[:1]
+    lines = wall_ax.get_lines()[:3] + rss_ax.get_lines()[:1]
     wall_ax.legend(lines, [str(line.get_label()) for line in lines], loc="upper left",
                    fontsize=8)
     wall_ax.set_title(f"p2pstack simulate dht: wall time and memory against nodes "

@@ -181,6 +181,8 @@ class DhtCore:
                                  config.max_records_per_ip)
         self.validator = validator
         self.stats: Counter[str] = Counter()
+        # nonces, txids and the cookie secret come from here: the OS's CSPRNG
+        # (random.SystemRandom) on a real node, a seeded Random only in simulations
         self._rng = rng
         self._cookies = Cookies(rng.randbytes(32))
         self._limiter = TokenBuckets(config.rate, config.burst)
