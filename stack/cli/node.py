@@ -29,8 +29,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
 import signal
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from stack.base.addresses import parse_address
@@ -43,6 +45,8 @@ from stack.node.control import ControlClient
 from stack.node.natinfo import DEFAULT_STUN_PORT
 from stack.node.protocols.echo import MAX_ECHO
 from nat.turn import parse_turn_url
+
+TURN_PASSWORD_ENV = "P2PSTACK_TURN_PASSWORD"  # for --turn turn:USER@HOST
 
 __all__ = ["register", "running_node", "add_standalone_flag", "add_bootstrap_flag",
            "bootstrap_addrs"]
@@ -78,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--turn", action="append", default=[], metavar="turn:USER:PASS@HOST:PORT",
                    help="allocate on this TURN server (long-term credentials; repeatable; "
                         "default port 3478) and announce the relayed address: QUIC from "
-                        "peers we permitted reaches us through it")
+                        "peers we permitted reaches us through it; turn:USER@HOST:PORT "
+                        f"takes the password from {TURN_PASSWORD_ENV}, out of sight of ps")
     p.add_argument("--turn-permit", action="append", default=[], metavar="IP",
                    help="let this peer IP reach us through our TURN allocations "
                         "(repeatable; peers we connect to directly are permitted anyway)")
@@ -166,8 +171,7 @@ def _config(args: argparse.Namespace, **overrides: Any) -> NodeConfig:
 def run_node(args: argparse.Namespace) -> int:
     for text in args.relay:
         parse_address(text)  # a typo is a usage error (exit 2)
-    for text in args.turn:
-        parse_turn_url(text)
+    turn = turn_urls(args.turn, os.environ)
     for text in args.turn_permit:
         try:
             ipaddress.IPv4Address(text)
@@ -182,9 +186,27 @@ def run_node(args: argparse.Namespace) -> int:
                      stun_servers=_stun_servers(args),
                      keepalive=args.keepalive or None,
                      hole_punch=not args.no_hole_punch, birthday=not args.no_birthday,
-                     turn=tuple(args.turn), turn_permit=tuple(args.turn_permit),
+                     turn=turn, turn_permit=tuple(args.turn_permit),
                      rendezvous=args.rendezvous)
     return asyncio.run(_serve(config, args.json))
+
+
+def turn_urls(texts: list[str], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The ``--turn`` URLs, checked; one that names only a user (``turn:USER@HOST``) gets
+    its password from ``P2PSTACK_TURN_PASSWORD``: a password in the command line is
+    visible to every local user (``ps``), the environment only to the user and root."""
+    password = environ.get(TURN_PASSWORD_ENV, "")
+    urls = []
+    for text in texts:
+        userinfo, at, hostport = text.removeprefix("turn:").rpartition("@")
+        if text.startswith("turn:") and at and userinfo and ":" not in userinfo:
+            if not password:
+                raise UsageError(f"--turn turn:{userinfo}@{hostport} has no password: give "
+                                 f"turn:USER:PASS@HOST or set {TURN_PASSWORD_ENV}")
+            text = f"turn:{userinfo}:{password}@{hostport}"
+        parse_turn_url(text)
+        urls.append(text)
+    return tuple(urls)
 
 
 async def _serve(config: NodeConfig, as_json: bool) -> int:

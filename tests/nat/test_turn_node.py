@@ -16,7 +16,9 @@ import pytest
 from stack.base.addresses import PeerAddress, parse_address
 from stack.base.errors import UsageError
 from stack.base.interfaces import PathKind
+from nat.turn import parse_turn_url
 from stack.cli import main
+from stack.cli.node import turn_urls
 from stack.cli.status import _text as status_text
 from stack.node import AnnouncementPublished, Node, ServiceFailed, TurnAllocationChanged
 from stack.node import operations
@@ -70,7 +72,9 @@ def test_p2p_turn_multiaddrs_round_trip() -> None:
 
 
 @pytest.mark.parametrize(("argv", "says"), [
-    (["node", "--turn", "turn:nopassword@127.0.0.1:3478"], "needs both a username"),
+    (["node", "--turn", "turn:nopassword@127.0.0.1:3478"],
+     "has no password: give turn:USER:PASS@HOST or set P2PSTACK_TURN_PASSWORD"),
+    (["node", "--turn", "turn::secret@127.0.0.1:3478"], "needs both a username"),
     (["node", "--turn", "127.0.0.1:3478"], "not a turn: URL"),
     (["node", "--turn-permit", "10.0.0"], "--turn-permit needs an IPv4 address"),
 ])
@@ -78,6 +82,18 @@ def test_bad_turn_flags_are_one_line_usage_errors(argv, says, tmp_path, capsys) 
     code = main(["--data-dir", str(tmp_path), *argv])
     err = capsys.readouterr().err
     assert code == 2 and says in err and err.count("\n") == 1, err
+
+
+def test_a_turn_password_can_come_from_the_environment_instead_of_the_command_line(
+        ) -> None:
+    env = {"P2PSTACK_TURN_PASSWORD": "s3:cr@t"}
+    assert turn_urls(["turn:alice@127.0.0.1:3478", "turn:bob:own@192.0.2.1"], env) == (
+        "turn:alice:s3:cr@t@127.0.0.1:3478", "turn:bob:own@192.0.2.1")
+    server = parse_turn_url(turn_urls(["turn:alice@127.0.0.1?transport=udp"], env)[0])
+    assert (server.username, server.password, server.port) == ("alice", "s3:cr@t", 3478)
+    assert turn_urls(["turn:bob:own@192.0.2.1"], {}) == ("turn:bob:own@192.0.2.1",)
+    with pytest.raises(UsageError, match="has no password"):
+        turn_urls(["turn:alice@127.0.0.1"], {"P2PSTACK_TURN_PASSWORD": ""})
 
 
 def test_a_bad_turn_url_in_the_config_is_a_usage_error(tmp_path: FsPath) -> None:
