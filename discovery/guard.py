@@ -86,7 +86,9 @@ class PeerCookies:
     def __init__(self, max_peers: int = 4096) -> None:
         self.max_peers = max_peers
         self._packed: dict[Address, bytes] = {}
-        self._due = _NEVER  # the oldest cookie's end of use
+        # no cookie ends before this (the oldest's end, or earlier); with none kept, the
+        # next put looks
+        self._due = -_NEVER
 
     def __len__(self) -> int:
         return len(self._packed)
@@ -102,9 +104,6 @@ class PeerCookies:
         packed[addr] = _TIME.pack(now) + cookie
         if len(packed) > self.max_peers:
             del packed[next(iter(packed))]
-            self._due = now  # a new oldest: look at it
-        elif len(packed) == 1:
-            self._due = now + COOKIE_EPOCH
         if now >= self._due:
             self._expire(now)
 
@@ -124,7 +123,7 @@ class PeerCookies:
                 self._due = due
                 return
             del packed[addr]
-        self._due = _NEVER
+        self._due = -_NEVER
 
 
 class _ExpiringTable(Generic[K, E]):
